@@ -1,0 +1,5 @@
+//! kiln turns package lists into container images on demand.
+//!
+//! Data flows one way: `api` → `build` → `recipe`/`spec`, with `store` beside. See DESIGN.md.
+
+pub mod spec;

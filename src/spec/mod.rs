@@ -1,0 +1,25 @@
+//! The request model: package entries, channels, formats and platforms, validated and put in
+//! canonical form, and the deterministic key and image name derived from them.
+//!
+//! Pure: no I/O, no async. Everything else in kiln depends on this module; it depends on
+//! nothing in kiln. Every type that holds user input validates in `FromStr`, and its
+//! `Deserialize` goes through the same check.
+
+mod conda;
+mod entry;
+mod name;
+mod pip;
+mod platform;
+mod request;
+
+pub use conda::CondaSpec;
+pub use entry::{EntryError, MAX_ENTRY_LEN, PackageEntry};
+pub use name::{
+    IMAGE_FORMAT_VERSION, ImageKey, ImageKeyError, ImageName, KeyInputs, RegistryHost,
+    RegistryHostError,
+};
+pub use pip::PipSpec;
+pub use platform::{Format, FormatError, Platform, PlatformError};
+pub use request::{
+    Channel, ChannelError, DEFAULT_CHANNELS, MAX_ENTRIES, Request, RequestError, RequestInput,
+};

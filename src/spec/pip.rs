@@ -1,0 +1,92 @@
+//! Pip entries: PEP 508 requirements with a name, extras, version specifiers and markers.
+//!
+//! Parsed with `pep508_rs` and rendered back from the parsed form, so names are PEP 503
+//! normalized, extras sorted and versions PEP 440 normalized. URL requirements are refused.
+
+use std::fmt;
+use std::str::FromStr;
+
+use pep508_rs::{Requirement, VersionOrUrl, pep440_rs::Operator};
+use serde::{Deserialize, Serialize};
+
+/// The longest pip project name kiln accepts.
+const MAX_NAME_LEN: usize = 128;
+
+/// A validated pip requirement, stored in its canonical text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PipSpec {
+    name: String,
+    canonical: String,
+    pinned: Option<String>,
+}
+
+/// Why a pip requirement was refused.
+#[derive(Debug)]
+pub(super) enum PipParseError {
+    Url,
+    Invalid(String),
+}
+
+impl PipSpec {
+    /// The project name, PEP 503 normalized.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version pinned with a single `==`, as normalized by PEP 440.
+    pub fn pinned_version(&self) -> Option<&str> {
+        self.pinned.as_deref()
+    }
+
+    pub(super) fn parse(text: &str) -> Result<Self, PipParseError> {
+        let mut requirement = Requirement::<pep508_rs::VerbatimUrl>::from_str(text)
+            .map_err(|err| PipParseError::Invalid(first_line(&err.to_string())))?;
+        let name = requirement.name.to_string();
+        if name.len() > MAX_NAME_LEN {
+            return Err(PipParseError::Invalid(format!(
+                "the project name is longer than {MAX_NAME_LEN} characters"
+            )));
+        }
+        requirement.extras.sort();
+        requirement.extras.dedup();
+        let pinned = match &requirement.version_or_url {
+            Some(VersionOrUrl::Url(_)) => return Err(PipParseError::Url),
+            Some(VersionOrUrl::VersionSpecifier(specifiers)) => match specifiers.iter().as_slice()
+            {
+                [only] if matches!(only.operator(), Operator::Equal | Operator::ExactEqual) => {
+                    Some(only.version().to_string())
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let canonical = requirement.to_string();
+        // The marker is re-rendered by pep508_rs with its string values in single quotes; make
+        // sure no value smuggled in anything a shell or a YAML file would read differently.
+        if let Some(bad) = canonical
+            .chars()
+            .find(|c| matches!(c, '"' | '`' | '$' | '\\') || c.is_ascii_control())
+        {
+            return Err(PipParseError::Invalid(format!(
+                "its environment marker contains {bad:?}"
+            )));
+        }
+        Ok(PipSpec {
+            name,
+            canonical,
+            pinned,
+        })
+    }
+}
+
+impl fmt::Display for PipSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.canonical)
+    }
+}
+
+/// pep508_rs errors draw a caret diagram on following lines; an error message needs only the
+/// sentence.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).trim().to_owned()
+}
