@@ -337,7 +337,7 @@ mod tests {
             ("pip:black", "pip:black"),
             (
                 "pip:requests==2.32.3; python_version >= \"3.8\"",
-                "pip:requests==2.32.3 ; python_full_version >= '3.8'",
+                "pip:requests==2.32.3; python_full_version >= '3.8'",
             ),
         ];
         for (input, canonical) in accepted {

@@ -7,6 +7,7 @@
 
 mod conda;
 mod entry;
+mod image_ref;
 mod name;
 mod pip;
 mod platform;
@@ -14,6 +15,7 @@ mod request;
 
 pub use conda::CondaSpec;
 pub use entry::{EntryError, MAX_ENTRY_LEN, PackageEntry};
+pub use image_ref::{ImageRef, ImageRefError};
 pub use name::{
     IMAGE_FORMAT_VERSION, ImageKey, ImageKeyError, ImageName, KeyInputs, RegistryHost,
     RegistryHostError,

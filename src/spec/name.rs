@@ -122,6 +122,11 @@ impl From<ImageKey> for String {
 pub struct RegistryHost(String);
 
 impl RegistryHost {
+    /// `localhost:9090`: kiln's embedded registry on its default port.
+    pub fn default_host() -> Self {
+        RegistryHost("localhost:9090".to_owned())
+    }
+
     /// The host and port.
     pub fn as_str(&self) -> &str {
         &self.0

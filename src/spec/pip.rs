@@ -60,7 +60,14 @@ impl PipSpec {
             },
             None => None,
         };
-        let canonical = requirement.to_string();
+        // Rendered by hand around the marker: pep508_rs writes ` ; `, and kiln's entry grammar
+        // keeps whitespace out of everything before the `;`.
+        let marker = requirement.marker.contents().map(|m| m.to_string());
+        requirement.marker = pep508_rs::MarkerTree::TRUE;
+        let canonical = match marker {
+            Some(marker) => format!("{requirement}; {marker}"),
+            None => requirement.to_string(),
+        };
         // The marker is re-rendered by pep508_rs with its string values in single quotes; make
         // sure no value smuggled in anything a shell or a YAML file would read differently.
         if let Some(bad) = canonical

@@ -1,0 +1,36 @@
+//! Operations endpoints: liveness for load balancers and orchestrators.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/health", get(health))
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+}
+
+/// 200 when kiln can read its store, 503 when it cannot.
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let healthy = state.store.build("bd-0000000000000000_0").await.is_ok();
+    let (code, status) = if healthy {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+    };
+    (
+        code,
+        Json(Health {
+            status,
+            version: env!("CARGO_PKG_VERSION"),
+        }),
+    )
+}

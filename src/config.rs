@@ -1,0 +1,291 @@
+//! Settings: embedded defaults, overridden by an optional TOML file, overridden by `KILN_*`
+//! environment variables. Everything kiln can be told lives in [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::recipe::RecipeImages;
+use crate::spec::{Channel, DEFAULT_CHANNELS, ImageRef, RegistryHost};
+
+/// kiln's settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where `kiln serve` listens.
+    pub listen: SocketAddr,
+    /// The registry host written into image names.
+    pub registry: RegistryHost,
+    /// Where kiln keeps its database, caches and blobs.
+    pub data_dir: PathBuf,
+    /// Channels for requests that name none, in priority order.
+    pub channels: Vec<Channel>,
+    /// Channel name → URL of a mirror that serves it (air-gapped sites, tests).
+    pub channel_mirrors: BTreeMap<String, String>,
+    /// The micromamba image that generated conda recipes solve in.
+    pub micromamba_image: ImageRef,
+    /// Base image profiles.
+    pub base: BaseProfiles,
+    /// Settings of image builds.
+    pub build: BuildSettings,
+}
+
+/// The base images kiln builds on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BaseProfiles {
+    /// The base of conda environments; by default kiln's own Debian base in its registry.
+    pub conda: BaseProfile,
+    /// The base of pip-only requests: it must have python3 and pip.
+    pub python: BaseProfile,
+}
+
+/// A base image and the facts about it that resolvers need.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseProfile {
+    /// The image; unset means kiln's default for this profile.
+    pub image: Option<ImageRef>,
+    /// The glibc version of the image (conda's `__glibc` virtual package).
+    pub glibc: String,
+    /// The Python version of the image, if it has one.
+    pub python: Option<String>,
+}
+
+/// Settings of image builds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuildSettings {
+    /// A CA bundle made available to build steps that reach the network (`RUN pip install`),
+    /// for sites behind a TLS-intercepting proxy. It is mounted, never baked into images.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            registry: RegistryHost::default_host(),
+            data_dir: PathBuf::from("./kiln-data"),
+            channels: DEFAULT_CHANNELS
+                .iter()
+                .map(|name| name.parse().expect("default channels are valid"))
+                .collect(),
+            channel_mirrors: BTreeMap::new(),
+            micromamba_image: "mambaorg/micromamba:2-amazon2023"
+                .parse()
+                .expect("default image is valid"),
+            base: BaseProfiles::default(),
+            build: BuildSettings::default(),
+        }
+    }
+}
+
+impl Default for BaseProfiles {
+    fn default() -> Self {
+        BaseProfiles {
+            conda: BaseProfile {
+                image: None,
+                glibc: "2.36".into(),
+                python: None,
+            },
+            python: BaseProfile {
+                image: Some("python:3.12-slim".parse().expect("default image is valid")),
+                glibc: "2.36".into(),
+                python: Some("3.12".into()),
+            },
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var} is not valid: {message}")]
+    Env { var: &'static str, message: String },
+}
+
+impl Config {
+    /// Loads the defaults, then `file` if given, then `KILN_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|err| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: err.message().to_owned(),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// Loads from the process environment and the file `KILN_CONFIG` names, if any.
+    pub fn from_process(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_env = std::env::var_os("KILN_CONFIG").map(PathBuf::from);
+        let file = file.map(Path::to_owned).or(from_env);
+        Config::load(file.as_deref(), |name| std::env::var(name).ok())
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: std::str::FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|err: T::Err| ConfigError::Env {
+                var,
+                message: err.to_string(),
+            })
+        }
+        if let Some(value) = env("KILN_LISTEN") {
+            self.listen = parsed("KILN_LISTEN", &value)?;
+        }
+        if let Some(value) = env("KILN_REGISTRY") {
+            self.registry = parsed("KILN_REGISTRY", &value)?;
+        }
+        if let Some(value) = env("KILN_DATA_DIR") {
+            self.data_dir = PathBuf::from(value);
+        }
+        if let Some(value) = env("KILN_CHANNELS") {
+            self.channels = value
+                .split(',')
+                .map(|channel| parsed("KILN_CHANNELS", channel.trim()))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(value) = env("KILN_MICROMAMBA_IMAGE") {
+            self.micromamba_image = parsed("KILN_MICROMAMBA_IMAGE", &value)?;
+        }
+        if let Some(value) = env("KILN_CONDA_BASE_IMAGE") {
+            self.base.conda.image = Some(parsed("KILN_CONDA_BASE_IMAGE", &value)?);
+        }
+        if let Some(value) = env("KILN_PYTHON_BASE_IMAGE") {
+            self.base.python.image = Some(parsed("KILN_PYTHON_BASE_IMAGE", &value)?);
+        }
+        if let Some(value) = env("KILN_CA_BUNDLE") {
+            self.build.ca_bundle = Some(PathBuf::from(value));
+        }
+        Ok(())
+    }
+
+    /// The conda base image: the configured one, or kiln's Debian base in its own registry.
+    pub fn conda_base_image(&self) -> ImageRef {
+        self.base.conda.image.clone().unwrap_or_else(|| {
+            format!("{}/kiln/base/debian:bookworm", self.registry)
+                .parse()
+                .expect("a registry host and a fixed path make a valid reference")
+        })
+    }
+
+    /// The Python base image: the configured one, or kiln's Debian Python base.
+    pub fn python_base_image(&self) -> ImageRef {
+        self.base.python.image.clone().unwrap_or_else(|| {
+            format!("{}/kiln/base/debian-python:bookworm", self.registry)
+                .parse()
+                .expect("a registry host and a fixed path make a valid reference")
+        })
+    }
+
+    /// The images generated recipes start from.
+    pub fn recipe_images(&self) -> RecipeImages {
+        RecipeImages {
+            micromamba: self.micromamba_image.clone(),
+            conda_base: self.conda_base_image(),
+            python_base: self.python_base_image(),
+        }
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("kiln.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::load(None, no_env).expect("defaults load");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.registry.as_str(), "localhost:9090");
+        assert_eq!(config.data_dir, PathBuf::from("./kiln-data"));
+        assert_eq!(
+            config.conda_base_image().as_str(),
+            "localhost:9090/kiln/base/debian:bookworm"
+        );
+        assert_eq!(config.python_base_image().as_str(), "python:3.12-slim");
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(
+            &path,
+            r#"
+registry = "containers.example.org"
+data_dir = "/var/lib/kiln"
+channels = ["bioconda", "conda-forge"]
+
+[channel_mirrors]
+conda-forge = "http://mirror.example.org/conda-forge"
+
+[base.python]
+image = "localhost:9090/kiln/base/debian-python:bookworm"
+glibc = "2.36"
+python = "3.11"
+
+[build]
+ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
+"#,
+        )
+        .expect("write config");
+        let env = |name: &str| (name == "KILN_LISTEN").then(|| "0.0.0.0:8080".to_owned());
+        let config = Config::load(Some(&path), env).expect("config loads");
+        assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.registry.as_str(), "containers.example.org");
+        assert_eq!(config.channels[0].as_str(), "bioconda");
+        assert_eq!(
+            config.conda_base_image().as_str(),
+            "containers.example.org/kiln/base/debian:bookworm"
+        );
+        assert_eq!(config.base.python.python.as_deref(), Some("3.11"));
+        assert!(config.build.ca_bundle.is_some());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let env = |name: &str| (name == "KILN_REGISTRY").then(|| "http://x".to_owned());
+        let err = Config::load(None, env).unwrap_err();
+        assert!(err.to_string().starts_with("environment variable KILN_REGISTRY is not valid"), "{err}");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(&path, "registy = \"typo\"\n").expect("write config");
+        let err = Config::load(Some(&path), no_env).unwrap_err();
+        assert!(err.to_string().contains("registy"), "{err}");
+    }
+}

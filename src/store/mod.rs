@@ -1,0 +1,303 @@
+//! kiln's durable state — builds and their logs — behind one [`Store`] trait,
+//! so the rest of kiln never sees SQL. SQLite now, PostgreSQL later; this
+//! module depends on nothing else in kiln.
+
+mod model;
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use model::{
+    BuildOutcome, BuildRecord, BuildStatus, ImageOutput, LogSlice, NewBuild, Submitted,
+    UnknownStatus, build_id, is_valid_key,
+};
+pub use sqlite::SqliteStore;
+
+/// Why a store call failed. Each message names the input it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("build key {key:?} is not 64 lowercase hex characters")]
+    InvalidKey { key: String },
+    #[error("there is no build {id:?}")]
+    BuildNotFound { id: String },
+    #[error("build {id:?} cannot go from {from} to {to}")]
+    IllegalTransition {
+        id: String,
+        from: BuildStatus,
+        to: BuildStatus,
+    },
+    #[error("the database failed")]
+    Database(#[from] sqlx::Error),
+    #[error("the database schema could not be migrated")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("build {id:?} is stored in a form that cannot be read: {detail}")]
+    Corrupt { id: String, detail: String },
+}
+
+/// Builds and logs, shared by every kiln process pointed at one database.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Joins the unfinished build for `new.key` if there is one (single
+    /// flight, also across processes); otherwise starts the next attempt.
+    async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError>;
+
+    async fn build(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
+
+    /// The highest attempt for `key`, finished or not.
+    async fn latest_for_key(&self, key: &str) -> Result<Option<BuildRecord>, StoreError>;
+
+    /// PENDING → BUILDING; exactly one caller wins a race to start.
+    async fn start(&self, id: &str) -> Result<BuildRecord, StoreError>;
+
+    /// → DONE. Success only from BUILDING; failure from PENDING or BUILDING.
+    async fn finish(&self, id: &str, outcome: BuildOutcome) -> Result<BuildRecord, StoreError>;
+
+    /// Appends to the build's log and returns its new length in bytes.
+    async fn append_log(&self, id: &str, chunk: &str) -> Result<u64, StoreError>;
+
+    /// The log from byte `offset` on. An offset inside a character is rounded
+    /// down to its start; one past the end gives empty text.
+    async fn read_log(&self, id: &str, offset: u64) -> Result<LogSlice, StoreError>;
+}
+
+/// Behaviour every [`Store`] must show; each backend runs it with
+/// [`contract_suite!`](contract::contract_suite).
+#[cfg(test)]
+pub(crate) mod contract {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// One empty database. `open` gives an independent handle on it each
+    /// call, the way a second kiln process or a restart would.
+    pub(crate) trait Harness {
+        async fn open(&self) -> Arc<dyn Store>;
+    }
+
+    /// Expands to one `#[tokio::test]` per contract check; `$harness` is an
+    /// async fn returning a fresh [`Harness`].
+    macro_rules! contract_suite {
+        ($harness:path) => {
+            $crate::store::contract::contract_suite!(@tests $harness;
+                submit_creates_first_attempt,
+                submit_joins_unfinished_build,
+                submit_after_done_creates_next_attempt,
+                success_round_trips,
+                illegal_transitions_are_rejected,
+                unknown_ids_are_not_found,
+                concurrent_submits_share_one_build,
+                log_reads_from_byte_offsets,
+                data_survives_reopen,
+            );
+        };
+        (@tests $harness:path; $($name:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $crate::store::contract::$name(&$harness().await).await;
+            }
+        )*};
+    }
+    pub(crate) use contract_suite;
+
+    pub(crate) fn key(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    pub(crate) fn request(key: &str) -> NewBuild {
+        NewBuild {
+            key: key.to_owned(),
+            image: "registry.example/kiln/app:1".into(),
+            format: "docker".into(),
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            request: r#"{"packages":["numpy"]}"#.into(),
+            containerfile: "FROM scratch\n".into(),
+            environment: "dependencies: [numpy]\n".into(),
+        }
+    }
+
+    fn failed() -> BuildOutcome {
+        BuildOutcome::Failed {
+            reason: "solver found no environment".into(),
+        }
+    }
+
+    pub(crate) async fn submit_creates_first_attempt(h: &impl Harness) {
+        let store = h.open().await;
+        let sub = store.submit(request(&key(1))).await.unwrap();
+        assert!(sub.created);
+        let b = &sub.build;
+        assert_eq!(b.id, format!("bd-{}_1", &key(1)[..16]));
+        assert_eq!((b.attempt, b.status), (1, BuildStatus::Pending));
+        assert_eq!(b.platforms, request("").platforms);
+        assert_eq!(
+            (b.succeeded, b.started_at, b.finished_at),
+            (None, None, None)
+        );
+        assert_eq!(store.build(&b.id).await.unwrap().as_ref(), Some(b));
+
+        let bad = store.submit(request("ABC")).await.unwrap_err();
+        assert!(matches!(bad, StoreError::InvalidKey { key } if key == "ABC"));
+    }
+
+    pub(crate) async fn submit_joins_unfinished_build(h: &impl Harness) {
+        let store = h.open().await;
+        let first = store.submit(request(&key(2))).await.unwrap().build;
+        let again = store.submit(request(&key(2))).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(again.build, first);
+
+        store.start(&first.id).await.unwrap();
+        let while_building = store.submit(request(&key(2))).await.unwrap();
+        assert!(!while_building.created);
+        assert_eq!(while_building.build.id, first.id);
+    }
+
+    pub(crate) async fn submit_after_done_creates_next_attempt(h: &impl Harness) {
+        let store = h.open().await;
+        let first = store.submit(request(&key(3))).await.unwrap().build;
+        store.finish(&first.id, failed()).await.unwrap();
+
+        let second = store.submit(request(&key(3))).await.unwrap();
+        assert!(second.created);
+        assert_eq!(second.build.attempt, 2);
+        assert_eq!(second.build.id, format!("bd-{}_2", &key(3)[..16]));
+        let latest = store.latest_for_key(&key(3)).await.unwrap().unwrap();
+        assert_eq!(latest.id, second.build.id);
+        let old = store.build(&first.id).await.unwrap().unwrap();
+        assert_eq!(old.succeeded, Some(false));
+        assert_eq!(old.reason.as_deref(), Some("solver found no environment"));
+    }
+
+    pub(crate) async fn success_round_trips(h: &impl Harness) {
+        let store = h.open().await;
+        let id = store.submit(request(&key(4))).await.unwrap().build.id;
+        let started = store.start(&id).await.unwrap();
+        assert_eq!(started.status, BuildStatus::Building);
+        assert!(started.started_at.is_some());
+
+        let outputs = vec![ImageOutput {
+            platform: "linux/amd64".into(),
+            digest: "sha256:aa".into(),
+            size: 5_000_000_000,
+        }];
+        let lock = Some("@EXPLICIT\nhttps://conda.example/numpy.conda\n".to_owned());
+        let outcome = BuildOutcome::Succeeded {
+            digest: "sha256:index".into(),
+            outputs: outputs.clone(),
+            lock: lock.clone(),
+        };
+        let done = store.finish(&id, outcome).await.unwrap();
+        assert_eq!(
+            (done.status, done.succeeded),
+            (BuildStatus::Done, Some(true))
+        );
+        assert_eq!(done.digest.as_deref(), Some("sha256:index"));
+        assert_eq!(done.outputs, outputs);
+        assert_eq!(done.lock, lock);
+        assert!(done.finished_at >= done.started_at);
+        assert_eq!(done.started_at, started.started_at);
+        assert_eq!(done.created_at, started.created_at);
+    }
+
+    pub(crate) async fn illegal_transitions_are_rejected(h: &impl Harness) {
+        use BuildStatus::{Building, Done, Pending};
+        let store = h.open().await;
+        let id = store.submit(request(&key(5))).await.unwrap().build.id;
+        let success = BuildOutcome::Succeeded {
+            digest: "sha256:x".into(),
+            outputs: vec![],
+            lock: None,
+        };
+        let refused = |e: StoreError| match e {
+            StoreError::IllegalTransition { from, to, .. } => (from, to),
+            other => panic!("expected an illegal transition, got: {other}"),
+        };
+        let err = store.finish(&id, success).await.unwrap_err();
+        assert_eq!(refused(err), (Pending, Done));
+        store.start(&id).await.unwrap();
+        assert_eq!(
+            refused(store.start(&id).await.unwrap_err()),
+            (Building, Building)
+        );
+        store.finish(&id, failed()).await.unwrap();
+        assert_eq!(
+            refused(store.start(&id).await.unwrap_err()),
+            (Done, Building)
+        );
+        let err = store.finish(&id, failed()).await.unwrap_err();
+        assert_eq!(refused(err), (Done, Done));
+    }
+
+    pub(crate) async fn unknown_ids_are_not_found(h: &impl Harness) {
+        let store = h.open().await;
+        let missing = "bd-0000000000000000_1";
+        let not_found =
+            |e: StoreError| matches!(e, StoreError::BuildNotFound { id } if id == missing);
+        assert_eq!(store.build(missing).await.unwrap(), None);
+        assert_eq!(store.latest_for_key(&key(6)).await.unwrap(), None);
+        assert!(not_found(store.start(missing).await.unwrap_err()));
+        assert!(not_found(
+            store.finish(missing, failed()).await.unwrap_err()
+        ));
+        assert!(not_found(store.append_log(missing, "x").await.unwrap_err()));
+        assert!(not_found(store.read_log(missing, 0).await.unwrap_err()));
+    }
+
+    pub(crate) async fn concurrent_submits_share_one_build(h: &impl Harness) {
+        let stores = [h.open().await, h.open().await];
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % 2]);
+                tokio::spawn(async move { store.submit(request(&key(7))).await.unwrap() })
+            })
+            .collect();
+        let mut created = 0;
+        let mut ids = std::collections::HashSet::new();
+        for task in tasks {
+            let sub = task.await.unwrap();
+            created += usize::from(sub.created);
+            ids.insert(sub.build.id);
+        }
+        assert_eq!(created, 1);
+        assert_eq!(ids.len(), 1);
+    }
+
+    pub(crate) async fn log_reads_from_byte_offsets(h: &impl Harness) {
+        let store = h.open().await;
+        let id = store.submit(request(&key(8))).await.unwrap().build.id;
+        assert_eq!(store.read_log(&id, 0).await.unwrap().next_offset, 0);
+
+        assert_eq!(store.append_log(&id, "héllo ").await.unwrap(), 7);
+        assert_eq!(store.append_log(&id, "wörld ✓").await.unwrap(), 17);
+        for (offset, text) in [
+            (0, "héllo wörld ✓"),
+            (3, "llo wörld ✓"),  // spans both chunks
+            (7, "wörld ✓"),      // a chunk start
+            (2, "éllo wörld ✓"), // inside é: rounds down
+            (9, "örld ✓"),       // inside ö: rounds down
+            (16, "✓"),           // inside ✓: rounds down
+            (17, ""),
+            (u64::MAX, ""),
+        ] {
+            let slice = store.read_log(&id, offset).await.unwrap();
+            assert_eq!(
+                (slice.text.as_str(), slice.next_offset),
+                (text, 17),
+                "offset {offset}"
+            );
+        }
+    }
+
+    pub(crate) async fn data_survives_reopen(h: &impl Harness) {
+        let (id, before) = {
+            let store = h.open().await;
+            let id = store.submit(request(&key(9))).await.unwrap().build.id;
+            store.start(&id).await.unwrap();
+            store.append_log(&id, "step 1\n").await.unwrap();
+            (id.clone(), store.build(&id).await.unwrap())
+        };
+        let store = h.open().await;
+        assert_eq!(store.build(&id).await.unwrap(), before);
+        assert_eq!(store.read_log(&id, 0).await.unwrap().text, "step 1\n");
+    }
+}

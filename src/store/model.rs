@@ -1,0 +1,173 @@
+//! Plain values the store takes and gives back; no database types leak out.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a build is in its life. `Done` is terminal; whether it worked is
+/// [`BuildRecord::succeeded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BuildStatus {
+    Pending,
+    Building,
+    Done,
+}
+
+impl BuildStatus {
+    /// The spelling used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Building => "BUILDING",
+            Self::Done => "DONE",
+        }
+    }
+}
+
+impl fmt::Display for BuildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status string that is none of `PENDING`, `BUILDING` or `DONE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a build status (PENDING, BUILDING or DONE)")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for BuildStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "PENDING" => Ok(Self::Pending),
+            "BUILDING" => Ok(Self::Building),
+            "DONE" => Ok(Self::Done),
+            other => Err(UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+/// A build request, already canonicalised and keyed by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewBuild {
+    /// SHA-256 of the canonical request, 64 lowercase hex characters.
+    pub key: String,
+    /// Full image URI the build pushes to.
+    pub image: String,
+    /// `docker` or `sif`.
+    pub format: String,
+    pub platforms: Vec<String>,
+    /// The canonical request as JSON text.
+    pub request: String,
+    pub containerfile: String,
+    pub environment: String,
+}
+
+/// One pushed image, per platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageOutput {
+    pub platform: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// One attempt at building a key, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    /// `bd-<first 16 hex of key>_<attempt>`, see [`build_id`].
+    pub id: String,
+    pub key: String,
+    /// Counts from 1 per key.
+    pub attempt: u32,
+    pub image: String,
+    pub format: String,
+    pub platforms: Vec<String>,
+    pub request: String,
+    pub containerfile: String,
+    pub environment: String,
+    pub status: BuildStatus,
+    /// `None` until the build is done.
+    pub succeeded: Option<bool>,
+    /// Why a failed build failed.
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Conda explicit lock text of the solved environment.
+    pub lock: Option<String>,
+    /// Manifest or index digest of the pushed image.
+    pub digest: Option<String>,
+    pub outputs: Vec<ImageOutput>,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuildOutcome {
+    Succeeded {
+        digest: String,
+        outputs: Vec<ImageOutput>,
+        lock: Option<String>,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// What [`submit`](super::Store::submit) did: `created` is false when an
+/// unfinished build for the same key was joined instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    pub build: BuildRecord,
+    pub created: bool,
+}
+
+/// Log text from some offset to the end; poll again from `next_offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSlice {
+    pub text: String,
+    pub next_offset: u64,
+}
+
+/// Ids show at a glance which key a build is for and which try it is.
+pub fn build_id(key: &str, attempt: u32) -> String {
+    let prefix = key.get(..16).unwrap_or(key);
+    format!("bd-{prefix}_{attempt}")
+}
+
+/// Keys are SHA-256 hex digests; anything else is a caller bug.
+pub fn is_valid_key(key: &str) -> bool {
+    key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_text() {
+        for status in [
+            BuildStatus::Pending,
+            BuildStatus::Building,
+            BuildStatus::Done,
+        ] {
+            assert_eq!(status.to_string().parse::<BuildStatus>(), Ok(status));
+        }
+        assert_eq!(
+            "done".parse::<BuildStatus>(),
+            Err(UnknownStatus("done".into()))
+        );
+    }
+
+    #[test]
+    fn ids_and_keys() {
+        let key = "0123456789abcdef".repeat(4);
+        assert!(is_valid_key(&key));
+        assert_eq!(build_id(&key, 3), "bd-0123456789abcdef_3");
+        assert!(!is_valid_key(&key.to_uppercase()));
+        assert!(!is_valid_key(&key[1..]));
+    }
+}

@@ -1,0 +1,349 @@
+//! [`Store`] on one SQLite file, safe to share between processes.
+//!
+//! SQL here sticks to what PostgreSQL also accepts (`$n` parameters,
+//! `RETURNING`, partial indexes) so the Postgres store can follow it closely.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow};
+use sqlx::{Row, SqlSafeStr};
+
+use super::{
+    BuildOutcome, BuildRecord, BuildStatus, LogSlice, NewBuild, Store, StoreError, Submitted,
+    build_id, is_valid_key,
+};
+
+/// How often `submit` re-reads after losing an insert race; one retry finds
+/// the winner unless builds for the key finish as fast as they are created.
+const SUBMIT_TRIES: usize = 3;
+
+/// Builds and logs in a SQLite database; cheap to clone (shares one pool).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file, not its directory) and migrates `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePool::connect_with(options).await?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn fetch(&self, sql: &'static str, arg: &str) -> Result<Option<BuildRecord>, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(arg)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Explains why a guarded `UPDATE` matched no row.
+    async fn refused(&self, id: &str, to: BuildStatus) -> StoreError {
+        match self.build(id).await {
+            Ok(Some(build)) => StoreError::IllegalTransition {
+                id: id.into(),
+                from: build.status,
+                to,
+            },
+            Ok(None) => StoreError::BuildNotFound { id: id.into() },
+            Err(e) => e,
+        }
+    }
+}
+
+/// The embedded schema. Equivalent to `sqlx::migrate!("./migrations/sqlite")`
+/// (same version, description and checksum), which needs sqlx's `macros`
+/// feature that kiln does not enable.
+fn migrator() -> Migrator {
+    let sql = include_str!("../../migrations/sqlite/0001_builds.sql");
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "builds".into(),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError> {
+        if !is_valid_key(&new.key) {
+            return Err(StoreError::InvalidKey { key: new.key });
+        }
+        let platforms = serde_json::to_string(&new.platforms).expect("strings serialize");
+        for tries_left in (0..SUBMIT_TRIES).rev() {
+            let active = "SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'";
+            if let Some(build) = self.fetch(active, &new.key).await? {
+                return Ok(Submitted {
+                    build,
+                    created: false,
+                });
+            }
+            let last: Option<u32> =
+                sqlx::query_scalar("SELECT MAX(attempt) FROM builds WHERE key = $1")
+                    .bind(&new.key)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let attempt = last.unwrap_or(0) + 1;
+            let inserted = sqlx::query(
+                "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
+                                     containerfile, environment, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10)
+                 RETURNING *",
+            )
+            .bind(build_id(&new.key, attempt))
+            .bind(&new.key)
+            .bind(attempt)
+            .bind(&new.image)
+            .bind(&new.format)
+            .bind(&platforms)
+            .bind(&new.request)
+            .bind(&new.containerfile)
+            .bind(&new.environment)
+            .bind(time_text(now()))
+            .fetch_one(&self.pool)
+            .await;
+            match inserted {
+                Ok(row) => {
+                    return Ok(Submitted {
+                        build: decode(&row)?,
+                        created: true,
+                    });
+                }
+                // Another submitter (maybe another process) got there first.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries_left > 0 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the last try returns")
+    }
+
+    async fn build(&self, id: &str) -> Result<Option<BuildRecord>, StoreError> {
+        self.fetch("SELECT * FROM builds WHERE id = $1", id).await
+    }
+
+    async fn latest_for_key(&self, key: &str) -> Result<Option<BuildRecord>, StoreError> {
+        let sql = "SELECT * FROM builds WHERE key = $1 ORDER BY attempt DESC LIMIT 1";
+        self.fetch(sql, key).await
+    }
+
+    async fn start(&self, id: &str) -> Result<BuildRecord, StoreError> {
+        let row = sqlx::query(
+            "UPDATE builds SET status = 'BUILDING', started_at = $2
+             WHERE id = $1 AND status = 'PENDING' RETURNING *",
+        )
+        .bind(id)
+        .bind(time_text(now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => decode(&row),
+            None => Err(self.refused(id, BuildStatus::Building).await),
+        }
+    }
+
+    async fn finish(&self, id: &str, outcome: BuildOutcome) -> Result<BuildRecord, StoreError> {
+        let (succeeded, reason, digest, outputs, lock) = match outcome {
+            BuildOutcome::Succeeded {
+                digest,
+                outputs,
+                lock,
+            } => (true, None, Some(digest), outputs, lock),
+            BuildOutcome::Failed { reason } => (false, Some(reason), None, Vec::new(), None),
+        };
+        let outputs = serde_json::to_string(&outputs).expect("outputs serialize");
+        let row = sqlx::query(
+            "UPDATE builds SET status = 'DONE', succeeded = $2, reason = $3, finished_at = $4,
+                               digest = $5, outputs = $6, conda_lock = $7
+             WHERE id = $1 AND (status = 'BUILDING' OR (status = 'PENDING' AND NOT $2))
+             RETURNING *",
+        )
+        .bind(id)
+        .bind(succeeded)
+        .bind(reason)
+        .bind(time_text(now()))
+        .bind(digest)
+        .bind(outputs)
+        .bind(lock)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => decode(&row),
+            None => Err(self.refused(id, BuildStatus::Done).await),
+        }
+    }
+
+    async fn append_log(&self, id: &str, chunk: &str) -> Result<u64, StoreError> {
+        // One statement: SQLite runs it atomically, so concurrent appends cannot
+        // pick the same seq (Postgres will need a row lock or a retry here).
+        let end = sqlx::query_scalar(
+            "INSERT INTO build_logs (build_id, seq, end_offset, chunk)
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, COALESCE(MAX(end_offset), 0) + $2, $3
+             FROM build_logs WHERE build_id = $1
+             RETURNING end_offset",
+        )
+        .bind(id)
+        .bind(i64::try_from(chunk.len()).expect("chunk fits in memory"))
+        .bind(chunk)
+        .fetch_one(&self.pool)
+        .await;
+        match end {
+            Ok(end) => Ok(end),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(StoreError::BuildNotFound { id: id.into() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read_log(&self, id: &str, from: u64) -> Result<LogSlice, StoreError> {
+        // The build row is always there (or the build is unknown); chunk
+        // columns are NULL when nothing lies past `from`.
+        let rows = sqlx::query(
+            "SELECT (SELECT COALESCE(MAX(end_offset), 0) FROM build_logs WHERE build_id = b.id)
+                        AS total,
+                    l.end_offset, l.chunk
+             FROM builds b
+             LEFT JOIN build_logs l ON l.build_id = b.id AND l.end_offset > $2
+             WHERE b.id = $1
+             ORDER BY l.seq",
+        )
+        .bind(id)
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Err(StoreError::BuildNotFound { id: id.into() });
+        };
+        let next_offset = first.try_get("total")?;
+        let mut text = String::new();
+        for row in &rows {
+            let end: Option<u64> = row.try_get("end_offset")?;
+            let (Some(end), Some(chunk)) = (end, row.try_get::<Option<String>, _>("chunk")?) else {
+                break;
+            };
+            let start = end.saturating_sub(chunk.len() as u64);
+            // Only the first chunk can start before `from`; chunk starts are
+            // char boundaries, so rounding down stays inside it.
+            let skip = usize::try_from(from.saturating_sub(start)).unwrap_or(usize::MAX);
+            text.push_str(&chunk[chunk.floor_char_boundary(skip)..]);
+        }
+        Ok(LogSlice { text, next_offset })
+    }
+}
+
+/// Now, cut to the microseconds the database keeps, so a record returned
+/// from a write equals the same record read back.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Turns a `builds` row into a record; any column that does not parse makes
+/// the whole build [`StoreError::Corrupt`].
+fn decode(row: &SqliteRow) -> Result<BuildRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    decode_columns(row, &id).map_err(|detail| StoreError::Corrupt { id, detail })
+}
+
+fn decode_columns(row: &SqliteRow, id: &str) -> Result<BuildRecord, String> {
+    fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, String>
+    where
+        T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
+        row.try_get(column)
+            .map_err(|e| format!("column {column}: {e}"))
+    }
+    fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, String> {
+        serde_json::from_str(&get::<String>(row, column)?)
+            .map_err(|e| format!("column {column}: {e}"))
+    }
+    fn time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, String> {
+        get::<Option<String>>(row, column)?
+            .map(|text| DateTime::parse_from_rfc3339(&text).map(|t| t.to_utc()))
+            .transpose()
+            .map_err(|e| format!("column {column}: {e}"))
+    }
+    let status: String = get(row, "status")?;
+    Ok(BuildRecord {
+        id: id.to_owned(),
+        key: get(row, "key")?,
+        attempt: get(row, "attempt")?,
+        image: get(row, "image")?,
+        format: get(row, "format")?,
+        platforms: json(row, "platforms")?,
+        request: get(row, "request")?,
+        containerfile: get(row, "containerfile")?,
+        environment: get(row, "environment")?,
+        status: status.parse().map_err(|e| format!("{e}"))?,
+        succeeded: get(row, "succeeded")?,
+        reason: get(row, "reason")?,
+        created_at: time(row, "created_at")?.ok_or("column created_at is NULL")?,
+        started_at: time(row, "started_at")?,
+        finished_at: time(row, "finished_at")?,
+        lock: get(row, "conda_lock")?,
+        digest: get(row, "digest")?,
+        outputs: json(row, "outputs")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::store::contract::{Harness, contract_suite, key, request};
+
+    struct TempDb(TempDir);
+
+    impl Harness for TempDb {
+        async fn open(&self) -> Arc<dyn Store> {
+            Arc::new(
+                SqliteStore::open(&self.0.path().join("kiln.db"))
+                    .await
+                    .unwrap(),
+            )
+        }
+    }
+
+    async fn temp_db() -> TempDb {
+        TempDb(TempDir::new().unwrap())
+    }
+
+    contract_suite!(temp_db);
+
+    #[tokio::test]
+    async fn undecodable_rows_are_corrupt() {
+        let db = temp_db().await;
+        let store = SqliteStore::open(&db.0.path().join("kiln.db"))
+            .await
+            .unwrap();
+        let id = store.submit(request(&key(1))).await.unwrap().build.id;
+        sqlx::query("UPDATE builds SET platforms = 'not json'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.build(&id).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { id: bad, detail } if *bad == id && detail.contains("platforms"))
+        );
+    }
+}
