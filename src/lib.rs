@@ -8,3 +8,4 @@ pub mod store;
 pub mod plan;
 pub mod config;
 pub mod api;
+pub mod build;

@@ -1,0 +1,165 @@
+//! `buildah`, run as a child process: builds Dockerfiles without a daemon or root namespaces.
+//!
+//! Every step runs with chroot isolation (no user namespaces or cgroups needed), timestamps are
+//! pinned for reproducible layers, and the site's CA bundle, when configured, is bind-mounted
+//! over the image's bundle for RUN steps only, so it never ends up in a layer.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::config::BuildSettings;
+use crate::spec::Platform;
+
+/// Where Debian-family images keep the CA bundle that pip, curl and Python's ssl read.
+const IMAGE_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Runs buildah with kiln's settings.
+#[derive(Debug, Clone)]
+pub struct Buildah {
+    program: PathBuf,
+    ca_bundle: Option<PathBuf>,
+}
+
+/// A buildah invocation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildahError {
+    #[error("cannot run {program}; is buildah installed?")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`buildah {step}` failed with {status}")]
+    Failed {
+        step: &'static str,
+        status: std::process::ExitStatus,
+    },
+    #[error("the CA bundle {0} does not exist")]
+    MissingCaBundle(PathBuf),
+}
+
+impl Buildah {
+    /// A runner for the `buildah` on PATH with the given build settings.
+    pub fn new(settings: &BuildSettings) -> Self {
+        Buildah {
+            program: PathBuf::from("buildah"),
+            ca_bundle: settings.ca_bundle.clone(),
+        }
+    }
+
+    /// Builds `dockerfile` with `context` as build context and tags the result `tag` in local
+    /// storage. Each line buildah prints goes to `log`.
+    pub async fn build(
+        &self,
+        context: &Path,
+        dockerfile: &Path,
+        tag: &str,
+        platform: Platform,
+        log: impl FnMut(&str),
+    ) -> Result<(), BuildahError> {
+        let mut args: Vec<String> = [
+            "bud",
+            "--isolation=chroot",
+            "--timestamp=0",
+            "--identity-label=false",
+            "--layers=false",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--platform={platform}"));
+        if let Some(bundle) = &self.ca_bundle {
+            if !bundle.is_file() {
+                return Err(BuildahError::MissingCaBundle(bundle.clone()));
+            }
+            args.push(format!("--volume={}:{IMAGE_CA_BUNDLE}:ro", bundle.display()));
+        }
+        args.push(format!("--file={}", dockerfile.display()));
+        args.push(format!("--tag={tag}"));
+        args.push(context.display().to_string());
+        self.run("bud", &args, log).await.map(drop)
+    }
+
+    /// Creates a working container from `image` and returns its name.
+    pub async fn from_image(&self, image: &str) -> Result<String, BuildahError> {
+        let args = ["from", "--pull=never", "--quiet", image].map(String::from);
+        let mut name = String::new();
+        self.run("from", &args, |line| name = line.trim().to_owned())
+            .await?;
+        Ok(name)
+    }
+
+    /// Runs `command` in a working container and returns what it printed.
+    pub async fn run_in(&self, container: &str, command: &[&str]) -> Result<String, BuildahError> {
+        let mut args = ["run", "--isolation=chroot", container, "--"].map(String::from).to_vec();
+        args.extend(command.iter().map(|arg| arg.to_string()));
+        let mut output = String::new();
+        self.run("run", &args, |line| {
+            output.push_str(line);
+            output.push('\n');
+        })
+        .await?;
+        Ok(output)
+    }
+
+    /// Removes a working container.
+    pub async fn remove_container(&self, container: &str) -> Result<(), BuildahError> {
+        let args = ["rm", container].map(String::from);
+        self.run("rm", &args, |_| {}).await
+    }
+
+    /// Removes an image from local storage.
+    pub async fn remove_image(&self, image: &str) -> Result<(), BuildahError> {
+        let args = ["rmi", "--force", image].map(String::from);
+        self.run("rmi", &args, |_| {}).await
+    }
+
+    /// Runs buildah, passing its output line by line (stdout and stderr interleaved as they
+    /// come) to `log`.
+    async fn run(
+        &self,
+        step: &'static str,
+        args: &[String],
+        mut log: impl FnMut(&str),
+    ) -> Result<(), BuildahError> {
+        let mut child = Command::new(&self.program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| BuildahError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut stdout = BufReader::new(stdout).lines();
+        let mut stderr = BufReader::new(stderr).lines();
+        let (mut out_open, mut err_open) = (true, true);
+        while out_open || err_open {
+            tokio::select! {
+                line = stdout.next_line(), if out_open => match line {
+                    Ok(Some(line)) => log(&line),
+                    _ => out_open = false,
+                },
+                line = stderr.next_line(), if err_open => match line {
+                    Ok(Some(line)) => log(&line),
+                    _ => err_open = false,
+                },
+            }
+        }
+        let status = child.wait().await.map_err(|source| BuildahError::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(BuildahError::Failed { step, status })
+        }
+    }
+}
