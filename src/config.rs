@@ -280,7 +280,11 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
     fn bad_settings_are_named() {
         let env = |name: &str| (name == "KILN_REGISTRY").then(|| "http://x".to_owned());
         let err = Config::load(None, env).unwrap_err();
-        assert!(err.to_string().starts_with("environment variable KILN_REGISTRY is not valid"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("environment variable KILN_REGISTRY is not valid"),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("kiln.toml");

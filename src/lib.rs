@@ -2,10 +2,10 @@
 //!
 //! Data flows one way: `api` → `build` → `recipe`/`spec`, with `store` beside. See DESIGN.md.
 
-pub mod spec;
-pub mod recipe;
-pub mod store;
-pub mod plan;
-pub mod config;
 pub mod api;
 pub mod build;
+pub mod config;
+pub mod plan;
+pub mod recipe;
+pub mod spec;
+pub mod store;

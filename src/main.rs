@@ -106,7 +106,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Validates the request arguments and plans its images.
 fn plan(config: &Config, args: &RequestArgs) -> anyhow::Result<Vec<ImagePlan>> {
-    let request = parse_request(config, args).map_err(|message| anyhow::Error::new(Refused(message)))?;
+    let request =
+        parse_request(config, args).map_err(|message| anyhow::Error::new(Refused(message)))?;
     Ok(ImagePlan::for_request(
         &request,
         &config.recipe_images(),
@@ -130,7 +131,10 @@ fn parse_request(config: &Config, args: &RequestArgs) -> Result<Request, String>
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| err.to_string())?
     };
-    let format: Format = args.format.parse().map_err(|err: kiln::spec::FormatError| err.to_string())?;
+    let format: Format = args
+        .format
+        .parse()
+        .map_err(|err: kiln::spec::FormatError| err.to_string())?;
     let platforms = args
         .platforms
         .iter()

@@ -40,27 +40,68 @@ fn names_do_not_depend_on_entry_order() {
 #[test]
 fn format_and_platform_change_the_tag() {
     let docker = stdout(&["name", "samtools=1.21", "bioconda::bcftools=1.21"]);
-    let sif = stdout(&["name", "--format", "sif", "samtools=1.21", "bioconda::bcftools=1.21"]);
-    let arm = stdout(&["name", "--platform", "linux/arm64", "samtools=1.21", "bioconda::bcftools=1.21"]);
-    assert!(sif.starts_with("oras://localhost:9090/library/bcftools_samtools:1.21--"), "{sif}");
-    let tag = |name: &str| name.trim().rsplit(':').next().expect("has a tag").to_owned();
+    let sif = stdout(&[
+        "name",
+        "--format",
+        "sif",
+        "samtools=1.21",
+        "bioconda::bcftools=1.21",
+    ]);
+    let arm = stdout(&[
+        "name",
+        "--platform",
+        "linux/arm64",
+        "samtools=1.21",
+        "bioconda::bcftools=1.21",
+    ]);
+    assert!(
+        sif.starts_with("oras://localhost:9090/library/bcftools_samtools:1.21--"),
+        "{sif}"
+    );
+    let tag = |name: &str| {
+        name.trim()
+            .rsplit(':')
+            .next()
+            .expect("has a tag")
+            .to_owned()
+    };
     assert_ne!(tag(&docker), tag(&sif));
     assert_ne!(tag(&docker), tag(&arm));
     assert_ne!(tag(&sif), tag(&arm));
     // Aliases name the same platform.
-    assert_eq!(arm, stdout(&["name", "--platform", "aarch64", "bioconda::bcftools=1.21", "samtools=1.21"]));
+    assert_eq!(
+        arm,
+        stdout(&[
+            "name",
+            "--platform",
+            "aarch64",
+            "bioconda::bcftools=1.21",
+            "samtools=1.21"
+        ])
+    );
 }
 
 #[test]
 fn sif_for_two_platforms_gives_one_image_each() {
     let names = stdout(&[
-        "name", "--format", "sif", "--platform", "arm64", "--platform", "amd64", "samtools=1.21",
+        "name",
+        "--format",
+        "sif",
+        "--platform",
+        "arm64",
+        "--platform",
+        "amd64",
+        "samtools=1.21",
     ]);
     let lines: Vec<&str> = names.lines().collect();
     assert_eq!(lines.len(), 2, "{names}");
     assert_ne!(lines[0], lines[1]);
     let amd = stdout(&["name", "--format", "sif", "samtools=1.21"]);
-    assert_eq!(lines[0], amd.trim(), "the amd64 image of a two-platform request is the amd64 image");
+    assert_eq!(
+        lines[0],
+        amd.trim(),
+        "the amd64 image of a two-platform request is the amd64 image"
+    );
 }
 
 #[test]
@@ -72,7 +113,10 @@ fn registry_comes_from_configuration() {
         .output()
         .expect("kiln runs");
     let name = String::from_utf8(output.stdout).expect("utf-8");
-    assert!(name.starts_with("containers.example.org/library/samtools:1.21--"), "{name}");
+    assert!(
+        name.starts_with("containers.example.org/library/samtools:1.21--"),
+        "{name}"
+    );
     let default = stdout(&["name", "samtools=1.21"]);
     assert_ne!(
         name.rsplit("--").next(),
@@ -84,7 +128,10 @@ fn registry_comes_from_configuration() {
 #[test]
 fn hostile_entries_exit_2_naming_the_entry() {
     let cases = [
-        ("numpy;rm -rf /", "package entry `numpy;rm -rf /` contains `;`"),
+        (
+            "numpy;rm -rf /",
+            "package entry `numpy;rm -rf /` contains `;`",
+        ),
         ("numpy$(id)", "package entry `numpy$(id)` contains `$`"),
         ("pip::requests", "write `pip:requests`"),
         ("--", ""),
@@ -92,25 +139,62 @@ fn hostile_entries_exit_2_naming_the_entry() {
     for (entry, expected) in cases {
         let output = kiln(&["recipe", entry]);
         assert_eq!(output.status.code(), Some(2), "{entry:?}");
-        assert!(output.stdout.is_empty(), "nothing is printed to stdout for {entry:?}");
+        assert!(
+            output.stdout.is_empty(),
+            "nothing is printed to stdout for {entry:?}"
+        );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{entry:?}: {stderr}");
     }
     let output = kiln(&["recipe", "numpy;rm -rf /"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert_eq!(kiln(&["name", "--platform", "s390x", "numpy"]).status.code(), Some(2));
-    assert_eq!(kiln(&["name", "--format", "tar", "numpy"]).status.code(), Some(2));
-    assert_eq!(kiln(&["name", "--channel", "http://evil", "numpy"]).status.code(), Some(2));
+    assert_eq!(
+        kiln(&["name", "--platform", "s390x", "numpy"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        kiln(&["name", "--format", "tar", "numpy"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        kiln(&["name", "--channel", "http://evil", "numpy"])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 /// Golden files of every generated text, for conda-only, pip-only and mixed requests.
 #[test]
 fn generated_recipes() {
     let requests: [(&str, &[&str]); 3] = [
-        ("conda", &["bioconda::samtools=1.21", "bcftools>=1.20,<2", "htslib=1.21=h566b1c6_1"]),
-        ("pip", &["pip:requests==2.32.3", "pip:Black", "pip:pandas[excel]>=2.2"]),
-        ("mixed", &["python=3.12", "numpy=2.1", "pip:requests==2.32.3; python_version >= '3.9'"]),
+        (
+            "conda",
+            &[
+                "bioconda::samtools=1.21",
+                "bcftools>=1.20,<2",
+                "htslib=1.21=h566b1c6_1",
+            ],
+        ),
+        (
+            "pip",
+            &[
+                "pip:requests==2.32.3",
+                "pip:Black",
+                "pip:pandas[excel]>=2.2",
+            ],
+        ),
+        (
+            "mixed",
+            &[
+                "python=3.12",
+                "numpy=2.1",
+                "pip:requests==2.32.3; python_version >= '3.9'",
+            ],
+        ),
     ];
     for (kind, entries) in requests {
         let with = |extra: &[&str]| {

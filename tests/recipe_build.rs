@@ -20,12 +20,16 @@ fn ensure_base_image() {
         .status
         .success();
     if !present {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/debian-python-base.sh");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/debian-python-base.sh");
         let status = Command::new(script)
             .arg(BASE_IMAGE)
             .status()
             .expect("the base image script runs");
-        assert!(status.success(), "making the Debian Python base image failed");
+        assert!(
+            status.success(),
+            "making the Debian Python base image failed"
+        );
     }
 }
 
@@ -52,29 +56,49 @@ async fn pip_only_dockerfile_builds_and_runs() {
     let context = tempfile::tempdir().expect("temp dir");
     let dockerfile = context.path().join("Dockerfile");
     std::fs::write(&dockerfile, &plan.recipes.dockerfile).expect("write Dockerfile");
-    std::fs::write(context.path().join("conda.yml"), &plan.recipes.environment).expect("write conda.yml");
+    std::fs::write(context.path().join("conda.yml"), &plan.recipes.environment)
+        .expect("write conda.yml");
 
     let buildah = Buildah::new(&config.build);
     let tag = format!("localhost/kiln-test/recipe:{}", plan.key.short());
     let mut log = String::new();
     let built = buildah
-        .build(context.path(), &dockerfile, &tag, Platform::LinuxAmd64, |line| {
-            log.push_str(line);
-            log.push('\n');
-        })
+        .build(
+            context.path(),
+            &dockerfile,
+            &tag,
+            Platform::LinuxAmd64,
+            |line| {
+                log.push_str(line);
+                log.push('\n');
+            },
+        )
         .await;
     assert!(built.is_ok(), "buildah bud failed: {built:?}\n{log}");
 
     let container = buildah.from_image(&tag).await.expect("working container");
     let printed = buildah
-        .run_in(&container, &["python3", "-c", "import requests; print(requests.__version__)"])
+        .run_in(
+            &container,
+            &[
+                "python3",
+                "-c",
+                "import requests; print(requests.__version__)",
+            ],
+        )
         .await;
     let bundle_checksum = ["sha256sum", "/etc/ssl/certs/ca-certificates.crt"];
     let built_bundle = buildah.run_in(&container, &bundle_checksum).await;
-    let base = buildah.from_image(BASE_IMAGE).await.expect("base container");
+    let base = buildah
+        .from_image(BASE_IMAGE)
+        .await
+        .expect("base container");
     let base_bundle = buildah.run_in(&base, &bundle_checksum).await;
     for name in [&container, &base] {
-        buildah.remove_container(name).await.expect("remove container");
+        buildah
+            .remove_container(name)
+            .await
+            .expect("remove container");
     }
     buildah.remove_image(&tag).await.expect("remove image");
 

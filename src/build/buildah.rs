@@ -74,7 +74,10 @@ impl Buildah {
             if !bundle.is_file() {
                 return Err(BuildahError::MissingCaBundle(bundle.clone()));
             }
-            args.push(format!("--volume={}:{IMAGE_CA_BUNDLE}:ro", bundle.display()));
+            args.push(format!(
+                "--volume={}:{IMAGE_CA_BUNDLE}:ro",
+                bundle.display()
+            ));
         }
         args.push(format!("--file={}", dockerfile.display()));
         args.push(format!("--tag={tag}"));
@@ -93,7 +96,9 @@ impl Buildah {
 
     /// Runs `command` in a working container and returns what it printed.
     pub async fn run_in(&self, container: &str, command: &[&str]) -> Result<String, BuildahError> {
-        let mut args = ["run", "--isolation=chroot", container, "--"].map(String::from).to_vec();
+        let mut args = ["run", "--isolation=chroot", container, "--"]
+            .map(String::from)
+            .to_vec();
         args.extend(command.iter().map(|arg| arg.to_string()));
         let mut output = String::new();
         self.run("run", &args, |line| {

@@ -112,7 +112,10 @@ fn pip_requirement(entry: &crate::spec::PackageEntry) -> String {
 /// Requirements with a marker contain `: `-free text but also spaces and quotes; a YAML
 /// double-quoted scalar holds them safely (validation already refused `"` and `\`).
 fn yaml_scalar(text: &str) -> String {
-    if text.chars().all(|c| c.is_ascii_alphanumeric() || "=<>!~.,*_-[]".contains(c)) {
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "=<>!~.,*_-[]".contains(c))
+    {
         text.to_owned()
     } else {
         format!("\"{text}\"")

@@ -99,9 +99,7 @@ impl CondaSpec {
             Some((channel, spec)) => (Some(parse_channel_part(channel)?), spec),
             None => (None, text),
         };
-        let name_len = spec
-            .find(|c: char| !is_name_char(c))
-            .unwrap_or(spec.len());
+        let name_len = spec.find(|c: char| !is_name_char(c)).unwrap_or(spec.len());
         let (name, constraint) = spec.split_at(name_len);
         let name = parse_name(name)?;
         let constraint = parse_constraint(constraint)?;
@@ -168,7 +166,9 @@ fn parse_name(name: &str) -> Result<String, String> {
         return Err("it has no package name".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("the package name is longer than {MAX_NAME_LEN} characters"));
+        return Err(format!(
+            "the package name is longer than {MAX_NAME_LEN} characters"
+        ));
     }
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
         return Err("a package name must start with a letter, a digit or `_`".into());
@@ -182,10 +182,13 @@ pub(super) fn parse_channel_part(channel: &str) -> Result<String, String> {
         return Err("the channel before `::` is empty".into());
     }
     if channel.len() > MAX_NAME_LEN {
-        return Err(format!("the channel name is longer than {MAX_NAME_LEN} characters"));
+        return Err(format!(
+            "the channel name is longer than {MAX_NAME_LEN} characters"
+        ));
     }
     let valid_segment = |segment: &str| {
-        segment.starts_with(|c: char| c.is_ascii_alphanumeric()) && segment.chars().all(is_name_char)
+        segment.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && segment.chars().all(is_name_char)
     };
     if channel.contains(':') {
         return Err(format!(

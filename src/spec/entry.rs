@@ -92,7 +92,9 @@ impl FromStr for PackageEntry {
         }
         check_characters(s)?;
         if s.starts_with('-') {
-            return Err(EntryError::OptionLike { entry: printable(s) });
+            return Err(EntryError::OptionLike {
+                entry: printable(s),
+            });
         }
         if let Some(rest) = s.strip_prefix("pip::") {
             return Err(EntryError::PipDoubleColon {
@@ -101,15 +103,19 @@ impl FromStr for PackageEntry {
             });
         }
         match s.strip_prefix("pip:") {
-            Some(requirement) => PipSpec::parse(requirement)
-                .map(PackageEntry::Pip)
-                .map_err(|reason| match reason {
-                    super::pip::PipParseError::Url => EntryError::Url { entry: s.to_owned() },
-                    super::pip::PipParseError::Invalid(reason) => EntryError::InvalidPip {
-                        entry: s.to_owned(),
-                        reason,
-                    },
-                }),
+            Some(requirement) => {
+                PipSpec::parse(requirement)
+                    .map(PackageEntry::Pip)
+                    .map_err(|reason| match reason {
+                        super::pip::PipParseError::Url => EntryError::Url {
+                            entry: s.to_owned(),
+                        },
+                        super::pip::PipParseError::Invalid(reason) => EntryError::InvalidPip {
+                            entry: s.to_owned(),
+                            reason,
+                        },
+                    })
+            }
             None => CondaSpec::parse(s)
                 .map(PackageEntry::Conda)
                 .map_err(|reason| EntryError::InvalidConda {
@@ -229,9 +235,9 @@ mod tests {
             "file:///etc/passwd",
             "https://evil.example/pkg.tar.bz2",
             "samtools=1.21 bcftools",
-            "ѕamtools",  // Cyrillic s
-            "samtools\u{200b}",  // zero-width space
-            "ｓａｍｔｏｏｌｓ",  // full-width
+            "ѕamtools",         // Cyrillic s
+            "samtools\u{200b}", // zero-width space
+            "ｓａｍｔｏｏｌｓ", // full-width
             "samtoolś=1.0",
             "numpy=1.0\u{2028}",
             &long_name,
@@ -326,13 +332,19 @@ mod tests {
             ("BioConda::SamTools=1.21", "bioconda::samtools=1.21"),
             ("samtools=1.21.*", "samtools=1.21.*"),
             ("python=3.12", "python=3.12"),
-            ("conda-forge/label/dev::numpy=2.0", "conda-forge/label/dev::numpy=2.0"),
+            (
+                "conda-forge/label/dev::numpy=2.0",
+                "conda-forge/label/dev::numpy=2.0",
+            ),
             ("r-base>=4.3", "r-base>=4.3"),
             ("_libgcc_mutex", "_libgcc_mutex"),
             ("pip:requests==2.32.3", "pip:requests==2.32.3"),
             ("pip:Requests==2.32.3", "pip:requests==2.32.3"),
             ("pip:Foo_Bar.baz>=1.0", "pip:foo-bar-baz>=1.0"),
-            ("pip:requests[socks,security]==2.32.3", "pip:requests[security,socks]==2.32.3"),
+            (
+                "pip:requests[socks,security]==2.32.3",
+                "pip:requests[security,socks]==2.32.3",
+            ),
             ("pip:numpy>=1.26,<2", "pip:numpy>=1.26,<2"),
             ("pip:black", "pip:black"),
             (

@@ -65,7 +65,9 @@ impl FromStr for ImageRef {
             let valid = !tag.is_empty()
                 && tag.len() <= 128
                 && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-                && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if !valid {
                 return Err(refuse("a tag has letters, digits, `_`, `.` and `-`"));
             }
@@ -79,7 +81,9 @@ impl FromStr for ImageRef {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
             if !valid {
-                return Err(refuse("the registry host has letters, digits, `.`, `-` and a port"));
+                return Err(refuse(
+                    "the registry host has letters, digits, `.`, `-` and a port",
+                ));
             }
         }
         let component_ok = |c: &str| {
@@ -90,7 +94,9 @@ impl FromStr for ImageRef {
                     .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
         };
         if !components.iter().all(|c| component_ok(c)) {
-            return Err(refuse("repository paths have lowercase letters, digits, `.`, `_` and `-`"));
+            return Err(refuse(
+                "repository paths have lowercase letters, digits, `.`, `_` and `-`",
+            ));
         }
         Ok(ImageRef(s.to_owned()))
     }

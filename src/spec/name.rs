@@ -158,7 +158,9 @@ impl FromStr for RegistryHost {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
             return Err(refuse());
@@ -255,7 +257,9 @@ impl fmt::Display for ImageName {
 fn repository_suffix(entries: &[PackageEntry]) -> String {
     let mut names: Vec<&str> = Vec::new();
     let mut seen = HashSet::new();
-    let conda = entries.iter().filter(|e| matches!(e, PackageEntry::Conda(_)));
+    let conda = entries
+        .iter()
+        .filter(|e| matches!(e, PackageEntry::Conda(_)));
     let pip: Vec<&PackageEntry> = entries
         .iter()
         .filter(|e| matches!(e, PackageEntry::Pip(_)))
@@ -339,13 +343,20 @@ mod tests {
         })
         .expect("valid request");
         let key: ImageKey = "0123456789abcdef".repeat(4).parse().expect("valid key");
-        ImageName::new(&"localhost:9090".parse().expect("valid host"), &request, &key)
+        ImageName::new(
+            &"localhost:9090".parse().expect("valid host"),
+            &request,
+            &key,
+        )
     }
 
     #[test]
     fn wave_image_suffix_rules() {
         let cases: &[(&[&str], &str)] = &[
-            (&["samtools=1.0"], "localhost:9090/library/samtools:1.0--0123456789abcdef"),
+            (
+                &["samtools=1.0"],
+                "localhost:9090/library/samtools:1.0--0123456789abcdef",
+            ),
             (
                 &["samtools=1.0", "bamtools=2.0", "multiqc=1.15"],
                 "localhost:9090/library/bamtools_multiqc_samtools:0123456789abcdef",
@@ -354,13 +365,22 @@ mod tests {
                 &["htslib=1.21", "samtools=1.21"],
                 "localhost:9090/library/htslib_samtools:1.21--0123456789abcdef",
             ),
-            (&["htslib=1.21", "samtools"], "localhost:9090/library/htslib_samtools:0123456789abcdef"),
+            (
+                &["htslib=1.21", "samtools"],
+                "localhost:9090/library/htslib_samtools:0123456789abcdef",
+            ),
             (
                 &["a=1", "b=1", "c=1", "d=1", "e=1", "f=1", "g=1"],
                 "localhost:9090/library/a_b_c_d_pruned:1--0123456789abcdef",
             ),
-            (&["a", "b", "c", "d", "e"], "localhost:9090/library/a_b_c_d_e:0123456789abcdef"),
-            (&["pip:pandas==2.2.2"], "localhost:9090/library/pip_pandas:0123456789abcdef"),
+            (
+                &["a", "b", "c", "d", "e"],
+                "localhost:9090/library/a_b_c_d_e:0123456789abcdef",
+            ),
+            (
+                &["pip:pandas==2.2.2"],
+                "localhost:9090/library/pip_pandas:0123456789abcdef",
+            ),
             (
                 &["pip:requests==2.32.3", "samtools=1.21"],
                 "localhost:9090/library/samtools_pip_requests:0123456789abcdef",
@@ -369,7 +389,10 @@ mod tests {
                 &["bioconda::samtools=1.21.*"],
                 "localhost:9090/library/samtools:1.21--0123456789abcdef",
             ),
-            (&["samtools>=1.2,<2"], "localhost:9090/library/samtools:0123456789abcdef"),
+            (
+                &["samtools>=1.2,<2"],
+                "localhost:9090/library/samtools:0123456789abcdef",
+            ),
             (
                 &["python=3.12", "pip:python-dateutil"],
                 "localhost:9090/library/python_pip_python-dateutil:0123456789abcdef",
@@ -390,7 +413,10 @@ mod tests {
         .expect("valid");
         let key: ImageKey = "f".repeat(64).parse().expect("valid key");
         let name = ImageName::new(&"kiln.example.org".parse().expect("host"), &request, &key);
-        assert_eq!(name.to_string(), "oras://kiln.example.org/library/samtools:1.21--ffffffffffffffff");
+        assert_eq!(
+            name.to_string(),
+            "oras://kiln.example.org/library/samtools:1.21--ffffffffffffffff"
+        );
     }
 
     #[test]
@@ -414,20 +440,37 @@ mod tests {
         let key = ImageKey::compute(&base);
         assert_eq!(key.as_str().len(), 64);
         assert_eq!(key, ImageKey::compute(&base), "deterministic");
-        let shifted = KeyInputs { recipe: "FROM ab", environment: "", ..base };
+        let shifted = KeyInputs {
+            recipe: "FROM ab",
+            environment: "",
+            ..base
+        };
         assert_ne!(key, ImageKey::compute(&shifted));
-        let arm = KeyInputs { platforms: &[Platform::LinuxArm64], ..base };
+        let arm = KeyInputs {
+            platforms: &[Platform::LinuxArm64],
+            ..base
+        };
         assert_ne!(key, ImageKey::compute(&arm));
-        let other_repo = KeyInputs { repository: "example.org/library", ..base };
+        let other_repo = KeyInputs {
+            repository: "example.org/library",
+            ..base
+        };
         assert_ne!(key, ImageKey::compute(&other_repo));
     }
 
     #[test]
     fn registry_hosts() {
-        for ok in ["localhost:9090", "registry.example.org", "127.0.0.1:5000", "Kiln.Example.Org"] {
+        for ok in [
+            "localhost:9090",
+            "registry.example.org",
+            "127.0.0.1:5000",
+            "Kiln.Example.Org",
+        ] {
             assert!(ok.parse::<RegistryHost>().is_ok(), "{ok}");
         }
-        for bad in ["", "http://x", "x:0", "x:99999", "a/b", "-a.org", "a..b", "a b"] {
+        for bad in [
+            "", "http://x", "x:0", "x:99999", "a/b", "-a.org", "a..b", "a b",
+        ] {
             assert!(bad.parse::<RegistryHost>().is_err(), "{bad}");
         }
     }

@@ -51,13 +51,14 @@ impl PipSpec {
         requirement.extras.dedup();
         let pinned = match &requirement.version_or_url {
             Some(VersionOrUrl::Url(_)) => return Err(PipParseError::Url),
-            Some(VersionOrUrl::VersionSpecifier(specifiers)) => match specifiers.iter().as_slice()
-            {
-                [only] if matches!(only.operator(), Operator::Equal | Operator::ExactEqual) => {
-                    Some(only.version().to_string())
+            Some(VersionOrUrl::VersionSpecifier(specifiers)) => {
+                match specifiers.iter().as_slice() {
+                    [only] if matches!(only.operator(), Operator::Equal | Operator::ExactEqual) => {
+                        Some(only.version().to_string())
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
             None => None,
         };
         // Rendered by hand around the marker: pep508_rs writes ` ; `, and kiln's entry grammar

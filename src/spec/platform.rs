@@ -154,7 +154,13 @@ mod tests {
         for alias in ["linux/amd64", "amd64", "x86_64", "linux/x86_64", "AMD64"] {
             assert_eq!(alias.parse(), Ok(Platform::LinuxAmd64), "{alias}");
         }
-        for alias in ["linux/arm64", "arm64", "aarch64", "linux/aarch64", "arm64/v8"] {
+        for alias in [
+            "linux/arm64",
+            "arm64",
+            "aarch64",
+            "linux/aarch64",
+            "arm64/v8",
+        ] {
             assert_eq!(alias.parse(), Ok(Platform::LinuxArm64), "{alias}");
         }
     }

@@ -51,7 +51,9 @@ impl FromStr for Channel {
             reason,
         };
         if !s.is_ascii() || s.chars().any(|c| c.is_ascii_control() || c == ' ') {
-            return Err(refuse("it contains whitespace, control or non-ASCII characters".into()));
+            return Err(refuse(
+                "it contains whitespace, control or non-ASCII characters".into(),
+            ));
         }
         parse_channel_part(s).map(Channel).map_err(refuse)
     }
@@ -166,7 +168,10 @@ impl Request {
         // Keyed by (is pip, name): conda and pip may both have a package called `numpy`.
         let mut by_name: BTreeMap<(bool, String), PackageEntry> = BTreeMap::new();
         for entry in entries {
-            let key = (matches!(entry, PackageEntry::Pip(_)), entry.name().to_owned());
+            let key = (
+                matches!(entry, PackageEntry::Pip(_)),
+                entry.name().to_owned(),
+            );
             match by_name.get(&key) {
                 Some(existing) if *existing != entry => {
                     let (first, second) = ordered(existing.to_string(), entry.to_string());
@@ -268,7 +273,11 @@ fn ordered(a: String, b: String) -> (String, String) {
 mod tests {
     use super::*;
 
-    fn request(entries: &[&str], channels: &[&str], platforms: &[&str]) -> Result<Request, RequestError> {
+    fn request(
+        entries: &[&str],
+        channels: &[&str],
+        platforms: &[&str],
+    ) -> Result<Request, RequestError> {
         Request::try_from(RequestInput {
             entries: entries.iter().map(|s| s.to_string()).collect(),
             channels: channels.iter().map(|s| s.to_string()).collect(),
@@ -279,12 +288,28 @@ mod tests {
 
     #[test]
     fn order_and_case_do_not_matter() {
-        let a = request(&["samtools=1.21", "bioconda::bcftools=1.21", "pip:Requests"], &[], &[]);
-        let b = request(&["pip:requests", "BioConda::bcftools=1.21", "samtools=1.21", "samtools=1.21"], &[], &["x86_64"]);
+        let a = request(
+            &["samtools=1.21", "bioconda::bcftools=1.21", "pip:Requests"],
+            &[],
+            &[],
+        );
+        let b = request(
+            &[
+                "pip:requests",
+                "BioConda::bcftools=1.21",
+                "samtools=1.21",
+                "samtools=1.21",
+            ],
+            &[],
+            &["x86_64"],
+        );
         assert_eq!(a, b);
         let a = a.expect("valid");
         let names: Vec<String> = a.entries().iter().map(ToString::to_string).collect();
-        assert_eq!(names, ["bioconda::bcftools=1.21", "samtools=1.21", "pip:requests"]);
+        assert_eq!(
+            names,
+            ["bioconda::bcftools=1.21", "samtools=1.21", "pip:requests"]
+        );
         assert_eq!(
             serde_json::to_string(&a).expect("serializes"),
             r#"{"entries":["bioconda::bcftools=1.21","samtools=1.21","pip:requests"],"channels":["conda-forge","bioconda"],"format":"docker","platforms":["linux/amd64"]}"#
@@ -293,7 +318,8 @@ mod tests {
 
     #[test]
     fn channel_order_is_kept() {
-        let r = request(&["samtools"], &["bioconda", "conda-forge", "bioconda"], &[]).expect("valid");
+        let r =
+            request(&["samtools"], &["bioconda", "conda-forge", "bioconda"], &[]).expect("valid");
         let channels: Vec<&str> = r.channels().iter().map(Channel::as_str).collect();
         assert_eq!(channels, ["bioconda", "conda-forge"]);
     }
@@ -308,20 +334,29 @@ mod tests {
     fn refusals_name_the_problem() {
         assert_eq!(request(&[], &[], &[]), Err(RequestError::NoPackages));
         assert_eq!(
-            request(&["samtools=1.20", "samtools=1.21"], &[], &[]).unwrap_err().to_string(),
+            request(&["samtools=1.20", "samtools=1.21"], &[], &[])
+                .unwrap_err()
+                .to_string(),
             "package `samtools` is listed twice, as `samtools=1.20` and as `samtools=1.21`; keep one"
         );
         assert_eq!(
-            request(&["samtools"], &["https://evil.example/ch"], &[]).unwrap_err().to_string(),
+            request(&["samtools"], &["https://evil.example/ch"], &[])
+                .unwrap_err()
+                .to_string(),
             "channel `https://evil.example/ch` was refused: channel `https://evil.example/ch` looks like a URL; name channels, and map them to mirrors in kiln's configuration"
         );
         assert_eq!(
-            request(&["samtools"], &[], &["riscv64"]).unwrap_err().to_string(),
+            request(&["samtools"], &[], &["riscv64"])
+                .unwrap_err()
+                .to_string(),
             "`riscv64` is not a supported platform; use linux/amd64 or linux/arm64"
         );
         let too_many: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("pkg{i}")).collect();
         let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
-        assert_eq!(request(&refs, &[], &[]), Err(RequestError::TooManyPackages(MAX_ENTRIES + 1)));
+        assert_eq!(
+            request(&refs, &[], &[]),
+            Err(RequestError::TooManyPackages(MAX_ENTRIES + 1))
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub trait Store: Send + Sync {
     /// flight, also across processes); otherwise starts the next attempt.
     async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError>;
 
+    /// The build with this id, if there is one.
     async fn build(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
+
+    /// Succeeds when the database answers; for health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// The highest attempt for `key`, finished or not.
     async fn latest_for_key(&self, key: &str) -> Result<Option<BuildRecord>, StoreError>;

@@ -131,6 +131,11 @@ impl Store for SqliteStore {
         unreachable!("the last try returns")
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn build(&self, id: &str) -> Result<Option<BuildRecord>, StoreError> {
         self.fetch("SELECT * FROM builds WHERE id = $1", id).await
     }

@@ -1,0 +1,120 @@
+//! `kiln serve`: the service starts with embedded defaults, answers /health and stops cleanly.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln::api::{self, App, AppState};
+use kiln::config::Config;
+use kiln::store::SqliteStore;
+
+/// kiln running in-process on a free loopback port, with its data in a temporary directory.
+struct TestApp {
+    address: std::net::SocketAddr,
+    _data: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    async fn start() -> TestApp {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            data_dir: data.path().to_owned(),
+            ..Config::default()
+        };
+        let store = SqliteStore::open(&config.database_path())
+            .await
+            .expect("store opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("local address");
+        let router = api::router(AppState::new(App {
+            config,
+            store: Arc::new(store),
+        }));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("server runs");
+        });
+        TestApp {
+            address,
+            _data: data,
+            server,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[tokio::test]
+async fn health_answers_ok() {
+    let app = TestApp::start().await;
+    let response = reqwest::get(app.url("/health")).await.expect("request");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json body");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404() {
+    let app = TestApp::start().await;
+    let response = reqwest::get(app.url("/nope")).await.expect("request");
+    assert_eq!(response.status(), 404);
+}
+
+/// The README's first command: `kiln serve` with nothing but a data directory and a port.
+#[tokio::test]
+async fn the_binary_serves_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("serve")
+        .env_clear()
+        .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KILN_DATA_DIR", data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln serve starts");
+    let url = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match reqwest::get(&url).await {
+            Ok(response) => break response.status(),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(err) => panic!("kiln serve did not answer: {err}"),
+        }
+    };
+    assert_eq!(status, 200);
+    assert!(
+        data.path().join("kiln.db").is_file(),
+        "the store lives in the data directory"
+    );
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let exit = child.wait().expect("kiln exits");
+    assert!(
+        exit.success(),
+        "kiln serve exits cleanly on SIGTERM: {exit}"
+    );
+}
