@@ -30,6 +30,40 @@ pub struct Config {
     pub base: BaseProfiles,
     /// Settings of image builds.
     pub build: BuildSettings,
+    /// Settings of the embedded registry served under `/v2/`.
+    pub embedded_registry: EmbeddedRegistry,
+}
+
+/// The registry kiln serves under `/v2/` when no external one is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedRegistry {
+    /// Largest blob accepted, in bytes; larger uploads are answered 413.
+    pub max_blob_size: u64,
+    /// Upload sessions idle longer than this many seconds are removed.
+    pub upload_ttl_secs: u64,
+    /// Who may push and delete (HTTP Basic); anyone may pull.
+    pub users: Vec<RegistryUser>,
+}
+
+/// A registry user allowed to write.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryUser {
+    /// User name.
+    pub user: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl Default for EmbeddedRegistry {
+    fn default() -> Self {
+        EmbeddedRegistry {
+            max_blob_size: 16 << 30,
+            upload_ttl_secs: 3600,
+            users: Vec::new(),
+        }
+    }
 }
 
 /// The base images kiln builds on.
@@ -79,6 +113,7 @@ impl Default for Config {
                 .expect("default image is valid"),
             base: BaseProfiles::default(),
             build: BuildSettings::default(),
+            embedded_registry: EmbeddedRegistry::default(),
         }
     }
 }
@@ -179,6 +214,24 @@ impl Config {
         if let Some(value) = env("KILN_PYTHON_BASE_IMAGE") {
             self.base.python.image = Some(parsed("KILN_PYTHON_BASE_IMAGE", &value)?);
         }
+        if let Some(value) = env("KILN_REGISTRY_USERS") {
+            self.embedded_registry.users = value
+                .split(',')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| match pair.split_once(':') {
+                    Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                        Ok(RegistryUser {
+                            user: user.to_owned(),
+                            password: password.to_owned(),
+                        })
+                    }
+                    _ => Err(ConfigError::Env {
+                        var: "KILN_REGISTRY_USERS",
+                        message: "write user:password pairs separated by commas".into(),
+                    }),
+                })
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(value) = env("KILN_CA_BUNDLE") {
             self.build.ca_bundle = Some(PathBuf::from(value));
         }
@@ -209,6 +262,24 @@ impl Config {
             micromamba: self.micromamba_image.clone(),
             conda_base: self.conda_base_image(),
             python_base: self.python_base_image(),
+        }
+    }
+
+    /// The settings of the embedded registry, its blobs under the data directory.
+    pub fn registry_config(&self) -> crate::registry::RegistryConfig {
+        crate::registry::RegistryConfig {
+            root: self.data_dir.join("registry"),
+            max_blob_size: self.embedded_registry.max_blob_size,
+            upload_ttl: std::time::Duration::from_secs(self.embedded_registry.upload_ttl_secs),
+            users: self
+                .embedded_registry
+                .users
+                .iter()
+                .map(|u| crate::registry::Credentials {
+                    user: u.user.clone(),
+                    password: u.password.clone(),
+                })
+                .collect(),
         }
     }
 

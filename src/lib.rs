@@ -7,5 +7,6 @@ pub mod build;
 pub mod config;
 pub mod plan;
 pub mod recipe;
+pub mod registry;
 pub mod spec;
 pub mod store;

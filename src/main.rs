@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use kiln::api::{self, App, AppState};
 use kiln::config::Config;
 use kiln::plan::ImagePlan;
+use kiln::registry::RegistryState;
 use kiln::spec::{Channel, Format, PackageEntry, Platform, Request};
 use kiln::store::SqliteStore;
 
@@ -157,6 +158,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
             format!("cannot create the data directory {}", config.data_dir.display())
         })?;
         let store = SqliteStore::open(&config.database_path()).await?;
+        let registry = RegistryState::new(config.registry_config())
+            .await
+            .context("cannot open the embedded registry's storage")?;
+        tokio::spawn(clean_uploads(registry.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -164,12 +169,24 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let state = AppState::new(App {
             config,
             store: Arc::new(store),
+            registry,
         });
         axum::serve(listener, api::router(state))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server failed")
     })
+}
+
+/// Removes abandoned registry uploads every few minutes.
+async fn clean_uploads(registry: RegistryState) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+    loop {
+        every.tick().await;
+        if let Err(err) = registry.cleanup_expired_uploads().await {
+            tracing::warn!(error = %err, "cleaning up expired registry uploads failed");
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so that in-flight requests finish before exit.

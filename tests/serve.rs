@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use kiln::api::{self, App, AppState};
 use kiln::config::Config;
+use kiln::registry::RegistryState;
 use kiln::store::SqliteStore;
 
 /// kiln running in-process on a free loopback port, with its data in a temporary directory.
@@ -30,9 +31,13 @@ impl TestApp {
             .await
             .expect("bind");
         let address = listener.local_addr().expect("local address");
+        let registry = RegistryState::new(config.registry_config())
+            .await
+            .expect("registry storage opens");
         let router = api::router(AppState::new(App {
             config,
             store: Arc::new(store),
+            registry,
         }));
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("server runs");
@@ -63,6 +68,17 @@ async fn health_answers_ok() {
     let body: serde_json::Value = response.json().await.expect("json body");
     assert_eq!(body["status"], "ok");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn the_embedded_registry_answers_under_v2() {
+    let app = TestApp::start().await;
+    let response = reqwest::get(app.url("/v2/")).await.expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! HTTP: the axum router and the state its handlers share.
 //!
 //! Handlers are thin: they extract, call one function, and answer. Slow work never runs inside
-//! a request. Depends on `store`, `config` and `spec`; nothing depends on it but `main`.
+//! a request. Depends on `store`, `registry`, `config` and `spec`; nothing depends on it but
+//! `main`.
 
 mod ops;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::config::Config;
+use crate::registry::{self, RegistryState};
 use crate::store::Store;
 
 /// What every handler can reach. Cheap to clone.
@@ -22,6 +24,8 @@ pub struct App {
     pub config: Config,
     /// Builds and logs.
     pub store: Arc<dyn Store>,
+    /// The embedded registry.
+    pub registry: RegistryState,
 }
 
 impl std::fmt::Debug for App {
@@ -53,7 +57,11 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// Every route kiln serves.
+/// Every route kiln serves: its own API and the embedded registry under `/v2/`.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(ops::routes()).with_state(state)
+    let registry = registry::router(state.registry.clone());
+    Router::new()
+        .merge(ops::routes())
+        .with_state(state)
+        .merge(registry)
 }

@@ -56,21 +56,33 @@ impl fmt::Display for PackageEntry {
 
 /// Why an entry was refused. Each message names the entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[expect(
+    missing_docs,
+    reason = "each variant's fields are what its message names"
+)]
 pub enum EntryError {
+    /// The entry is the empty string.
     #[error("an empty package entry was given")]
     Empty,
+    /// The entry is longer than [`MAX_ENTRY_LEN`].
     #[error("package entry `{entry}` is {len} bytes long; the limit is {MAX_ENTRY_LEN}")]
     TooLong { entry: String, len: usize },
+    /// The entry holds a character that could change the meaning of a recipe or a shell line.
     #[error("package entry `{entry}` contains {what}, which is not allowed in a package entry")]
     ForbiddenCharacter { entry: String, what: String },
+    /// The entry looks like a command-line option.
     #[error("package entry `{entry}` starts with `-`; a package name cannot be an option")]
     OptionLike { entry: String },
+    /// `pip::name`, a common slip for `pip:name`.
     #[error("package entry `{entry}` uses `pip::`; write `pip:{rest}` for a pip package")]
     PipDoubleColon { entry: String, rest: String },
+    /// The entry is not a conda spec kiln understands.
     #[error("package entry `{entry}` is not a valid conda package spec: {reason}")]
     InvalidConda { entry: String, reason: String },
+    /// The entry is not a PEP 508 requirement.
     #[error("package entry `{entry}` is not a valid pip requirement: {reason}")]
     InvalidPip { entry: String, reason: String },
+    /// The entry installs from a URL instead of a package index.
     #[error(
         "package entry `{entry}` names a URL; kiln builds from package names and versions only"
     )]
@@ -386,5 +398,26 @@ mod tests {
         assert_eq!(ok.to_string(), "bioconda::samtools=1.21");
         let err = serde_json::from_str::<PackageEntry>("\"numpy;rm -rf /\"").unwrap_err();
         assert!(err.to_string().contains("numpy;rm -rf /"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Whatever a user types, an accepted entry's canonical text is safe to quote in a
+        /// shell word or a YAML scalar, and parses back to the same entry.
+        #[test]
+        fn accepted_entries_are_safe_and_stable(input in "(pip:)?[ -~\\n\\t\u{80}-\u{10ffff}]{0,40}") {
+            if let Ok(entry) = input.parse::<PackageEntry>() {
+                let canonical = entry.to_string();
+                proptest::prop_assert!(canonical.is_ascii());
+                proptest::prop_assert!(!canonical.contains(['"', '`', '$', '\\', '|', '&', '\n', '\r', '\t']));
+                proptest::prop_assert_eq!(canonical.parse::<PackageEntry>(), Ok(entry));
+            }
+        }
+
+        /// Entries built from the grammar's own alphabet are accepted whenever rattler is.
+        #[test]
+        fn conda_like_entries_round_trip(input in "[a-z][a-z0-9_-]{0,10}(=[0-9]{1,2}(\\.[0-9]{1,2}){0,2})?") {
+            let entry: PackageEntry = input.parse().map_err(|err: EntryError| proptest::test_runner::TestCaseError::fail(err.to_string()))?;
+            proptest::prop_assert_eq!(entry.to_string(), input);
+        }
     }
 }

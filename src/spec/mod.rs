@@ -5,6 +5,8 @@
 //! nothing in kiln. Every type that holds user input validates in `FromStr`, and its
 //! `Deserialize` goes through the same check.
 
+#![warn(missing_docs)]
+
 mod conda;
 mod entry;
 mod image_ref;

@@ -106,23 +106,34 @@ pub struct RequestInput {
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[expect(
+    missing_docs,
+    reason = "each variant's fields are what its message names"
+)]
 pub enum RequestError {
+    /// No entries at all.
     #[error("the request lists no packages")]
     NoPackages,
+    /// More entries than [`MAX_ENTRIES`].
     #[error("the request lists {0} packages; the limit is {MAX_ENTRIES}")]
     TooManyPackages(usize),
+    /// An entry was refused.
     #[error(transparent)]
     Entry(#[from] EntryError),
+    /// One package with two different specs.
     #[error("package `{name}` is listed twice, as `{first}` and as `{second}`; keep one")]
     Conflict {
         name: String,
         first: String,
         second: String,
     },
+    /// A channel was refused.
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    /// A platform was refused.
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    /// The format was refused.
     #[error(transparent)]
     Format(#[from] FormatError),
 }

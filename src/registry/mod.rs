@@ -1,0 +1,85 @@
+//! An OCI distribution-spec v1.1 registry served under `/v2/`: configuration
+//! and shared state; the pieces live in the submodules.
+
+pub mod error;
+pub mod manifest;
+pub mod path;
+pub mod server;
+pub mod storage;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use server::router;
+pub use storage::Storage;
+
+/// A user allowed to write (push, delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// Registry settings.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Directory holding blobs, repositories and uploads.
+    pub root: PathBuf,
+    /// Largest blob accepted; bigger uploads get 413 SIZE_INVALID.
+    pub max_blob_size: u64,
+    /// Upload sessions older than this are removed by cleanup.
+    pub upload_ttl: Duration,
+    /// Users allowed to write.
+    pub users: Vec<Credentials>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    storage: Storage,
+    upload_ttl: Duration,
+    users: Vec<Credentials>,
+}
+
+/// Shared registry state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RegistryState {
+    inner: Arc<Inner>,
+}
+
+impl RegistryState {
+    /// Opens the store under `config.root`, creating its directories.
+    pub async fn new(config: RegistryConfig) -> std::io::Result<Self> {
+        let storage = Storage::new(config.root, config.max_blob_size).await?;
+        let inner = Inner {
+            storage,
+            upload_ttl: config.upload_ttl,
+            users: config.users,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The underlying store.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    /// Users allowed to write.
+    pub fn users(&self) -> &[Credentials] {
+        &self.inner.users
+    }
+
+    /// Removes upload sessions older than the configured TTL; the caller
+    /// schedules this (e.g. every few minutes). Returns how many were removed.
+    pub async fn cleanup_expired_uploads(&self) -> error::Result<usize> {
+        self.inner
+            .storage
+            .cleanup_expired_uploads(self.inner.upload_ttl)
+            .await
+    }
+}

@@ -1,0 +1,402 @@
+//! axum handlers: one catch-all route under `/v2/` whose path is parsed by
+//! [`super::path`] and dispatched on (method, route) to [`Storage`].
+//! Reads are anonymous; every write needs HTTP Basic credentials.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::RegistryState;
+use super::error::{ErrorCode, RegistryError, Result};
+use super::manifest::{MAX_MANIFEST_SIZE, OCI_INDEX};
+use super::path::{self, Digest, Route};
+
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_FILTERS: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+/// The registry's routes (`/v2/` and everything below it).
+pub fn router(state: RegistryState) -> Router {
+    Router::new()
+        .route("/v2", get(base))
+        .route("/v2/", get(base))
+        .route("/v2/{*rest}", any(dispatch))
+        .with_state(state)
+}
+
+async fn base() -> Response {
+    let mut resp = Json(json!({})).into_response();
+    resp.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+/// Builds a response from a status, headers and body.
+fn reply(status: StatusCode, headers: Vec<(HeaderName, String)>, body: Body) -> Result<Response> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    for (k, v) in headers {
+        let v = HeaderValue::from_str(&v).map_err(|e| RegistryError::Internal(e.to_string()))?;
+        resp.headers_mut().insert(k, v);
+    }
+    Ok(resp)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(state: &RegistryState, headers: &HeaderMap) -> bool {
+    let Some(encoded) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Some((user, pass)) = std::str::from_utf8(&decoded)
+        .ok()
+        .and_then(|s| s.split_once(':'))
+    else {
+        return false;
+    };
+    state.users().iter().fold(false, |ok, c| {
+        ok | (constant_time_eq(c.user.as_bytes(), user.as_bytes())
+            & constant_time_eq(c.password.as_bytes(), pass.as_bytes()))
+    })
+}
+
+async fn dispatch(State(state): State<RegistryState>, req: Request) -> Response {
+    handle(state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(state: RegistryState, req: Request) -> Result<Response> {
+    let (parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    if !matches!(method, Method::GET | Method::HEAD) && !authorized(&state, &parts.headers) {
+        return Err(RegistryError::new(
+            ErrorCode::Unauthorized,
+            "authentication required",
+        ));
+    }
+    let rest = parts.uri.path().strip_prefix("/v2/").unwrap_or_default();
+    let route = path::parse(rest)?;
+    let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let q = |k: &str| query.get(k).map(String::as_str);
+    let head = method == Method::HEAD;
+    let st = state.storage();
+    match (&method, route) {
+        (&Method::GET | &Method::HEAD, Route::Manifest { name, reference }) => {
+            let m = st.get_manifest(&name, &reference).await?;
+            let headers = vec![
+                (header::CONTENT_TYPE, m.media_type),
+                (CONTENT_DIGEST, m.digest.to_string()),
+                (header::CONTENT_LENGTH, m.bytes.len().to_string()),
+            ];
+            reply(
+                StatusCode::OK,
+                headers,
+                if head {
+                    Body::empty()
+                } else {
+                    Body::from(m.bytes)
+                },
+            )
+        }
+        (&Method::PUT, Route::Manifest { name, reference }) => {
+            let ct = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let bytes = to_bytes(body, MAX_MANIFEST_SIZE).await.map_err(|_| {
+                RegistryError::new(ErrorCode::SizeInvalid, "manifest too large or unreadable")
+                    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            })?;
+            let pushed = st.put_manifest(&name, &reference, ct, &bytes).await?;
+            let mut headers = vec![
+                (
+                    header::LOCATION,
+                    format!("/v2/{name}/manifests/{}", pushed.digest),
+                ),
+                (CONTENT_DIGEST, pushed.digest.to_string()),
+            ];
+            if let Some(s) = pushed.subject {
+                headers.push((OCI_SUBJECT, s.to_string()));
+            }
+            reply(StatusCode::CREATED, headers, Body::empty())
+        }
+        (&Method::DELETE, Route::Manifest { name, reference }) => {
+            st.delete_manifest(&name, &reference).await?;
+            reply(StatusCode::ACCEPTED, vec![], Body::empty())
+        }
+        (&Method::GET | &Method::HEAD, Route::Blob { name, digest }) => {
+            get_blob(&state, &name, &digest, &parts.headers, head).await
+        }
+        (&Method::DELETE, Route::Blob { name, digest }) => {
+            st.unlink_blob(&name, &digest).await?;
+            reply(StatusCode::ACCEPTED, vec![], Body::empty())
+        }
+        (&Method::POST, Route::UploadStart { name }) => {
+            if let Some(d) = q("digest") {
+                let d = Digest::parse(d)?;
+                st.put_blob(&name, &d, body.into_data_stream()).await?;
+                return blob_created(&name, &d);
+            }
+            if let (Some(m), Some(from)) = (q("mount"), q("from")) {
+                let d = Digest::parse(m)?;
+                if let Ok(from) = path::parse_name_str(from)
+                    && st.mount(&from, &name, &d).await?
+                {
+                    return blob_created(&name, &d);
+                }
+            }
+            let id = st.start_upload(&name).await?;
+            reply(
+                StatusCode::ACCEPTED,
+                upload_headers(&name, &id, 0),
+                Body::empty(),
+            )
+        }
+        (&Method::GET, Route::Upload { name, session }) => {
+            let offset = st.upload_offset(&name, &session).await?;
+            reply(
+                StatusCode::NO_CONTENT,
+                upload_headers(&name, &session, offset),
+                Body::empty(),
+            )
+        }
+        (&Method::PATCH, Route::Upload { name, session }) => {
+            let range = match parts.headers.get(header::CONTENT_RANGE) {
+                Some(v) => Some(parse_content_range(v.to_str().unwrap_or_default())?),
+                None => None,
+            };
+            let offset = st.upload_offset(&name, &session).await?;
+            if range.is_some_and(|(a, _)| a != offset) {
+                let err = RegistryError::new(ErrorCode::BlobUploadInvalid, "chunk out of order")
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+                let mut resp = err.into_response();
+                for (k, v) in upload_headers(&name, &session, offset) {
+                    if let Ok(v) = HeaderValue::from_str(&v) {
+                        resp.headers_mut().insert(k, v);
+                    }
+                }
+                return Ok(resp);
+            }
+            let len = range.map(|(a, b)| b - a + 1);
+            let start = range.map(|(a, _)| a);
+            let stream = body.into_data_stream();
+            let offset = st
+                .append_upload(&name, &session, start, len, stream)
+                .await?;
+            reply(
+                StatusCode::ACCEPTED,
+                upload_headers(&name, &session, offset),
+                Body::empty(),
+            )
+        }
+        (&Method::PUT, Route::Upload { name, session }) => {
+            let d = q("digest").ok_or_else(|| {
+                RegistryError::new(ErrorCode::DigestInvalid, "digest parameter missing")
+            })?;
+            let d = Digest::parse(d)?;
+            st.finish_upload(&name, &session, &d, body.into_data_stream())
+                .await?;
+            blob_created(&name, &d)
+        }
+        (&Method::DELETE, Route::Upload { name, session }) => {
+            st.cancel_upload(&name, &session).await?;
+            reply(StatusCode::NO_CONTENT, vec![], Body::empty())
+        }
+        (&Method::GET | &Method::HEAD, Route::Tags { name }) => {
+            list_tags(&state, &name, q("n"), q("last")).await
+        }
+        (&Method::GET | &Method::HEAD, Route::Referrers { name, digest }) => {
+            let filter = q("artifactType").filter(|a| !a.is_empty());
+            let manifests = st.referrers(&name, &digest, filter).await?;
+            let body =
+                json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+            let mut headers = vec![(header::CONTENT_TYPE, OCI_INDEX.to_owned())];
+            if filter.is_some() {
+                headers.push((OCI_FILTERS, "artifactType".to_owned()));
+            }
+            reply(StatusCode::OK, headers, Body::from(body.to_string()))
+        }
+        (m, r) => Err(RegistryError::new(
+            ErrorCode::Unsupported,
+            format!("{m} is not supported on {}", route_kind(&r)),
+        )),
+    }
+}
+
+fn route_kind(r: &Route) -> &'static str {
+    match r {
+        Route::Manifest { .. } => "manifests",
+        Route::Blob { .. } => "blobs",
+        Route::UploadStart { .. } | Route::Upload { .. } => "uploads",
+        Route::Tags { .. } => "tags",
+        Route::Referrers { .. } => "referrers",
+    }
+}
+
+fn blob_created(name: &str, d: &Digest) -> Result<Response> {
+    let headers = vec![
+        (header::LOCATION, format!("/v2/{name}/blobs/{d}")),
+        (CONTENT_DIGEST, d.to_string()),
+    ];
+    reply(StatusCode::CREATED, headers, Body::empty())
+}
+
+fn upload_headers(name: &str, id: &str, offset: u64) -> Vec<(HeaderName, String)> {
+    vec![
+        (header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}")),
+        (header::RANGE, format!("0-{}", offset.saturating_sub(1))),
+        (UPLOAD_UUID, id.to_owned()),
+        (header::CONTENT_LENGTH, "0".to_owned()),
+    ]
+}
+
+/// `a-b`, also accepting `bytes a-b/total`.
+fn parse_content_range(v: &str) -> Result<(u64, u64)> {
+    let bad = || {
+        RegistryError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("invalid Content-Range {v:?}"),
+        )
+    };
+    let v = v
+        .trim()
+        .trim_start_matches("bytes ")
+        .trim_start_matches("bytes=");
+    let v = v.split('/').next().unwrap_or_default();
+    let (a, b) = v.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// Parses a single `Range: bytes=...` against `size`: `None` = whole blob,
+/// `Some(Err(()))` = unsatisfiable, `Some(Ok((start, end)))` inclusive.
+fn parse_range(headers: &HeaderMap, size: u64) -> Option<std::result::Result<(u64, u64), ()>> {
+    let spec = headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .trim()
+        .strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let range = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 || size == 0 {
+                return Some(Err(()));
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().ok()?, size.saturating_sub(1)),
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+            if b < a {
+                return None;
+            }
+            (a, b.min(size.saturating_sub(1)))
+        }
+    };
+    if range.0 >= size {
+        Some(Err(()))
+    } else {
+        Some(Ok(range))
+    }
+}
+
+async fn get_blob(
+    state: &RegistryState,
+    name: &str,
+    d: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response> {
+    let (path, size) =
+        state.storage().blob(name, d).await?.ok_or_else(|| {
+            RegistryError::new(ErrorCode::BlobUnknown, format!("blob {d} unknown"))
+        })?;
+    let mut out = vec![
+        (CONTENT_DIGEST, d.to_string()),
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (header::ACCEPT_RANGES, "bytes".to_owned()),
+    ];
+    let (status, start, len) = match parse_range(headers, size) {
+        None => (StatusCode::OK, 0, size),
+        Some(Err(())) => {
+            out.push((header::CONTENT_RANGE, format!("bytes */{size}")));
+            return reply(StatusCode::RANGE_NOT_SATISFIABLE, out, Body::empty());
+        }
+        Some(Ok((a, b))) => {
+            out.push((header::CONTENT_RANGE, format!("bytes {a}-{b}/{size}")));
+            (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
+        }
+    };
+    out.push((header::CONTENT_LENGTH, len.to_string()));
+    if head {
+        return reply(status, out, Body::empty());
+    }
+    let mut file = tokio::fs::File::open(&path).await?;
+    file.seek(SeekFrom::Start(start)).await?;
+    let body = Body::from_stream(ReaderStream::new(file.take(len)));
+    reply(status, out, body)
+}
+
+async fn list_tags(
+    state: &RegistryState,
+    name: &str,
+    n: Option<&str>,
+    last: Option<&str>,
+) -> Result<Response> {
+    let mut tags = state.storage().list_tags(name).await?;
+    if let Some(last) = last {
+        tags.retain(|t| t.as_str() > last);
+    }
+    let mut headers = vec![(header::CONTENT_TYPE, "application/json".to_owned())];
+    if let Some(n) = n.and_then(|n| n.parse::<usize>().ok())
+        && tags.len() > n
+    {
+        tags.truncate(n);
+        if let Some(last) = tags.last() {
+            headers.push((
+                header::LINK,
+                format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""),
+            ));
+        }
+    }
+    let body = json!({ "name": name, "tags": tags });
+    reply(StatusCode::OK, headers, Body::from(body.to_string()))
+}
