@@ -2,63 +2,11 @@
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln::api::{self, App, AppState};
-use kiln::config::Config;
-use kiln::registry::RegistryState;
-use kiln::store::SqliteStore;
+mod support;
 
-/// kiln running in-process on a free loopback port, with its data in a temporary directory.
-struct TestApp {
-    address: std::net::SocketAddr,
-    _data: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl TestApp {
-    async fn start() -> TestApp {
-        let data = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            data_dir: data.path().to_owned(),
-            ..Config::default()
-        };
-        let store = SqliteStore::open(&config.database_path())
-            .await
-            .expect("store opens");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("local address");
-        let registry = RegistryState::new(config.registry_config())
-            .await
-            .expect("registry storage opens");
-        let router = api::router(AppState::new(App {
-            config,
-            store: Arc::new(store),
-            registry,
-        }));
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("server runs");
-        });
-        TestApp {
-            address,
-            _data: data,
-            server,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
+use support::TestApp;
 
 #[tokio::test]
 async fn health_answers_ok() {

@@ -84,6 +84,14 @@ fn authorized(state: &RegistryState, headers: &HeaderMap) -> bool {
     })
 }
 
+/// Reads and discards a request body that will not be used, up to a limit, so that the client
+/// finishes sending and its keep-alive connection stays healthy. Past the limit the connection
+/// is simply closed.
+async fn drain(body: Body) {
+    const DRAIN_LIMIT: usize = 64 << 20;
+    let _ = to_bytes(body, DRAIN_LIMIT).await;
+}
+
 async fn dispatch(State(state): State<RegistryState>, req: Request) -> Response {
     handle(state, req)
         .await
@@ -93,14 +101,25 @@ async fn dispatch(State(state): State<RegistryState>, req: Request) -> Response 
 async fn handle(state: RegistryState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
-    if !matches!(method, Method::GET | Method::HEAD) && !authorized(&state, &parts.headers) {
+    let reading = matches!(method, Method::GET | Method::HEAD);
+    if !reading && !authorized(&state, &parts.headers) {
+        // Clients send the body before they see the 401 and retry with credentials on the
+        // same connection; reading it keeps that connection usable.
+        drain(body).await;
         return Err(RegistryError::new(
             ErrorCode::Unauthorized,
             "authentication required",
         ));
     }
     let rest = parts.uri.path().strip_prefix("/v2/").unwrap_or_default();
-    let route = path::parse(rest)?;
+    let route = path::parse(rest).map_err(|err| {
+        // A reference that cannot exist is, to a reader, simply not there.
+        if reading && err.code() == Some(ErrorCode::ManifestInvalid) {
+            RegistryError::new(ErrorCode::ManifestUnknown, "manifest unknown")
+        } else {
+            err
+        }
+    })?;
     let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default();
@@ -194,6 +213,7 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
             };
             let offset = st.upload_offset(&name, &session).await?;
             if range.is_some_and(|(a, _)| a != offset) {
+                drain(body).await;
                 let err = RegistryError::new(ErrorCode::BlobUploadInvalid, "chunk out of order")
                     .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
                 let mut resp = err.into_response();
@@ -273,7 +293,6 @@ fn upload_headers(name: &str, id: &str, offset: u64) -> Vec<(HeaderName, String)
         (header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}")),
         (header::RANGE, format!("0-{}", offset.saturating_sub(1))),
         (UPLOAD_UUID, id.to_owned()),
-        (header::CONTENT_LENGTH, "0".to_owned()),
     ]
 }
 
