@@ -21,7 +21,22 @@ async fn health_answers_ok() {
 #[tokio::test]
 async fn the_embedded_registry_answers_under_v2() {
     let app = TestApp::start().await;
-    let response = reqwest::get(app.url("/v2/")).await.expect("request");
+    let anonymous = reqwest::get(app.url("/v2/")).await.expect("request");
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "the base check asks for credentials"
+    );
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Basic realm=\"kiln\""
+    );
+    let response = reqwest::Client::new()
+        .get(app.url("/v2/"))
+        .basic_auth(support::PUSHER.0, Some(support::PUSHER.1))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["docker-distribution-api-version"],

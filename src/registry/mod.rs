@@ -1,6 +1,7 @@
 //! An OCI distribution-spec v1.1 registry served under `/v2/`: configuration
 //! and shared state; the pieces live in the submodules.
 
+pub mod client;
 pub mod error;
 pub mod manifest;
 pub mod path;

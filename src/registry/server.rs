@@ -36,7 +36,14 @@ pub fn router(state: RegistryState) -> Router {
         .with_state(state)
 }
 
-async fn base() -> Response {
+/// The API base check. It answers 401 with a Basic challenge to requests without valid
+/// credentials, as registries with push access control do: clients learn from it that they
+/// should send their credentials (anonymous reads of manifests and blobs still work).
+async fn base(State(state): State<RegistryState>, headers: HeaderMap) -> Response {
+    if !state.users().is_empty() && !authorized(&state, &headers) {
+        return RegistryError::new(ErrorCode::Unauthorized, "authentication required")
+            .into_response();
+    }
     let mut resp = Json(json!({})).into_response();
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));

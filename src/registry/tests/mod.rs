@@ -155,7 +155,18 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 #[tokio::test]
 async fn base_check() {
     let reg = setup().await;
-    let r = reg.req("GET", "/v2/", &[], Body::empty()).await;
+    let anonymous = reg.req("GET", "/v2/", &[], Body::empty()).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.header("www-authenticate"), "Basic realm=\"kiln\"");
+    let credentials = basic("u", "p");
+    let r = reg
+        .req(
+            "GET",
+            "/v2/",
+            &[("authorization", &credentials)],
+            Body::empty(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("docker-distribution-api-version"), "registry/2.0");
     assert_eq!(r.json(), json!({}));

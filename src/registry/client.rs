@@ -1,0 +1,420 @@
+//! The one registry client kiln pushes and pulls with, to its embedded registry and to external
+//! ones alike, built on `oci-client`.
+//!
+//! Pushing a blob is "exists → mount → streamed upload", so layers already in the registry are
+//! never sent twice. Manifests are pushed and pulled as exact bytes, so the digest kiln computes
+//! is the digest the registry stores. Plain HTTP is used for loopback hosts and for hosts the
+//! configuration marks insecure; everything else is HTTPS with the system's trust store.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWrite;
+
+/// How the client authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// No credentials (pulls from public registries).
+    Anonymous,
+    /// HTTP Basic, also used to obtain Bearer tokens from registries that issue them.
+    Basic {
+        /// User name.
+        user: String,
+        /// Password or token.
+        password: String,
+    },
+    /// A Bearer token used as it is.
+    Bearer(String),
+}
+
+/// A client for one registry host.
+#[derive(Clone)]
+pub struct RegistryClient {
+    client: Client,
+    registry: String,
+    auth: RegistryAuth,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry operation that failed. Messages name the registry object concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the registry client for {registry} could not be set up")]
+    Setup {
+        registry: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("{operation} {target} failed")]
+    Registry {
+        operation: &'static str,
+        target: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("reading {path} failed")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{target} has digest {actual}, not the expected {expected}")]
+    DigestMismatch {
+        target: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+/// How a blob reached the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobPush {
+    /// The repository already had it.
+    Present,
+    /// The registry linked it from another repository without a transfer.
+    Mounted,
+    /// Its bytes were sent.
+    Uploaded,
+}
+
+impl RegistryClient {
+    /// A client for `registry` (`host[:port]`). Loopback hosts and those in `insecure_hosts`
+    /// are spoken to over plain HTTP.
+    pub fn new(registry: &str, auth: Auth, insecure_hosts: &[String]) -> Result<Self, ClientError> {
+        let plain_http = is_loopback(registry) || insecure_hosts.iter().any(|h| h == registry);
+        let config = ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            ..ClientConfig::default()
+        };
+        let client = Client::try_from(config).map_err(|source| ClientError::Setup {
+            registry: registry.to_owned(),
+            source,
+        })?;
+        let auth = match auth {
+            Auth::Anonymous => RegistryAuth::Anonymous,
+            Auth::Basic { user, password } => RegistryAuth::Basic(user, password),
+            Auth::Bearer(token) => RegistryAuth::Bearer(token),
+        };
+        Ok(RegistryClient {
+            client,
+            registry: registry.to_owned(),
+            auth,
+        })
+    }
+
+    /// The registry host this client talks to.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    fn tagged(&self, repository: &str, tag: &str) -> Reference {
+        Reference::with_tag(self.registry.clone(), repository.to_owned(), tag.to_owned())
+    }
+
+    fn at_digest(&self, repository: &str, digest: &str) -> Reference {
+        Reference::with_digest(
+            self.registry.clone(),
+            repository.to_owned(),
+            digest.to_owned(),
+        )
+    }
+
+    fn target(&self, repository: &str, reference: &str) -> String {
+        let sep = if reference.contains(':') { '@' } else { ':' };
+        format!("{}/{repository}{sep}{reference}", self.registry)
+    }
+
+    async fn authenticate(
+        &self,
+        reference: &Reference,
+        operation: RegistryOperation,
+    ) -> Result<(), ClientError> {
+        self.client
+            .auth(reference, &self.auth, operation)
+            .await
+            .map(drop)
+            .map_err(|source| ClientError::Registry {
+                operation: "authenticating for",
+                target: reference.whole(),
+                source,
+            })
+    }
+
+    /// Whether `repository` has the blob `digest`.
+    pub async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, ClientError> {
+        let reference = self.at_digest(repository, digest);
+        self.authenticate(&reference, RegistryOperation::Pull)
+            .await?;
+        self.client
+            .blob_exists(&reference, digest)
+            .await
+            .map_err(|source| ClientError::Registry {
+                operation: "checking blob",
+                target: self.target(repository, digest),
+                source,
+            })
+    }
+
+    /// Makes sure `repository` has the blob stored in `path`: already there, mounted from
+    /// `mount_from` (another repository of this registry that has it), or streamed from disk.
+    pub async fn push_blob_file(
+        &self,
+        repository: &str,
+        digest: &str,
+        path: &Path,
+        mount_from: Option<&str>,
+    ) -> Result<BlobPush, ClientError> {
+        if let Some(done) = self.skip_or_mount(repository, digest, mount_from).await? {
+            return Ok(done);
+        }
+        let read_error = |source| ClientError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = tokio::fs::File::open(path).await.map_err(read_error)?;
+        let size = file.metadata().await.map_err(read_error)?.len();
+        let stream = tokio_util::io::ReaderStream::new(file).map_err(OciDistributionError::from);
+        let reference = self.at_digest(repository, digest);
+        self.client
+            .push_blob_stream(&reference, stream, digest, Some(size))
+            .await
+            .map_err(|source| ClientError::Registry {
+                operation: "uploading blob",
+                target: self.target(repository, digest),
+                source,
+            })?;
+        Ok(BlobPush::Uploaded)
+    }
+
+    /// Makes sure `repository` has the small blob `data` (configs, artifacts' files).
+    pub async fn push_blob_bytes(
+        &self,
+        repository: &str,
+        data: Bytes,
+        mount_from: Option<&str>,
+    ) -> Result<(String, BlobPush), ClientError> {
+        let digest = sha256_digest(&data);
+        if let Some(done) = self.skip_or_mount(repository, &digest, mount_from).await? {
+            return Ok((digest, done));
+        }
+        let reference = self.at_digest(repository, &digest);
+        self.client
+            .push_blob(&reference, data, &digest)
+            .await
+            .map_err(|source| ClientError::Registry {
+                operation: "uploading blob",
+                target: self.target(repository, &digest),
+                source,
+            })?;
+        Ok((digest, BlobPush::Uploaded))
+    }
+
+    /// The cheap ways to get a blob into a repository: it is there, or it can be mounted.
+    async fn skip_or_mount(
+        &self,
+        repository: &str,
+        digest: &str,
+        mount_from: Option<&str>,
+    ) -> Result<Option<BlobPush>, ClientError> {
+        let reference = self.at_digest(repository, digest);
+        self.authenticate(&reference, RegistryOperation::Push)
+            .await?;
+        if self.blob_exists(repository, digest).await? {
+            return Ok(Some(BlobPush::Present));
+        }
+        if let Some(source) = mount_from {
+            let from = self.at_digest(source, digest);
+            // A registry that cannot mount answers 202 and opens an upload session, which
+            // oci-client reports as an error: that is the signal to upload instead.
+            if self
+                .client
+                .mount_blob(&reference, &from, digest)
+                .await
+                .is_ok()
+            {
+                return Ok(Some(BlobPush::Mounted));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pushes manifest or index `bytes` of `media_type` under `reference` (a tag, or the
+    /// digest itself) and returns its digest.
+    pub async fn push_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        bytes: Bytes,
+        media_type: &str,
+    ) -> Result<String, ClientError> {
+        let digest = sha256_digest(&bytes);
+        let target = if reference.contains(':') {
+            self.at_digest(repository, reference)
+        } else {
+            self.tagged(repository, reference)
+        };
+        let content_type = media_type.parse().map_err(|_| ClientError::Registry {
+            operation: "pushing manifest",
+            target: self.target(repository, reference),
+            source: OciDistributionError::GenericError(Some(format!(
+                "`{media_type}` is not a media type"
+            ))),
+        })?;
+        self.authenticate(&target, RegistryOperation::Push).await?;
+        self.client
+            .push_manifest_raw(&target, bytes, content_type)
+            .await
+            .map_err(|source| ClientError::Registry {
+                operation: "pushing manifest",
+                target: self.target(repository, reference),
+                source,
+            })?;
+        Ok(digest)
+    }
+
+    /// The digest `repository:tag` points at, or `None` when there is no such tag: the
+    /// cache-hit check, one HEAD request.
+    pub async fn tag_digest(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<String>, ClientError> {
+        let reference = self.tagged(repository, tag);
+        self.authenticate(&reference, RegistryOperation::Pull)
+            .await?;
+        match self
+            .client
+            .fetch_manifest_digest(&reference, &self.auth)
+            .await
+        {
+            Ok(digest) => Ok(Some(digest)),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(source) => Err(ClientError::Registry {
+                operation: "looking up tag",
+                target: self.target(repository, tag),
+                source,
+            }),
+        }
+    }
+
+    /// The exact bytes and digest of a manifest or index, by tag or digest, checked against
+    /// the digest when one was asked for.
+    pub async fn pull_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        accepted_media_types: &[&str],
+    ) -> Result<(Bytes, String), ClientError> {
+        let target = if reference.contains(':') {
+            self.at_digest(repository, reference)
+        } else {
+            self.tagged(repository, reference)
+        };
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(&target, &self.auth, accepted_media_types)
+            .await
+            .map_err(|source| ClientError::Registry {
+                operation: "pulling manifest",
+                target: self.target(repository, reference),
+                source,
+            })?;
+        let actual = sha256_digest(&bytes);
+        if actual != digest || (reference.contains(':') && actual != reference) {
+            return Err(ClientError::DigestMismatch {
+                target: self.target(repository, reference),
+                expected: digest,
+                actual,
+            });
+        }
+        Ok((bytes, digest))
+    }
+
+    /// Streams blob `digest` of `repository` into `out`, verifying its digest.
+    pub async fn pull_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        out: impl AsyncWrite + Unpin,
+    ) -> Result<(), ClientError> {
+        let reference = self.at_digest(repository, digest);
+        self.authenticate(&reference, RegistryOperation::Pull)
+            .await?;
+        self.client
+            .pull_blob(&reference, digest, out)
+            .await
+            .map_err(|source| ClientError::Registry {
+                operation: "pulling blob",
+                target: self.target(repository, digest),
+                source,
+            })
+    }
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = registry
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(registry, |(host, _)| host);
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_not_found(err: &OciDistributionError) -> bool {
+    match err {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+            )
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_use_plain_http() {
+        for host in [
+            "localhost",
+            "localhost:9090",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["registry.example.org", "ghcr.io", "127.example.org:5000"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+}
