@@ -220,3 +220,213 @@ async fn round_trip(client: &RegistryClient) {
         "a blob in the same registry is mounted, not sent"
     );
 }
+
+/// Sends one raw HTTP/1.1 request line (no URL normalization, unlike an HTTP client library)
+/// and returns the status code.
+async fn raw_status(address: std::net::SocketAddr, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traversal_and_malformed_names_are_refused() {
+    let app = TestApp::start().await;
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let refused = [
+        "/v2/../../etc/passwd/manifests/latest".to_owned(),
+        "/v2/library/../../../etc/manifests/latest".to_owned(),
+        "/v2/library/%2e%2e/%2e%2e/manifests/latest".to_owned(),
+        "/v2/library//x/manifests/latest".to_owned(),
+        "/v2/Library/Upper/manifests/latest".to_owned(),
+        "/v2/library/-x/manifests/latest".to_owned(),
+        format!("/v2/library/x/blobs/sha256:../../{}", "0".repeat(58)),
+        "/v2/library/x/blobs/md5:abc".to_owned(),
+        format!("/v2/{}/manifests/latest", "a".repeat(300)),
+    ];
+    for path in &refused {
+        let status = raw_status(app.address, "GET", path).await;
+        assert!(
+            status == 400 || status == 404,
+            "GET {path} answered {status}, expected a refusal"
+        );
+    }
+    // A well-formed nested name is fine (and simply unknown).
+    assert_eq!(
+        raw_status(
+            app.address,
+            "GET",
+            &format!("/v2/library/a/b/blobs/{digest}")
+        )
+        .await,
+        404
+    );
+}
+
+/// `kiln serve` as a child process on a fixed data directory, so it can be killed and restarted.
+struct ServeProcess {
+    child: std::process::Child,
+    address: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    async fn start(data: &Path) -> ServeProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("serve")
+            .env_clear()
+            .env("KILN_LISTEN", address.to_string())
+            .env("KILN_DATA_DIR", data)
+            .env("KILN_REGISTRY_USERS", format!("{}:{}", PUSHER.0, PUSHER.1))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kiln serve starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(address).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kiln serve did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        ServeProcess { child, address }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// SIGKILL: no cleanup, no flush, like a crash or an OOM kill.
+    fn kill_hard(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_upload_restarts_clean() {
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().expect("temp dir");
+    let blob: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let digest = sha256_digest(&blob);
+    let half = blob.len() / 2;
+    let http = reqwest::Client::new();
+    let repository = "library/crash";
+
+    let server = ServeProcess::start(data.path()).await;
+    // A chunked upload that got half way.
+    let started = http
+        .post(server.url(&format!("/v2/{repository}/blobs/uploads/")))
+        .basic_auth(PUSHER.0, Some(PUSHER.1))
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let patched = http
+        .patch(server.url(&location))
+        .basic_auth(PUSHER.0, Some(PUSHER.1))
+        .header("content-range", format!("0-{}", half - 1))
+        .body(blob[..half].to_vec())
+        .send()
+        .await
+        .expect("first chunk");
+    assert_eq!(patched.status(), 202);
+    // A monolithic push whose body is cut off when the server dies.
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .expect("connect");
+    let credentials = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", PUSHER.0, PUSHER.1))
+    };
+    let head = format!(
+        "POST /v2/{repository}/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {credentials}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        server.address,
+        blob.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream
+        .write_all(&blob[..half])
+        .await
+        .expect("write half a body");
+    stream.flush().await.expect("flush");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.kill_hard();
+    drop(stream);
+
+    let server = ServeProcess::start(data.path()).await;
+    let head = http
+        .head(server.url(&format!("/v2/{repository}/blobs/{digest}")))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(
+        head.status(),
+        404,
+        "no half-written blob is visible after the crash"
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(
+        !data
+            .path()
+            .join("registry/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .exists(),
+        "no blob file under the store's content address"
+    );
+    let leftovers = std::fs::read_dir(data.path().join("registry/tmp"))
+        .expect("tmp exists")
+        .count();
+    assert_eq!(
+        leftovers, 0,
+        "temporary files of interrupted writes are swept at start"
+    );
+
+    // The interrupted chunked upload can be finished, and its digest is checked.
+    let finished = http
+        .put(server.url(&format!("{location}?digest={digest}")))
+        .basic_auth(PUSHER.0, Some(PUSHER.1))
+        .header("content-range", format!("{half}-{}", blob.len() - 1))
+        .body(blob[half..].to_vec())
+        .send()
+        .await
+        .expect("finish upload");
+    assert_eq!(finished.status(), 201, "the upload resumes after a restart");
+    let pulled = http
+        .get(server.url(&format!("/v2/{repository}/blobs/{digest}")))
+        .send()
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(sha256_digest(&pulled), digest, "the blob is whole");
+}

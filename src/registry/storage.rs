@@ -113,6 +113,12 @@ where
 impl Storage {
     /// Opens (creating) a store under `root`.
     pub async fn new(root: PathBuf, max_blob_size: u64) -> std::io::Result<Self> {
+        // Temporary files left by writes a crash interrupted: nothing refers to them, since a
+        // file becomes visible only by its final rename. One process owns this directory.
+        match fs::remove_dir_all(root.join("tmp")).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
         for d in ["blobs/sha256", "repositories", "uploads", "tmp"] {
             fs::create_dir_all(root.join(d)).await?;
         }
