@@ -30,6 +30,8 @@ async fn passes_the_oci_conformance_suite() {
         .env("OCI_TEST_PUSH", "1")
         .env("OCI_TEST_CONTENT_DISCOVERY", "1")
         .env("OCI_TEST_CONTENT_MANAGEMENT", "1")
+        // kiln mounts only from a named repository (`from=`), never guessing one.
+        .env("OCI_AUTOMATIC_CROSSMOUNT", "false")
         .env("OCI_REPORT_DIR", reports.path())
         .output()
         .await
