@@ -27,10 +27,47 @@ async fn the_embedded_registry_answers_under_v2() {
         401,
         "the base check asks for credentials"
     );
+    let challenge = anonymous.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii");
     assert_eq!(
-        anonymous.headers()["www-authenticate"],
-        "Basic realm=\"kiln\""
+        challenge,
+        format!(
+            "Bearer realm=\"http://{}/registry/token\",service=\"kiln\"",
+            app.address
+        )
     );
+    // Anonymous callers get a pull token, which passes the base check but cannot push.
+    let token: serde_json::Value = reqwest::get(app.url("/registry/token?service=kiln"))
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token json");
+    let pull_token = token["token"].as_str().expect("a token");
+    assert_eq!(token["expires_in"], 300);
+    let http = reqwest::Client::new();
+    let with_pull_token = http
+        .get(app.url("/v2/"))
+        .bearer_auth(pull_token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(with_pull_token.status(), 200);
+    let push = http
+        .post(app.url("/v2/library/x/blobs/uploads/"))
+        .bearer_auth(pull_token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(push.status(), 401, "a pull token does not push");
+    let refused = http
+        .get(app.url("/registry/token"))
+        .basic_auth(support::PUSHER.0, Some("wrong"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 401, "wrong credentials get no token");
     let response = reqwest::Client::new()
         .get(app.url("/v2/"))
         .basic_auth(support::PUSHER.0, Some(support::PUSHER.1))

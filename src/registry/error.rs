@@ -2,7 +2,7 @@
 //! (`{"errors":[{"code":..,"message":..,"detail":..}]}`).
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -133,14 +133,7 @@ impl IntoResponse for RegistryError {
                 if let Some(d) = detail {
                     entry["detail"] = d;
                 }
-                let mut resp = (status, Json(json!({ "errors": [entry] }))).into_response();
-                if code == ErrorCode::Unauthorized {
-                    resp.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Basic realm=\"kiln\""),
-                    );
-                }
-                resp
+                (status, Json(json!({ "errors": [entry] }))).into_response()
             }
             other => {
                 tracing::error!(error = %other, "registry internal error");

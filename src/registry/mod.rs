@@ -1,6 +1,7 @@
 //! An OCI distribution-spec v1.1 registry served under `/v2/`: configuration
 //! and shared state; the pieces live in the submodules.
 
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod manifest;
@@ -43,6 +44,7 @@ struct Inner {
     storage: Storage,
     upload_ttl: Duration,
     users: Vec<Credentials>,
+    tokens: auth::Tokens,
 }
 
 /// Shared registry state; cheap to clone.
@@ -59,6 +61,7 @@ impl RegistryState {
             storage,
             upload_ttl: config.upload_ttl,
             users: config.users,
+            tokens: auth::Tokens::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -73,6 +76,16 @@ impl RegistryState {
     /// Users allowed to write.
     pub fn users(&self) -> &[Credentials] {
         &self.inner.users
+    }
+
+    /// Bearer tokens issued by the token endpoint.
+    pub fn tokens(&self) -> &auth::Tokens {
+        &self.inner.tokens
+    }
+
+    /// What a request with these headers may do.
+    pub fn access(&self, headers: &axum::http::HeaderMap) -> auth::Access {
+        auth::access(&self.inner.users, &self.inner.tokens, headers)
     }
 
     /// Removes upload sessions older than the configured TTL; the caller

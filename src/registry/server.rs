@@ -11,12 +11,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use base64::Engine as _;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::RegistryState;
+use super::auth::{self, Access, Identity};
 use super::error::{ErrorCode, RegistryError, Result};
 use super::manifest::{MAX_MANIFEST_SIZE, OCI_INDEX};
 use super::path::{self, Digest, Route};
@@ -33,16 +33,15 @@ pub fn router(state: RegistryState) -> Router {
         .route("/v2", get(base))
         .route("/v2/", get(base))
         .route("/v2/{*rest}", any(dispatch))
+        .route(auth::TOKEN_PATH, get(token))
         .with_state(state)
 }
 
-/// The API base check. It answers 401 with a Basic challenge to requests without valid
-/// credentials, as registries with push access control do: clients learn from it that they
-/// should send their credentials (anonymous reads of manifests and blobs still work).
+/// The API base check. Callers without valid credentials or token get a 401 with a Bearer
+/// challenge: that is how clients learn where to get a token (anonymous reads still work).
 async fn base(State(state): State<RegistryState>, headers: HeaderMap) -> Response {
-    if !state.users().is_empty() && !authorized(&state, &headers) {
-        return RegistryError::new(ErrorCode::Unauthorized, "authentication required")
-            .into_response();
+    if !state.users().is_empty() && !auth::authenticated(state.users(), state.tokens(), &headers) {
+        return unauthorized(&headers);
     }
     let mut resp = Json(json!({})).into_response();
     resp.headers_mut()
@@ -50,7 +49,34 @@ async fn base(State(state): State<RegistryState>, headers: HeaderMap) -> Respons
     resp
 }
 
-/// Builds a response from a status, headers and body.
+/// The token endpoint: a push token for valid credentials, a pull token for none, 401 for
+/// wrong ones.
+async fn token(State(state): State<RegistryState>, headers: HeaderMap) -> Response {
+    let access = match auth::identify(state.users(), &headers) {
+        Identity::Invalid => return unauthorized(&headers),
+        Identity::User => Access::Write,
+        Identity::Anonymous => Access::Read,
+    };
+    let token = state.tokens().issue(access);
+    Json(json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": auth::TOKEN_LIFETIME.as_secs(),
+        "issued_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
+    .into_response()
+}
+
+/// 401 UNAUTHORIZED with the challenge that leads to the token endpoint.
+fn unauthorized(headers: &HeaderMap) -> Response {
+    let mut resp =
+        RegistryError::new(ErrorCode::Unauthorized, "authentication required").into_response();
+    if let Ok(value) = HeaderValue::from_str(&auth::challenge(headers)) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    resp
+}
+
 fn reply(status: StatusCode, headers: Vec<(HeaderName, String)>, body: Body) -> Result<Response> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -59,36 +85,6 @@ fn reply(status: StatusCode, headers: Vec<(HeaderName, String)>, body: Body) -> 
         resp.headers_mut().insert(k, v);
     }
     Ok(resp)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorized(state: &RegistryState, headers: &HeaderMap) -> bool {
-    let Some(encoded) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        })
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Some((user, pass)) = std::str::from_utf8(&decoded)
-        .ok()
-        .and_then(|s| s.split_once(':'))
-    else {
-        return false;
-    };
-    state.users().iter().fold(false, |ok, c| {
-        ok | (constant_time_eq(c.user.as_bytes(), user.as_bytes())
-            & constant_time_eq(c.password.as_bytes(), pass.as_bytes()))
-    })
 }
 
 /// Reads and discards a request body that will not be used, up to a limit, so that the client
@@ -109,14 +105,11 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let reading = matches!(method, Method::GET | Method::HEAD);
-    if !reading && !authorized(&state, &parts.headers) {
+    if !reading && state.access(&parts.headers) != Access::Write {
         // Clients send the body before they see the 401 and retry with credentials on the
         // same connection; reading it keeps that connection usable.
         drain(body).await;
-        return Err(RegistryError::new(
-            ErrorCode::Unauthorized,
-            "authentication required",
-        ));
+        return Ok(unauthorized(&parts.headers));
     }
     let rest = parts.uri.path().strip_prefix("/v2/").unwrap_or_default();
     let route = path::parse(rest).map_err(|err| {
