@@ -32,6 +32,8 @@ pub struct Config {
     pub build: BuildSettings,
     /// Settings of the embedded registry served under `/v2/`.
     pub embedded_registry: EmbeddedRegistry,
+    /// Registry hosts spoken to over plain HTTP besides loopback ones (`host:port`).
+    pub insecure_registries: Vec<String>,
 }
 
 /// The registry kiln serves under `/v2/` when no external one is configured.
@@ -42,7 +44,8 @@ pub struct EmbeddedRegistry {
     pub max_blob_size: u64,
     /// Upload sessions idle longer than this many seconds are removed.
     pub upload_ttl_secs: u64,
-    /// Who may push and delete (HTTP Basic); anyone may pull.
+    /// Who may push and delete (HTTP Basic, or a token from `/registry/token`); anyone may
+    /// pull. kiln's builders have a credential of their own besides these.
     pub users: Vec<RegistryUser>,
 }
 
@@ -114,6 +117,7 @@ impl Default for Config {
             base: BaseProfiles::default(),
             build: BuildSettings::default(),
             embedded_registry: EmbeddedRegistry::default(),
+            insecure_registries: Vec::new(),
         }
     }
 }

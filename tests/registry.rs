@@ -82,6 +82,47 @@ async fn client_round_trips_an_index_through_cncf_distribution() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn kilns_builders_push_with_their_own_credential() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = kiln::config::Config {
+        data_dir: data.path().to_owned(),
+        ..kiln::config::Config::default()
+    };
+    let registry = kiln::registry::RegistryState::new(config.registry_config())
+        .await
+        .expect("registry opens");
+    let builder = registry.builder_credentials().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(async move {
+        axum::serve(listener, kiln::registry::router(registry))
+            .await
+            .expect("serves");
+    });
+    assert_eq!(builder.user, kiln::registry::BUILDER_USER);
+    assert!(builder.password.len() >= 32, "a long random password");
+    let auth = Auth::Basic {
+        user: builder.user,
+        password: builder.password,
+    };
+    let client = RegistryClient::new(&address.to_string(), auth, &[]).expect("client");
+    let (digest, pushed) = client
+        .push_blob_bytes("library/built", Bytes::from_static(b"layer"), None)
+        .await
+        .expect("the builder pushes");
+    assert_eq!(pushed, BlobPush::Uploaded);
+    assert!(
+        client
+            .blob_exists("library/built", &digest)
+            .await
+            .expect("HEAD")
+    );
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn pushes_without_credentials_are_refused() {
     let app = TestApp::start().await;
     let client =

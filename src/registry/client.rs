@@ -190,7 +190,8 @@ impl RegistryClient {
         };
         let file = tokio::fs::File::open(path).await.map_err(read_error)?;
         let size = file.metadata().await.map_err(read_error)?.len();
-        let stream = tokio_util::io::ReaderStream::new(file).map_err(OciDistributionError::from);
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+            .map_err(OciDistributionError::from);
         let reference = self.at_digest(repository, digest);
         self.client
             .push_blob_stream(&reference, stream, digest, Some(size))

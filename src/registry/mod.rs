@@ -16,6 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The user name of kiln's own builders.
+pub const BUILDER_USER: &str = "kiln-builder";
+
 pub use server::router;
 pub use storage::Storage;
 
@@ -43,6 +46,7 @@ pub struct RegistryConfig {
 struct Inner {
     storage: Storage,
     upload_ttl: Duration,
+    /// The configured users, then kiln's own builder.
     users: Vec<Credentials>,
     tokens: auth::Tokens,
 }
@@ -55,12 +59,24 @@ pub struct RegistryState {
 
 impl RegistryState {
     /// Opens the store under `config.root`, creating its directories.
+    ///
+    /// kiln's builders push with a credential of their own, made here and never written down:
+    /// it lives as long as the process, like the builders that use it.
     pub async fn new(config: RegistryConfig) -> std::io::Result<Self> {
         let storage = Storage::new(config.root, config.max_blob_size).await?;
+        let mut users = config.users;
+        users.push(Credentials {
+            user: BUILDER_USER.to_owned(),
+            password: format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
+        });
         let inner = Inner {
             storage,
             upload_ttl: config.upload_ttl,
-            users: config.users,
+            users,
             tokens: auth::Tokens::default(),
         };
         Ok(Self {
@@ -76,6 +92,14 @@ impl RegistryState {
     /// Users allowed to write.
     pub fn users(&self) -> &[Credentials] {
         &self.inner.users
+    }
+
+    /// The credential kiln's own builders push with.
+    pub fn builder_credentials(&self) -> &Credentials {
+        self.inner
+            .users
+            .last()
+            .expect("the builder credential is always added")
     }
 
     /// Bearer tokens issued by the token endpoint.

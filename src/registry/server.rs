@@ -77,6 +77,9 @@ fn unauthorized(headers: &HeaderMap) -> Response {
     resp
 }
 
+/// Read size when streaming blobs to clients.
+const STREAM_BUFFER: usize = 512 << 10;
+
 fn reply(status: StatusCode, headers: Vec<(HeaderName, String)>, body: Body) -> Result<Response> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -390,7 +393,8 @@ async fn get_blob(
     }
     let mut file = tokio::fs::File::open(&path).await?;
     file.seek(SeekFrom::Start(start)).await?;
-    let body = Body::from_stream(ReaderStream::new(file.take(len)));
+    // Large reads: the default 4 KiB buffer costs one blocking-pool round trip per 4 KiB.
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), STREAM_BUFFER));
     reply(status, out, body)
 }
 
