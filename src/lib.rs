@@ -3,6 +3,7 @@
 //! Data flows one way: `api` → `build` → `recipe`/`spec`, with `store` beside. See DESIGN.md.
 
 pub mod api;
+pub mod assemble;
 pub mod build;
 pub mod config;
 pub mod plan;
@@ -10,3 +11,5 @@ pub mod recipe;
 pub mod registry;
 pub mod spec;
 pub mod store;
+pub mod resolve;
+pub mod install;

@@ -1,0 +1,358 @@
+//! Reproducible layer tars and their gzip blobs.
+//!
+//! A layer's identity is its diff_id (the sha256 of the uncompressed tar), so the tar must depend
+//! only on the files' paths, types, contents, exec bits and symlink targets — never on the host's
+//! timestamps, owners, umask or directory order. The gzip blob is a pure function of the tar
+//! (fixed header, fixed level), and is cached by diff_id so an unchanged layer is compressed once.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::{Compression, GzBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::files::{Counting, HashWriter, TempFile, io_err};
+use super::image::{Descriptor, MEDIA_TYPE_LAYER_GZIP};
+use super::{AssembleError, Result};
+
+/// The mtime of every entry in every layer.
+pub const LAYER_MTIME: u64 = 0;
+
+/// The gzip level: fixed, because the compressed bytes (and so the blob digest) depend on it.
+const GZIP_LEVEL: u32 = 6;
+
+/// `255` = "unknown" in the gzip header, instead of the build host's OS.
+const GZIP_OS_UNKNOWN: u8 = 255;
+
+/// Link targets at least this long go into a GNU `K` entry, as GNU tar does.
+const LINK_FIELD_LEN: usize = 100;
+
+/// A written layer: the uncompressed tar and its gzip blob in the output directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// `sha256:<hex>` of the uncompressed tar; the layer's identity (config `rootfs.diff_ids`).
+    pub diff_id: String,
+    /// `sha256:<hex>` of the gzip blob (manifest layer digest).
+    pub digest: String,
+    /// Size of the gzip blob in bytes.
+    pub size: u64,
+    /// Size of the uncompressed tar in bytes.
+    pub uncompressed_size: u64,
+    /// `out_dir/<diff_id hex>.tar`, kept for flattening into a SIF rootfs.
+    pub tar_path: PathBuf,
+    /// `out_dir/<digest hex>.tar.gz`, the blob to push.
+    pub gz_path: PathBuf,
+}
+
+impl Layer {
+    /// The manifest descriptor of the gzip blob.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
+            digest: self.digest.clone(),
+            size: self.size,
+            annotations: None,
+        }
+    }
+}
+
+/// What `out_dir/<diff_id hex>.json` records, so a known layer is not compressed again.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheMeta {
+    diff_id: String,
+    digest: String,
+    size: u64,
+    uncompressed_size: u64,
+}
+
+/// Writes the layer holding `paths` (relative to `root`; files, symlinks and directories) into
+/// `out_dir`, and returns its digests and file names.
+///
+/// Entries are sorted by path bytes; every parent directory is emitted once before its children,
+/// even when not listed; listed directories are emitted without their contents (list those too).
+/// Hard links become independent regular files. Devices, FIFOs and sockets are refused. All
+/// files are replaced atomically, so concurrent builds of the same layer are safe.
+pub fn write_layer(root: &Path, paths: &[PathBuf], out_dir: &Path) -> Result<Layer> {
+    let entries = plan(paths)?;
+    fs::create_dir_all(out_dir).map_err(io_err("create", out_dir))?;
+
+    let (tmp_tar, file) = TempFile::create(out_dir)?;
+    let mut out = HashWriter::new(BufWriter::new(file));
+    write_tar(root, &entries, &mut out).map_err(|e| match e {
+        WriteError::Assemble(e) => e,
+        WriteError::Output(source) => io_err("write", &tmp_tar.path)(source),
+    })?;
+    let (writer, diff_hex, uncompressed_size) = out.finish();
+    writer
+        .into_inner()
+        .map_err(|e| io_err("write", &tmp_tar.path)(e.into_error()))?;
+    let diff_id = format!("sha256:{diff_hex}");
+
+    let tar_path = out_dir.join(format!("{diff_hex}.tar"));
+    let meta_path = out_dir.join(format!("{diff_hex}.json"));
+    if let Some(meta) = cached(&meta_path, &diff_id, out_dir) {
+        tmp_tar.persist(&tar_path)?;
+        return Ok(layer(meta, tar_path, out_dir));
+    }
+
+    let (tmp_gz, gz_file) = TempFile::create(out_dir)?;
+    let encoder = GzBuilder::new()
+        .mtime(0)
+        .operating_system(GZIP_OS_UNKNOWN)
+        .write(
+            HashWriter::new(BufWriter::new(gz_file)),
+            Compression::new(GZIP_LEVEL),
+        );
+    let (writer, digest_hex, size) = gzip(&tmp_tar.path, encoder)
+        .map_err(io_err("compress", &tmp_tar.path))?
+        .finish();
+    writer
+        .into_inner()
+        .map_err(|e| io_err("write", &tmp_gz.path)(e.into_error()))?;
+    tmp_gz.persist(&out_dir.join(format!("{digest_hex}.tar.gz")))?;
+    tmp_tar.persist(&tar_path)?;
+
+    let meta = CacheMeta {
+        diff_id,
+        digest: format!("sha256:{digest_hex}"),
+        size,
+        uncompressed_size,
+    };
+    let (tmp_meta, mut meta_file) = TempFile::create(out_dir)?;
+    let json = serde_json::to_vec(&meta).map_err(|e| io_err("write", &tmp_meta.path)(e.into()))?;
+    meta_file
+        .write_all(&json)
+        .map_err(io_err("write", &tmp_meta.path))?;
+    drop(meta_file);
+    tmp_meta.persist(&meta_path)?;
+    Ok(layer(meta, tar_path, out_dir))
+}
+
+fn layer(meta: CacheMeta, tar_path: PathBuf, out_dir: &Path) -> Layer {
+    let gz_path = out_dir.join(format!("{}.tar.gz", hex_part(&meta.digest)));
+    Layer {
+        diff_id: meta.diff_id,
+        digest: meta.digest,
+        size: meta.size,
+        uncompressed_size: meta.uncompressed_size,
+        tar_path,
+        gz_path,
+    }
+}
+
+/// The cache entry for `diff_id`, if its metadata parses and its blob still has the right size.
+/// Anything else (missing, corrupt, truncated) just means compressing again.
+fn cached(meta_path: &Path, diff_id: &str, out_dir: &Path) -> Option<CacheMeta> {
+    let meta: CacheMeta = serde_json::from_slice(&fs::read(meta_path).ok()?).ok()?;
+    let gz = out_dir.join(format!("{}.tar.gz", hex_part(&meta.digest)));
+    let ok = meta.diff_id == diff_id && fs::metadata(gz).ok()?.len() == meta.size;
+    ok.then_some(meta)
+}
+
+fn hex_part(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+fn gzip<W: Write>(src: &Path, mut encoder: flate2::write::GzEncoder<W>) -> io::Result<W> {
+    io::copy(&mut File::open(src)?, &mut encoder)?;
+    encoder.finish()
+}
+
+/// One planned tar entry: `parent` when other entries lie beneath it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Planned {
+    parent: bool,
+}
+
+/// Normalizes the listed paths and adds their ancestors, sorted by path bytes. Byte order puts a
+/// directory before its children because a path sorts before every path it prefixes.
+fn plan(paths: &[PathBuf]) -> Result<BTreeMap<Vec<u8>, (PathBuf, Planned)>> {
+    let mut entries: BTreeMap<Vec<u8>, (PathBuf, Planned)> = BTreeMap::new();
+    for given in paths {
+        let mut rel = PathBuf::new();
+        for component in given.components() {
+            match component {
+                Component::Normal(part) => rel.push(part),
+                Component::CurDir => {}
+                _ => {
+                    return Err(AssembleError::InvalidPath {
+                        path: given.clone(),
+                    });
+                }
+            }
+        }
+        if rel.as_os_str().is_empty() {
+            return Err(AssembleError::InvalidPath {
+                path: given.clone(),
+            });
+        }
+        let key = rel.as_os_str().as_bytes().to_vec();
+        entries
+            .entry(key)
+            .or_insert_with(|| (rel.clone(), Planned::default()));
+        for ancestor in rel.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() {
+                break;
+            }
+            let key = ancestor.as_os_str().as_bytes().to_vec();
+            let slot = entries
+                .entry(key)
+                .or_insert_with(|| (ancestor.to_path_buf(), Planned::default()));
+            slot.1.parent = true;
+        }
+    }
+    Ok(entries)
+}
+
+/// Why writing the tar failed: a problem with an input (already an [`AssembleError`]) or with
+/// the output file.
+enum WriteError {
+    Assemble(AssembleError),
+    Output(io::Error),
+}
+
+impl From<io::Error> for WriteError {
+    fn from(e: io::Error) -> Self {
+        WriteError::Output(e)
+    }
+}
+
+fn write_tar<W: Write>(
+    root: &Path,
+    entries: &BTreeMap<Vec<u8>, (PathBuf, Planned)>,
+    out: W,
+) -> Result<(), WriteError> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(tar::HeaderMode::Deterministic);
+    for (rel, planned) in entries.values() {
+        let src = root.join(rel);
+        let meta = fs::symlink_metadata(&src)
+            .map_err(|e| WriteError::Assemble(io_err("read", &src)(e)))?;
+        let kind = meta.file_type();
+        if planned.parent && !kind.is_dir() {
+            return Err(WriteError::Assemble(AssembleError::NotADirectory {
+                path: src,
+            }));
+        }
+        if kind.is_dir() {
+            let mut name = OsString::from(rel.as_os_str());
+            name.push("/");
+            builder.append_data(
+                &mut header(tar::EntryType::Directory, 0o755, 0),
+                name,
+                io::empty(),
+            )?;
+        } else if kind.is_symlink() {
+            let target =
+                fs::read_link(&src).map_err(|e| WriteError::Assemble(io_err("read", &src)(e)))?;
+            append_symlink(&mut builder, rel, target.as_os_str().as_bytes())?;
+        } else if kind.is_file() {
+            append_file(&mut builder, &src, rel, meta.permissions().mode())?;
+        } else {
+            return Err(WriteError::Assemble(AssembleError::Unsupported {
+                path: src,
+                kind: special_kind(kind),
+            }));
+        }
+    }
+    builder.finish()?;
+    Ok(())
+}
+
+/// A GNU header with everything but type, mode and size fixed.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_mtime(LAYER_MTIME);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
+}
+
+/// Appends a regular file, reading exactly the size recorded in its header: a file that shrinks
+/// or grows meanwhile is an error, never a corrupt archive passed off as valid.
+fn append_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    src: &Path,
+    rel: &Path,
+    source_mode: u32,
+) -> Result<(), WriteError> {
+    let input = |e| WriteError::Assemble(io_err("read", src)(e));
+    let file = File::open(src).map_err(input)?;
+    let size = file.metadata().map_err(input)?.len();
+    let mode = if source_mode & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    };
+    let mut reader = Counting {
+        inner: file.take(size),
+        count: 0,
+        error: None,
+    };
+    let appended = builder.append_data(
+        &mut header(tar::EntryType::Regular, mode, size),
+        rel,
+        &mut reader,
+    );
+    if let Some(e) = reader.error {
+        return Err(input(e));
+    }
+    appended?;
+    let mut rest = [0u8; 1];
+    let grew = reader.inner.into_inner().read(&mut rest).map_err(input)? > 0;
+    if reader.count != size || grew {
+        return Err(WriteError::Assemble(AssembleError::Changed {
+            path: src.to_path_buf(),
+        }));
+    }
+    Ok(())
+}
+
+/// Appends a symlink with its target byte for byte (the `tar` crate's `append_link` would
+/// normalize `a//b` and `./a`), using a GNU long-link entry for long targets.
+fn append_symlink<W: Write>(
+    builder: &mut tar::Builder<W>,
+    rel: &Path,
+    target: &[u8],
+) -> io::Result<()> {
+    let mut header = header(tar::EntryType::Symlink, 0o777, 0);
+    if target.len() >= LINK_FIELD_LEN {
+        let mut long = tar::Header::new_gnu();
+        long.as_gnu_mut().expect("a GNU header").name[..13].copy_from_slice(b"././@LongLink");
+        long.set_entry_type(tar::EntryType::GNULongLink);
+        long.set_mode(0o644);
+        long.set_mtime(LAYER_MTIME);
+        long.set_size(target.len() as u64 + 1);
+        long.set_cksum();
+        builder.append(&long, target.chain(&[0u8][..]))?;
+        header.set_link_name_literal(&target[..LINK_FIELD_LEN - 1])?;
+    } else {
+        header.set_link_name_literal(target)?;
+    }
+    builder.append_data(&mut header, rel, io::empty())
+}
+
+fn special_kind(kind: fs::FileType) -> &'static str {
+    if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! Installing a solution into a staging prefix, as it will be at `/opt/conda` in the image.
+//!
+//! rattler links packages from a package cache shared by all builds (downloads are checked
+//! against the lock's sha256 there), patches prefix placeholders for `/opt/conda` instead of
+//! the staging path, and never runs link scripts. Afterwards everything that would tie the
+//! result to this host is removed, so the same lock gives the same bytes on any machine.
+//! Depends on `resolve`.
+
+use std::path::{Path, PathBuf};
+
+use rattler::install::{Installer, LinkOptions};
+use rattler::package_cache::PackageCache;
+use rattler_conda_types::Subdir;
+
+use crate::resolve::Solution;
+use crate::spec::Platform;
+
+/// Where environments live in kiln's images.
+pub const CONDA_PREFIX: &str = "/opt/conda";
+
+/// Why an installation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("installing the packages failed: {0}")]
+    Install(String),
+    #[error(
+        "{} {} post-link scripts, which kiln does not run when it builds natively: {}",
+        if .0.len() == 1 { "package" } else { "packages" },
+        if .0.len() == 1 { "has" } else { "have" },
+        .0.join(", ")
+    )]
+    LinkScripts(Vec<String>),
+    #[error("cleaning the installed prefix at {path} failed")]
+    Clean {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Installs conda solutions; cheap to clone.
+#[derive(Clone)]
+pub struct CondaInstaller {
+    cache: PackageCache,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for CondaInstaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CondaInstaller").finish_non_exhaustive()
+    }
+}
+
+impl CondaInstaller {
+    /// An installer whose package cache lives in `cache_dir`, shared by all builds.
+    pub fn new(cache_dir: PathBuf, http: reqwest::Client) -> Self {
+        CondaInstaller {
+            cache: PackageCache::new(cache_dir),
+            http,
+        }
+    }
+
+    /// Installs `solution` for `platform` into `staging`, which stands for [`CONDA_PREFIX`].
+    pub async fn install(
+        &self,
+        solution: &Solution,
+        platform: Platform,
+        staging: &Path,
+    ) -> Result<(), InstallError> {
+        let subdir = match platform {
+            Platform::LinuxAmd64 => Subdir::Linux64,
+            Platform::LinuxArm64 => Subdir::LinuxAarch64,
+        };
+        Installer::new()
+            .with_target_platform(subdir)
+            .with_alternative_target_prefix(CONDA_PREFIX)
+            .with_package_cache(self.cache.clone())
+            .with_download_client(self.http.clone())
+            .with_execute_link_scripts(false)
+            // Copies, not links into the shared cache: a layer must own its bytes.
+            .with_link_options(LinkOptions {
+                allow_hard_links: Some(false),
+                allow_ref_links: Some(false),
+                allow_symbolic_links: Some(false),
+            })
+            .install(staging, solution.records.iter().cloned())
+            .await
+            .map_err(|err| InstallError::Install(error_chain(&err)))?;
+        // rattler did not run them; an environment that needs them is not what was asked for.
+        let scripts = link_scripts(staging);
+        if !scripts.is_empty() {
+            return Err(InstallError::LinkScripts(scripts));
+        }
+        scrub(staging)
+    }
+}
+
+/// Packages that installed a post-link script (`bin/.<name>-post-link.sh`), sorted.
+fn link_scripts(staging: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(staging.join("bin")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            file.strip_prefix('.')?
+                .strip_suffix("-post-link.sh")
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Removes what ties an installed prefix to this host and this moment.
+fn scrub(staging: &Path) -> Result<(), InstallError> {
+    let clean = |source| InstallError::Clean {
+        path: staging.to_owned(),
+        source,
+    };
+    for name in ["CACHEDIR.TAG", "conda-meta/history"] {
+        match std::fs::remove_file(staging.join(name)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(clean(err)),
+            _ => {}
+        }
+    }
+    let meta = staging.join("conda-meta");
+    for entry in std::fs::read_dir(&meta).map_err(clean)? {
+        let path = entry.map_err(clean)?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).map_err(clean)?;
+            let mut record: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|err| clean(std::io::Error::other(err)))?;
+            if let Some(object) = record.as_object_mut() {
+                // Host paths of the package cache, and the request that installed it (which
+                // would make a package's layer differ between requests).
+                object.remove("extracted_package_dir");
+                object.remove("package_tarball_full_path");
+                object.remove("requested_spec");
+                object.remove("requested_specs");
+                if let Some(link) = object.get_mut("link").and_then(|l| l.as_object_mut()) {
+                    link.remove("source");
+                }
+            }
+            let text = serde_json::to_string_pretty(&record)
+                .map_err(|err| clean(std::io::Error::other(err)))?;
+            std::fs::write(&path, text).map_err(clean)?;
+        }
+    }
+    Ok(())
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
