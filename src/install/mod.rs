@@ -130,8 +130,8 @@ fn scrub(staging: &Path) -> Result<(), InstallError> {
         let path = entry.map_err(clean)?.path();
         if path.extension().is_some_and(|e| e == "json") {
             let text = std::fs::read_to_string(&path).map_err(clean)?;
-            let mut record: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|err| clean(std::io::Error::other(err)))?;
+            let mut record: serde_json::Value =
+                serde_json::from_str(&text).map_err(|err| clean(std::io::Error::other(err)))?;
             if let Some(object) = record.as_object_mut() {
                 // Host paths of the package cache, and the request that installed it (which
                 // would make a package's layer differ between requests).

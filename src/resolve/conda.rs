@@ -86,7 +86,11 @@ pub struct CondaResolver {
 impl CondaResolver {
     /// A resolver that caches repodata under `cache_dir` and reads channels named in
     /// `mirrors` from the mapped URL.
-    pub fn new(http: reqwest::Client, cache_dir: PathBuf, mirrors: BTreeMap<String, String>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        cache_dir: PathBuf,
+        mirrors: BTreeMap<String, String>,
+    ) -> Self {
         CondaResolver {
             http,
             cache_dir,
@@ -101,7 +105,11 @@ impl CondaResolver {
             .get(channel)
             .cloned()
             .unwrap_or_else(|| format!("{DEFAULT_CHANNEL_HOST}/{channel}"));
-        let with_slash = if text.ends_with('/') { text } else { format!("{text}/") };
+        let with_slash = if text.ends_with('/') {
+            text
+        } else {
+            format!("{text}/")
+        };
         Url::parse(&with_slash).map_err(|_| ResolveError::BadChannelUrl {
             channel: channel.to_owned(),
             url: with_slash,
@@ -109,7 +117,11 @@ impl CondaResolver {
     }
 
     /// Solves the conda entries of `request` for `target`.
-    pub async fn solve(&self, request: &Request, target: &Target) -> Result<Solution, ResolveError> {
+    pub async fn solve(
+        &self,
+        request: &Request,
+        target: &Target,
+    ) -> Result<Solution, ResolveError> {
         let mut channel_names: Vec<String> =
             request.channels().iter().map(ToString::to_string).collect();
         for entry in request.conda_entries() {
@@ -140,15 +152,15 @@ impl CondaResolver {
             specs,
             ..SolverTask::from_iter(repodata.iter())
         };
-        let solved = rattler_solve::resolvo::Solver
-            .solve(task)
-            .map_err(|err| ResolveError::Unsatisfiable {
+        let solved = rattler_solve::resolvo::Solver.solve(task).map_err(|err| {
+            ResolveError::Unsatisfiable {
                 platform: target.platform,
                 reason: match err {
                     SolveError::Unsolvable(reasons) => reasons.join("; "),
                     other => other.to_string(),
                 },
-            })?;
+            }
+        })?;
         let mut records = solved.records;
         records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
         let packages = records.iter().map(locked).collect::<Result<Vec<_>, _>>()?;
@@ -183,7 +195,11 @@ impl CondaResolver {
     }
 
     /// GETs `url`, revalidating a cached copy with its ETag. `None` for a 404.
-    async fn fetch_cached(&self, channel: &str, url: &Url) -> Result<Option<Vec<u8>>, ResolveError> {
+    async fn fetch_cached(
+        &self,
+        channel: &str,
+        url: &Url,
+    ) -> Result<Option<Vec<u8>>, ResolveError> {
         let key = hex::encode(Sha256::digest(url.as_str().as_bytes()));
         let body_path = self.cache_dir.join(format!("{key}.json"));
         let etag_path = self.cache_dir.join(format!("{key}.etag"));
@@ -202,10 +218,13 @@ impl CondaResolver {
         let response = request.send().await.map_err(unreachable)?;
         match response.status().as_u16() {
             304 => {
-                let bytes = tokio::fs::read(&body_path).await.map_err(|source| ResolveError::Cache {
-                    path: body_path.clone(),
-                    source,
-                })?;
+                let bytes =
+                    tokio::fs::read(&body_path)
+                        .await
+                        .map_err(|source| ResolveError::Cache {
+                            path: body_path.clone(),
+                            source,
+                        })?;
                 return Ok(Some(bytes));
             }
             404 => return Ok(None),
@@ -237,7 +256,9 @@ impl CondaResolver {
             path: path.to_owned(),
             source,
         };
-        tokio::fs::create_dir_all(&self.cache_dir).await.map_err(cache_error)?;
+        tokio::fs::create_dir_all(&self.cache_dir)
+            .await
+            .map_err(cache_error)?;
         let temp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
         tokio::fs::write(&temp, bytes).await.map_err(cache_error)?;
         tokio::fs::rename(&temp, path).await.map_err(cache_error)

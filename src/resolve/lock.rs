@@ -75,7 +75,8 @@ mod tests {
                 version: "1.21".into(),
                 build: "h0_0".into(),
                 subdir: "linux-aarch64".into(),
-                url: "https://conda.example.org/bioconda/linux-aarch64/samtools-1.21-h0_0.conda".into(),
+                url: "https://conda.example.org/bioconda/linux-aarch64/samtools-1.21-h0_0.conda"
+                    .into(),
                 sha256: "ab".repeat(32),
                 size: 10,
             }],
@@ -86,7 +87,10 @@ mod tests {
             "linux-aarch64/samtools-1.21-h0_0.conda#{}\n",
             "ab".repeat(32)
         )));
-        assert_eq!(lock.packages(Platform::LinuxArm64)[0].file_name(), "samtools-1.21-h0_0.conda");
+        assert_eq!(
+            lock.packages(Platform::LinuxArm64)[0].file_name(),
+            "samtools-1.21-h0_0.conda"
+        );
         assert!(lock.packages(Platform::LinuxAmd64).is_empty());
     }
 }
