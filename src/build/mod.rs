@@ -1,6 +1,52 @@
-//! Building images: the backends that turn a plan into an image.
+//! Building images: the queue and its workers, and the backends that turn a build into an
+//! image in the registry.
 //!
-//! For now the buildah backend, which builds generated or user-written recipes with
-//! `buildah bud --isolation chroot`. Depends on `spec` and `config`.
+//! A backend gets a build record (request, recipes, image name) and a log to write to, and
+//! answers with the image's digests or a reason. The queue owns everything around it: one
+//! build per key, claiming, status and logs in the store. Depends on `store`, `spec`,
+//! `resolve`, `install`, `assemble` and `registry`.
 
 pub mod buildah;
+
+use async_trait::async_trait;
+
+use crate::store::{BuildOutcome, BuildRecord, Store};
+
+/// Where a running build writes its log: the store, line by line, so clients can follow it.
+#[derive(Clone)]
+pub struct BuildLog {
+    store: std::sync::Arc<dyn Store>,
+    id: String,
+}
+
+impl std::fmt::Debug for BuildLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildLog").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl BuildLog {
+    /// The log of build `id`.
+    pub fn new(store: std::sync::Arc<dyn Store>, id: impl Into<String>) -> Self {
+        BuildLog {
+            store,
+            id: id.into(),
+        }
+    }
+
+    /// Appends one line. A log that cannot be written is reported, never fatal to the build.
+    pub async fn line(&self, text: impl AsRef<str>) {
+        let mut line = text.as_ref().to_owned();
+        line.push('\n');
+        if let Err(err) = self.store.append_log(&self.id, &line).await {
+            tracing::warn!(build = %self.id, error = %err, "writing the build log failed");
+        }
+    }
+}
+
+/// Something that can build an image from a build record.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Builds `build`, writing progress to `log`. The outcome is recorded by the caller.
+    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome;
+}
