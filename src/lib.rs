@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod assemble;
+pub mod base;
 pub mod build;
 pub mod config;
 pub mod install;
@@ -13,3 +14,16 @@ pub mod registry;
 pub mod resolve;
 pub mod spec;
 pub mod store;
+
+/// An error with all its causes, for messages shown to users: HTTP and I/O errors keep the
+/// useful part ("connection refused", "hash mismatch") in their sources.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

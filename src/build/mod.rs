@@ -7,6 +7,8 @@
 //! `resolve`, `install`, `assemble` and `registry`.
 
 pub mod buildah;
+pub mod native;
+pub mod queue;
 
 use async_trait::async_trait;
 
@@ -21,7 +23,9 @@ pub struct BuildLog {
 
 impl std::fmt::Debug for BuildLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuildLog").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("BuildLog")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

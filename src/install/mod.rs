@@ -85,7 +85,7 @@ impl CondaInstaller {
             })
             .install(staging, solution.records.iter().cloned())
             .await
-            .map_err(|err| InstallError::Install(error_chain(&err)))?;
+            .map_err(|err| InstallError::Install(crate::error_chain(&err)))?;
         // rattler did not run them; an environment that needs them is not what was asked for.
         let scripts = link_scripts(staging);
         if !scripts.is_empty() {
@@ -149,15 +149,4 @@ fn scrub(staging: &Path) -> Result<(), InstallError> {
         }
     }
     Ok(())
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -71,6 +71,11 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{target} could not be mounted from {source_repository}, which should hold it")]
+    NotMountable {
+        target: String,
+        source_repository: String,
+    },
     #[error("{target} has digest {actual}, not the expected {expected}")]
     DigestMismatch {
         target: String,
@@ -225,6 +230,23 @@ impl RegistryClient {
                 source,
             })?;
         Ok((digest, BlobPush::Uploaded))
+    }
+
+    /// Makes sure `repository` has blob `digest`, which repository `source` of this registry
+    /// has: already there, or mounted. Base image layers arrive this way, never downloaded.
+    pub async fn mount_from(
+        &self,
+        repository: &str,
+        digest: &str,
+        source: &str,
+    ) -> Result<BlobPush, ClientError> {
+        match self.skip_or_mount(repository, digest, Some(source)).await? {
+            Some(done) => Ok(done),
+            None => Err(ClientError::NotMountable {
+                target: self.target(repository, digest),
+                source_repository: source.to_owned(),
+            }),
+        }
     }
 
     /// The cheap ways to get a blob into a repository: it is there, or it can be mounted.

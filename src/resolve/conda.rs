@@ -213,7 +213,7 @@ impl CondaResolver {
         let unreachable = |err: reqwest::Error| ResolveError::Unreachable {
             channel: channel.to_owned(),
             url: url.to_string(),
-            reason: error_chain(&err),
+            reason: crate::error_chain(&err),
         };
         let response = request.send().await.map_err(unreachable)?;
         match response.status().as_u16() {
@@ -322,17 +322,4 @@ fn locked(record: &RepoDataRecord) -> Result<LockedPackage, ResolveError> {
         sha256: hex::encode(sha256),
         size: package.size.unwrap_or(0),
     })
-}
-
-/// An error with its causes, for messages: reqwest hides the useful part ("connection
-/// refused") in its sources.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

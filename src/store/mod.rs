@@ -5,6 +5,8 @@
 mod model;
 mod sqlite;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 pub use model::{
@@ -26,6 +28,8 @@ pub enum StoreError {
         from: BuildStatus,
         to: BuildStatus,
     },
+    #[error("build {id:?} is no longer leased to worker {worker:?}")]
+    LeaseLost { id: String, worker: String },
     #[error("the database failed")]
     Database(#[from] sqlx::Error),
     #[error("the database schema could not be migrated")]
@@ -52,6 +56,21 @@ pub trait Store: Send + Sync {
 
     /// PENDING → BUILDING; exactly one caller wins a race to start.
     async fn start(&self, id: &str) -> Result<BuildRecord, StoreError>;
+
+    /// Takes the oldest PENDING build, or a BUILDING one whose lease ran out
+    /// (its worker crashed), and makes it BUILDING for `worker` until
+    /// `now + lease`. Concurrent claimers, in any process, never get the same
+    /// build; `None` when there is nothing to do.
+    async fn claim_next(
+        &self,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<BuildRecord>, StoreError>;
+
+    /// Extends `worker`'s lease on build `id` to `now + lease`; the heartbeat
+    /// of a running build. [`StoreError::LeaseLost`] when the build is done
+    /// or another worker has claimed it since.
+    async fn renew_lease(&self, id: &str, worker: &str, lease: Duration) -> Result<(), StoreError>;
 
     /// → DONE. Success only from BUILDING; failure from PENDING or BUILDING.
     async fn finish(&self, id: &str, outcome: BuildOutcome) -> Result<BuildRecord, StoreError>;
@@ -92,6 +111,10 @@ pub(crate) mod contract {
                 concurrent_submits_share_one_build,
                 log_reads_from_byte_offsets,
                 data_survives_reopen,
+                claims_take_the_oldest_build_first,
+                concurrent_claims_never_share_a_build,
+                expired_leases_are_reclaimed,
+                only_the_lease_holder_renews,
             );
         };
         (@tests $harness:path; $($name:ident),* $(,)?) => {$(
@@ -303,5 +326,94 @@ pub(crate) mod contract {
         let store = h.open().await;
         assert_eq!(store.build(&id).await.unwrap(), before);
         assert_eq!(store.read_log(&id, 0).await.unwrap().text, "step 1\n");
+    }
+    const LEASE: Duration = Duration::from_secs(60);
+
+    pub(crate) async fn claims_take_the_oldest_build_first(h: &impl Harness) {
+        let store = h.open().await;
+        assert_eq!(store.claim_next("w1", LEASE).await.unwrap(), None);
+        let mut ids = Vec::new();
+        for n in [20, 21, 22] {
+            ids.push(store.submit(request(&key(n))).await.unwrap().build.id);
+        }
+        for id in &ids {
+            let claimed = store.claim_next("w1", LEASE).await.unwrap().unwrap();
+            assert_eq!(&claimed.id, id);
+            assert_eq!(claimed.status, BuildStatus::Building);
+            assert!(claimed.started_at.is_some());
+        }
+        // Claimed builds hold live leases, so nothing is left.
+        assert_eq!(store.claim_next("w2", LEASE).await.unwrap(), None);
+        // A claimed build finishes like a started one.
+        let done = store.finish(&ids[0], failed()).await.unwrap();
+        assert_eq!(done.status, BuildStatus::Done);
+        assert_eq!(store.claim_next("w2", Duration::ZERO).await.unwrap(), None);
+    }
+
+    pub(crate) async fn concurrent_claims_never_share_a_build(h: &impl Harness) {
+        let stores = [h.open().await, h.open().await];
+        let mut submitted = std::collections::HashSet::new();
+        for n in 30..35 {
+            submitted.insert(stores[0].submit(request(&key(n))).await.unwrap().build.id);
+        }
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % 2]);
+                tokio::spawn(async move {
+                    let worker = format!("w{i}");
+                    store.claim_next(&worker, LEASE).await.unwrap()
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for task in tasks {
+            claimed.extend(task.await.unwrap().map(|b| b.id));
+        }
+        claimed.sort();
+        let unique: std::collections::HashSet<_> = claimed.iter().cloned().collect();
+        assert_eq!(claimed.len(), 5, "each build is claimed once: {claimed:?}");
+        assert_eq!(unique, submitted);
+    }
+
+    pub(crate) async fn expired_leases_are_reclaimed(h: &impl Harness) {
+        let store = h.open().await;
+        let id = store.submit(request(&key(40))).await.unwrap().build.id;
+        let first = store.claim_next("crashed", Duration::ZERO).await.unwrap();
+        assert_eq!(first.map(|b| b.id).as_ref(), Some(&id));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+
+        let again = store.claim_next("w2", LEASE).await.unwrap().unwrap();
+        assert_eq!(
+            (again.id.as_str(), again.status),
+            (id.as_str(), BuildStatus::Building)
+        );
+        // The crashed worker's heartbeat finds out; the new holder's works.
+        let lost = store.renew_lease(&id, "crashed", LEASE).await.unwrap_err();
+        assert!(matches!(lost, StoreError::LeaseLost { worker, .. } if worker == "crashed"));
+        store.renew_lease(&id, "w2", LEASE).await.unwrap();
+        assert_eq!(store.claim_next("w3", LEASE).await.unwrap(), None);
+
+        // Builds started without a lease are never taken over.
+        let started = store.submit(request(&key(41))).await.unwrap().build.id;
+        store.start(&started).await.unwrap();
+        assert_eq!(store.claim_next("w3", Duration::ZERO).await.unwrap(), None);
+    }
+
+    pub(crate) async fn only_the_lease_holder_renews(h: &impl Harness) {
+        let store = h.open().await;
+        let id = store.submit(request(&key(50))).await.unwrap().build.id;
+        let lost =
+            |e: StoreError| matches!(e, StoreError::LeaseLost { id: lost, .. } if lost == id);
+        // Not claimed yet: nobody holds it.
+        assert!(lost(store.renew_lease(&id, "w1", LEASE).await.unwrap_err()));
+        store.claim_next("w1", LEASE).await.unwrap().unwrap();
+        store.renew_lease(&id, "w1", LEASE).await.unwrap();
+        assert!(lost(store.renew_lease(&id, "w2", LEASE).await.unwrap_err()));
+        store.finish(&id, failed()).await.unwrap();
+        assert!(lost(store.renew_lease(&id, "w1", LEASE).await.unwrap_err()));
+
+        let missing = "bd-0000000000000000_1";
+        let err = store.renew_lease(missing, "w1", LEASE).await.unwrap_err();
+        assert!(matches!(err, StoreError::BuildNotFound { id } if id == missing));
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow};
 use sqlx::{Row, SqlSafeStr};
@@ -67,14 +67,27 @@ impl SqliteStore {
 /// (same version, description and checksum), which needs sqlx's `macros`
 /// feature that kiln does not enable.
 fn migrator() -> Migrator {
-    let sql = include_str!("../../migrations/sqlite/0001_builds.sql");
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "builds".into(),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    let migration = |version, description: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            description.into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "builds",
+            include_str!("../../migrations/sqlite/0001_builds.sql"),
+        ),
+        migration(
+            2,
+            "build leases",
+            include_str!("../../migrations/sqlite/0002_build_leases.sql"),
+        ),
+    ])
 }
 
 #[async_trait]
@@ -160,6 +173,58 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn claim_next(
+        &self,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<BuildRecord>, StoreError> {
+        // One statement, so SQLite runs the pick and the update under its
+        // write lock: two claimers can never take the same row. The status
+        // test is repeated on the updated row so the statement stays safe
+        // where the pick runs outside that lock (Postgres re-checks the outer
+        // WHERE on a row another claimer changed); Postgres also adds
+        // `FOR UPDATE SKIP LOCKED` to the subquery so claimers do not queue
+        // on one row. Builds `start`ed without a lease (NULL) never expire.
+        let now = now();
+        let row = sqlx::query(
+            "UPDATE builds SET status = 'BUILDING', worker = $1, lease_until = $2, started_at = $3
+             WHERE id = (SELECT id FROM builds
+                         WHERE status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3)
+                         ORDER BY created_at, id
+                         LIMIT 1)
+               AND (status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3))
+             RETURNING *",
+        )
+        .bind(worker)
+        .bind(time_text(lease_end(now, lease)))
+        .bind(time_text(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn renew_lease(&self, id: &str, worker: &str, lease: Duration) -> Result<(), StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE builds SET lease_until = $3
+             WHERE id = $1 AND worker = $2 AND status = 'BUILDING'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(time_text(lease_end(now(), lease)))
+        .execute(&self.pool)
+        .await?;
+        if renewed.rows_affected() == 1 {
+            return Ok(());
+        }
+        match self.build(id).await? {
+            Some(_) => Err(StoreError::LeaseLost {
+                id: id.into(),
+                worker: worker.into(),
+            }),
+            None => Err(StoreError::BuildNotFound { id: id.into() }),
+        }
+    }
+
     async fn finish(&self, id: &str, outcome: BuildOutcome) -> Result<BuildRecord, StoreError> {
         let (succeeded, reason, digest, outputs, lock) = match outcome {
             BuildOutcome::Succeeded {
@@ -172,7 +237,7 @@ impl Store for SqliteStore {
         let outputs = serde_json::to_string(&outputs).expect("outputs serialize");
         let row = sqlx::query(
             "UPDATE builds SET status = 'DONE', succeeded = $2, reason = $3, finished_at = $4,
-                               digest = $5, outputs = $6, conda_lock = $7
+                               digest = $5, outputs = $6, conda_lock = $7, lease_until = NULL
              WHERE id = $1 AND (status = 'BUILDING' OR (status = 'PENDING' AND NOT $2))
              RETURNING *",
         )
@@ -254,6 +319,13 @@ impl Store for SqliteStore {
 /// from a write equals the same record read back.
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// When a lease taken at `now` runs out. Leases are capped at a century so
+/// the end stays a four-digit year, which sorts correctly as text.
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    const CENTURY: TimeDelta = TimeDelta::days(36_500);
+    now + TimeDelta::from_std(lease).map_or(CENTURY, |lease| lease.min(CENTURY))
 }
 
 fn time_text(t: DateTime<Utc>) -> String {

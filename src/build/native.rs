@@ -1,0 +1,414 @@
+//! The native backend: solve → install → layer → push, with no container runtime.
+//!
+//! Each platform is solved and installed on its own (nothing of the target runs here, so arm64
+//! builds on amd64 without emulation), its packages are written as layers that depend only on
+//! their contents, and the image is assembled on top of the base image's layers, which are
+//! mounted from the base's repository in the same registry, never downloaded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::{Backend, BuildLog};
+use crate::assemble::{self, Descriptor, Layer};
+use crate::base;
+use crate::install::{CONDA_PREFIX, CondaInstaller};
+use crate::registry::client::RegistryClient;
+use crate::resolve::{CondaResolver, Lock, Target};
+use crate::spec::{Format, Platform, Request};
+use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
+
+/// The most layers kiln adds on top of a base image.
+pub const LAYER_BUDGET: usize = 20;
+
+/// The base image conda environments are installed onto, in kiln's registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CondaBase {
+    /// Repository inside kiln's registry, e.g. `kiln/base/debian`.
+    pub repository: String,
+    /// Tag, e.g. `bookworm`.
+    pub tag: String,
+    /// Its glibc version, for the solver's `__glibc`.
+    pub glibc: String,
+}
+
+/// Builds conda requests natively.
+#[derive(Debug, Clone)]
+pub struct NativeBuilder {
+    /// Solves requests into locks.
+    pub resolver: CondaResolver,
+    /// Installs locks into staging prefixes.
+    pub installer: CondaInstaller,
+    /// Pushes to kiln's registry with the builder's credential.
+    pub client: RegistryClient,
+    /// The base image.
+    pub base: CondaBase,
+    /// Scratch space for staging prefixes, removed after each build.
+    pub work_dir: PathBuf,
+    /// Layer blobs, cached by diff_id and shared by all builds.
+    pub layer_dir: PathBuf,
+}
+
+/// A build step that failed, as the reason users read.
+type Failure = String;
+
+#[async_trait]
+impl Backend for NativeBuilder {
+    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+        let work = self.work_dir.join(&build.id);
+        let outcome = match self.build(build, &work, log).await {
+            Ok(outcome) => outcome,
+            Err(reason) => BuildOutcome::Failed { reason },
+        };
+        if let Err(err) = tokio::fs::remove_dir_all(&work).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %work.display(), error = %err, "removing a build's work directory failed");
+        }
+        outcome
+    }
+}
+
+/// One platform's finished image.
+struct PlatformImage {
+    platform: Platform,
+    manifest: assemble::Blob,
+    size: u64,
+}
+
+impl NativeBuilder {
+    async fn build(
+        &self,
+        build: &BuildRecord,
+        work: &Path,
+        log: &BuildLog,
+    ) -> Result<BuildOutcome, Failure> {
+        let request: Request = serde_json::from_str(&build.request)
+            .map_err(|err| format!("the stored request cannot be read: {err}"))?;
+        if request.format() != Format::Docker {
+            return Err("kiln cannot build Singularity images natively yet".into());
+        }
+        if request.has_pip() {
+            return Err("kiln cannot install pip packages natively yet".into());
+        }
+        let (repository, tag) = split_image(&build.image, self.client.registry())?;
+        let mut lock = Lock::default();
+        let mut images = Vec::new();
+        for &platform in request.platforms() {
+            let image = self
+                .build_platform(&request, platform, &repository, work, log, &mut lock)
+                .await?;
+            images.push(image);
+        }
+        let top = if let [only] = images.as_slice() {
+            only.manifest.clone()
+        } else {
+            let manifests: Vec<(Platform, assemble::Blob)> = images
+                .iter()
+                .map(|image| (image.platform, image.manifest.clone()))
+                .collect();
+            assemble::image_index(&manifests)
+        };
+        self.client
+            .push_manifest(&repository, &tag, top.bytes.clone().into(), top.media_type)
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        log.line(format!("pushed {}@{}", build.image, top.digest))
+            .await;
+        let explicit: Vec<String> = request
+            .platforms()
+            .iter()
+            .map(|platform| lock.explicit(*platform))
+            .collect();
+        Ok(BuildOutcome::Succeeded {
+            digest: top.digest,
+            outputs: images
+                .iter()
+                .map(|image| ImageOutput {
+                    platform: image.platform.to_string(),
+                    digest: image.manifest.digest.clone(),
+                    size: image.size,
+                })
+                .collect(),
+            lock: Some(explicit.join("\n")),
+        })
+    }
+
+    async fn build_platform(
+        &self,
+        request: &Request,
+        platform: Platform,
+        repository: &str,
+        work: &Path,
+        log: &BuildLog,
+        lock: &mut Lock,
+    ) -> Result<PlatformImage, Failure> {
+        let started = Instant::now();
+        let target = Target {
+            platform,
+            glibc: self.base.glibc.clone(),
+        };
+        let solution = self
+            .resolver
+            .solve(request, &target)
+            .await
+            .map_err(|err| err.to_string())?;
+        log.line(format!(
+            "{platform}: solved {} packages in {:.1} s",
+            solution.packages.len(),
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        lock.platforms.insert(platform, solution.packages.clone());
+
+        let started = Instant::now();
+        let root = work.join(platform.architecture());
+        let prefix = root.join(CONDA_PREFIX.trim_start_matches('/'));
+        self.installer
+            .install(&solution, platform, &prefix)
+            .await
+            .map_err(|err| err.to_string())?;
+        log.line(format!(
+            "{platform}: installed into the staging prefix in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+
+        let started = Instant::now();
+        let layers = write_layers(&root, &self.layer_dir).await?;
+        let layer_bytes: u64 = layers.iter().map(|layer| layer.size).sum();
+        log.line(format!(
+            "{platform}: wrote {} layers ({} bytes compressed) in {:.1} s",
+            layers.len(),
+            layer_bytes,
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+
+        let started = Instant::now();
+        let base = base::inspect(
+            &self.client,
+            &self.base.repository,
+            &self.base.tag,
+            platform,
+        )
+        .await
+        .map_err(|err| err.to_string())?;
+        for layer in &base.layers {
+            self.client
+                .mount_from(repository, &layer.digest, &self.base.repository)
+                .await
+                .map_err(|err| crate::error_chain(&err))?;
+        }
+        let mut uploaded = 0;
+        for layer in &layers {
+            let pushed = self
+                .client
+                .push_blob_file(repository, &layer.digest, &layer.gz_path, None)
+                .await
+                .map_err(|err| crate::error_chain(&err))?;
+            if pushed == crate::registry::client::BlobPush::Uploaded {
+                uploaded += 1;
+            }
+        }
+        let mut diff_ids = base.config.diff_ids.clone();
+        diff_ids.extend(layers.iter().map(|layer| layer.diff_id.clone()));
+        let path = match base.config.env_var("PATH") {
+            Some(base_path) => format!("{CONDA_PREFIX}/bin:{base_path}"),
+            None => format!(
+                "{CONDA_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ),
+        };
+        let env = [
+            ("PATH".to_owned(), path),
+            ("CONDA_PREFIX".to_owned(), CONDA_PREFIX.to_owned()),
+            ("MAMBA_ROOT_PREFIX".to_owned(), CONDA_PREFIX.to_owned()),
+        ];
+        let labels = BTreeMap::from([
+            (
+                "io.kiln.request".to_owned(),
+                serde_json::to_string(request).map_err(|err| err.to_string())?,
+            ),
+            ("io.kiln.lock".to_owned(), lock.explicit(platform)),
+            (
+                "org.opencontainers.image.base.name".to_owned(),
+                format!(
+                    "{}/{}:{}",
+                    self.client.registry(),
+                    self.base.repository,
+                    self.base.tag
+                ),
+            ),
+            (
+                "org.opencontainers.image.base.digest".to_owned(),
+                base.digest.clone(),
+            ),
+        ]);
+        let config = assemble::image_config(platform, &base.config, &diff_ids, &env, &labels);
+        self.client
+            .push_blob_bytes(repository, config.bytes.clone().into(), None)
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        let mut descriptors: Vec<Descriptor> = base.layers.clone();
+        descriptors.extend(layers.iter().map(Layer::descriptor));
+        let manifest = assemble::image_manifest(&config, &descriptors, &BTreeMap::new());
+        self.client
+            .push_manifest(
+                repository,
+                &manifest.digest,
+                manifest.bytes.clone().into(),
+                manifest.media_type,
+            )
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        log.line(format!(
+            "{platform}: pushed {} ({uploaded} of {} layers uploaded, the rest already there) in {:.1} s",
+            manifest.digest,
+            layers.len(),
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        let size = descriptors.iter().map(|d| d.size).sum::<u64>() + config.size();
+        Ok(PlatformImage {
+            platform,
+            manifest,
+            size,
+        })
+    }
+}
+
+/// Writes the installed prefix under `root` as layers: one per package group (a package's
+/// files and its `conda-meta` record, so its layer is the same in every image that has it),
+/// then one for whatever no package owns.
+async fn write_layers(root: &Path, layer_dir: &Path) -> Result<Vec<Layer>, Failure> {
+    let root = root.to_owned();
+    let layer_dir = layer_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let prefix = Path::new(CONDA_PREFIX.trim_start_matches('/'));
+        let owned = package_files(&root.join(prefix))?;
+        let sizes: Vec<(String, u64)> = owned
+            .iter()
+            .map(|(name, files)| {
+                let size = files
+                    .iter()
+                    .filter_map(|f| std::fs::symlink_metadata(root.join(prefix).join(f)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                (name.clone(), size)
+            })
+            .collect();
+        let groups = assemble::group_packages(&sizes, LAYER_BUDGET - 1);
+        let mut claimed = BTreeSet::new();
+        let mut layers = Vec::new();
+        for group in groups {
+            let mut paths = Vec::new();
+            for name in &group {
+                for file in &owned[name] {
+                    if claimed.insert(file.clone()) {
+                        paths.push(prefix.join(file));
+                    }
+                }
+            }
+            layers
+                .push(assemble::write_layer(&root, &paths, &layer_dir).map_err(|e| e.to_string())?);
+        }
+        let rest: Vec<PathBuf> = all_files(&root.join(prefix))?
+            .into_iter()
+            .filter(|file| !claimed.contains(file))
+            .map(|file| prefix.join(file))
+            .collect();
+        if !rest.is_empty() {
+            layers
+                .push(assemble::write_layer(&root, &rest, &layer_dir).map_err(|e| e.to_string())?);
+        }
+        Ok(layers)
+    })
+    .await
+    .map_err(|err| format!("writing layers crashed: {err}"))?
+}
+
+/// Package (`name-version-build`) → its files, relative to the prefix, including its own
+/// `conda-meta` record.
+fn package_files(prefix: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>, Failure> {
+    let meta = prefix.join("conda-meta");
+    let entries =
+        std::fs::read_dir(&meta).map_err(|err| format!("cannot read {}: {err}", meta.display()))?;
+    let mut packages = BTreeMap::new();
+    for entry in entries {
+        let path = entry.map_err(|err| err.to_string())?.path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).map_err(|err| err.to_string())?;
+        let record: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|err| format!("{} is not valid JSON: {err}", path.display()))?;
+        let mut files: Vec<PathBuf> = record["files"]
+            .as_array()
+            .map(|files| {
+                files
+                    .iter()
+                    .filter_map(|f| f.as_str())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.push(PathBuf::from("conda-meta").join(format!("{stem}.json")));
+        packages.insert(stem.to_owned(), files);
+    }
+    Ok(packages)
+}
+
+/// Every file and symlink under `dir`, relative to it.
+fn all_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+    let mut files = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(relative) = stack.pop() {
+        let entries = std::fs::read_dir(dir.join(&relative))
+            .map_err(|err| format!("cannot read {}: {err}", dir.join(&relative).display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|err| err.to_string())?;
+            let path = relative.join(entry.file_name());
+            let kind = entry.file_type().map_err(|err| err.to_string())?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `host/library/name:tag` → (`library/name`, `tag`) for a reference on `registry`.
+fn split_image(image: &str, registry: &str) -> Result<(String, String), Failure> {
+    image
+        .strip_prefix(registry)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(repository, tag)| (repository.to_owned(), tag.to_owned()))
+        .ok_or_else(|| format!("image {image} is not in this builder's registry {registry}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_split_into_repository_and_tag() {
+        assert_eq!(
+            split_image(
+                "localhost:9090/library/kiln-hello:2.0--0123",
+                "localhost:9090"
+            ),
+            Ok(("library/kiln-hello".to_owned(), "2.0--0123".to_owned()))
+        );
+        assert!(split_image("other:1/library/x:1", "localhost:9090").is_err());
+    }
+}

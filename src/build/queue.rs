@@ -1,0 +1,636 @@
+//! The build queue and its workers: builds go into the store, and workers — in this process or
+//! any other on the same database — claim them with a lease, run them on a [`Backend`] and record
+//! how they ended.
+//!
+//! The store does the coordinating: it keeps one unfinished build per key (single flight) and
+//! hands each build to one claimer. This module only adds the loop around it: waking workers
+//! when a build arrives, renewing the lease while the backend runs, turning a panicking backend
+//! into a failed build, and the first and last lines of every build log.
+
+use std::any::Any;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, BuildLog};
+use crate::store::{
+    BuildOutcome, BuildRecord, BuildStatus, NewBuild, Store, StoreError, Submitted,
+};
+
+/// How long a claim lasts without a heartbeat. Long enough to ride out a slow database write,
+/// short enough that a crashed worker's build is taken over within a minute.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(45);
+
+/// How often idle workers look for builds that other processes submitted; builds submitted
+/// through this queue wake them at once.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
+
+/// Submits builds and runs them on a pool of workers. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+    workers: usize,
+    lease: Duration,
+    poll: Duration,
+}
+
+/// What the queue and all its workers share.
+struct Shared {
+    store: Arc<dyn Store>,
+    backend: Arc<dyn Backend>,
+    /// Wakes idle workers when a build is created here.
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("workers", &self.workers)
+            .field("lease", &self.lease)
+            .field("poll", &self.poll)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`Queue::wait`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("there is no build {id:?}")]
+    NotFound { id: String },
+    #[error("build {id:?} was not done after {timeout:?}")]
+    Timeout { id: String, timeout: Duration },
+    #[error("reading build {id:?} failed")]
+    Store {
+        id: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl Queue {
+    /// A queue over `store` that runs builds on `backend` with `workers` concurrent workers
+    /// once [`start`](Self::start)ed. Submitting works without starting: another process may
+    /// be the one running the builds.
+    pub fn new(store: Arc<dyn Store>, backend: Arc<dyn Backend>, workers: usize) -> Self {
+        Queue {
+            shared: Arc::new(Shared {
+                store,
+                backend,
+                wake: Notify::new(),
+            }),
+            workers,
+            lease: DEFAULT_LEASE,
+            poll: DEFAULT_POLL,
+        }
+    }
+
+    /// Sets how long a claim lasts without a heartbeat (renewed every third of it). Shorter
+    /// leases let other processes take over a crashed worker's build sooner.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets how often idle workers look for builds submitted by other processes.
+    pub fn with_poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// The store the queue keeps its builds in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Records a build for `new.key`, or joins the unfinished one (the store keeps one per key,
+    /// across processes), and wakes the workers when the build is new.
+    pub async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError> {
+        let submitted = self.shared.store.submit(new).await?;
+        if submitted.created {
+            self.shared.wake.notify_waiters();
+        }
+        Ok(submitted)
+    }
+
+    /// Spawns the workers on the current tokio runtime. They run until the handle is shut
+    /// down or dropped.
+    pub fn start(&self) -> QueueHandle {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for _ in 0..self.workers {
+            let worker = Worker {
+                id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+                queue: self.clone(),
+                stop: stop.clone(),
+            };
+            tasks.spawn(worker.run());
+        }
+        QueueHandle { stop, tasks }
+    }
+
+    /// Waits until build `id` is done and returns it, polling the store so builds run by other
+    /// processes count too.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<BuildRecord, WaitError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let build = self
+                .shared
+                .store
+                .build(id)
+                .await
+                .map_err(|source| WaitError::Store {
+                    id: id.into(),
+                    source,
+                })?
+                .ok_or_else(|| WaitError::NotFound { id: id.into() })?;
+            if build.status == BuildStatus::Done {
+                return Ok(build);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WaitError::Timeout {
+                    id: id.into(),
+                    timeout,
+                });
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + pause)).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// The running workers of a [`Queue`]. Dropping it stops them too, without waiting.
+#[derive(Debug)]
+pub struct QueueHandle {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl QueueHandle {
+    /// Stops the workers and waits until they have. A build in progress is abandoned: its lease
+    /// runs out and a worker (after a restart, or in another process) builds it again.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(err) = result
+                && err.is_panic()
+            {
+                tracing::error!(error = %err, "a build worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        // The JoinSet aborts the worker tasks as it drops; cancelling first lets a worker that
+        // is mid-await notice before it is torn down.
+        self.stop.cancel();
+    }
+}
+
+/// One worker task: claims builds one at a time and runs them.
+struct Worker {
+    /// Unique across processes, so a lease names exactly one worker.
+    id: String,
+    queue: Queue,
+    stop: CancellationToken,
+}
+
+impl Worker {
+    async fn run(self) {
+        tracing::debug!(worker = %self.id, "build worker started");
+        let shared = &self.queue.shared;
+        loop {
+            // Registered before claiming, so a build submitted between an empty claim and the
+            // wait still wakes this worker.
+            let mut woken = pin!(shared.wake.notified());
+            woken.as_mut().enable();
+            if self.stop.is_cancelled() {
+                break;
+            }
+            match shared.store.claim_next(&self.id, self.queue.lease).await {
+                Ok(Some(build)) => {
+                    if self.build(build).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(worker = %self.id, error = %err, "claiming a build failed");
+                }
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                () = woken => {}
+                () = tokio::time::sleep(self.queue.poll) => {}
+            }
+        }
+        tracing::debug!(worker = %self.id, "build worker stopped");
+    }
+
+    /// Runs one claimed build to its end and records the outcome. `Err` when the queue was
+    /// shut down meanwhile.
+    async fn build(&self, build: BuildRecord) -> Result<(), Stopped> {
+        let shared = &self.queue.shared;
+        let id = build.id.clone();
+        let log = BuildLog::new(Arc::clone(&shared.store), &id);
+        tracing::info!(build = %id, worker = %self.id, "build started");
+        log.line("build started").await;
+        let started = Instant::now();
+
+        // Its own task, so a panic in the backend fails the build instead of the worker; a
+        // JoinSet, so dropping it (lease lost, shutdown) aborts the backend.
+        let mut running = JoinSet::new();
+        let backend = Arc::clone(&shared.backend);
+        let backend_log = log.clone();
+        running.spawn(async move { backend.run(&build, &backend_log).await });
+
+        let outcome = tokio::select! {
+            result = running.join_next() => outcome_of(result),
+            lost = self.heartbeat(&id) => {
+                tracing::warn!(build = %id, worker = %self.id, error = %lost, "build abandoned");
+                log.line("this worker lost the build's lease, so another worker builds it")
+                    .await;
+                return Ok(());
+            }
+            () = self.stop.cancelled() => {
+                tracing::info!(build = %id, worker = %self.id, "build abandoned at shutdown");
+                log.line("kiln stopped during the build; it will be built again").await;
+                return Err(Stopped);
+            }
+        };
+
+        let seconds = started.elapsed().as_secs_f64();
+        match &outcome {
+            BuildOutcome::Succeeded { .. } => {
+                tracing::info!(build = %id, seconds, "build succeeded");
+                log.line(format!("build succeeded in {seconds:.1} s")).await;
+            }
+            BuildOutcome::Failed { reason } => {
+                tracing::info!(build = %id, seconds, reason = %reason, "build failed");
+                log.line(format!("build failed: {reason}")).await;
+            }
+        }
+        if let Err(err) = shared.store.finish(&id, outcome).await {
+            tracing::error!(build = %id, error = %err, "recording the build's outcome failed");
+        }
+        Ok(())
+    }
+
+    /// Renews the lease on build `id` every third of the lease; returns only when the lease is
+    /// lost. A failing database is retried: the lease is only lost once another worker takes
+    /// the build over, and then the renewal says so.
+    async fn heartbeat(&self, id: &str) -> StoreError {
+        let store = &self.queue.shared.store;
+        let lease = self.queue.lease;
+        // The floor keeps a zero lease from spinning on the database.
+        let every = (lease / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            match store.renew_lease(id, &self.id, lease).await {
+                Ok(()) => {}
+                Err(err @ (StoreError::LeaseLost { .. } | StoreError::BuildNotFound { .. })) => {
+                    return err;
+                }
+                Err(err) => {
+                    tracing::warn!(build = %id, worker = %self.id, error = %err,
+                        "renewing the build's lease failed");
+                }
+            }
+        }
+    }
+}
+
+/// The queue was shut down while a worker was building.
+#[derive(Debug)]
+struct Stopped;
+
+/// What the backend task's end means for the build.
+fn outcome_of(result: Option<Result<BuildOutcome, JoinError>>) -> BuildOutcome {
+    let reason = match result {
+        Some(Ok(outcome)) => return outcome,
+        Some(Err(err)) if err.is_panic() => {
+            format!("the build crashed: {}", panic_message(err.into_panic()))
+        }
+        Some(Err(_)) | None => "the build was cancelled".to_owned(),
+    };
+    BuildOutcome::Failed { reason }
+}
+
+/// The text a panic was raised with, when it was raised with text.
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => (*text).to_owned(),
+            Err(_) => "the backend panicked".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::store::contract::{key, request};
+    use crate::store::{ImageOutput, SqliteStore};
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// Sleeps, counts its runs, then succeeds.
+    struct Counting {
+        runs: AtomicUsize,
+        pause: Duration,
+    }
+
+    impl Counting {
+        fn new(pause: Duration) -> Arc<Self> {
+            Arc::new(Counting {
+                runs: AtomicUsize::new(0),
+                pause,
+            })
+        }
+
+        fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Counting {
+        async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            log.line("solving").await;
+            tokio::time::sleep(self.pause).await;
+            BuildOutcome::Succeeded {
+                digest: format!("sha256:{}", build.key),
+                outputs: vec![ImageOutput {
+                    platform: "linux/amd64".into(),
+                    digest: "sha256:aa".into(),
+                    size: 1,
+                }],
+                lock: None,
+            }
+        }
+    }
+
+    /// Fails the first `failures` runs, then succeeds.
+    struct Flaky {
+        failures: usize,
+        runs: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Backend for Flaky {
+        async fn run(&self, build: &BuildRecord, _log: &BuildLog) -> BuildOutcome {
+            if self.runs.fetch_add(1, Ordering::SeqCst) < self.failures {
+                return BuildOutcome::Failed {
+                    reason: "the solver found no environment".into(),
+                };
+            }
+            BuildOutcome::Succeeded {
+                digest: format!("sha256:{}", build.key),
+                outputs: vec![],
+                lock: None,
+            }
+        }
+    }
+
+    /// Panics on builds of key 1, succeeds on the others.
+    struct Panicky;
+
+    #[async_trait]
+    impl Backend for Panicky {
+        async fn run(&self, build: &BuildRecord, _log: &BuildLog) -> BuildOutcome {
+            assert_ne!(build.key, key(1), "the backend hit a bug");
+            BuildOutcome::Succeeded {
+                digest: "sha256:ok".into(),
+                outputs: vec![],
+                lock: None,
+            }
+        }
+    }
+
+    async fn open(dir: &TempDir) -> Arc<dyn Store> {
+        Arc::new(
+            SqliteStore::open(&dir.path().join("kiln.db"))
+                .await
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_identical_submits_build_once() {
+        let dir = TempDir::new().unwrap();
+        let backend = Counting::new(Duration::from_millis(200));
+        let queue = Queue::new(open(&dir).await, backend.clone(), 4);
+        let workers = queue.start();
+
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.submit(request(&key(1))).await.unwrap() })
+            })
+            .collect();
+        let mut created = 0;
+        let mut ids = std::collections::HashSet::new();
+        for task in tasks {
+            let sub = task.await.unwrap();
+            created += usize::from(sub.created);
+            ids.insert(sub.build.id);
+        }
+        assert_eq!((created, ids.len()), (1, 1));
+        let id = ids.into_iter().next().unwrap();
+        let done = queue.wait(&id, WAIT).await.unwrap();
+        assert_eq!(done.succeeded, Some(true));
+        assert_eq!(done.digest, Some(format!("sha256:{}", key(1))));
+        assert_eq!(backend.runs(), 1);
+
+        let log = queue.store().read_log(&id, 0).await.unwrap().text;
+        let lines: Vec<_> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        assert_eq!(lines[..2], ["build started", "solving"]);
+        assert!(
+            lines[2].starts_with("build succeeded in ") && lines[2].ends_with(" s"),
+            "{log}"
+        );
+        workers.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn failed_builds_record_why_and_the_next_submit_retries() {
+        let dir = TempDir::new().unwrap();
+        let backend = Arc::new(Flaky {
+            failures: 1,
+            runs: AtomicUsize::new(0),
+        });
+        let queue = Queue::new(open(&dir).await, backend, 2);
+        let _workers = queue.start();
+
+        let first = queue.submit(request(&key(2))).await.unwrap().build;
+        let failed = queue.wait(&first.id, WAIT).await.unwrap();
+        assert_eq!(failed.succeeded, Some(false));
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some("the solver found no environment")
+        );
+        let log = queue.store().read_log(&first.id, 0).await.unwrap().text;
+        assert!(
+            log.ends_with("build failed: the solver found no environment\n"),
+            "{log}"
+        );
+
+        let second = queue.submit(request(&key(2))).await.unwrap();
+        assert!(second.created);
+        assert_eq!(second.build.id, format!("bd-{}_2", &key(2)[..16]));
+        let done = queue.wait(&second.build.id, WAIT).await.unwrap();
+        assert_eq!((done.attempt, done.succeeded), (2, Some(true)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_panicking_backend_fails_the_build_not_the_worker() {
+        let dir = TempDir::new().unwrap();
+        // One worker: the build after the panic must be served by the same one.
+        let queue = Queue::new(open(&dir).await, Arc::new(Panicky), 1);
+        let _workers = queue.start();
+
+        let crashing = queue.submit(request(&key(1))).await.unwrap().build;
+        let crashed = queue.wait(&crashing.id, WAIT).await.unwrap();
+        assert_eq!(crashed.succeeded, Some(false));
+        let reason = crashed.reason.unwrap_or_default();
+        assert!(
+            reason.starts_with("the build crashed: ") && reason.contains("the backend hit a bug"),
+            "{reason}"
+        );
+
+        let next = queue.submit(request(&key(3))).await.unwrap().build;
+        let done = queue.wait(&next.id, WAIT).await.unwrap();
+        assert_eq!(done.succeeded, Some(true));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_processes_on_one_database_build_once() {
+        let dir = TempDir::new().unwrap();
+        let backend = Counting::new(Duration::from_millis(200));
+        // Separate stores (connection pools) and queues, as two kiln processes would have.
+        let queues = [
+            Queue::new(open(&dir).await, backend.clone(), 2),
+            Queue::new(open(&dir).await, backend.clone(), 2),
+        ];
+        let _workers = queues.each_ref().map(Queue::start);
+
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let queue = queues[i % 2].clone();
+                tokio::spawn(async move { queue.submit(request(&key(4))).await.unwrap() })
+            })
+            .collect();
+        let mut ids = std::collections::HashSet::new();
+        for task in tasks {
+            ids.insert(task.await.unwrap().build.id);
+        }
+        assert_eq!(ids.len(), 1);
+        let id = ids.into_iter().next().unwrap();
+        for queue in &queues {
+            let done = queue.wait(&id, WAIT).await.unwrap();
+            assert_eq!(done.succeeded, Some(true));
+        }
+        assert_eq!(backend.runs(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn builds_from_another_process_are_picked_up_by_polling() {
+        let dir = TempDir::new().unwrap();
+        let backend = Counting::new(Duration::ZERO);
+        let builder = Queue::new(open(&dir).await, backend.clone(), 1)
+            .with_poll_interval(Duration::from_millis(50));
+        let _workers = builder.start();
+        // This queue has no workers, and its submit cannot wake the other's.
+        let frontend = Queue::new(open(&dir).await, backend.clone(), 0);
+        let id = frontend.submit(request(&key(5))).await.unwrap().build.id;
+        let done = frontend.wait(&id, WAIT).await.unwrap();
+        assert_eq!(done.succeeded, Some(true));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_lost_lease_abandons_the_build() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir).await;
+        let backend = Counting::new(Duration::from_secs(30));
+        let queue = Queue::new(Arc::clone(&store), backend.clone(), 1)
+            .with_lease(Duration::from_millis(150));
+        let _workers = queue.start();
+
+        let id = queue.submit(request(&key(6))).await.unwrap().build.id;
+        let deadline = Instant::now() + WAIT;
+        while backend.runs() == 0 {
+            assert!(Instant::now() < deadline, "the build never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Someone else ends the build (an operator, or a worker that took it over); the next
+        // heartbeat finds out and the worker lets go without recording anything.
+        let failed = BuildOutcome::Failed {
+            reason: "cancelled by an operator".into(),
+        };
+        store.finish(&id, failed).await.unwrap();
+        loop {
+            let log = store.read_log(&id, 0).await.unwrap().text;
+            if log.contains("lost the build's lease") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the worker kept building: {log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let build = store.build(&id).await.unwrap().unwrap();
+        assert_eq!(build.reason.as_deref(), Some("cancelled by an operator"));
+
+        // The worker is free again at once, not after the 30 s build.
+        let next = queue.submit(request(&key(9))).await.unwrap().build.id;
+        let started = Instant::now();
+        while backend.runs() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the worker is stuck"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let next = store.build(&next).await.unwrap().unwrap();
+        assert_eq!(next.status, BuildStatus::Building);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn shutdown_stops_the_workers() {
+        let dir = TempDir::new().unwrap();
+        let backend = Counting::new(Duration::ZERO);
+        let queue = Queue::new(open(&dir).await, backend.clone(), 3)
+            .with_poll_interval(Duration::from_millis(20));
+        let workers = queue.start();
+        let first = queue.submit(request(&key(7))).await.unwrap().build.id;
+        queue.wait(&first, WAIT).await.unwrap();
+
+        tokio::time::timeout(Duration::from_secs(5), workers.shutdown())
+            .await
+            .expect("workers stop promptly");
+        let second = queue.submit(request(&key(8))).await.unwrap().build.id;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pending = queue.store().build(&second).await.unwrap().unwrap();
+        assert_eq!(pending.status, BuildStatus::Pending);
+        assert_eq!(backend.runs(), 1);
+
+        let err = queue
+            .wait(&second, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WaitError::Timeout { .. }), "{err}");
+    }
+}
