@@ -92,12 +92,30 @@ pub struct BaseProfile {
 }
 
 /// Settings of image builds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BuildSettings {
+    /// How many builds run at once.
+    pub workers: usize,
+    /// Credentials `kiln build` pushes with (`kiln serve` pushes to its embedded registry with
+    /// a credential of its own).
+    pub push_user: Option<String>,
+    /// Password or token for `push_user`.
+    pub push_password: Option<String>,
     /// A CA bundle made available to build steps that reach the network (`RUN pip install`),
     /// for sites behind a TLS-intercepting proxy. It is mounted, never baked into images.
     pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            workers: 2,
+            push_user: None,
+            push_password: None,
+            ca_bundle: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -235,6 +253,15 @@ impl Config {
                     }),
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(value) = env("KILN_BUILD_WORKERS") {
+            self.build.workers = parsed("KILN_BUILD_WORKERS", &value)?;
+        }
+        if let Some(value) = env("KILN_PUSH_USER") {
+            self.build.push_user = Some(value);
+        }
+        if let Some(value) = env("KILN_PUSH_PASSWORD") {
+            self.build.push_password = Some(value);
         }
         if let Some(value) = env("KILN_CA_BUNDLE") {
             self.build.ca_bundle = Some(PathBuf::from(value));

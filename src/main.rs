@@ -7,11 +7,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kiln::api::{self, App, AppState};
+use kiln::build::native::{CondaBase, NativeBuilder};
+use kiln::build::queue::Queue;
 use kiln::config::Config;
+use kiln::install::CondaInstaller;
 use kiln::plan::ImagePlan;
 use kiln::registry::RegistryState;
+use kiln::registry::client::{Auth, RegistryClient};
+use kiln::resolve::CondaResolver;
 use kiln::spec::{Channel, Format, PackageEntry, Platform, Request};
-use kiln::store::SqliteStore;
+use kiln::store::{NewBuild, SqliteStore, Store};
 
 /// kiln turns conda and pip package lists into container images, on demand.
 #[derive(Debug, Parser)]
@@ -40,6 +45,38 @@ enum Command {
     Name {
         #[command(flatten)]
         request: RequestArgs,
+    },
+    /// Build the image of a request natively, push it, and print its URI.
+    Build {
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Base images kiln builds on.
+    Base {
+        #[command(subcommand)]
+        command: BaseCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BaseCommand {
+    /// Build a Debian base image with mmdebstrap and push it into the registry.
+    Bootstrap {
+        /// Repository and tag in the registry, e.g. kiln/base/debian:bookworm.
+        #[arg(long, default_value = "kiln/base/debian:bookworm")]
+        name: String,
+        /// Debian suite.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// Extra Debian packages, comma-separated (e.g. python3).
+        #[arg(long, value_delimiter = ',')]
+        include: Vec<String>,
+        /// Platforms; repeat for several.
+        #[arg(long = "platform", default_value = "linux/amd64")]
+        platforms: Vec<String>,
+        /// Debian mirror.
+        #[arg(long, default_value = kiln::base::DEFAULT_MIRROR)]
+        mirror: String,
     },
 }
 
@@ -102,7 +139,172 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Build { request } => {
+            let plans = plan(&config, &request)?;
+            runtime()?.block_on(build(config, plans))
+        }
+        Command::Base { command } => runtime()?.block_on(base(config, command)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+/// The client `kiln build` and `kiln base` push with: to the configured registry, with the
+/// configured push credentials.
+fn push_client(config: &Config) -> anyhow::Result<RegistryClient> {
+    let auth = match (&config.build.push_user, &config.build.push_password) {
+        (Some(user), Some(password)) => Auth::Basic {
+            user: user.clone(),
+            password: password.clone(),
+        },
+        _ => Auth::Anonymous,
+    };
+    Ok(RegistryClient::new(
+        config.registry.as_str(),
+        auth,
+        &config.insecure_registries,
+    )?)
+}
+
+/// A native builder with the settings of `config`, pushing with `client`.
+fn native_builder(config: &Config, client: RegistryClient) -> anyhow::Result<NativeBuilder> {
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot set up the HTTP client")?;
+    let base =
+        CondaBase::from_reference(config.conda_base_image().as_str(), &config.base.conda.glibc)
+            .map_err(anyhow::Error::msg)?;
+    Ok(NativeBuilder {
+        resolver: CondaResolver::new(
+            http.clone(),
+            config.data_dir.join("cache/repodata"),
+            config.channel_mirrors.clone(),
+        ),
+        installer: CondaInstaller::new(config.data_dir.join("cache/pkgs"), http),
+        client,
+        base,
+        work_dir: config.data_dir.join("work"),
+        layer_dir: config.data_dir.join("cache/layers"),
+    })
+}
+
+/// `kiln build`: one build through the same queue and backend the service uses, with its log
+/// shown as it grows.
+async fn build(config: Config, plans: Vec<ImagePlan>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let backend = native_builder(&config, push_client(&config)?)?;
+    let queue = Queue::new(store.clone(), Arc::new(backend), 1);
+    let workers = queue.start();
+    let mut failed = false;
+    for plan in plans {
+        let submitted = queue.submit(new_build(&plan)?).await?;
+        let id = submitted.build.id;
+        eprintln!("build {id}: {}", plan.image);
+        let mut offset = 0;
+        let record = loop {
+            let slice = store.read_log(&id, offset).await?;
+            eprint!("{}", slice.text);
+            offset = slice.next_offset;
+            match queue.wait(&id, std::time::Duration::from_millis(300)).await {
+                Ok(record) => {
+                    eprint!("{}", store.read_log(&id, offset).await?.text);
+                    break record;
+                }
+                Err(kiln::build::queue::WaitError::Timeout { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        };
+        if record.succeeded == Some(true) {
+            println!("{}", plan.image);
+        } else {
+            failed = true;
+            eprintln!(
+                "error: build {id} failed: {}",
+                record.reason.unwrap_or_default()
+            );
+        }
+    }
+    workers.shutdown().await;
+    if failed {
+        anyhow::bail!("the build failed");
+    }
+    Ok(())
+}
+
+/// The store record of a planned image.
+fn new_build(plan: &ImagePlan) -> anyhow::Result<NewBuild> {
+    Ok(NewBuild {
+        key: plan.key.as_str().to_owned(),
+        image: plan.image.to_string(),
+        format: plan.request.format().to_string(),
+        platforms: plan
+            .request
+            .platforms()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        request: serde_json::to_string(&plan.request)?,
+        containerfile: plan.recipes.for_format(plan.request.format()).to_owned(),
+        environment: plan.recipes.environment.clone(),
+    })
+}
+
+/// `kiln base …`.
+async fn base(config: Config, command: BaseCommand) -> anyhow::Result<()> {
+    let BaseCommand::Bootstrap {
+        name,
+        suite,
+        include,
+        platforms,
+        mirror,
+    } = command;
+    let (repository, tag) = name.rsplit_once(':').ok_or_else(|| {
+        anyhow::Error::new(Refused(format!(
+            "--name {name} needs a tag, e.g. {name}:bookworm"
+        )))
+    })?;
+    let platforms = platforms
+        .iter()
+        .map(|p| {
+            p.parse::<Platform>()
+                .map_err(|err| anyhow::Error::new(Refused(err.to_string())))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let work = tempfile_dir(&config.data_dir.join("work"))?;
+    let image = kiln::base::bootstrap(
+        &kiln::base::BootstrapOptions {
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            suite,
+            include,
+            platforms,
+            mirror,
+        },
+        &push_client(&config)?,
+        &work,
+        |line| eprintln!("{line}"),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&work);
+    let image = image?;
+    println!("{}@{}", image.reference, image.digest);
+    Ok(())
+}
+
+/// A fresh work directory under `parent`.
+fn tempfile_dir(parent: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = parent.join(format!("base-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Validates the request arguments and plans its images.
@@ -162,19 +364,39 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("cannot open the embedded registry's storage")?;
         tokio::spawn(clean_uploads(registry.clone()));
+        // The builders push to this process's own registry, over loopback, as kiln-builder.
+        let builder = registry.builder_credentials().clone();
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], config.listen.port()));
+        let client = RegistryClient::new(
+            &loopback.to_string(),
+            Auth::Basic {
+                user: builder.user,
+                password: builder.password,
+            },
+            &config.insecure_registries,
+        )?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let queue = Queue::new(
+            store.clone(),
+            Arc::new(native_builder(&config, client)?),
+            config.build.workers,
+        );
+        let workers = queue.start();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         tracing::info!(address = %listener.local_addr()?, registry = %config.registry, "kiln is serving");
         let state = AppState::new(App {
             config,
-            store: Arc::new(store),
+            store,
             registry,
         });
-        axum::serve(listener, api::router(state))
+        let served = axum::serve(listener, api::router(state))
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("the server failed")
+            .context("the server failed");
+        workers.shutdown().await;
+        served
     })
 }
 

@@ -566,3 +566,316 @@ async fn failures_say_what_went_wrong() {
         "{message}"
     );
 }
+
+// ---- native builds, end to end ----
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use kiln::base::{BootstrapOptions, bootstrap};
+use kiln::build::native::{CondaBase, NativeBuilder};
+use kiln::build::{Backend, BuildLog};
+use kiln::plan::ImagePlan;
+use kiln::registry::client::{Auth, RegistryClient};
+use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
+use support::{PUSHER, TestApp};
+
+/// A native builder with its own data directory, pushing to `app`'s registry.
+fn builder(app: &TestApp, channel_url: &str, data: &Path) -> NativeBuilder {
+    let http = reqwest::Client::new();
+    let mirrors = BTreeMap::from([(CHANNEL_NAME.to_owned(), channel_url.to_owned())]);
+    NativeBuilder {
+        resolver: CondaResolver::new(http.clone(), data.join("repodata"), mirrors),
+        installer: CondaInstaller::new(data.join("pkgs"), http),
+        client: pusher(app),
+        base: CondaBase {
+            repository: "kiln/base/debian".into(),
+            tag: "bookworm".into(),
+            glibc: "2.36".into(),
+        },
+        work_dir: data.join("work"),
+        layer_dir: data.join("layers"),
+    }
+}
+
+fn pusher(app: &TestApp) -> RegistryClient {
+    let auth = Auth::Basic {
+        user: PUSHER.0.into(),
+        password: PUSHER.1.into(),
+    };
+    RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client")
+}
+
+/// Runs one build of `entries` for `platforms` through `backend`, as the queue would, and
+/// returns the outcome, the image name and the log.
+async fn build(
+    backend: &NativeBuilder,
+    app: &TestApp,
+    entries: &[&str],
+    platforms: &[&str],
+    tag_suffix: &str,
+) -> (BuildOutcome, String, String) {
+    let request = Request::try_from(RequestInput {
+        entries: entries.iter().map(|e| e.to_string()).collect(),
+        channels: vec![CHANNEL_NAME.to_owned()],
+        platforms: platforms.iter().map(|p| p.to_string()).collect(),
+        ..RequestInput::default()
+    })
+    .expect("valid request");
+    let config = kiln::config::Config {
+        registry: app.address.to_string().parse().expect("host"),
+        ..kiln::config::Config::default()
+    };
+    let plan = ImagePlan::for_request(&request, &config.recipe_images(), &config.registry)
+        .expect("plan")
+        .remove(0);
+    let data = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data.path().join("kiln.db"))
+            .await
+            .expect("store"),
+    );
+    let image = format!("{}{tag_suffix}", plan.image);
+    let submitted = store
+        .submit(NewBuild {
+            key: plan.key.as_str().to_owned(),
+            image: image.clone(),
+            format: "docker".into(),
+            platforms: request.platforms().iter().map(|p| p.to_string()).collect(),
+            request: serde_json::to_string(&request).expect("json"),
+            containerfile: plan.recipes.dockerfile.clone(),
+            environment: plan.recipes.environment.clone(),
+        })
+        .await
+        .expect("submit");
+    let record = store.start(&submitted.build.id).await.expect("start");
+    let log = BuildLog::new(store.clone(), record.id.clone());
+    let outcome = backend.run(&record, &log).await;
+    let text = store.read_log(&record.id, 0).await.expect("log").text;
+    (outcome, image, text)
+}
+
+/// Runs `command` in `image` (pulled from the registry into local storage) with buildah.
+fn run_in_image(image: &str, platform: &str, command: &[&str]) -> String {
+    let local = format!("localhost/kiln-native-test:{}", std::process::id());
+    let copied = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--override-arch",
+        ])
+        .arg(platform.trim_start_matches("linux/"))
+        .arg(format!("docker://{image}"))
+        .arg(format!("containers-storage:{local}"))
+        .output()
+        .expect("skopeo runs");
+    assert!(
+        copied.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let from = Command::new("buildah")
+        .args(["from", "--pull=never", "--quiet", &local])
+        .output()
+        .expect("buildah from");
+    assert!(
+        from.status.success(),
+        "buildah from: {}",
+        String::from_utf8_lossy(&from.stderr)
+    );
+    let container = String::from_utf8_lossy(&from.stdout).trim().to_owned();
+    let run = Command::new("buildah")
+        .args(["run", "--isolation", "chroot", &container, "--"])
+        .args(command)
+        .output()
+        .expect("buildah run");
+    let _ = Command::new("buildah").args(["rm", &container]).output();
+    let _ = Command::new("buildah")
+        .args(["rmi", "--force", &local])
+        .output();
+    assert!(
+        run.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+/// The layers of the manifest for `platform` behind `image`.
+async fn layers_of(app: &TestApp, image: &str, manifest_digest: &str) -> Vec<String> {
+    let repository = image
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
+        .map(|(repository, _)| repository.to_owned())
+        .expect("image has a repository");
+    let (bytes, _) = pusher(app)
+        .pull_manifest(
+            &repository,
+            manifest_digest,
+            &[kiln::assemble::MEDIA_TYPE_MANIFEST],
+        )
+        .await
+        .expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_builds_run_are_reproducible_and_share_layers() {
+    let app = TestApp::start().await;
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let work = tempfile::tempdir().expect("temp dir");
+    let base = bootstrap(
+        &BootstrapOptions {
+            repository: "kiln/base/debian".into(),
+            tag: "bookworm".into(),
+            suite: "bookworm".into(),
+            include: vec!["python3".into()],
+            platforms: vec![Platform::LinuxAmd64, Platform::LinuxArm64],
+            mirror: "http://deb.debian.org/debian".into(),
+        },
+        &pusher(&app),
+        work.path(),
+        |line| println!("bootstrap: {line}"),
+    )
+    .await
+    .expect("base image");
+    assert_eq!(base.glibc, "2.36");
+
+    let data_a = tempfile::tempdir().expect("temp dir");
+    let backend_a = builder(&app, &server.url, data_a.path());
+    let (outcome, image, log) = build(
+        &backend_a,
+        &app,
+        &["kiln-hello", "kiln-pyhello"],
+        &["linux/amd64", "linux/arm64"],
+        "",
+    )
+    .await;
+    println!("{log}");
+    let BuildOutcome::Succeeded { outputs, lock, .. } = outcome else {
+        panic!("the build failed: {outcome:?}\n{log}");
+    };
+    assert!(lock.expect("a lock").contains("kiln-hello-2.0-h0_0.conda#"));
+    for (platform, arch) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
+        let printed = run_in_image(&image, platform, &["kiln-hello"]);
+        assert_eq!(
+            printed.trim(),
+            format!("hello from kiln-hello 2.0 on {arch}")
+        );
+    }
+    assert_eq!(
+        run_in_image(&image, "linux/amd64", &["kiln-pyhello"]).trim(),
+        "hello from kiln-pyhello"
+    );
+
+    // The same request from another data directory: the same manifests, byte for byte.
+    let data_b = tempfile::tempdir().expect("temp dir");
+    let backend_b = builder(&app, &server.url, data_b.path());
+    let (again, _, log_b) = build(
+        &backend_b,
+        &app,
+        &["kiln-hello", "kiln-pyhello"],
+        &["linux/amd64", "linux/arm64"],
+        "-again",
+    )
+    .await;
+    let BuildOutcome::Succeeded {
+        outputs: outputs_b, ..
+    } = again
+    else {
+        panic!("the second build failed: {again:?}\n{log_b}");
+    };
+    assert_eq!(
+        outputs, outputs_b,
+        "same request, same lock, same manifests"
+    );
+
+    // Another request sharing kiln-libgreet shares its layer, and does not upload it again.
+    let (other, other_image, log_c) =
+        build(&backend_a, &app, &["kiln-hello=1.0"], &["linux/amd64"], "").await;
+    let BuildOutcome::Succeeded {
+        outputs: outputs_c, ..
+    } = other
+    else {
+        panic!("the third build failed: {other:?}\n{log_c}");
+    };
+    let first = layers_of(&app, &image, &outputs[0].digest).await;
+    let second = layers_of(&app, &other_image, &outputs_c[0].digest).await;
+    let shared: Vec<&String> = first.iter().filter(|l| second.contains(l)).collect();
+    assert!(
+        shared.len() > 1,
+        "the base layer and kiln-libgreet's layer are shared: {first:?} vs {second:?}"
+    );
+    let (uploaded, total) = log_c
+        .lines()
+        .find_map(|line| {
+            let (_, counts) = line.split_once(" (")?;
+            let (uploaded, rest) = counts.split_once(" of ")?;
+            let (total, _) = rest.split_once(" layers uploaded")?;
+            Some((
+                uploaded.parse::<usize>().ok()?,
+                total.parse::<usize>().ok()?,
+            ))
+        })
+        .expect("the log says how many layers were uploaded");
+    assert!(
+        uploaded < total,
+        "the shared layer was not uploaded again: {log_c}"
+    );
+    let health = reqwest::get(app.url("/health")).await.expect("health");
+    assert_eq!(health.status(), 200);
+
+    // `kiln build` runs the same code from the command line and prints the image URI.
+    let cli_data = tempfile::tempdir().expect("temp dir");
+    let config_path = cli_data.path().join("kiln.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "registry = \"{}\"\ndata_dir = \"{}\"\nchannels = [\"{CHANNEL_NAME}\"]\n\n[channel_mirrors]\n{CHANNEL_NAME} = \"{}\"\n\n[build]\npush_user = \"{}\"\npush_password = \"{}\"\n",
+            app.address,
+            cli_data.path().join("data").display(),
+            server.url,
+            PUSHER.0,
+            PUSHER.1
+        ),
+    )
+    .expect("write config");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["build", "kiln-libgreet"])
+        .env_clear()
+        .output()
+        .await
+        .expect("kiln build runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kiln build failed:\n{stderr}");
+    let uri = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        uri.starts_with(&format!("{}/library/kiln-libgreet:", app.address)),
+        "{uri}"
+    );
+    assert!(
+        stderr.contains("solved 1 packages"),
+        "the log is shown: {stderr}"
+    );
+    let tag = uri.rsplit(':').next().expect("tag");
+    assert!(
+        pusher(&app)
+            .tag_digest("library/kiln-libgreet", tag)
+            .await
+            .expect("HEAD")
+            .is_some(),
+        "the image is in the registry"
+    );
+}

@@ -43,6 +43,7 @@ async fn pip_only_dockerfile_builds_and_runs() {
         ca_bundle: std::env::var_os("SSL_CERT_FILE")
             .map(Into::into)
             .or_else(|| Some("/etc/ssl/certs/ca-certificates.crt".into())),
+        ..BuildSettings::default()
     };
     let request = Request::try_from(RequestInput {
         entries: vec!["pip:requests==2.32.3".into()],

@@ -34,6 +34,24 @@ pub struct CondaBase {
     pub glibc: String,
 }
 
+impl CondaBase {
+    /// The profile of `reference` (`[host/]repository:tag`, the host being kiln's registry).
+    pub fn from_reference(reference: &str, glibc: &str) -> Result<CondaBase, String> {
+        let without_host = match reference.split_once('/') {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+            _ => reference,
+        };
+        let (repository, tag) = without_host
+            .rsplit_once(':')
+            .ok_or_else(|| format!("base image {reference} has no tag"))?;
+        Ok(CondaBase {
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            glibc: glibc.to_owned(),
+        })
+    }
+}
+
 /// Builds conda requests natively.
 #[derive(Debug, Clone)]
 pub struct NativeBuilder {
@@ -93,7 +111,7 @@ impl NativeBuilder {
         if request.has_pip() {
             return Err("kiln cannot install pip packages natively yet".into());
         }
-        let (repository, tag) = split_image(&build.image, self.client.registry())?;
+        let (repository, tag) = split_image(&build.image)?;
         let mut lock = Lock::default();
         let mut images = Vec::new();
         for &platform in request.platforms() {
@@ -204,13 +222,22 @@ impl NativeBuilder {
         }
         let mut uploaded = 0;
         for layer in &layers {
+            // A layer kiln pushed before, to any repository, is mounted from there: images
+            // that share a package share its blob, sent once.
+            let seen_in = self.layer_home(&layer.digest);
             let pushed = self
                 .client
-                .push_blob_file(repository, &layer.digest, &layer.gz_path, None)
+                .push_blob_file(
+                    repository,
+                    &layer.digest,
+                    &layer.gz_path,
+                    seen_in.as_deref(),
+                )
                 .await
                 .map_err(|err| crate::error_chain(&err))?;
             if pushed == crate::registry::client::BlobPush::Uploaded {
                 uploaded += 1;
+                self.remember_layer_home(&layer.digest, repository);
             }
         }
         let mut diff_ids = base.config.diff_ids.clone();
@@ -276,6 +303,30 @@ impl NativeBuilder {
             manifest,
             size,
         })
+    }
+}
+
+impl NativeBuilder {
+    fn layer_home_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.layer_dir.join(format!("{hex}.repository"))
+    }
+
+    /// The repository a layer blob was first uploaded to, if kiln remembers one.
+    fn layer_home(&self, digest: &str) -> Option<String> {
+        std::fs::read_to_string(self.layer_home_path(digest))
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+    }
+
+    /// Notes where a layer blob lives; a lost note only costs one upload.
+    fn remember_layer_home(&self, digest: &str, repository: &str) {
+        let path = self.layer_home_path(digest);
+        let temp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+        if std::fs::write(&temp, repository).is_ok() && std::fs::rename(&temp, &path).is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
     }
 }
 
@@ -386,14 +437,14 @@ fn all_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     Ok(files)
 }
 
-/// `host/library/name:tag` → (`library/name`, `tag`) for a reference on `registry`.
-fn split_image(image: &str, registry: &str) -> Result<(String, String), Failure> {
+/// `host/library/name:tag` → (`library/name`, `tag`). The host in image names is the public
+/// one; the builder may reach the same registry by another address (its loopback listener).
+fn split_image(image: &str) -> Result<(String, String), Failure> {
     image
-        .strip_prefix(registry)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .and_then(|rest| rest.rsplit_once(':'))
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
         .map(|(repository, tag)| (repository.to_owned(), tag.to_owned()))
-        .ok_or_else(|| format!("image {image} is not in this builder's registry {registry}"))
+        .ok_or_else(|| format!("image {image} is not of the form host/repository:tag"))
 }
 
 #[cfg(test)]
@@ -403,12 +454,9 @@ mod tests {
     #[test]
     fn images_split_into_repository_and_tag() {
         assert_eq!(
-            split_image(
-                "localhost:9090/library/kiln-hello:2.0--0123",
-                "localhost:9090"
-            ),
+            split_image("localhost:9090/library/kiln-hello:2.0--0123"),
             Ok(("library/kiln-hello".to_owned(), "2.0--0123".to_owned()))
         );
-        assert!(split_image("other:1/library/x:1", "localhost:9090").is_err());
+        assert!(split_image("no-tag-or-host").is_err());
     }
 }
