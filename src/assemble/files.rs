@@ -42,15 +42,18 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// A writer that hashes and counts everything written through it.
-pub(super) struct HashWriter<W> {
+/// A writer that hashes (sha256) and counts everything written through it, so a blob's
+/// digest and size come out of the one pass that writes it.
+#[derive(Debug)]
+pub struct HashWriter<W> {
     inner: W,
     hasher: Sha256,
     count: u64,
 }
 
 impl<W> HashWriter<W> {
-    pub(super) fn new(inner: W) -> Self {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -59,7 +62,7 @@ impl<W> HashWriter<W> {
     }
 
     /// The inner writer, the hex sha256 and the byte count.
-    pub(super) fn finish(self) -> (W, String, u64) {
+    pub fn finish(self) -> (W, String, u64) {
         (self.inner, hex::encode(self.hasher.finalize()), self.count)
     }
 }

@@ -18,6 +18,7 @@ mod layer;
 
 use std::path::PathBuf;
 
+pub use files::HashWriter;
 pub use group::group_packages;
 pub use image::{
     BaseConfig, Blob, Descriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP,

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::assemble::{
-    self, AssembleError, BaseConfig, Blob, Descriptor, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_MANIFEST,
+    self, AssembleError, BaseConfig, Blob, Descriptor, HashWriter, MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST,
 };
 use crate::registry::client::{ClientError, RegistryClient};
 use crate::spec::Platform;
@@ -595,11 +595,7 @@ struct Compressed {
 /// function of the tar) and returns the tar's sha256 (diff_id) and the blob's sha256 and size.
 fn compress(tar: &Path, gz: &Path) -> io::Result<Compressed> {
     let mut input = File::open(tar)?;
-    let out = HashWriter {
-        inner: BufWriter::new(File::create(gz)?),
-        hasher: Sha256::new(),
-        count: 0,
-    };
+    let out = HashWriter::new(BufWriter::new(File::create(gz)?));
     let mut encoder = GzBuilder::new()
         .mtime(0)
         .operating_system(255)
@@ -614,34 +610,14 @@ fn compress(tar: &Path, gz: &Path) -> io::Result<Compressed> {
         uncompressed.update(&buf[..n]);
         encoder.write_all(&buf[..n])?;
     }
-    let mut out = encoder.finish()?;
-    out.inner.flush()?;
-    out.inner.get_ref().sync_all()?;
+    let (mut file, digest_hex, size) = encoder.finish()?.finish();
+    file.flush()?;
+    file.get_ref().sync_all()?;
     Ok(Compressed {
         diff_id: format!("sha256:{}", hex::encode(uncompressed.finalize())),
-        digest: format!("sha256:{}", hex::encode(out.hasher.finalize())),
-        size: out.count,
+        digest: format!("sha256:{digest_hex}"),
+        size,
     })
-}
-
-/// Hashes and counts what passes through to `inner`.
-struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 fn io_error(step: String) -> impl FnOnce(io::Error) -> BaseError {
