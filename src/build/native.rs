@@ -352,7 +352,7 @@ async fn write_layers(root: &Path, layer_dir: &Path) -> Result<Vec<Layer>, Failu
             .collect();
         let groups = assemble::group_packages(&sizes, LAYER_BUDGET - 1);
         let mut claimed = BTreeSet::new();
-        let mut layers = Vec::new();
+        let mut contents: Vec<Vec<PathBuf>> = Vec::new();
         for group in groups {
             let mut paths = Vec::new();
             for name in &group {
@@ -362,8 +362,7 @@ async fn write_layers(root: &Path, layer_dir: &Path) -> Result<Vec<Layer>, Failu
                     }
                 }
             }
-            layers
-                .push(assemble::write_layer(&root, &paths, &layer_dir).map_err(|e| e.to_string())?);
+            contents.push(paths);
         }
         let rest: Vec<PathBuf> = all_files(&root.join(prefix))?
             .into_iter()
@@ -371,13 +370,52 @@ async fn write_layers(root: &Path, layer_dir: &Path) -> Result<Vec<Layer>, Failu
             .map(|file| prefix.join(file))
             .collect();
         if !rest.is_empty() {
-            layers
-                .push(assemble::write_layer(&root, &rest, &layer_dir).map_err(|e| e.to_string())?);
+            contents.push(rest);
         }
+        let layers = write_in_parallel(&root, &contents, &layer_dir)?;
         Ok(layers)
     })
     .await
     .map_err(|err| format!("writing layers crashed: {err}"))?
+}
+
+/// Writes one layer per entry of `contents`, on as many threads as there are cores: gzip is
+/// most of a cold build's time, and layers are independent. The order of the result is the
+/// order of `contents`, whatever order the threads finish in.
+fn write_in_parallel(
+    root: &Path,
+    contents: &[Vec<PathBuf>],
+    layer_dir: &Path,
+) -> Result<Vec<Layer>, Failure> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Layer, Failure>>>> = contents
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(contents.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(paths) = contents.get(index) else {
+                        break;
+                    };
+                    let layer =
+                        assemble::write_layer(root, paths, layer_dir).map_err(|e| e.to_string());
+                    *results[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(layer);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| Err("a layer was not written".to_owned()))
+        })
+        .collect()
 }
 
 /// Package (`name-version-build`) → its files, relative to the prefix, including its own
