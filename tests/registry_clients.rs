@@ -279,17 +279,21 @@ impl<'a> Kiln<'a> {
         format!("{}/{repo}:{tag}", self.host())
     }
 
-    /// The `Docker-Content-Digest` of a `HEAD` on the manifest.
-    async fn head_digest(&self, repo: &str, reference: &str) -> String {
+    /// A `HEAD` on the manifest.
+    async fn head(&self, repo: &str, reference: &str) -> reqwest::Response {
         let url = self.app.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let resp = self
-            .http
+        self.http
             .head(&url)
             .header("Accept", MANIFEST_ACCEPT)
             .send()
             .await
-            .expect("HEAD manifest");
-        assert_eq!(resp.status(), 200, "HEAD {url}");
+            .expect("HEAD manifest")
+    }
+
+    /// The `Docker-Content-Digest` of a `HEAD` on the manifest.
+    async fn head_digest(&self, repo: &str, reference: &str) -> String {
+        let resp = self.head(repo, reference).await;
+        assert_eq!(resp.status(), 200, "HEAD {repo}:{reference}");
         resp.headers()["docker-content-digest"]
             .to_str()
             .expect("digest header is text")
@@ -298,15 +302,7 @@ impl<'a> Kiln<'a> {
 
     /// The status of a `HEAD` on the manifest.
     async fn head_status(&self, repo: &str, reference: &str) -> u16 {
-        let url = self.app.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let resp = self
-            .http
-            .head(&url)
-            .header("Accept", MANIFEST_ACCEPT)
-            .send()
-            .await
-            .expect("HEAD manifest");
-        resp.status().as_u16()
+        self.head(repo, reference).await.status().as_u16()
     }
 
     /// The manifest's bytes, as served.
