@@ -12,9 +12,13 @@
 #![warn(missing_docs)]
 
 mod files;
+pub mod flatten;
 mod group;
 mod image;
 mod layer;
+pub mod sif;
+pub mod singularity;
+pub mod squashfs;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Go registry clients the client tests drive (crane and oras) into the directory $1,
-# unless they are already there. Pinned versions, from the Go module proxy; idempotent.
+# Builds the Go tools the client tests drive (crane and oras, registry clients; siftool, the
+# reference SIF reader) into the directory $1, unless they are already there. Pinned versions,
+# from the Go module proxy; idempotent.
 set -euo pipefail
 out=$1
 mkdir -p "$out"
@@ -8,6 +9,7 @@ out=$(cd "$out" && pwd)
 
 crane_version=v0.22.1
 oras_version=v1.3.1
+siftool_version=v2.24.2
 
 # crane: `go install` resolves a single tagged module, which the proxy serves.
 if [ ! -x "$out/crane" ]; then
@@ -24,4 +26,12 @@ if [ ! -x "$out/oras" ]; then
     [ -n "$dir" ] || { echo "go mod download oras.land/oras@$oras_version gave no Dir" >&2; exit 1; }
     (cd "$dir" && go build -trimpath -o "$out/.oras-build" ./cmd/oras)
     mv "$out/.oras-build" "$out/oras"
+fi
+
+# siftool: sylabs/sif's own CLI, a tagged module without replace directives, like crane.
+if [ ! -x "$out/siftool" ]; then
+    GOBIN="$out/.siftool-build" go install \
+        "github.com/sylabs/sif/v2/cmd/siftool@$siftool_version"
+    mv "$out/.siftool-build/siftool" "$out/siftool"
+    rm -rf "$out/.siftool-build"
 fi
