@@ -30,6 +30,8 @@
 
 #[path = "support/channel.rs"]
 mod channel;
+#[path = "support/kiln.rs"]
+mod kiln_app;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,23 +40,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use bytes::Bytes;
 use channel::{CHANNEL_NAME, Channel, Package};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use kiln::api::{self, App, AppState};
 use kiln::assemble::{self, BaseConfig};
-use kiln::build::native::{CondaBase, NativeBuilder};
-use kiln::build::{Backend, BuildLog};
+use kiln::build::native::NativeBuilder;
 use kiln::config::Config;
-use kiln::install::CondaInstaller;
-use kiln::plan::ImagePlan;
-use kiln::registry::RegistryState;
 use kiln::registry::client::{Auth, RegistryClient};
-use kiln::resolve::CondaResolver;
 use kiln::spec::{Platform, Request, RequestInput};
-use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
+use kiln::store::{SqliteStore, Store};
+use kiln_app::{Build, Kiln};
 
 const BASE_REPOSITORY: &str = "bench/base";
 const BASE_TAG: &str = "1";
@@ -171,16 +168,6 @@ struct KilnTimes {
     repeated_first: Duration,
 }
 
-/// One timed build.
-#[derive(Debug)]
-struct Build {
-    image: String,
-    digest: String,
-    /// Compressed size of the image, base included.
-    image_bytes: u64,
-    elapsed: Duration,
-}
-
 /// Starts the channel server and kiln, pushes the base, then times the three requests.
 async fn measure_kiln(sizes: &Sizes, channel: &Channel) -> Result<KilnTimes> {
     let channel_url = channel::serve(channel.dir.clone()).await?;
@@ -199,53 +186,6 @@ async fn measure_kiln(sizes: &Sizes, channel: &Channel) -> Result<KilnTimes> {
         repeated,
         repeated_first,
     })
-}
-
-/// kiln's app and embedded registry, served from a task on the current runtime.
-#[derive(Debug)]
-struct Kiln {
-    address: std::net::SocketAddr,
-    registry: RegistryState,
-    _data: tempfile::TempDir,
-}
-
-impl Kiln {
-    async fn start() -> Result<Kiln> {
-        let data = tempfile::tempdir()?;
-        let config = Config {
-            data_dir: data.path().to_owned(),
-            ..Config::default()
-        };
-        let store = SqliteStore::open(&config.database_path()).await?;
-        let registry = RegistryState::new(config.registry_config()).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let router = api::router(AppState::new(App {
-            config,
-            store: Arc::new(store),
-            registry: registry.clone(),
-        }));
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, router).await {
-                eprintln!("kiln server stopped: {err}");
-            }
-        });
-        Ok(Kiln {
-            address,
-            registry,
-            _data: data,
-        })
-    }
-
-    /// A client with the credential kiln's own builders push with.
-    fn pusher(&self) -> Result<RegistryClient> {
-        let credentials = self.registry.builder_credentials();
-        let auth = Auth::Basic {
-            user: credentials.user.clone(),
-            password: credentials.password.clone(),
-        };
-        Ok(RegistryClient::new(&self.address.to_string(), auth, &[])?)
-    }
 }
 
 /// Pushes `bench/base:1`: one tiny layer (`etc/os-release`), its config and manifest, and an
@@ -298,24 +238,25 @@ async fn push_base(client: &RegistryClient) -> Result<()> {
 /// A native builder with its caches under `data`, as `kiln serve` lays them out, pushing to
 /// `kiln` with the builder credential.
 fn native_builder(kiln: &Kiln, channel_url: &str, data: &Path) -> Result<NativeBuilder> {
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    let mirrors = BTreeMap::from([(CHANNEL_NAME.to_owned(), channel_url.to_owned())]);
-    Ok(NativeBuilder {
-        resolver: CondaResolver::new(http.clone(), data.join("cache/repodata"), mirrors),
-        installer: CondaInstaller::new(data.join("cache/pkgs"), http),
-        client: kiln.pusher()?,
-        base: CondaBase {
-            repository: BASE_REPOSITORY.into(),
-            tag: BASE_TAG.into(),
-            glibc: "2.36".into(),
+    let config = Config {
+        registry: kiln.address.to_string().parse()?,
+        data_dir: data.to_owned(),
+        channel_mirrors: BTreeMap::from([(CHANNEL_NAME.to_owned(), channel_url.to_owned())]),
+        base: kiln::config::BaseProfiles {
+            conda: kiln::config::BaseProfile {
+                image: Some(format!("{}/{BASE_REPOSITORY}:{BASE_TAG}", kiln.address).parse()?),
+                glibc: "2.36".into(),
+                python: None,
+            },
+            ..kiln::config::BaseProfiles::default()
         },
-        work_dir: data.join("work"),
-        layer_dir: data.join("cache/layers"),
-    })
+        ..Config::default()
+    };
+    NativeBuilder::from_config(&config, kiln.pusher()?).map_err(anyhow::Error::msg)
 }
 
-/// Builds `entries` for linux/amd64 as a queue worker would (a record from the store, a log
-/// into it), timing `Backend::run`; fails, with the build log, unless the build succeeded.
+/// Builds `entries` from the bench channel for linux/amd64 as a queue worker would, timing
+/// `Backend::run`; fails, with the build log, unless the build succeeded.
 async fn timed_build(
     builder: &NativeBuilder,
     store: &Arc<dyn Store>,
@@ -327,46 +268,7 @@ async fn timed_build(
         channels: vec![CHANNEL_NAME.to_owned()],
         ..RequestInput::default()
     })?;
-    let config = Config {
-        registry: kiln.address.to_string().parse()?,
-        ..Config::default()
-    };
-    let plan = ImagePlan::for_request(&request, &config.recipe_images(), &config.registry)?
-        .into_iter()
-        .next()
-        .context("a docker request has one image")?;
-    let image = plan.image.to_string();
-    let submitted = store
-        .submit(NewBuild {
-            key: plan.key.as_str().to_owned(),
-            image: image.clone(),
-            format: "docker".into(),
-            platforms: request.platforms().iter().map(|p| p.to_string()).collect(),
-            request: serde_json::to_string(&request)?,
-            containerfile: plan.recipes.dockerfile.clone(),
-            environment: plan.recipes.environment.clone(),
-        })
-        .await?;
-    let record = store.start(&submitted.build.id).await?;
-    let log = BuildLog::new(store.clone(), record.id.clone());
-    eprintln!("building {image} ({} packages)", entries.len());
-    let started = Instant::now();
-    let outcome = builder.run(&record, &log).await;
-    let elapsed = started.elapsed();
-    let text = store.read_log(&record.id, 0).await?.text;
-    eprint!("{text}");
-    let BuildOutcome::Succeeded {
-        digest, outputs, ..
-    } = outcome
-    else {
-        bail!("the build of {image} failed: {outcome:?}\n{text}");
-    };
-    Ok(Build {
-        image,
-        digest,
-        image_bytes: outputs.iter().map(|output| output.size).sum(),
-        elapsed,
-    })
+    kiln_app::timed_build(builder, store, kiln, &request).await
 }
 
 /// Times the cache-hit check a repeated request costs: a HEAD of the image's tag, from a new

@@ -105,6 +105,10 @@ pub struct BuildSettings {
     /// A CA bundle made available to build steps that reach the network (`RUN pip install`),
     /// for sites behind a TLS-intercepting proxy. It is mounted, never baked into images.
     pub ca_bundle: Option<PathBuf>,
+    /// The uv executable kiln resolves pip packages with (a name on `PATH`, or a path).
+    pub uv: PathBuf,
+    /// The package index pip packages come from, when not PyPI (a mirror, a proxy).
+    pub pip_index_url: Option<String>,
 }
 
 impl Default for BuildSettings {
@@ -114,6 +118,8 @@ impl Default for BuildSettings {
             push_user: None,
             push_password: None,
             ca_bundle: None,
+            uv: PathBuf::from("uv"),
+            pip_index_url: None,
         }
     }
 }
@@ -265,6 +271,12 @@ impl Config {
         }
         if let Some(value) = env("KILN_CA_BUNDLE") {
             self.build.ca_bundle = Some(PathBuf::from(value));
+        }
+        if let Some(value) = env("KILN_UV") {
+            self.build.uv = PathBuf::from(value);
+        }
+        if let Some(value) = env("KILN_PIP_INDEX_URL") {
+            self.build.pip_index_url = Some(value);
         }
         Ok(())
     }

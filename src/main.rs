@@ -7,14 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kiln::api::{self, App, AppState};
-use kiln::build::native::{CondaBase, NativeBuilder};
+use kiln::build::native::NativeBuilder;
 use kiln::build::queue::Queue;
 use kiln::config::Config;
-use kiln::install::CondaInstaller;
 use kiln::plan::ImagePlan;
 use kiln::registry::RegistryState;
 use kiln::registry::client::{Auth, RegistryClient};
-use kiln::resolve::CondaResolver;
 use kiln::spec::{Channel, Format, PackageEntry, Platform, Request};
 use kiln::store::{NewBuild, SqliteStore, Store};
 
@@ -170,25 +168,7 @@ fn push_client(config: &Config) -> anyhow::Result<RegistryClient> {
 
 /// A native builder with the settings of `config`, pushing with `client`.
 fn native_builder(config: &Config, client: RegistryClient) -> anyhow::Result<NativeBuilder> {
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot set up the HTTP client")?;
-    let base =
-        CondaBase::from_reference(config.conda_base_image().as_str(), &config.base.conda.glibc)
-            .map_err(anyhow::Error::msg)?;
-    Ok(NativeBuilder {
-        resolver: CondaResolver::new(
-            http.clone(),
-            config.data_dir.join("cache/repodata"),
-            config.channel_mirrors.clone(),
-        ),
-        installer: CondaInstaller::new(config.data_dir.join("cache/pkgs"), http),
-        client,
-        base,
-        work_dir: config.data_dir.join("work"),
-        layer_dir: config.data_dir.join("cache/layers"),
-    })
+    NativeBuilder::from_config(config, client).map_err(anyhow::Error::msg)
 }
 
 /// `kiln build`: one build through the same queue and backend the service uses, with its log

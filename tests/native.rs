@@ -4,6 +4,8 @@
 
 #[path = "support/conda_channel.rs"]
 mod conda_channel;
+#[path = "support/debian_base.rs"]
+mod debian_base;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
@@ -99,9 +101,15 @@ async fn repodata_over_http_lists_every_package() {
     let noarch = repodata(&client, &server.url, "noarch").await;
     assert_eq!(
         listing(&noarch),
-        BTreeSet::from(["kiln-pyhello 1.0 pyh0_0".to_string()])
+        BTreeSet::from([
+            "kiln-pyhello 1.0 pyh0_0".to_string(),
+            "six 1.16.0 pyh0_0".to_string()
+        ])
     );
-    let (_, pyhello) = records(&noarch).pop().expect("kiln-pyhello");
+    let (_, pyhello) = records(&noarch)
+        .into_iter()
+        .find(|(_, record)| record.name.as_normalized() == "kiln-pyhello")
+        .expect("kiln-pyhello");
     assert!(pyhello.noarch.is_python());
     assert_eq!(pyhello.subdir, "noarch");
     assert_eq!(pyhello.depends, ["python >=3.8"]);
@@ -209,7 +217,7 @@ async fn every_archive_over_http_matches_its_record_and_is_a_conda_package() {
         }
     }
 
-    assert_eq!(archives, 11);
+    assert_eq!(archives, 12);
     assert_eq!(
         placeholders,
         BTreeSet::from([
@@ -263,6 +271,12 @@ fn check_payload(name: &str, version: &str, unpacked: &Path) {
         }
         "kiln-postlink" => {
             assert!(unpacked.join("bin/.kiln-postlink-post-link.sh").is_file());
+        }
+        "six" => {
+            assert!(read("site-packages/six.py").contains("INSTALLED_BY = \"conda\""));
+            assert!(
+                read("site-packages/six-1.16.0.dist-info/METADATA").contains("Version: 1.16.0")
+            );
         }
         other => panic!("unexpected package {other}"),
     }
@@ -490,6 +504,11 @@ async fn installs_a_patched_prefix_with_no_trace_of_the_host() {
             "{entry_point}"
         );
         assert!(!prefix.join("CACHEDIR.TAG").exists());
+        // A package's symlinks stay symlinks, not unpatched copies of their targets.
+        assert_eq!(
+            std::fs::read_link(prefix.join("bin/python3")).expect("bin/python3 is a symlink"),
+            Path::new("python3.12")
+        );
         let files = tree(&prefix);
         for file in &files {
             let path = prefix.join(file);
@@ -571,138 +590,13 @@ async fn failures_say_what_went_wrong() {
 
 mod support;
 
-use std::process::Command;
-use std::sync::Arc;
+#[path = "support/native_build.rs"]
+mod native_build;
 
-use kiln::base::{BootstrapOptions, bootstrap};
-use kiln::build::native::{CondaBase, NativeBuilder};
-use kiln::build::{Backend, BuildLog};
-use kiln::plan::ImagePlan;
-use kiln::registry::client::{Auth, RegistryClient};
-use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
+use debian_base::push_debian_python_base;
+use kiln::store::BuildOutcome;
+use native_build::{BASE_REPOSITORY, build, builder, pusher, run_in_image};
 use support::{PUSHER, TestApp};
-
-/// A native builder with its own data directory, pushing to `app`'s registry.
-fn builder(app: &TestApp, channel_url: &str, data: &Path) -> NativeBuilder {
-    let http = reqwest::Client::new();
-    let mirrors = BTreeMap::from([(CHANNEL_NAME.to_owned(), channel_url.to_owned())]);
-    NativeBuilder {
-        resolver: CondaResolver::new(http.clone(), data.join("repodata"), mirrors),
-        installer: CondaInstaller::new(data.join("pkgs"), http),
-        client: pusher(app),
-        base: CondaBase {
-            repository: "kiln/base/debian".into(),
-            tag: "bookworm".into(),
-            glibc: "2.36".into(),
-        },
-        work_dir: data.join("work"),
-        layer_dir: data.join("layers"),
-    }
-}
-
-fn pusher(app: &TestApp) -> RegistryClient {
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
-    RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client")
-}
-
-/// Runs one build of `entries` for `platforms` through `backend`, as the queue would, and
-/// returns the outcome, the image name and the log.
-async fn build(
-    backend: &NativeBuilder,
-    app: &TestApp,
-    entries: &[&str],
-    platforms: &[&str],
-    tag_suffix: &str,
-) -> (BuildOutcome, String, String) {
-    let request = Request::try_from(RequestInput {
-        entries: entries.iter().map(|e| e.to_string()).collect(),
-        channels: vec![CHANNEL_NAME.to_owned()],
-        platforms: platforms.iter().map(|p| p.to_string()).collect(),
-        ..RequestInput::default()
-    })
-    .expect("valid request");
-    let config = kiln::config::Config {
-        registry: app.address.to_string().parse().expect("host"),
-        ..kiln::config::Config::default()
-    };
-    let plan = ImagePlan::for_request(&request, &config.recipe_images(), &config.registry)
-        .expect("plan")
-        .remove(0);
-    let data = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&data.path().join("kiln.db"))
-            .await
-            .expect("store"),
-    );
-    let image = format!("{}{tag_suffix}", plan.image);
-    let submitted = store
-        .submit(NewBuild {
-            key: plan.key.as_str().to_owned(),
-            image: image.clone(),
-            format: "docker".into(),
-            platforms: request.platforms().iter().map(|p| p.to_string()).collect(),
-            request: serde_json::to_string(&request).expect("json"),
-            containerfile: plan.recipes.dockerfile.clone(),
-            environment: plan.recipes.environment.clone(),
-        })
-        .await
-        .expect("submit");
-    let record = store.start(&submitted.build.id).await.expect("start");
-    let log = BuildLog::new(store.clone(), record.id.clone());
-    let outcome = backend.run(&record, &log).await;
-    let text = store.read_log(&record.id, 0).await.expect("log").text;
-    (outcome, image, text)
-}
-
-/// Runs `command` in `image` (pulled from the registry into local storage) with buildah.
-fn run_in_image(image: &str, platform: &str, command: &[&str]) -> String {
-    let local = format!("localhost/kiln-native-test:{}", std::process::id());
-    let copied = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--override-arch",
-        ])
-        .arg(platform.trim_start_matches("linux/"))
-        .arg(format!("docker://{image}"))
-        .arg(format!("containers-storage:{local}"))
-        .output()
-        .expect("skopeo runs");
-    assert!(
-        copied.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
-    let from = Command::new("buildah")
-        .args(["from", "--pull=never", "--quiet", &local])
-        .output()
-        .expect("buildah from");
-    assert!(
-        from.status.success(),
-        "buildah from: {}",
-        String::from_utf8_lossy(&from.stderr)
-    );
-    let container = String::from_utf8_lossy(&from.stdout).trim().to_owned();
-    let run = Command::new("buildah")
-        .args(["run", "--isolation", "chroot", &container, "--"])
-        .args(command)
-        .output()
-        .expect("buildah run");
-    let _ = Command::new("buildah").args(["rm", &container]).output();
-    let _ = Command::new("buildah")
-        .args(["rmi", "--force", &local])
-        .output();
-    assert!(
-        run.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    String::from_utf8_lossy(&run.stdout).into_owned()
-}
 
 /// The layers of the manifest for `platform` behind `image`.
 async fn layers_of(app: &TestApp, image: &str, manifest_digest: &str) -> Vec<String> {
@@ -733,23 +627,7 @@ async fn native_builds_run_are_reproducible_and_share_layers() {
     let app = TestApp::start().await;
     let channel = CondaChannel::build();
     let server = channel.serve();
-    let work = tempfile::tempdir().expect("temp dir");
-    let base = bootstrap(
-        &BootstrapOptions {
-            repository: "kiln/base/debian".into(),
-            tag: "bookworm".into(),
-            suite: "bookworm".into(),
-            include: vec!["python3".into()],
-            platforms: vec![Platform::LinuxAmd64, Platform::LinuxArm64],
-            mirror: "http://deb.debian.org/debian".into(),
-        },
-        &pusher(&app),
-        work.path(),
-        |line| println!("bootstrap: {line}"),
-    )
-    .await
-    .expect("base image");
-    assert_eq!(base.glibc, "2.36");
+    push_debian_python_base(&pusher(&app), BASE_REPOSITORY).await;
 
     let data_a = tempfile::tempdir().expect("temp dir");
     let backend_a = builder(&app, &server.url, data_a.path());
@@ -866,7 +744,7 @@ async fn native_builds_run_are_reproducible_and_share_layers() {
         "{uri}"
     );
     assert!(
-        stderr.contains("solved 1 packages"),
+        stderr.contains("solved 1 conda packages"),
         "the log is shown: {stderr}"
     );
     let tag = uri.rsplit(':').next().expect("tag");

@@ -40,6 +40,10 @@ pub const LABEL_SUITE: &str = "io.kiln.base.suite";
 pub const LABEL_GLIBC: &str = "io.kiln.base.glibc";
 /// Label: the python3 version (`major.minor`), present when the base has python3.
 pub const LABEL_PYTHON: &str = "io.kiln.base.python";
+/// Label: the interpreter of python3, which installed scripts name in their shebang.
+pub const LABEL_PYTHON_INTERPRETER: &str = "io.kiln.base.python.interpreter";
+/// Label: the directory pip installs distributions into on this base.
+pub const LABEL_PYTHON_SITE_PACKAGES: &str = "io.kiln.base.python.site-packages";
 
 /// Packages every base gets: TLS roots for pip/conda downloads at run time, and `ps`/`kill`,
 /// which Nextflow needs inside task containers.
@@ -333,7 +337,17 @@ async fn bootstrap_platform(
         (LABEL_GLIBC.to_owned(), facts.glibc.clone()),
     ]);
     if let Some(python) = &facts.python {
+        // Debian's layout: its python3 is /usr/bin/python3, and pip (like kiln) installs into
+        // /usr/local, leaving /usr/lib/python3/dist-packages to dpkg.
         labels.insert(LABEL_PYTHON.to_owned(), python.clone());
+        labels.insert(
+            LABEL_PYTHON_INTERPRETER.to_owned(),
+            "/usr/bin/python3".to_owned(),
+        );
+        labels.insert(
+            LABEL_PYTHON_SITE_PACKAGES.to_owned(),
+            format!("/usr/local/lib/python{python}/dist-packages"),
+        );
     }
     let base = BaseConfig {
         cmd: Some(vec!["/bin/bash".to_owned()]),

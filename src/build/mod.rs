@@ -8,6 +8,7 @@
 
 pub mod buildah;
 pub mod native;
+pub mod python;
 pub mod queue;
 
 use async_trait::async_trait;

@@ -11,32 +11,42 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::python::{ImagePython, installed_distributions};
 use super::{Backend, BuildLog};
 use crate::assemble::{self, Descriptor, Layer};
 use crate::base;
+use crate::config::{BaseProfile, Config};
+use crate::install::fetch::WheelCache;
+use crate::install::wheel::install_wheel;
 use crate::install::{CONDA_PREFIX, CondaInstaller};
 use crate::registry::client::RegistryClient;
-use crate::resolve::{CondaResolver, Lock, Target};
-use crate::spec::{Format, Platform, Request};
+use crate::resolve::{CondaResolver, Libc, Lock, PipResolver, Solution, Target, WheelTarget};
+use crate::spec::{Format, PackageEntry, Platform, Request};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
 /// The most layers kiln adds on top of a base image.
 pub const LAYER_BUDGET: usize = 20;
 
-/// The base image conda environments are installed onto, in kiln's registry.
+/// `PATH` for a base image that sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A base image in kiln's registry, and the facts its profile gives when its labels don't.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CondaBase {
+pub struct NativeBase {
     /// Repository inside kiln's registry, e.g. `kiln/base/debian`.
     pub repository: String,
     /// Tag, e.g. `bookworm`.
     pub tag: String,
-    /// Its glibc version, for the solver's `__glibc`.
+    /// Its glibc version, for the solver's `__glibc` and the wheels' `manylinux` baseline.
     pub glibc: String,
+    /// Its Python version, if it has one.
+    pub python: Option<String>,
 }
 
-impl CondaBase {
-    /// The profile of `reference` (`[host/]repository:tag`, the host being kiln's registry).
-    pub fn from_reference(reference: &str, glibc: &str) -> Result<CondaBase, String> {
+impl NativeBase {
+    /// The base `reference` (`[host/]repository:tag`, the host being kiln's registry) with the
+    /// facts of `profile`.
+    pub fn from_profile(reference: &str, profile: &BaseProfile) -> Result<NativeBase, String> {
         let without_host = match reference.split_once('/') {
             Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
             _ => reference,
@@ -44,29 +54,73 @@ impl CondaBase {
         let (repository, tag) = without_host
             .rsplit_once(':')
             .ok_or_else(|| format!("base image {reference} has no tag"))?;
-        Ok(CondaBase {
+        Ok(NativeBase {
             repository: repository.to_owned(),
             tag: tag.to_owned(),
-            glibc: glibc.to_owned(),
+            glibc: profile.glibc.clone(),
+            python: profile.python.clone(),
         })
     }
 }
 
-/// Builds conda requests natively.
+/// Builds conda and pip requests natively.
 #[derive(Debug, Clone)]
 pub struct NativeBuilder {
-    /// Solves requests into locks.
+    /// Solves conda entries into locks.
     pub resolver: CondaResolver,
-    /// Installs locks into staging prefixes.
+    /// Installs conda locks into staging prefixes.
     pub installer: CondaInstaller,
+    /// Resolves pip entries into wheels.
+    pub pip: PipResolver,
+    /// Downloads wheels, checked against the lock.
+    pub wheels: WheelCache,
     /// Pushes to kiln's registry with the builder's credential.
     pub client: RegistryClient,
-    /// The base image.
-    pub base: CondaBase,
-    /// Scratch space for staging prefixes, removed after each build.
+    /// The base of conda environments (and mixed requests).
+    pub conda_base: NativeBase,
+    /// The base of pip-only requests.
+    pub python_base: NativeBase,
+    /// Scratch space for staging roots, removed after each build.
     pub work_dir: PathBuf,
     /// Layer blobs, cached by diff_id and shared by all builds.
     pub layer_dir: PathBuf,
+}
+
+impl NativeBuilder {
+    /// A builder with the settings of `config` and its caches under the data directory,
+    /// pushing with `client`.
+    pub fn from_config(config: &Config, client: RegistryClient) -> Result<NativeBuilder, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| format!("cannot set up the HTTP client: {err}"))?;
+        let cache = config.data_dir.join("cache");
+        Ok(NativeBuilder {
+            resolver: CondaResolver::new(
+                http.clone(),
+                cache.join("repodata"),
+                config.channel_mirrors.clone(),
+            ),
+            installer: CondaInstaller::new(cache.join("pkgs"), http.clone()),
+            pip: PipResolver {
+                uv: config.build.uv.clone(),
+                cache_dir: cache.join("uv"),
+                index_url: config.build.pip_index_url.clone(),
+            },
+            wheels: WheelCache::new(cache.join("pkgs/wheels"), http),
+            client,
+            conda_base: NativeBase::from_profile(
+                config.conda_base_image().as_str(),
+                &config.base.conda,
+            )?,
+            python_base: NativeBase::from_profile(
+                config.python_base_image().as_str(),
+                &config.base.python,
+            )?,
+            work_dir: config.data_dir.join("work"),
+            layer_dir: cache.join("layers"),
+        })
+    }
 }
 
 /// A build step that failed, as the reason users read.
@@ -108,9 +162,6 @@ impl NativeBuilder {
         if request.format() != Format::Docker {
             return Err("kiln cannot build Singularity images natively yet".into());
         }
-        if request.has_pip() {
-            return Err("kiln cannot install pip packages natively yet".into());
-        }
         let (repository, tag) = split_image(&build.image)?;
         let mut lock = Lock::default();
         let mut images = Vec::new();
@@ -135,10 +186,10 @@ impl NativeBuilder {
             .map_err(|err| crate::error_chain(&err))?;
         log.line(format!("pushed {}@{}", build.image, top.digest))
             .await;
-        let explicit: Vec<String> = request
+        let texts: Vec<String> = request
             .platforms()
             .iter()
-            .map(|platform| lock.explicit(*platform))
+            .map(|platform| lock.text(*platform))
             .collect();
         Ok(BuildOutcome::Succeeded {
             digest: top.digest,
@@ -150,7 +201,7 @@ impl NativeBuilder {
                     size: image.size,
                 })
                 .collect(),
-            lock: Some(explicit.join("\n")),
+            lock: Some(texts.join("\n")),
         })
     }
 
@@ -163,39 +214,56 @@ impl NativeBuilder {
         log: &BuildLog,
         lock: &mut Lock,
     ) -> Result<PlatformImage, Failure> {
-        let started = Instant::now();
-        let target = Target {
-            platform,
-            glibc: self.base.glibc.clone(),
+        // conda environments (with or without pip packages) go onto the conda base; pip-only
+        // requests onto the Python base, whose interpreter they use.
+        let profile = if request.has_conda() {
+            &self.conda_base
+        } else {
+            &self.python_base
         };
-        let solution = self
-            .resolver
-            .solve(request, &target)
+        let base = base::inspect(&self.client, &profile.repository, &profile.tag, platform)
             .await
             .map_err(|err| err.to_string())?;
-        log.line(format!(
-            "{platform}: solved {} packages in {:.1} s",
-            solution.packages.len(),
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
-        lock.platforms.insert(platform, solution.packages.clone());
-
-        let started = Instant::now();
+        let glibc = base.glibc.clone().unwrap_or_else(|| profile.glibc.clone());
         let root = work.join(platform.architecture());
-        let prefix = root.join(CONDA_PREFIX.trim_start_matches('/'));
-        self.installer
-            .install(&solution, platform, &prefix)
-            .await
-            .map_err(|err| err.to_string())?;
-        log.line(format!(
-            "{platform}: installed into the staging prefix in {:.1} s",
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
+        let mut owned: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+
+        let python = if request.has_conda() {
+            let solution = self
+                .install_conda(request, platform, &glibc, &root, log, lock)
+                .await?;
+            let prefix = Path::new(CONDA_PREFIX.trim_start_matches('/'));
+            for (name, files) in package_files(&root.join(prefix))? {
+                owned.insert(name, files.iter().map(|f| prefix.join(f)).collect());
+            }
+            let conda_python = solution
+                .packages
+                .iter()
+                .find(|package| package.name == "python");
+            match conda_python {
+                _ if !request.has_pip() => None,
+                Some(package) => Some(ImagePython::conda(&package.version)?),
+                None => {
+                    return Err("the conda environment has no python for the pip packages".into());
+                }
+            }
+        } else {
+            Some(ImagePython::of_base(&base, profile.python.as_deref())?)
+        };
+        if let Some(python) = python.filter(|_| request.has_pip()) {
+            let target = WheelTarget {
+                platform,
+                python: python.major_minor,
+                libc: Libc::Glibc(glibc.clone()),
+            };
+            let wheels = self
+                .install_wheels(request, &python, &target, &root, log, lock)
+                .await?;
+            owned.extend(wheels);
+        }
 
         let started = Instant::now();
-        let layers = write_layers(&root, &self.layer_dir).await?;
+        let layers = write_layers(&root, owned, &self.layer_dir).await?;
         let layer_bytes: u64 = layers.iter().map(|layer| layer.size).sum();
         log.line(format!(
             "{platform}: wrote {} layers ({} bytes compressed) in {:.1} s",
@@ -206,17 +274,9 @@ impl NativeBuilder {
         .await;
 
         let started = Instant::now();
-        let base = base::inspect(
-            &self.client,
-            &self.base.repository,
-            &self.base.tag,
-            platform,
-        )
-        .await
-        .map_err(|err| err.to_string())?;
         for layer in &base.layers {
             self.client
-                .mount_from(repository, &layer.digest, &self.base.repository)
+                .mount_from(repository, &layer.digest, &profile.repository)
                 .await
                 .map_err(|err| crate::error_chain(&err))?;
         }
@@ -242,30 +302,29 @@ impl NativeBuilder {
         }
         let mut diff_ids = base.config.diff_ids.clone();
         diff_ids.extend(layers.iter().map(|layer| layer.diff_id.clone()));
-        let path = match base.config.env_var("PATH") {
-            Some(base_path) => format!("{CONDA_PREFIX}/bin:{base_path}"),
-            None => format!(
-                "{CONDA_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-            ),
+        let base_path = base.config.env_var("PATH").unwrap_or(DEFAULT_PATH);
+        let env = if request.has_conda() {
+            vec![
+                ("PATH".to_owned(), format!("{CONDA_PREFIX}/bin:{base_path}")),
+                ("CONDA_PREFIX".to_owned(), CONDA_PREFIX.to_owned()),
+                ("MAMBA_ROOT_PREFIX".to_owned(), CONDA_PREFIX.to_owned()),
+            ]
+        } else {
+            vec![("PATH".to_owned(), base_path.to_owned())]
         };
-        let env = [
-            ("PATH".to_owned(), path),
-            ("CONDA_PREFIX".to_owned(), CONDA_PREFIX.to_owned()),
-            ("MAMBA_ROOT_PREFIX".to_owned(), CONDA_PREFIX.to_owned()),
-        ];
         let labels = BTreeMap::from([
             (
                 "io.kiln.request".to_owned(),
                 serde_json::to_string(request).map_err(|err| err.to_string())?,
             ),
-            ("io.kiln.lock".to_owned(), lock.explicit(platform)),
+            ("io.kiln.lock".to_owned(), lock.text(platform)),
             (
                 "org.opencontainers.image.base.name".to_owned(),
                 format!(
                     "{}/{}:{}",
                     self.client.registry(),
-                    self.base.repository,
-                    self.base.tag
+                    profile.repository,
+                    profile.tag
                 ),
             ),
             (
@@ -304,6 +363,117 @@ impl NativeBuilder {
             size,
         })
     }
+
+    /// Solves the conda entries for `platform` and installs them under `root`.
+    async fn install_conda(
+        &self,
+        request: &Request,
+        platform: Platform,
+        glibc: &str,
+        root: &Path,
+        log: &BuildLog,
+        lock: &mut Lock,
+    ) -> Result<Solution, Failure> {
+        let started = Instant::now();
+        let target = Target {
+            platform,
+            glibc: glibc.to_owned(),
+        };
+        let solution = self
+            .resolver
+            .solve(request, &target)
+            .await
+            .map_err(|err| err.to_string())?;
+        log.line(format!(
+            "{platform}: solved {} conda packages in {:.1} s",
+            solution.packages.len(),
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        lock.platforms.insert(platform, solution.packages.clone());
+
+        let started = Instant::now();
+        let prefix = root.join(CONDA_PREFIX.trim_start_matches('/'));
+        self.installer
+            .install(&solution, platform, &prefix)
+            .await
+            .map_err(|err| err.to_string())?;
+        log.line(format!(
+            "{platform}: installed into the staging prefix in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        Ok(solution)
+    }
+
+    /// Resolves the pip entries for `python` on `target`, fetches the wheels and installs them
+    /// under `root`; returns each wheel's files, keyed by distribution.
+    async fn install_wheels(
+        &self,
+        request: &Request,
+        python: &ImagePython,
+        target: &WheelTarget,
+        root: &Path,
+        log: &BuildLog,
+        lock: &mut Lock,
+    ) -> Result<BTreeMap<String, Vec<PathBuf>>, Failure> {
+        let platform = target.platform;
+        let started = Instant::now();
+        let requirements: Vec<String> = request
+            .pip_entries()
+            .filter_map(|entry| match entry {
+                PackageEntry::Pip(spec) => Some(spec.to_string()),
+                PackageEntry::Conda(_) => None,
+            })
+            .collect();
+        let provided = installed_distributions(&python.staged_site_packages(root));
+        let resolved = self
+            .pip
+            .resolve(&requirements, &provided, target, &python.version)
+            .await
+            .map_err(|err| err.to_string())?;
+        log.line(format!(
+            "{platform}: resolved {} wheels for Python {} in {:.1} s",
+            resolved.len(),
+            python.version,
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+
+        let started = Instant::now();
+        let fetched = self
+            .wheels
+            .fetch_all(&resolved)
+            .await
+            .map_err(|err| err.to_string())?;
+        lock.wheels.insert(
+            platform,
+            fetched.iter().map(|wheel| wheel.locked.clone()).collect(),
+        );
+        let layout = python.layout.clone();
+        let root = root.to_owned();
+        let installed = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&root)
+                .map_err(|err| format!("cannot create {}: {err}", root.display()))?;
+            fetched
+                .iter()
+                .map(|wheel| install_wheel(&wheel.path, &layout, &root))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| crate::error_chain(&err))
+        })
+        .await
+        .map_err(|err| format!("installing wheels crashed: {err}"))??;
+        log.line(format!(
+            "{platform}: installed {} wheels in {:.1} s",
+            installed.len(),
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        Ok(installed
+            .into_iter()
+            .map(|wheel| (format!("pip:{}-{}", wheel.name, wheel.version), wheel.files))
+            .collect())
+    }
 }
 
 impl NativeBuilder {
@@ -330,21 +500,24 @@ impl NativeBuilder {
     }
 }
 
-/// Writes the installed prefix under `root` as layers: one per package group (a package's
-/// files and its `conda-meta` record, so its layer is the same in every image that has it),
-/// then one for whatever no package owns.
-async fn write_layers(root: &Path, layer_dir: &Path) -> Result<Vec<Layer>, Failure> {
+/// Writes the staged files under `root` as layers: one per package group (a package's files,
+/// with its `conda-meta` record or `.dist-info`, so its layer is the same in every image that
+/// has it), then one for whatever no package owns. `owned` maps packages to their files,
+/// relative to `root`.
+async fn write_layers(
+    root: &Path,
+    owned: BTreeMap<String, Vec<PathBuf>>,
+    layer_dir: &Path,
+) -> Result<Vec<Layer>, Failure> {
     let root = root.to_owned();
     let layer_dir = layer_dir.to_owned();
     tokio::task::spawn_blocking(move || {
-        let prefix = Path::new(CONDA_PREFIX.trim_start_matches('/'));
-        let owned = package_files(&root.join(prefix))?;
         let sizes: Vec<(String, u64)> = owned
             .iter()
             .map(|(name, files)| {
                 let size = files
                     .iter()
-                    .filter_map(|f| std::fs::symlink_metadata(root.join(prefix).join(f)).ok())
+                    .filter_map(|f| std::fs::symlink_metadata(root.join(f)).ok())
                     .map(|m| m.len())
                     .sum();
                 (name.clone(), size)
@@ -358,16 +531,15 @@ async fn write_layers(root: &Path, layer_dir: &Path) -> Result<Vec<Layer>, Failu
             for name in &group {
                 for file in &owned[name] {
                     if claimed.insert(file.clone()) {
-                        paths.push(prefix.join(file));
+                        paths.push(file.clone());
                     }
                 }
             }
             contents.push(paths);
         }
-        let rest: Vec<PathBuf> = all_files(&root.join(prefix))?
+        let rest: Vec<PathBuf> = all_files(&root)?
             .into_iter()
             .filter(|file| !claimed.contains(file))
-            .map(|file| prefix.join(file))
             .collect();
         if !rest.is_empty() {
             contents.push(rest);

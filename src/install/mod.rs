@@ -6,6 +6,9 @@
 //! result to this host is removed, so the same lock gives the same bytes on any machine.
 //! Depends on `resolve`.
 
+pub mod fetch;
+pub mod wheel;
+
 use std::path::{Path, PathBuf};
 
 use rattler::install::{Installer, LinkOptions};
@@ -77,11 +80,13 @@ impl CondaInstaller {
             .with_package_cache(self.cache.clone())
             .with_download_client(self.http.clone())
             .with_execute_link_scripts(false)
-            // Copies, not links into the shared cache: a layer must own its bytes.
+            // Copies, not hard or ref links into the shared cache: a layer must own its bytes.
+            // A package's own symlinks (`bin/python3 -> python3.12`) stay symlinks; copied,
+            // they would duplicate libraries and keep unpatched prefix placeholders.
             .with_link_options(LinkOptions {
                 allow_hard_links: Some(false),
                 allow_ref_links: Some(false),
-                allow_symbolic_links: Some(false),
+                allow_symbolic_links: Some(true),
             })
             .install(staging, solution.records.iter().cloned())
             .await

@@ -143,10 +143,18 @@ impl CondaResolver {
             channels.push((name.clone(), channel));
             repodata.push(records);
         }
-        let specs = request
+        let mut specs = request
             .conda_entries()
             .map(|entry| match_spec(entry, &channels))
             .collect::<Vec<_>>();
+        // pip packages install into the environment's Python, so there must be one.
+        let names_python = |spec: &MatchSpec| matches!(&spec.name, rattler_conda_types::PackageNameMatcher::Exact(name) if name.as_normalized() == "python");
+        if request.has_pip() && !specs.iter().any(names_python) {
+            specs.push(
+                MatchSpec::from_str("python", ParseMatchSpecOptions::lenient())
+                    .expect("`python` is a valid match spec"),
+            );
+        }
         let task = SolverTask {
             virtual_packages: virtual_packages(target),
             specs,

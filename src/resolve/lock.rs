@@ -32,11 +32,28 @@ impl LockedPackage {
     }
 }
 
+/// One wheel, pinned by its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LockedWheel {
+    /// Distribution name, PEP 503 normalized.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Where it is downloaded from.
+    pub url: String,
+    /// `sha256` of the wheel, lowercase hex.
+    pub sha256: String,
+    /// Wheel size in bytes.
+    pub size: u64,
+}
+
 /// The locked packages of every target platform, sorted by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
-    /// Platform (`linux/amd64`) → packages.
+    /// Platform (`linux/amd64`) → conda packages.
     pub platforms: BTreeMap<Platform, Vec<LockedPackage>>,
+    /// Platform → wheels, installed after the conda packages.
+    pub wheels: BTreeMap<Platform, Vec<LockedWheel>>,
 }
 
 impl Lock {
@@ -56,6 +73,36 @@ impl Lock {
         );
         for package in self.packages(platform) {
             text.push_str(&format!("{}#{}\n", package.url, package.sha256));
+        }
+        text
+    }
+
+    /// The wheels locked for `platform`.
+    pub fn wheels(&self, platform: Platform) -> &[LockedWheel] {
+        self.wheels.get(&platform).map_or(&[], Vec::as_slice)
+    }
+
+    /// A pip requirements file for `platform` that installs exactly the locked wheels
+    /// (`pip install --no-deps -r`): one `name @ url#sha256=…` line per wheel, with its size.
+    pub fn pip_requirements(&self, platform: Platform) -> String {
+        let mut text = format!("# pip wheels for {platform}\n");
+        for wheel in self.wheels(platform) {
+            text.push_str(&format!(
+                "{} @ {}#sha256={}  # {} bytes\n",
+                wheel.name, wheel.url, wheel.sha256, wheel.size
+            ));
+        }
+        text
+    }
+
+    /// Everything locked for `platform`: the conda explicit file, then the wheels if any.
+    pub fn text(&self, platform: Platform) -> String {
+        let mut text = String::new();
+        if !self.packages(platform).is_empty() {
+            text.push_str(&self.explicit(platform));
+        }
+        if !self.wheels(platform).is_empty() {
+            text.push_str(&self.pip_requirements(platform));
         }
         text
     }
@@ -92,5 +139,30 @@ mod tests {
             "samtools-1.21-h0_0.conda"
         );
         assert!(lock.packages(Platform::LinuxAmd64).is_empty());
+    }
+
+    #[test]
+    fn wheels_follow_the_conda_packages() {
+        let mut lock = Lock::default();
+        lock.wheels.insert(
+            Platform::LinuxAmd64,
+            vec![LockedWheel {
+                name: "requests".into(),
+                version: "2.32.3".into(),
+                url: "https://files.example.org/requests-2.32.3-py3-none-any.whl".into(),
+                sha256: "cd".repeat(32),
+                size: 64928,
+            }],
+        );
+        let text = lock.text(Platform::LinuxAmd64);
+        assert!(
+            !text.contains("@EXPLICIT"),
+            "no conda packages, no explicit file"
+        );
+        assert!(text.ends_with(&format!(
+            "requests @ https://files.example.org/requests-2.32.3-py3-none-any.whl#sha256={}  # 64928 bytes\n",
+            "cd".repeat(32)
+        )));
+        assert!(lock.text(Platform::LinuxArm64).is_empty());
     }
 }

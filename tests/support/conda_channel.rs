@@ -11,6 +11,7 @@
 //! | `python` 3.12.0 `h0_0` | a stand-in interpreter: `bin/python3.12` is a sh script (prefix-patched) that runs `/usr/bin/python3` with the prefix's `lib/python3.12/site-packages` on `PYTHONPATH`, `bin/python3` and `bin/python` are symlinks to it, and `lib/python3.12/site-packages/.keep` |
 //! | `kiln-pyhello` 1.0 `pyh0_0` (`noarch`) | `noarch: python`, depends on `python >=3.8`; `site-packages/kiln_pyhello/__init__.py` and the entry point `kiln-pyhello = kiln_pyhello:main` |
 //! | `kiln-postlink` 1.0 `h0_0` | `bin/.kiln-postlink-post-link.sh`, a post-link script |
+//! | `six` 1.16.0 `pyh0_0` (`noarch`) | `noarch: python`; `site-packages/six.py` (with `INSTALLED_BY = "conda"`) and its `six-1.16.0.dist-info`, so pip sees six 1.16.0 as installed |
 //!
 //! Archives are reproducible: every tar entry has the same fixed mtime, and every record the
 //! same fixed timestamp.
@@ -429,6 +430,28 @@ fn packages() -> Vec<Package> {
             "site-packages/kiln_pyhello/__init__.py",
             "def main():\n    print(\"hello from kiln-pyhello\")\n",
         )],
+    });
+    packages.push(Package {
+        name: "six",
+        version: "1.16.0",
+        build: "pyh0_0",
+        subdir: "noarch",
+        arch: None,
+        depends: vec!["python >=3.8"],
+        noarch_python: true,
+        entry_points: Vec::new(),
+        format: Format::TarBz2,
+        payload: vec![
+            Payload::file(
+                "site-packages/six.py",
+                "# kiln-test's conda six\n__version__ = \"1.16.0\"\nINSTALLED_BY = \"conda\"\n",
+            ),
+            Payload::file(
+                "site-packages/six-1.16.0.dist-info/METADATA",
+                "Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n",
+            ),
+            Payload::file("site-packages/six-1.16.0.dist-info/INSTALLER", "conda\n"),
+        ],
     });
     packages
 }

@@ -1,0 +1,124 @@
+//! kiln in-process for the benchmarks: the app and its embedded registry on 127.0.0.1, and one
+//! build of a request timed as the queue runs it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use kiln::api::{self, App, AppState};
+use kiln::build::{Backend, BuildLog};
+use kiln::config::Config;
+use kiln::plan::ImagePlan;
+use kiln::registry::RegistryState;
+use kiln::registry::client::{Auth, RegistryClient};
+use kiln::spec::Request;
+use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
+
+/// kiln's app and embedded registry, served from a task on the current runtime.
+#[derive(Debug)]
+pub struct Kiln {
+    pub address: std::net::SocketAddr,
+    registry: RegistryState,
+    _data: tempfile::TempDir,
+}
+
+impl Kiln {
+    pub async fn start() -> Result<Kiln> {
+        let data = tempfile::tempdir()?;
+        let config = Config {
+            data_dir: data.path().to_owned(),
+            ..Config::default()
+        };
+        let store = SqliteStore::open(&config.database_path()).await?;
+        let registry = RegistryState::new(config.registry_config()).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let router = api::router(AppState::new(App {
+            config,
+            store: Arc::new(store),
+            registry: registry.clone(),
+        }));
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, router).await {
+                eprintln!("kiln server stopped: {err}");
+            }
+        });
+        Ok(Kiln {
+            address,
+            registry,
+            _data: data,
+        })
+    }
+
+    /// A client with the credential kiln's own builders push with.
+    pub fn pusher(&self) -> Result<RegistryClient> {
+        let credentials = self.registry.builder_credentials();
+        let auth = Auth::Basic {
+            user: credentials.user.clone(),
+            password: credentials.password.clone(),
+        };
+        Ok(RegistryClient::new(&self.address.to_string(), auth, &[])?)
+    }
+}
+
+/// One timed build.
+#[derive(Debug)]
+pub struct Build {
+    pub image: String,
+    pub digest: String,
+    /// Compressed size of the image, base included.
+    pub image_bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Builds `request` into the image its plan names, as a queue worker would (a record from the
+/// store, a log into it, the outcome recorded), timing `Backend::run`; fails, with the build
+/// log, unless the build succeeded. The same request again is a new attempt: it rebuilds.
+pub async fn timed_build(
+    builder: &dyn Backend,
+    store: &Arc<dyn Store>,
+    kiln: &Kiln,
+    request: &Request,
+) -> Result<Build> {
+    let config = Config {
+        registry: kiln.address.to_string().parse()?,
+        ..Config::default()
+    };
+    let plan = ImagePlan::for_request(request, &config.recipe_images(), &config.registry)?
+        .into_iter()
+        .next()
+        .context("a docker request has one image")?;
+    let image = plan.image.to_string();
+    let submitted = store
+        .submit(NewBuild {
+            key: plan.key.as_str().to_owned(),
+            image: image.clone(),
+            format: "docker".into(),
+            platforms: request.platforms().iter().map(|p| p.to_string()).collect(),
+            request: serde_json::to_string(request)?,
+            containerfile: plan.recipes.dockerfile.clone(),
+            environment: plan.recipes.environment.clone(),
+        })
+        .await?;
+    let record = store.start(&submitted.build.id).await?;
+    let log = BuildLog::new(store.clone(), record.id.clone());
+    eprintln!("building {image} ({} packages)", request.entries().len());
+    let started = Instant::now();
+    let outcome = builder.run(&record, &log).await;
+    let elapsed = started.elapsed();
+    let text = store.read_log(&record.id, 0).await?.text;
+    eprint!("{text}");
+    store.finish(&record.id, outcome.clone()).await?;
+    let BuildOutcome::Succeeded {
+        digest, outputs, ..
+    } = outcome
+    else {
+        bail!("the build of {image} failed: {outcome:?}\n{text}");
+    };
+    Ok(Build {
+        image,
+        digest,
+        image_bytes: outputs.iter().map(|output| output.size).sum(),
+        elapsed,
+    })
+}

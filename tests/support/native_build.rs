@@ -1,0 +1,141 @@
+//! Native builds as the queue runs them, for tests: a builder pushing to a test app's
+//! registry, one build of a request, and running a command in the image it made.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use kiln::build::native::NativeBuilder;
+use kiln::build::{Backend, BuildLog};
+use kiln::plan::ImagePlan;
+use kiln::registry::client::{Auth, RegistryClient};
+use kiln::spec::{Request, RequestInput};
+use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
+
+use crate::conda_channel::CHANNEL_NAME;
+use crate::support::{PUSHER, TestApp};
+
+/// The repository of the base every test build uses, for conda and pip-only requests alike.
+pub const BASE_REPOSITORY: &str = "kiln/base/debian";
+
+/// A native builder with its own data directory, pushing to `app`'s registry.
+pub fn builder(app: &TestApp, channel_url: &str, data: &Path) -> NativeBuilder {
+    let base = format!("{}/{BASE_REPOSITORY}:bookworm", app.address);
+    let mut config = kiln::config::Config {
+        registry: app.address.to_string().parse().expect("host"),
+        data_dir: data.to_owned(),
+        channel_mirrors: BTreeMap::from([(CHANNEL_NAME.to_owned(), channel_url.to_owned())]),
+        ..kiln::config::Config::default()
+    };
+    config.base.conda.image = Some(base.parse().expect("base reference"));
+    config.base.python.image = Some(base.parse().expect("base reference"));
+    config.base.python.python = None;
+    NativeBuilder::from_config(&config, pusher(app)).expect("builder")
+}
+
+pub fn pusher(app: &TestApp) -> RegistryClient {
+    let auth = Auth::Basic {
+        user: PUSHER.0.into(),
+        password: PUSHER.1.into(),
+    };
+    RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client")
+}
+
+/// Runs one build of `entries` for `platforms` through `backend`, as the queue would, and
+/// returns the outcome, the image name and the log.
+pub async fn build(
+    backend: &NativeBuilder,
+    app: &TestApp,
+    entries: &[&str],
+    platforms: &[&str],
+    tag_suffix: &str,
+) -> (BuildOutcome, String, String) {
+    let request = Request::try_from(RequestInput {
+        entries: entries.iter().map(|e| e.to_string()).collect(),
+        channels: vec![CHANNEL_NAME.to_owned()],
+        platforms: platforms.iter().map(|p| p.to_string()).collect(),
+        ..RequestInput::default()
+    })
+    .expect("valid request");
+    let config = kiln::config::Config {
+        registry: app.address.to_string().parse().expect("host"),
+        ..kiln::config::Config::default()
+    };
+    let plan = ImagePlan::for_request(&request, &config.recipe_images(), &config.registry)
+        .expect("plan")
+        .remove(0);
+    let data = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data.path().join("kiln.db"))
+            .await
+            .expect("store"),
+    );
+    let image = format!("{}{tag_suffix}", plan.image);
+    let submitted = store
+        .submit(NewBuild {
+            key: plan.key.as_str().to_owned(),
+            image: image.clone(),
+            format: "docker".into(),
+            platforms: request.platforms().iter().map(|p| p.to_string()).collect(),
+            request: serde_json::to_string(&request).expect("json"),
+            containerfile: plan.recipes.dockerfile.clone(),
+            environment: plan.recipes.environment.clone(),
+        })
+        .await
+        .expect("submit");
+    let record = store.start(&submitted.build.id).await.expect("start");
+    let log = BuildLog::new(store.clone(), record.id.clone());
+    let outcome = backend.run(&record, &log).await;
+    let text = store.read_log(&record.id, 0).await.expect("log").text;
+    (outcome, image, text)
+}
+
+/// Runs `command` in `image` (pulled from the registry into local storage) with buildah.
+pub fn run_in_image(image: &str, platform: &str, command: &[&str]) -> String {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let number = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let local = format!("localhost/kiln-native-test:{}-{number}", std::process::id());
+    let copied = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--override-arch",
+        ])
+        .arg(platform.trim_start_matches("linux/"))
+        .arg(format!("docker://{image}"))
+        .arg(format!("containers-storage:{local}"))
+        .output()
+        .expect("skopeo runs");
+    assert!(
+        copied.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let from = Command::new("buildah")
+        .args(["from", "--pull=never", "--quiet", &local])
+        .output()
+        .expect("buildah from");
+    assert!(
+        from.status.success(),
+        "buildah from: {}",
+        String::from_utf8_lossy(&from.stderr)
+    );
+    let container = String::from_utf8_lossy(&from.stdout).trim().to_owned();
+    let run = Command::new("buildah")
+        .args(["run", "--isolation", "chroot", &container, "--"])
+        .args(command)
+        .output()
+        .expect("buildah run");
+    let _ = Command::new("buildah").args(["rm", &container]).output();
+    let _ = Command::new("buildah")
+        .args(["rmi", "--force", &local])
+        .output();
+    assert!(
+        run.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
