@@ -197,8 +197,9 @@ async fn pip_packages_install_natively_on_both_platforms() {
     );
 }
 
-/// Builds the generated pip-only Dockerfile of `entries` with buildah on the test base and
-/// returns its `pip list --format freeze`.
+/// Builds the generated pip-only Dockerfile of `entries` with buildah on the test base (with
+/// the site's CA bundle mounted, as behind this machine's TLS-intercepting proxy) and returns
+/// its `pip list --format freeze`.
 async fn dockerfile_pip_list(app: &TestApp, entries: &[&str]) -> String {
     let base = format!("{}/{BASE_REPOSITORY}:bookworm", app.address);
     let mut config = Config {
@@ -258,7 +259,64 @@ async fn dockerfile_pip_list(app: &TestApp, entries: &[&str]) -> String {
         )
         .await
         .expect("pip list");
-    buildah.remove_container(&container).await.expect("rm");
+    let bundle_checksum = ["sha256sum", "/etc/ssl/certs/ca-certificates.crt"];
+    let built_bundle = buildah.run_in(&container, &bundle_checksum).await;
+    let base_container = buildah.from_image(&base).await.expect("base container");
+    let base_bundle = buildah.run_in(&base_container, &bundle_checksum).await;
+    for name in [&container, &base_container] {
+        buildah.remove_container(name).await.expect("rm");
+    }
     buildah.remove_image(&tag).await.expect("rmi");
+    buildah.remove_image(&base).await.expect("rmi base");
+    assert_eq!(
+        built_bundle.expect("sha256sum runs"),
+        base_bundle.expect("sha256sum runs"),
+        "the site CA bundle was mounted for the build, not baked into the image"
+    );
     listed
+}
+
+/// A Python base that lives in another registry (as `python:3.12-slim` lives on Docker Hub) is
+/// copied into kiln's registry by the first build that needs it, and only by that one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_base_from_another_registry_is_copied_in_once() {
+    let upstream = TestApp::start().await;
+    push_debian_python_base(&pusher(&upstream), "library/debian-python").await;
+    let app = TestApp::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        registry: app.address.to_string().parse().expect("host"),
+        data_dir: data.path().to_owned(),
+        ..Config::default()
+    };
+    config.base.python.image = Some(
+        format!("{}/library/debian-python:bookworm", upstream.address)
+            .parse()
+            .expect("reference"),
+    );
+    config.base.python.python = None;
+    let backend =
+        kiln::build::native::NativeBuilder::from_config(&config, pusher(&app)).expect("builder");
+
+    let (outcome, image, log) = build(&backend, &app, &["pip:six==1.16.0"], &BOTH, "").await;
+    succeeded(outcome, &log);
+    let mirror = format!(
+        "mirror/{}/library/debian-python:bookworm",
+        upstream.address.to_string().replace(':', "-")
+    );
+    assert!(
+        log.contains(&format!("into kiln's registry as {mirror}")),
+        "{log}"
+    );
+    for platform in BOTH {
+        let printed = run_in_image(
+            &image,
+            platform,
+            &["python3", "-c", "import six; print(six.__version__)"],
+        );
+        assert_eq!(printed.trim(), "1.16.0", "{platform}");
+    }
+    let (again, _, log) = build(&backend, &app, &["pip:six==1.16.0"], &BOTH, "-again").await;
+    succeeded(again, &log);
+    assert!(!log.contains("into kiln's registry"), "{log}");
 }

@@ -10,6 +10,8 @@
 //! Depends on `assemble` (the OCI documents), `registry::client` (pushes and pulls) and `spec`
 //! (platforms).
 
+pub mod copy;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};

@@ -15,13 +15,14 @@ use super::python::{ImagePython, installed_distributions};
 use super::{Backend, BuildLog};
 use crate::assemble::{self, Descriptor, Layer};
 use crate::base;
+use crate::base::copy::Upstream;
 use crate::config::{BaseProfile, Config};
 use crate::install::fetch::WheelCache;
 use crate::install::wheel::install_wheel;
 use crate::install::{CONDA_PREFIX, CondaInstaller};
-use crate::registry::client::RegistryClient;
+use crate::registry::client::{Auth, RegistryClient};
 use crate::resolve::{CondaResolver, Libc, Lock, PipResolver, Solution, Target, WheelTarget};
-use crate::spec::{Format, PackageEntry, Platform, Request};
+use crate::spec::{Format, PackageEntry, Platform, RegistryHost, Request};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
 /// The most layers kiln adds on top of a base image.
@@ -31,7 +32,7 @@ pub const LAYER_BUDGET: usize = 20;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A base image in kiln's registry, and the facts its profile gives when its labels don't.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NativeBase {
     /// Repository inside kiln's registry, e.g. `kiln/base/debian`.
     pub repository: String,
@@ -41,24 +42,55 @@ pub struct NativeBase {
     pub glibc: String,
     /// Its Python version, if it has one.
     pub python: Option<String>,
+    /// Where the image comes from when it lives in another registry: it is copied into
+    /// kiln's registry (under `mirror/<host>/…`) before the first build that needs it.
+    pub upstream: Option<Upstream>,
 }
 
 impl NativeBase {
-    /// The base `reference` (`[host/]repository:tag`, the host being kiln's registry) with the
-    /// facts of `profile`.
-    pub fn from_profile(reference: &str, profile: &BaseProfile) -> Result<NativeBase, String> {
-        let without_host = match reference.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
-            _ => reference,
+    /// The base `reference` with the facts of `profile`. A reference on kiln's own `registry`
+    /// is used in place; any other (`python:3.12-slim` is Docker Hub's) is read from its
+    /// registry, anonymously, over plain HTTP only for loopback and `insecure` hosts.
+    pub fn from_profile(
+        reference: &str,
+        profile: &BaseProfile,
+        registry: &RegistryHost,
+        insecure: &[String],
+    ) -> Result<NativeBase, String> {
+        let (host, path) = match reference.split_once('/') {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first, rest.to_owned())
+            }
+            _ if reference.contains('/') => ("docker.io", reference.to_owned()),
+            _ => ("docker.io", format!("library/{reference}")),
         };
-        let (repository, tag) = without_host
+        let (repository, tag) = path
             .rsplit_once(':')
-            .ok_or_else(|| format!("base image {reference} has no tag"))?;
+            .filter(|(_, tag)| !tag.contains('/'))
+            .map_or((path.as_str(), "latest"), |(repository, tag)| {
+                (repository, tag)
+            });
+        let upstream = if host == registry.as_str() {
+            None
+        } else {
+            let client = RegistryClient::new(host, Auth::Anonymous, insecure)
+                .map_err(|err| format!("base image {reference}: {}", crate::error_chain(&err)))?;
+            Some(Upstream {
+                client,
+                repository: repository.to_owned(),
+                tag: tag.to_owned(),
+            })
+        };
+        let local = match upstream {
+            None => repository.to_owned(),
+            Some(_) => format!("mirror/{}/{repository}", host.replace(':', "-")),
+        };
         Ok(NativeBase {
-            repository: repository.to_owned(),
+            repository: local,
             tag: tag.to_owned(),
             glibc: profile.glibc.clone(),
             python: profile.python.clone(),
+            upstream,
         })
     }
 }
@@ -112,10 +144,14 @@ impl NativeBuilder {
             conda_base: NativeBase::from_profile(
                 config.conda_base_image().as_str(),
                 &config.base.conda,
+                &config.registry,
+                &config.insecure_registries,
             )?,
             python_base: NativeBase::from_profile(
                 config.python_base_image().as_str(),
                 &config.base.python,
+                &config.registry,
+                &config.insecure_registries,
             )?,
             work_dir: config.data_dir.join("work"),
             layer_dir: cache.join("layers"),
@@ -163,6 +199,7 @@ impl NativeBuilder {
             return Err("kiln cannot build Singularity images natively yet".into());
         }
         let (repository, tag) = split_image(&build.image)?;
+        self.ensure_base(&request, work, log).await?;
         let mut lock = Lock::default();
         let mut images = Vec::new();
         for &platform in request.platforms() {
@@ -214,13 +251,7 @@ impl NativeBuilder {
         log: &BuildLog,
         lock: &mut Lock,
     ) -> Result<PlatformImage, Failure> {
-        // conda environments (with or without pip packages) go onto the conda base; pip-only
-        // requests onto the Python base, whose interpreter they use.
-        let profile = if request.has_conda() {
-            &self.conda_base
-        } else {
-            &self.python_base
-        };
+        let profile = self.base_for(request);
         let base = base::inspect(&self.client, &profile.repository, &profile.tag, platform)
             .await
             .map_err(|err| err.to_string())?;
@@ -362,6 +393,55 @@ impl NativeBuilder {
             manifest,
             size,
         })
+    }
+
+    /// The base `request` builds on, copied into kiln's registry first if it lives elsewhere.
+    async fn ensure_base(
+        &self,
+        request: &Request,
+        work: &Path,
+        log: &BuildLog,
+    ) -> Result<(), Failure> {
+        let profile = self.base_for(request);
+        let Some(upstream) = &profile.upstream else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let scratch = work.join("base");
+        tokio::fs::create_dir_all(&scratch)
+            .await
+            .map_err(|err| format!("cannot create {}: {err}", scratch.display()))?;
+        let copied = base::copy::copy_image(
+            upstream,
+            &self.client,
+            &profile.repository,
+            &profile.tag,
+            &scratch,
+        )
+        .await
+        .map_err(|err| crate::error_chain(&err))?;
+        if !copied {
+            return Ok(());
+        }
+        log.line(format!(
+            "copied base {} into kiln's registry as {}:{} in {:.1} s",
+            upstream.reference(),
+            profile.repository,
+            profile.tag,
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        Ok(())
+    }
+
+    /// conda environments (with or without pip packages) go onto the conda base; pip-only
+    /// requests onto the Python base, whose interpreter they use.
+    fn base_for(&self, request: &Request) -> &NativeBase {
+        if request.has_conda() {
+            &self.conda_base
+        } else {
+            &self.python_base
+        }
     }
 
     /// Solves the conda entries for `platform` and installs them under `root`.
@@ -660,6 +740,36 @@ fn split_image(image: &str) -> Result<(String, String), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bases_elsewhere_are_mirrored_under_their_host() {
+        let profile = BaseProfile {
+            image: None,
+            glibc: "2.36".into(),
+            python: Some("3.12".into()),
+        };
+        let registry: RegistryHost = "kiln.example.org".parse().unwrap();
+        let hub = NativeBase::from_profile("python:3.12-slim", &profile, &registry, &[]).unwrap();
+        assert_eq!(hub.repository, "mirror/docker.io/library/python");
+        assert_eq!(hub.tag, "3.12-slim");
+        let upstream = hub.upstream.expect("Docker Hub is another registry");
+        assert_eq!(upstream.repository, "library/python");
+        let other =
+            NativeBase::from_profile("127.0.0.1:5000/tools/py", &profile, &registry, &[]).unwrap();
+        assert_eq!(
+            (other.repository.as_str(), other.tag.as_str()),
+            ("mirror/127.0.0.1-5000/tools/py", "latest")
+        );
+        let own = NativeBase::from_profile(
+            "kiln.example.org/kiln/base/debian:bookworm",
+            &profile,
+            &registry,
+            &[],
+        )
+        .unwrap();
+        assert!(own.upstream.is_none());
+        assert_eq!(own.repository, "kiln/base/debian");
+    }
 
     #[test]
     fn images_split_into_repository_and_tag() {
