@@ -18,6 +18,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The registry host written into image names.
     pub registry: RegistryHost,
+    /// The URL clients reach kiln at, for links kiln hands out (SIF downloads); by default
+    /// `https://<registry>`, or `http://` for a loopback registry.
+    pub public_url: Option<String>,
     /// Where kiln keeps its database, caches and blobs.
     pub data_dir: PathBuf,
     /// Channels for requests that name none, in priority order.
@@ -129,6 +132,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             registry: RegistryHost::default_host(),
+            public_url: None,
             data_dir: PathBuf::from("./kiln-data"),
             channels: DEFAULT_CHANNELS
                 .iter()
@@ -224,6 +228,9 @@ impl Config {
         if let Some(value) = env("KILN_REGISTRY") {
             self.registry = parsed("KILN_REGISTRY", &value)?;
         }
+        if let Some(value) = env("KILN_PUBLIC_URL") {
+            self.public_url = Some(value);
+        }
         if let Some(value) = env("KILN_DATA_DIR") {
             self.data_dir = PathBuf::from(value);
         }
@@ -279,6 +286,19 @@ impl Config {
             self.build.pip_index_url = Some(value);
         }
         Ok(())
+    }
+
+    /// The URL clients reach kiln at, without a trailing `/`.
+    pub fn public_url(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = self.registry.as_str();
+        let loopback = ["localhost", "127.", "[::1]"]
+            .iter()
+            .any(|prefix| host.starts_with(prefix));
+        let scheme = if loopback { "http" } else { "https" };
+        format!("{scheme}://{host}")
     }
 
     /// The conda base image: the configured one, or kiln's Debian base in its own registry.

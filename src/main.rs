@@ -1,6 +1,6 @@
 //! The `kiln` command: run the service, or print recipes and image names for a request.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -48,6 +48,9 @@ enum Command {
     Build {
         #[command(flatten)]
         request: RequestArgs,
+        /// Also write the SIF to this file (`--format sif`, one platform).
+        #[arg(long, value_name = "FILE.sif")]
+        output: Option<PathBuf>,
     },
     /// Base images kiln builds on.
     Base {
@@ -137,9 +140,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Build { request } => {
+        Command::Build { request, output } => {
             let plans = plan(&config, &request)?;
-            runtime()?.block_on(build(config, plans))
+            if output.is_some() && (plans.len() != 1 || plans[0].request.format() != Format::Sif) {
+                return Err(Refused(
+                    "--output writes one SIF file: use it with --format sif and one --platform"
+                        .into(),
+                )
+                .into());
+            }
+            runtime()?.block_on(build(config, plans, output))
         }
         Command::Base { command } => runtime()?.block_on(base(config, command)),
     }
@@ -173,7 +183,11 @@ fn native_builder(config: &Config, client: RegistryClient) -> anyhow::Result<Nat
 
 /// `kiln build`: one build through the same queue and backend the service uses, with its log
 /// shown as it grows.
-async fn build(config: Config, plans: Vec<ImagePlan>) -> anyhow::Result<()> {
+async fn build(
+    config: Config,
+    plans: Vec<ImagePlan>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -204,6 +218,10 @@ async fn build(config: Config, plans: Vec<ImagePlan>) -> anyhow::Result<()> {
             }
         };
         if record.succeeded == Some(true) {
+            if let Some(path) = &output {
+                save_sif(&push_client(&config)?, &plan, path).await?;
+                eprintln!("wrote {}", path.display());
+            }
             println!("{}", plan.image);
         } else {
             failed = true;
@@ -217,6 +235,31 @@ async fn build(config: Config, plans: Vec<ImagePlan>) -> anyhow::Result<()> {
     if failed {
         anyhow::bail!("the build failed");
     }
+    Ok(())
+}
+
+/// Downloads the SIF of a built sif `plan` (the one layer of its ORAS artifact) into `path`.
+async fn save_sif(client: &RegistryClient, plan: &ImagePlan, path: &Path) -> anyhow::Result<()> {
+    let repository = plan.image.repository();
+    let (manifest, _) = client
+        .pull_manifest(
+            repository,
+            plan.image.tag(),
+            &[kiln::assemble::MEDIA_TYPE_MANIFEST],
+        )
+        .await?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest)?;
+    let digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .context("the SIF artifact has no layer")?;
+    let temp = path.with_extension("sif.part");
+    let file = tokio::fs::File::create(&temp)
+        .await
+        .with_context(|| format!("cannot create {}", temp.display()))?;
+    client.pull_blob(repository, digest, file).await?;
+    tokio::fs::rename(&temp, path)
+        .await
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

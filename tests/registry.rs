@@ -473,3 +473,133 @@ async fn a_server_killed_mid_upload_restarts_clean() {
         .expect("body");
     assert_eq!(sha256_digest(&pulled), digest, "the blob is whole");
 }
+
+/// Runs curl (a real HTTP client, as `singularity pull https://…` users would meet it) and
+/// returns its stdout; fails the test if curl is missing or fails.
+fn curl(args: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The status code of a GET with curl, the body going to `out`.
+fn curl_status(url: &str, out: &Path, extra: &[&str]) -> u16 {
+    let out = out.to_str().expect("utf-8 path");
+    let mut args = vec!["-sS", "-o", out, "-w", "%{http_code}"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl(&args).trim().parse().expect("a status code")
+}
+
+/// `curl -sSI`: the status and the headers (names lowercased) of a HEAD.
+fn curl_head(url: &str) -> (u16, std::collections::HashMap<String, String>) {
+    let response = curl(&["-sSI", url]);
+    let mut lines = response.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blobs_download_over_plain_https_by_digest() {
+    let app = TestApp::start().await;
+    let auth = Auth::Basic {
+        user: PUSHER.0.into(),
+        password: PUSHER.1.into(),
+    };
+    let client = RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client");
+    // 3 MiB of incompressible bytes (xorshift64, fixed seed so a failure reproduces).
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let blob: Vec<u8> = (0..(3usize << 20) / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    let (digest, _) = client
+        .push_blob_bytes("library/sif", Bytes::from(blob.clone()), None)
+        .await
+        .expect("blob pushes");
+    let hex = digest.trim_start_matches("sha256:").to_owned();
+
+    let path = kiln::registry::blob_download_path(&digest).expect("a sha256 digest");
+    assert_eq!(path, format!("/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    assert_eq!(kiln::registry::blob_download_path("sha256:abc"), None);
+    assert_eq!(kiln::registry::blob_download_path(&hex), None);
+    let url = app.url(&path);
+
+    let (status, headers) = curl_head(&url);
+    assert_eq!(status, 200, "{headers:?}");
+    assert_eq!(headers["content-length"], blob.len().to_string());
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert_eq!(headers["etag"], format!("\"{digest}\""));
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(headers["docker-content-digest"], digest);
+    let last_modified = &headers["last-modified"];
+    assert!(
+        last_modified.ends_with(" GMT"),
+        "an HTTP date: {last_modified}"
+    );
+    let (_, again) = curl_head(&url);
+    assert_eq!(
+        &again["last-modified"], last_modified,
+        "Last-Modified is stable"
+    );
+    // The registry route reports the same date for the same file.
+    let (status, v2) = curl_head(&app.url(&format!("/v2/library/sif/blobs/{digest}")));
+    assert_eq!(status, 200);
+    assert_eq!(&v2["last-modified"], last_modified);
+
+    let work = tempfile::tempdir().expect("temp dir");
+    let file = work.path().join("image.sif");
+    assert_eq!(curl_status(&url, &file, &[]), 200);
+    let downloaded = std::fs::read(&file).expect("downloaded file");
+    assert_eq!(downloaded.len(), blob.len());
+    assert_eq!(
+        sha256_digest(&downloaded),
+        digest,
+        "the file comes back whole"
+    );
+
+    assert_eq!(curl_status(&url, &file, &["-r", "100-199"]), 206);
+    assert_eq!(
+        std::fs::read(&file).expect("range"),
+        &blob[100..200],
+        "bytes 100-199"
+    );
+    assert_eq!(curl_status(&url, &file, &["-r", "999999999-"]), 416);
+
+    let wrong = if hex.starts_with("00") { "01" } else { "00" };
+    let wrong_prefix = app.url(&format!("/blobs/sha256/{wrong}/{hex}/data"));
+    assert_eq!(curl_status(&wrong_prefix, &file, &[]), 404);
+    let message = std::fs::read_to_string(&file).expect("error body");
+    assert!(
+        message.contains("/blobs/sha256/<first 2 hex digits>/"),
+        "a bad link is explained: {message}"
+    );
+    let unknown = "0".repeat(64);
+    let unknown = app.url(&format!("/blobs/sha256/00/{unknown}/data"));
+    assert_eq!(curl_status(&unknown, &file, &[]), 404);
+    let message = std::fs::read_to_string(&file).expect("error body");
+    assert!(message.contains("unknown"), "{message}");
+}

@@ -32,6 +32,15 @@ pub struct Blob {
 }
 
 impl Blob {
+    /// A blob of `bytes`.
+    pub fn new(media_type: &'static str, bytes: Vec<u8>) -> Blob {
+        Blob {
+            digest: sha256_digest(&bytes),
+            bytes,
+            media_type,
+        }
+    }
+
     fn json(media_type: &'static str, value: &impl Serialize) -> Blob {
         // Serializing plain structs of strings, numbers and string maps cannot fail.
         let bytes = serde_json::to_vec(value).expect("OCI documents serialize");
@@ -219,6 +228,29 @@ struct Manifest<'a> {
     layers: &'a [Descriptor],
     #[serde(skip_serializing_if = "Option::is_none")]
     annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The config media type of a SIF pushed as an ORAS artifact, as SingularityCE writes it.
+pub const MEDIA_TYPE_SIF_CONFIG: &str = "application/vnd.sylabs.sif.config.v1+json";
+/// The media type of the SIF file itself, the artifact's one layer.
+pub const MEDIA_TYPE_SIF_LAYER: &str = "application/vnd.sylabs.sif.layer.v1.sif";
+
+/// The ORAS artifact `singularity pull oras://` reads: an OCI image manifest whose config is
+/// `{}` (downloadable, as clients fetch it) and whose only layer is the SIF file, named by the
+/// title annotation (Singularity 3.x writes nothing without it). Returns (config, manifest).
+pub fn sif_artifact(sif_digest: &str, sif_size: u64, title: &str) -> (Blob, Blob) {
+    let config = Blob::new(MEDIA_TYPE_SIF_CONFIG, b"{}".to_vec());
+    let layer = Descriptor {
+        media_type: MEDIA_TYPE_SIF_LAYER.to_owned(),
+        digest: sif_digest.to_owned(),
+        size: sif_size,
+        annotations: Some(BTreeMap::from([(
+            "org.opencontainers.image.title".to_owned(),
+            title.to_owned(),
+        )])),
+    };
+    let manifest = image_manifest(&config, &[layer], &BTreeMap::new());
+    (config, manifest)
 }
 
 /// The OCI image manifest for `config` and `layers` (the base's descriptors as given, then

@@ -7,7 +7,9 @@
 //! - [`write_layer`]: a byte-reproducible tar layer and its gzip blob, cached by diff_id.
 //! - [`group_packages`]: which packages share a layer, within a layer budget.
 //! - [`image_config`], [`image_manifest`], [`image_index`]: the OCI JSON documents, as exact
-//!   bytes with their digests.
+//!   bytes with their digests; [`sif_artifact`]: the ORAS manifest of a SIF.
+//! - [`flatten`], [`singularity`], [`squashfs`], [`sif`]: a SIF from the same layers — one
+//!   root file system, Singularity's metadata, a reproducible squashfs, the SIF container.
 
 #![warn(missing_docs)]
 
@@ -26,7 +28,8 @@ pub use files::HashWriter;
 pub use group::group_packages;
 pub use image::{
     BaseConfig, Blob, Descriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_MANIFEST, image_config, image_index, image_manifest,
+    MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_CONFIG, MEDIA_TYPE_SIF_LAYER, image_config, image_index,
+    image_manifest, sif_artifact,
 };
 pub use layer::{LAYER_MTIME, Layer, write_layer};
 

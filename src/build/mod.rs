@@ -10,6 +10,7 @@ pub mod buildah;
 pub mod native;
 pub mod python;
 pub mod queue;
+mod sif;
 
 use async_trait::async_trait;
 

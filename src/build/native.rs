@@ -116,6 +116,10 @@ pub struct NativeBuilder {
     pub work_dir: PathBuf,
     /// Layer blobs, cached by diff_id and shared by all builds.
     pub layer_dir: PathBuf,
+    /// Base image layers downloaded for flattening into SIFs, by digest.
+    pub blob_dir: PathBuf,
+    /// The URL clients reach kiln at, for SIF download links.
+    pub public_url: String,
 }
 
 impl NativeBuilder {
@@ -155,12 +159,14 @@ impl NativeBuilder {
             )?,
             work_dir: config.data_dir.join("work"),
             layer_dir: cache.join("layers"),
+            blob_dir: cache.join("blobs"),
+            public_url: config.public_url(),
         })
     }
 }
 
 /// A build step that failed, as the reason users read.
-type Failure = String;
+pub(super) type Failure = String;
 
 #[async_trait]
 impl Backend for NativeBuilder {
@@ -179,6 +185,19 @@ impl Backend for NativeBuilder {
     }
 }
 
+/// One platform resolved, installed and written as layers, ready to push.
+pub(super) struct Staged {
+    pub(super) platform: Platform,
+    /// The base image the layers go on.
+    pub(super) base: base::BaseManifest,
+    /// The base's repository in kiln's registry.
+    pub(super) base_repository: String,
+    /// kiln's layers, in order.
+    pub(super) layers: Vec<Layer>,
+    /// The image config (base settings, kiln's environment and labels, all diff_ids).
+    pub(super) config: assemble::Blob,
+}
+
 /// One platform's finished image.
 struct PlatformImage {
     platform: Platform,
@@ -195,18 +214,20 @@ impl NativeBuilder {
     ) -> Result<BuildOutcome, Failure> {
         let request: Request = serde_json::from_str(&build.request)
             .map_err(|err| format!("the stored request cannot be read: {err}"))?;
-        if request.format() != Format::Docker {
-            return Err("kiln cannot build Singularity images natively yet".into());
-        }
         let (repository, tag) = split_image(&build.image)?;
         self.ensure_base(&request, work, log).await?;
         let mut lock = Lock::default();
         let mut images = Vec::new();
+        if request.format() == Format::Sif {
+            return self
+                .build_sif(build, &request, &repository, &tag, work, log)
+                .await;
+        }
         for &platform in request.platforms() {
-            let image = self
-                .build_platform(&request, platform, &repository, work, log, &mut lock)
+            let staged = self
+                .stage_platform(&request, platform, work, log, &mut lock)
                 .await?;
-            images.push(image);
+            images.push(self.push_image(&staged, &repository, log).await?);
         }
         let top = if let [only] = images.as_slice() {
             only.manifest.clone()
@@ -236,21 +257,23 @@ impl NativeBuilder {
                     platform: image.platform.to_string(),
                     digest: image.manifest.digest.clone(),
                     size: image.size,
+                    download_url: None,
                 })
                 .collect(),
             lock: Some(texts.join("\n")),
         })
     }
 
-    async fn build_platform(
+    /// Resolves and installs `request` for `platform` under `work` and writes its layers and
+    /// image config: everything but pushing, which differs between OCI images and SIFs.
+    pub(super) async fn stage_platform(
         &self,
         request: &Request,
         platform: Platform,
-        repository: &str,
         work: &Path,
         log: &BuildLog,
         lock: &mut Lock,
-    ) -> Result<PlatformImage, Failure> {
+    ) -> Result<Staged, Failure> {
         let profile = self.base_for(request);
         let base = base::inspect(&self.client, &profile.repository, &profile.tag, platform)
             .await
@@ -304,33 +327,6 @@ impl NativeBuilder {
         ))
         .await;
 
-        let started = Instant::now();
-        for layer in &base.layers {
-            self.client
-                .mount_from(repository, &layer.digest, &profile.repository)
-                .await
-                .map_err(|err| crate::error_chain(&err))?;
-        }
-        let mut uploaded = 0;
-        for layer in &layers {
-            // A layer kiln pushed before, to any repository, is mounted from there: images
-            // that share a package share its blob, sent once.
-            let seen_in = self.layer_home(&layer.digest);
-            let pushed = self
-                .client
-                .push_blob_file(
-                    repository,
-                    &layer.digest,
-                    &layer.gz_path,
-                    seen_in.as_deref(),
-                )
-                .await
-                .map_err(|err| crate::error_chain(&err))?;
-            if pushed == crate::registry::client::BlobPush::Uploaded {
-                uploaded += 1;
-                self.remember_layer_home(&layer.digest, repository);
-            }
-        }
         let mut diff_ids = base.config.diff_ids.clone();
         diff_ids.extend(layers.iter().map(|layer| layer.diff_id.clone()));
         let base_path = base.config.env_var("PATH").unwrap_or(DEFAULT_PATH);
@@ -364,13 +360,64 @@ impl NativeBuilder {
             ),
         ]);
         let config = assemble::image_config(platform, &base.config, &diff_ids, &env, &labels);
+        Ok(Staged {
+            platform,
+            base,
+            base_repository: profile.repository.clone(),
+            layers,
+            config,
+        })
+    }
+
+    /// Pushes a staged platform as an OCI image manifest into `repository`: base layers
+    /// mounted, kiln's layers uploaded unless the registry has them.
+    async fn push_image(
+        &self,
+        staged: &Staged,
+        repository: &str,
+        log: &BuildLog,
+    ) -> Result<PlatformImage, Failure> {
+        let Staged {
+            platform,
+            base,
+            base_repository,
+            layers,
+            config,
+        } = staged;
+        let started = Instant::now();
+        for layer in &base.layers {
+            self.client
+                .mount_from(repository, &layer.digest, base_repository)
+                .await
+                .map_err(|err| crate::error_chain(&err))?;
+        }
+        let mut uploaded = 0;
+        for layer in layers {
+            // A layer kiln pushed before, to any repository, is mounted from there: images
+            // that share a package share its blob, sent once.
+            let seen_in = self.layer_home(&layer.digest);
+            let pushed = self
+                .client
+                .push_blob_file(
+                    repository,
+                    &layer.digest,
+                    &layer.gz_path,
+                    seen_in.as_deref(),
+                )
+                .await
+                .map_err(|err| crate::error_chain(&err))?;
+            if pushed == crate::registry::client::BlobPush::Uploaded {
+                uploaded += 1;
+                self.remember_layer_home(&layer.digest, repository);
+            }
+        }
         self.client
             .push_blob_bytes(repository, config.bytes.clone().into(), None)
             .await
             .map_err(|err| crate::error_chain(&err))?;
         let mut descriptors: Vec<Descriptor> = base.layers.clone();
         descriptors.extend(layers.iter().map(Layer::descriptor));
-        let manifest = assemble::image_manifest(&config, &descriptors, &BTreeMap::new());
+        let manifest = assemble::image_manifest(config, &descriptors, &BTreeMap::new());
         self.client
             .push_manifest(
                 repository,
@@ -389,7 +436,7 @@ impl NativeBuilder {
         .await;
         let size = descriptors.iter().map(|d| d.size).sum::<u64>() + config.size();
         Ok(PlatformImage {
-            platform,
+            platform: *platform,
             manifest,
             size,
         })
@@ -727,10 +774,11 @@ fn all_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     Ok(files)
 }
 
-/// `host/library/name:tag` → (`library/name`, `tag`). The host in image names is the public
+/// `[oras://]host/library/name:tag` → (`library/name`, `tag`). The host in image names is the public
 /// one; the builder may reach the same registry by another address (its loopback listener).
 fn split_image(image: &str) -> Result<(String, String), Failure> {
     image
+        .trim_start_matches("oras://")
         .split_once('/')
         .and_then(|(_, rest)| rest.rsplit_once(':'))
         .map(|(repository, tag)| (repository.to_owned(), tag.to_owned()))
@@ -776,6 +824,10 @@ mod tests {
         assert_eq!(
             split_image("localhost:9090/library/kiln-hello:2.0--0123"),
             Ok(("library/kiln-hello".to_owned(), "2.0--0123".to_owned()))
+        );
+        assert_eq!(
+            split_image("oras://localhost:9090/library/samtools:1.21--0123"),
+            Ok(("library/samtools".to_owned(), "1.21--0123".to_owned()))
         );
         assert!(split_image("no-tag-or-host").is_err());
     }

@@ -378,6 +378,7 @@ mod tests {
                     platform: "linux/amd64".into(),
                     digest: "sha256:aa".into(),
                     size: 1,
+                    download_url: None,
                 }],
                 lock: None,
             }

@@ -19,7 +19,7 @@ use std::time::Duration;
 /// The user name of kiln's own builders.
 pub const BUILDER_USER: &str = "kiln-builder";
 
-pub use server::router;
+pub use server::{blob_download_path, router};
 pub use storage::Storage;
 
 /// A user allowed to write (push, delete).

@@ -1,13 +1,19 @@
 //! axum handlers: one catch-all route under `/v2/` whose path is parsed by
 //! [`super::path`] and dispatched on (method, route) to [`Storage`].
 //! Reads are anonymous; every write needs HTTP Basic credentials.
+//!
+//! Next to `/v2/`, `/blobs/sha256/<aa>/<hex>/data` serves any stored blob by its digest alone,
+//! the shape of docker/distribution's storage layout that Seqera Containers links to: plain
+//! https downloads (`singularity pull https://…`, curl) of SIF files, no registry protocol.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
+use std::path::Path;
+use std::time::SystemTime;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
@@ -34,7 +40,84 @@ pub fn router(state: RegistryState) -> Router {
         .route("/v2/", get(base))
         .route("/v2/{*rest}", any(dispatch))
         .route(auth::TOKEN_PATH, get(token))
+        .route("/blobs/{*rest}", get(download))
         .with_state(state)
+}
+
+/// Where the download links live; [`blob_download_path`] builds them.
+const DOWNLOAD_PREFIX: &str = "/blobs/sha256/";
+
+/// What a download link looks like, told to whoever follows a malformed one.
+const DOWNLOAD_SHAPE: &str =
+    "blob links look like /blobs/sha256/<first 2 hex digits>/<64 lowercase hex digits>/data";
+
+/// The download path (`/blobs/sha256/<aa>/<hex>/data`) of blob `digest` (`sha256:<hex>`), for
+/// putting next to an image's `oras://` reference: a plain https URL that `singularity pull`,
+/// curl or a browser can fetch without speaking the registry protocol. `None` if `digest` is
+/// not a sha256 digest.
+pub fn blob_download_path(digest: &str) -> Option<String> {
+    let d = Digest::parse(digest).ok()?;
+    let hex = d.hex();
+    Some(format!("{DOWNLOAD_PREFIX}{}/{hex}/data", &hex[..2]))
+}
+
+/// The digest a download path names: `sha256/<aa>/<hex>/data` (after `/blobs/`), where `aa`
+/// repeats the first two digits of `hex` as in docker/distribution's layout. Anything else names
+/// no blob.
+fn parse_download_path(rest: &str) -> Option<Digest> {
+    let mut parts = rest.split('/');
+    let (Some("sha256"), Some(prefix), Some(hex), Some("data"), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let d = Digest::from_hex(hex)?;
+    (hex.get(..2) == Some(prefix)).then_some(d)
+}
+
+/// `GET`/`HEAD /blobs/sha256/<aa>/<hex>/data`: any stored blob, anonymously, with headers that
+/// let caches keep it forever (the URL names the content, so it can never change).
+///
+/// A malformed link answers 404 like an unknown blob, not 400: either way nothing is there, and
+/// the message tells the two apart (and what a link should look like).
+async fn download(
+    State(state): State<RegistryState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let served = async {
+        // The raw path, not a percent-decoded one: an escaped link is not a blob's address.
+        let rest = uri.path().strip_prefix("/blobs/").unwrap_or_default();
+        let d = parse_download_path(rest).ok_or_else(|| {
+            RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("{} is not a blob link: {DOWNLOAD_SHAPE}", uri.path()),
+            )
+        })?;
+        let (path, size) = state
+            .storage()
+            .blob_file(&d)
+            .await?
+            .ok_or_else(|| blob_unknown(&d))?;
+        let cache = vec![
+            (header::ETAG, format!("\"{d}\"")),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_owned(),
+            ),
+        ];
+        serve_blob(&path, size, &d, &headers, method == Method::HEAD, cache).await
+    };
+    served.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn blob_unknown(d: &Digest) -> RegistryError {
+    RegistryError::new(ErrorCode::BlobUnknown, format!("blob {d} unknown"))
 }
 
 /// The API base check. Callers without valid credentials or token get a 401 with a Bearer
@@ -367,15 +450,50 @@ async fn get_blob(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response> {
-    let (path, size) =
-        state.storage().blob(name, d).await?.ok_or_else(|| {
-            RegistryError::new(ErrorCode::BlobUnknown, format!("blob {d} unknown"))
-        })?;
+    let (path, size) = state
+        .storage()
+        .blob(name, d)
+        .await?
+        .ok_or_else(|| blob_unknown(d))?;
+    serve_blob(&path, size, d, headers, head, Vec::new()).await
+}
+
+/// An HTTP date (IMF-fixdate, RFC 9110 §5.6.7), as `Last-Modified` wants it.
+fn http_date(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+/// Answers a `GET`/`HEAD` of stored blob `d` (file `path`, `size` bytes) for both blob routes:
+/// the whole file (200) or the one byte range asked for (206, 416 if it lies past the end),
+/// plus `extra` headers.
+///
+/// `Last-Modified` is the file's mtime: a blob is written once (to a temporary file renamed into
+/// place) and never rewritten, so it is stable; `singularity pull https://…` keys its cache on it.
+async fn serve_blob(
+    path: &Path,
+    size: u64,
+    d: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+    extra: Vec<(HeaderName, String)>,
+) -> Result<Response> {
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(file) => file,
+        // Removed since it was looked up.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(blob_unknown(d)),
+        Err(e) => return Err(e.into()),
+    };
     let mut out = vec![
         (CONTENT_DIGEST, d.to_string()),
         (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
         (header::ACCEPT_RANGES, "bytes".to_owned()),
     ];
+    if let Ok(modified) = file.metadata().await?.modified() {
+        out.push((header::LAST_MODIFIED, http_date(modified)));
+    }
+    out.extend(extra);
     let (status, start, len) = match parse_range(headers, size) {
         None => (StatusCode::OK, 0, size),
         Some(Err(())) => {
@@ -391,7 +509,6 @@ async fn get_blob(
     if head {
         return reply(status, out, Body::empty());
     }
-    let mut file = tokio::fs::File::open(&path).await?;
     file.seek(SeekFrom::Start(start)).await?;
     // Large reads: the default 4 KiB buffer costs one blocking-pool round trip per 4 KiB.
     let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), STREAM_BUFFER));

@@ -191,6 +191,13 @@ impl Storage {
         if !self.is_linked(name, d).await {
             return Ok(None);
         }
+        self.blob_file(d).await
+    }
+
+    /// Path and size of blob `d` whichever repositories link it, if it is stored at all. Blobs
+    /// are named by their content, so anyone who knows the digest may read them without a
+    /// repository (the `/blobs/sha256/…/data` download links).
+    pub async fn blob_file(&self, d: &Digest) -> Result<Option<(PathBuf, u64)>> {
         let path = self.blob_path(d);
         match fs::metadata(&path).await {
             Ok(m) => Ok(Some((path, m.len()))),

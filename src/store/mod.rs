@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use model::{
-    BuildOutcome, BuildRecord, BuildStatus, ImageOutput, LogSlice, NewBuild, Submitted,
-    UnknownStatus, build_id, is_valid_key,
+    BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageOutput, LogSlice, NewBuild,
+    Submitted, UnknownStatus, build_id, is_valid_key,
 };
 pub use sqlite::SqliteStore;
 
@@ -81,6 +81,12 @@ pub trait Store: Send + Sync {
     /// The log from byte `offset` on. An offset inside a character is rounded
     /// down to its start; one past the end gives empty text.
     async fn read_log(&self, id: &str, offset: u64) -> Result<LogSlice, StoreError>;
+
+    /// Records a container request; its id must be new.
+    async fn add_request(&self, request: &ContainerRequest) -> Result<(), StoreError>;
+
+    /// The container request with this id, if there is one.
+    async fn request(&self, id: &str) -> Result<Option<ContainerRequest>, StoreError>;
 }
 
 /// Behaviour every [`Store`] must show; each backend runs it with
@@ -115,6 +121,7 @@ pub(crate) mod contract {
                 concurrent_claims_never_share_a_build,
                 expired_leases_are_reclaimed,
                 only_the_lease_holder_renews,
+                container_requests_round_trip,
             );
         };
         (@tests $harness:path; $($name:ident),* $(,)?) => {$(
@@ -206,6 +213,7 @@ pub(crate) mod contract {
             platform: "linux/amd64".into(),
             digest: "sha256:aa".into(),
             size: 5_000_000_000,
+            download_url: None,
         }];
         let lock = Some("@EXPLICIT\nhttps://conda.example/numpy.conda\n".to_owned());
         let outcome = BuildOutcome::Succeeded {
@@ -268,6 +276,45 @@ pub(crate) mod contract {
         ));
         assert!(not_found(store.append_log(missing, "x").await.unwrap_err()));
         assert!(not_found(store.read_log(missing, 0).await.unwrap_err()));
+    }
+
+    pub(crate) async fn container_requests_round_trip(h: &impl Harness) {
+        let store = h.open().await;
+        let build = store.submit(request(&key(12))).await.unwrap().build;
+        let with_build = ContainerRequest {
+            id: "0123456789ab".into(),
+            build_id: Some(build.id.clone()),
+            target_image: "kiln.example/library/x:1--0123".into(),
+            container_image: "kiln.example/library/x:1--0123".into(),
+            format: "docker".into(),
+            cached: false,
+            freeze: true,
+            created_at: chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00.123456Z")
+                .unwrap()
+                .with_timezone(&chrono::Utc),
+        };
+        let pass_through = ContainerRequest {
+            id: "ba9876543210".into(),
+            build_id: None,
+            cached: true,
+            ..with_build.clone()
+        };
+        store.add_request(&with_build).await.unwrap();
+        store.add_request(&pass_through).await.unwrap();
+        let again = h.open().await;
+        assert_eq!(
+            again.request(&with_build.id).await.unwrap(),
+            Some(with_build.clone())
+        );
+        assert_eq!(
+            again.request(&pass_through.id).await.unwrap(),
+            Some(pass_through)
+        );
+        assert_eq!(again.request("000000000000").await.unwrap(), None);
+        assert!(
+            store.add_request(&with_build).await.is_err(),
+            "request ids are unique"
+        );
     }
 
     pub(crate) async fn concurrent_submits_share_one_build(h: &impl Harness) {

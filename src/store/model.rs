@@ -71,8 +71,13 @@ pub struct NewBuild {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageOutput {
     pub platform: String,
+    /// The manifest digest.
     pub digest: String,
+    /// Bytes a pull downloads (for a SIF, the file's size).
     pub size: u64,
+    /// Where the file downloads over plain HTTP(S), for SIFs (`singularity pull https://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
 }
 
 /// One attempt at building a key, as stored.
@@ -102,6 +107,27 @@ pub struct BuildRecord {
     /// Manifest or index digest of the pushed image.
     pub digest: Option<String>,
     pub outputs: Vec<ImageOutput>,
+}
+
+/// A client's request for a container (Wave's `POST /v1alpha2/container`), kept so its status
+/// can be polled by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRequest {
+    /// 12 lowercase hex characters.
+    pub id: String,
+    /// The build that makes the image; `None` for an image that needed no build.
+    pub build_id: Option<String>,
+    /// The image the client is told to use.
+    pub target_image: String,
+    /// The image behind it (the build target, or the image passed through).
+    pub container_image: String,
+    /// `docker` or `sif`.
+    pub format: String,
+    /// Whether the image existed when the request came.
+    pub cached: bool,
+    /// Echo of the client's `freeze`.
+    pub freeze: bool,
+    pub created_at: DateTime<Utc>,
 }
 
 /// How a build ended.

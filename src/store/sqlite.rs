@@ -13,8 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRo
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    BuildOutcome, BuildRecord, BuildStatus, LogSlice, NewBuild, Store, StoreError, Submitted,
-    build_id, is_valid_key,
+    BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, LogSlice, NewBuild, Store,
+    StoreError, Submitted, build_id, is_valid_key,
 };
 
 /// How often `submit` re-reads after losing an insert race; one retry finds
@@ -86,6 +86,11 @@ fn migrator() -> Migrator {
             2,
             "build leases",
             include_str!("../../migrations/sqlite/0002_build_leases.sql"),
+        ),
+        migration(
+            3,
+            "container requests",
+            include_str!("../../migrations/sqlite/0003_container_requests.sql"),
         ),
     ])
 }
@@ -313,10 +318,58 @@ impl Store for SqliteStore {
         }
         Ok(LogSlice { text, next_offset })
     }
+
+    async fn add_request(&self, request: &ContainerRequest) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO container_requests
+               (id, build_id, target_image, container_image, format, cached, freeze, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&request.id)
+        .bind(&request.build_id)
+        .bind(&request.target_image)
+        .bind(&request.container_image)
+        .bind(&request.format)
+        .bind(request.cached)
+        .bind(request.freeze)
+        .bind(time_text(request.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn request(&self, id: &str) -> Result<Option<ContainerRequest>, StoreError> {
+        let row = sqlx::query("SELECT * FROM container_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_request).transpose()
+    }
 }
 
 /// Now, cut to the microseconds the database keeps, so a record returned
 /// from a write equals the same record read back.
+fn decode_request(row: &SqliteRow) -> Result<ContainerRequest, StoreError> {
+    let id: String = row.try_get("id")?;
+    let created: String = row.try_get("created_at")?;
+    let created_at = DateTime::parse_from_rfc3339(&created)
+        .map_err(|err| StoreError::Corrupt {
+            id: id.clone(),
+            detail: format!("column created_at: {err}"),
+        })?
+        .with_timezone(&Utc);
+    Ok(ContainerRequest {
+        build_id: row.try_get("build_id")?,
+        target_image: row.try_get("target_image")?,
+        container_image: row.try_get("container_image")?,
+        format: row.try_get("format")?,
+        cached: row.try_get("cached")?,
+        freeze: row.try_get("freeze")?,
+        created_at,
+        id,
+    })
+}
+
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }

@@ -51,11 +51,23 @@ pub async fn build(
     platforms: &[&str],
     tag_suffix: &str,
 ) -> (BuildOutcome, String, String) {
+    build_format(backend, app, entries, platforms, "docker", tag_suffix).await
+}
+
+/// [`build`] in `format` (`docker` or `sif`); for sif, of the first platform's image.
+pub async fn build_format(
+    backend: &NativeBuilder,
+    app: &TestApp,
+    entries: &[&str],
+    platforms: &[&str],
+    format: &str,
+    tag_suffix: &str,
+) -> (BuildOutcome, String, String) {
     let request = Request::try_from(RequestInput {
         entries: entries.iter().map(|e| e.to_string()).collect(),
         channels: vec![CHANNEL_NAME.to_owned()],
         platforms: platforms.iter().map(|p| p.to_string()).collect(),
-        ..RequestInput::default()
+        format: Some(format.to_owned()),
     })
     .expect("valid request");
     let config = kiln::config::Config {
@@ -76,10 +88,15 @@ pub async fn build(
         .submit(NewBuild {
             key: plan.key.as_str().to_owned(),
             image: image.clone(),
-            format: "docker".into(),
-            platforms: request.platforms().iter().map(|p| p.to_string()).collect(),
-            request: serde_json::to_string(&request).expect("json"),
-            containerfile: plan.recipes.dockerfile.clone(),
+            format: format.into(),
+            platforms: plan
+                .request
+                .platforms()
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            request: serde_json::to_string(&plan.request).expect("json"),
+            containerfile: plan.recipes.for_format(plan.request.format()).to_owned(),
             environment: plan.recipes.environment.clone(),
         })
         .await

@@ -1,0 +1,274 @@
+//! SIF images from the same staged layers as OCI images: flatten the base and kiln's layers into
+//! one root file system, add Singularity's metadata, squash it, write the SIF, and push it as
+//! the ORAS artifact `singularity pull oras://` reads (plus an https link to the same bytes).
+//!
+//! Everything that goes into the file is derived from the lock and the request (the UUID from
+//! the build key, every timestamp fixed), so the same lock gives the same SIF, byte for byte.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::BuildLog;
+use super::native::{Failure, NativeBuilder, Staged};
+use crate::assemble::flatten::flatten;
+use crate::assemble::sif::{SifInput, uuid_from, write_sif};
+use crate::assemble::singularity::{RuntimeConfig, write_singularity_metadata};
+use crate::assemble::squashfs::mksquashfs;
+use crate::assemble::{self, MEDIA_TYPE_MANIFEST};
+use crate::resolve::Lock;
+use crate::spec::Request;
+use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
+
+/// The creation time written into every SIF: fixed, so rebuilding gives the same bytes.
+const SIF_CREATED: i64 = 0;
+
+impl NativeBuilder {
+    /// Builds the SIF of a one-platform `request` and pushes it to `repository:tag`.
+    pub(super) async fn build_sif(
+        &self,
+        build: &BuildRecord,
+        request: &Request,
+        repository: &str,
+        tag: &str,
+        work: &Path,
+        log: &BuildLog,
+    ) -> Result<BuildOutcome, Failure> {
+        let &[platform] = request.platforms() else {
+            return Err(
+                "a SIF holds one platform; sif requests are built once per platform".into(),
+            );
+        };
+        let mut lock = Lock::default();
+        let staged = self
+            .stage_platform(request, platform, work, log, &mut lock)
+            .await?;
+
+        let started = Instant::now();
+        let rootfs = work.join("rootfs");
+        let mut tars = Vec::new();
+        for layer in &staged.base.layers {
+            tars.push(
+                self.base_blob(&staged.base_repository, &layer.digest)
+                    .await?,
+            );
+        }
+        tars.extend(staged.layers.iter().map(|layer| layer.tar_path.clone()));
+        let config: Value = serde_json::from_slice(&staged.config.bytes)
+            .map_err(|err| format!("the image config is not JSON: {err}"))?;
+        let runtime = runtime_config(&config["config"]);
+        let labels = singularity_labels(&config["config"], &staged);
+        let definition = build.containerfile.clone();
+        {
+            let rootfs = rootfs.clone();
+            let definition = definition.clone();
+            let labels = labels.clone();
+            tokio::task::spawn_blocking(move || {
+                flatten(&tars, &rootfs).map_err(|err| crate::error_chain(&err))?;
+                write_singularity_metadata(&rootfs, &runtime, &definition, &labels)
+                    .map_err(|err| crate::error_chain(&err))
+            })
+            .await
+            .map_err(|err| format!("flattening crashed: {err}"))??;
+        }
+        log.line(format!(
+            "{platform}: flattened {} layers into one root file system in {:.1} s",
+            staged.base.layers.len() + staged.layers.len(),
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+
+        let squashfs = work.join("rootfs.squashfs");
+        let squashed = mksquashfs(&rootfs, &squashfs)
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        log.line(format!(
+            "{platform}: mksquashfs wrote {} bytes in {:.1} s",
+            squashed.size,
+            squashed.duration.as_secs_f64()
+        ))
+        .await;
+
+        let started = Instant::now();
+        let inspect = inspect_metadata(&rootfs, &definition, &labels)?;
+        let oci_config = serde_json::to_vec(&config["config"])
+            .map_err(|err| format!("the image config cannot be written: {err}"))?;
+        let sif_path = work.join("image.sif");
+        let summary = {
+            let input_squashfs = squashfs.clone();
+            let sif_path = sif_path.clone();
+            let key = build.key.clone();
+            tokio::task::spawn_blocking(move || {
+                write_sif(
+                    &SifInput {
+                        id: uuid_from(key.as_bytes()),
+                        created: SIF_CREATED,
+                        arch: platform.into(),
+                        definition: definition.as_bytes(),
+                        inspect: &inspect,
+                        oci_config: Some(&oci_config),
+                        squashfs: &input_squashfs,
+                    },
+                    &sif_path,
+                )
+                .map_err(|err| crate::error_chain(&err))
+            })
+            .await
+            .map_err(|err| format!("writing the SIF crashed: {err}"))??
+        };
+        log.line(format!(
+            "{platform}: wrote the SIF ({} bytes, sha256 {}) in {:.1} s",
+            summary.size,
+            summary.sha256,
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+
+        let started = Instant::now();
+        let sif_digest = format!("sha256:{}", summary.sha256);
+        let name = repository.rsplit('/').next().unwrap_or(repository);
+        let (artifact_config, manifest) =
+            assemble::sif_artifact(&sif_digest, summary.size, &format!("{name}_{tag}.sif"));
+        self.client
+            .push_blob_bytes(repository, artifact_config.bytes.into(), None)
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        self.client
+            .push_blob_file(repository, &sif_digest, &sif_path, None)
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        self.client
+            .push_manifest(
+                repository,
+                tag,
+                manifest.bytes.clone().into(),
+                MEDIA_TYPE_MANIFEST,
+            )
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        let download_url = crate::registry::blob_download_path(&sif_digest)
+            .map(|path| format!("{}{path}", self.public_url));
+        log.line(format!(
+            "{platform}: pushed {}@{} in {:.1} s",
+            build.image,
+            manifest.digest,
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        Ok(BuildOutcome::Succeeded {
+            digest: manifest.digest.clone(),
+            outputs: vec![ImageOutput {
+                platform: platform.to_string(),
+                digest: manifest.digest,
+                size: summary.size,
+                download_url,
+            }],
+            lock: Some(lock.text(platform)),
+        })
+    }
+
+    /// A base layer blob on disk, downloaded from kiln's registry the first time.
+    async fn base_blob(&self, repository: &str, digest: &str) -> Result<PathBuf, Failure> {
+        let path = self.blob_dir.join(digest.replace(':', "-"));
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        tokio::fs::create_dir_all(&self.blob_dir)
+            .await
+            .map_err(|err| format!("cannot create {}: {err}", self.blob_dir.display()))?;
+        let temp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+        let file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(|err| format!("cannot create {}: {err}", temp.display()))?;
+        // pull_blob checks the digest, so only verified bytes are renamed into place.
+        let pulled = self.client.pull_blob(repository, digest, file).await;
+        if let Err(err) = pulled {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(crate::error_chain(&err));
+        }
+        tokio::fs::rename(&temp, &path)
+            .await
+            .map_err(|err| format!("cannot move {} into place: {err}", temp.display()))?;
+        Ok(path)
+    }
+}
+
+/// The parts of an OCI `config` object Singularity's runtime uses.
+fn runtime_config(config: &Value) -> RuntimeConfig {
+    let strings = |value: &Value| -> Option<Vec<String>> {
+        value.as_array().map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+    };
+    RuntimeConfig {
+        env: strings(&config["Env"]).unwrap_or_default(),
+        entrypoint: strings(&config["Entrypoint"]),
+        cmd: strings(&config["Cmd"]),
+    }
+}
+
+/// The image's labels plus the ones `singularity build` adds (without its build date, which
+/// would make every build differ).
+fn singularity_labels(config: &Value, staged: &Staged) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = config["Labels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.insert("org.label-schema.schema-version".into(), "1.0".into());
+    labels.insert(
+        "org.label-schema.build-arch".into(),
+        staged.platform.architecture().into(),
+    );
+    labels
+}
+
+/// `inspect-metadata.json`, what `singularity inspect` shows without mounting the image: the
+/// environment scripts, labels, runscript and definition, as they are in the root file system.
+fn inspect_metadata(
+    rootfs: &Path,
+    definition: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, Failure> {
+    let meta = rootfs.join(".singularity.d");
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))
+    };
+    let mut environment = BTreeMap::new();
+    let env_dir = meta.join("env");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&env_dir)
+        .map_err(|err| format!("cannot read {}: {err}", env_dir.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .collect();
+    scripts.sort();
+    for script in scripts {
+        let name = script
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        environment.insert(format!("/.singularity.d/env/{name}"), read(&script)?);
+    }
+    let document = json!({
+        "data": {
+            "attributes": {
+                "deffile": definition,
+                "environment": environment,
+                "labels": labels,
+                "runscript": read(&meta.join("runscript"))?,
+                "startscript": read(&meta.join("startscript"))?,
+            }
+        },
+        "type": "container",
+    });
+    serde_json::to_vec(&document).map_err(|err| format!("inspect metadata: {err}"))
+}

@@ -1,0 +1,315 @@
+//! Singularity images end to end: kiln builds SIFs natively from a local-channel conda request
+//! and from a PyPI request, for linux/amd64 and linux/arm64; siftool reads them; the squashfs
+//! holds the environment and `/.singularity.d`; the environment runs from the extracted root
+//! file system under `chroot` (arm64 through qemu-user binfmt); `oras pull` and `curl` of the
+//! download link give the same bytes; two data directories give the same SIF; `kiln build
+//! --output` writes the file.
+
+#[path = "support/conda_channel.rs"]
+#[expect(dead_code, reason = "the channel is served here, never corrupted")]
+mod conda_channel;
+#[path = "support/debian_base.rs"]
+mod debian_base;
+#[path = "support/native_build.rs"]
+#[expect(
+    dead_code,
+    reason = "SIFs are checked from their files, not run as OCI images"
+)]
+mod native_build;
+#[expect(
+    dead_code,
+    reason = "these tests reach the app through its registry only"
+)]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use conda_channel::{CHANNEL_NAME, CondaChannel};
+use debian_base::push_debian_python_base;
+use kiln::store::{BuildOutcome, ImageOutput};
+use native_build::{BASE_REPOSITORY, build_format, builder, pusher};
+use sha2::{Digest as _, Sha256};
+use support::{PUSHER, TestApp};
+
+/// The Go tools (siftool, oras), built once per test run by `tests/support/go-tools.sh`.
+fn tool(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = root.join("target/tools");
+        let output = Command::new(root.join("tests/support/go-tools.sh"))
+            .arg(&dir)
+            .output()
+            .expect("tests/support/go-tools.sh runs");
+        assert!(
+            output.status.success(),
+            "building the Go tools failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        dir
+    });
+    dir.join(name)
+}
+
+/// Runs `command` and returns its stdout; fails with its output otherwise.
+fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("{command:?} could not start: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("read file")))
+}
+
+fn output_of(outcome: BuildOutcome, log: &str) -> ImageOutput {
+    match outcome {
+        BuildOutcome::Succeeded { mut outputs, .. } => {
+            assert_eq!(outputs.len(), 1, "a SIF build has one output");
+            outputs.remove(0)
+        }
+        other => panic!("the build failed: {other:?}\n{log}"),
+    }
+}
+
+/// What a user checks of one built SIF: it downloads the same by `oras pull` and `curl`, siftool
+/// reads it, and its root file system runs `command` (after sourcing the environment the image
+/// config set) under chroot. Returns the SIF's sha256.
+fn check_sif(
+    image: &str,
+    output: &ImageOutput,
+    arch: &str,
+    files: &[&str],
+    command: &str,
+) -> String {
+    let work = tempfile::tempdir().expect("temp dir");
+    let reference = image.trim_start_matches("oras://");
+    run(Command::new(tool("oras"))
+        .args(["pull", "--plain-http", "--output"])
+        .arg(work.path().join("oras"))
+        .arg(reference));
+    let pulled: Vec<PathBuf> = std::fs::read_dir(work.path().join("oras"))
+        .expect("oras wrote a directory")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    let [sif] = pulled.as_slice() else {
+        panic!("oras pulled one file, not {pulled:?}");
+    };
+    assert!(
+        sif.to_string_lossy().ends_with(".sif"),
+        "the title names a .sif: {}",
+        sif.display()
+    );
+    let url = output.download_url.as_deref().expect("a download link");
+    let headers = run(Command::new("curl").args(["-sSfI", url]));
+    assert!(
+        headers
+            .to_lowercase()
+            .contains(&format!("content-length: {}", output.size)),
+        "{headers}"
+    );
+    assert!(
+        headers.to_lowercase().contains("last-modified:"),
+        "{headers}"
+    );
+    let downloaded = work.path().join("download.sif");
+    run(Command::new("curl")
+        .args(["-sSf", "-o"])
+        .arg(&downloaded)
+        .arg(url));
+    let sha256 = sha256_file(sif);
+    assert_eq!(
+        sha256,
+        sha256_file(&downloaded),
+        "oras and https give the same bytes"
+    );
+    assert!(
+        url.contains(&sha256),
+        "the link is content-addressed: {url}"
+    );
+
+    let list = run(Command::new(tool("siftool")).arg("list").arg(sif));
+    assert!(list.contains("Def.FILE"), "{list}");
+    assert!(list.contains("JSON.Generic"), "{list}");
+    assert!(
+        list.contains(&format!("FS (Squashfs/*System/{arch})")),
+        "{list}"
+    );
+    let partition = list
+        .lines()
+        .find(|line| line.contains("FS (Squashfs"))
+        .and_then(|line| line.split('|').next())
+        .map(|id| id.trim().to_owned())
+        .expect("a partition row");
+    let info = run(Command::new(tool("siftool"))
+        .args(["info", &partition])
+        .arg(sif));
+    let architecture = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Architecture:"))
+        .map(str::trim);
+    assert_eq!(architecture, Some(arch), "{info}");
+    let squashfs = work.path().join("rootfs.squashfs");
+    let dumped = Command::new(tool("siftool"))
+        .args(["dump", &partition])
+        .arg(sif)
+        .output()
+        .expect("siftool dump");
+    assert!(dumped.status.success());
+    std::fs::write(&squashfs, &dumped.stdout).expect("write squashfs");
+
+    let listing = run(Command::new("unsquashfs").arg("-l").arg(&squashfs));
+    for file in files.iter().chain(&[
+        "/.singularity.d/env/10-docker2singularity.sh",
+        "/.singularity.d/runscript",
+    ]) {
+        assert!(
+            listing.contains(&format!("squashfs-root{file}\n")),
+            "{file} is not in the squashfs"
+        );
+    }
+    let rootfs = work.path().join("rootfs");
+    run(Command::new("unsquashfs")
+        .args(["-quiet", "-no-progress", "-d"])
+        .arg(&rootfs)
+        .arg(&squashfs));
+    let env = std::fs::read_to_string(rootfs.join(".singularity.d/env/10-docker2singularity.sh"))
+        .expect("env script");
+    assert!(env.contains("PATH="), "{env}");
+    run(Command::new("chroot")
+        .arg(&rootfs)
+        .args(["/bin/sh", "-c"])
+        .arg(format!(
+            ". /.singularity.d/env/10-docker2singularity.sh && {command}"
+        )))
+    .trim()
+    .to_owned()
+        + "\n"
+        + &sha256
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conda_sifs_run_on_both_platforms_and_are_served_by_oras_and_https() {
+    let app = TestApp::start().await;
+    push_debian_python_base(&pusher(&app), BASE_REPOSITORY).await;
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let data_a = tempfile::tempdir().expect("temp dir");
+    let backend_a = builder(&app, &server.url, data_a.path());
+
+    let mut amd64_sha = String::new();
+    for (platform, arch, machine) in [
+        ("linux/amd64", "amd64", "x86_64"),
+        ("linux/arm64", "arm64", "aarch64"),
+    ] {
+        let (outcome, image, log) =
+            build_format(&backend_a, &app, &["kiln-hello"], &[platform], "sif", "").await;
+        println!("{log}");
+        assert!(image.starts_with("oras://"), "{image}");
+        let output = output_of(outcome, &log);
+        let checked = check_sif(
+            &image,
+            &output,
+            arch,
+            &["/opt/conda/bin/kiln-hello", "/opt/conda/conda-meta"],
+            "kiln-hello",
+        );
+        let (printed, sha256) = checked.split_once('\n').expect("two lines");
+        assert_eq!(printed, format!("hello from kiln-hello 2.0 on {machine}"));
+        if arch == "amd64" {
+            amd64_sha = sha256.to_owned();
+        }
+    }
+
+    // From another data directory, the same request gives the same file.
+    let data_b = tempfile::tempdir().expect("temp dir");
+    let backend_b = builder(&app, &server.url, data_b.path());
+    let (outcome, _, log) = build_format(
+        &backend_b,
+        &app,
+        &["kiln-hello"],
+        &["linux/amd64"],
+        "sif",
+        "-again",
+    )
+    .await;
+    let again = output_of(outcome, &log);
+    let url = again.download_url.expect("a download link");
+    assert!(
+        url.contains(&amd64_sha),
+        "the same SIF (sha256 {amd64_sha}) from another data directory: {url}"
+    );
+
+    // `kiln build --output` writes the SIF too.
+    let cli = tempfile::tempdir().expect("temp dir");
+    let config_path = cli.path().join("kiln.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "registry = \"{}\"\ndata_dir = \"{}\"\nchannels = [\"{CHANNEL_NAME}\"]\n\n\
+             [channel_mirrors]\n{CHANNEL_NAME} = \"{}\"\n\n[base.conda]\nimage = \"{}/{BASE_REPOSITORY}:bookworm\"\nglibc = \"2.36\"\n\n\
+             [build]\npush_user = \"{}\"\npush_password = \"{}\"\n",
+            app.address,
+            cli.path().join("data").display(),
+            server.url,
+            app.address,
+            PUSHER.0,
+            PUSHER.1
+        ),
+    )
+    .expect("write config");
+    let file = cli.path().join("hello.sif");
+    let built = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["build", "--format", "sif", "--output"])
+        .arg(&file)
+        .arg("kiln-hello")
+        .env_clear()
+        .output()
+        .await
+        .expect("kiln build runs");
+    assert!(
+        built.status.success(),
+        "kiln build failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert_eq!(
+        sha256_file(&file),
+        amd64_sha,
+        "--output writes the same SIF"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pip_sifs_run_on_both_platforms() {
+    let app = TestApp::start().await;
+    push_debian_python_base(&pusher(&app), BASE_REPOSITORY).await;
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let data = tempfile::tempdir().expect("temp dir");
+    let backend = builder(&app, &server.url, data.path());
+    for (platform, arch) in [("linux/amd64", "amd64"), ("linux/arm64", "arm64")] {
+        let (outcome, image, log) =
+            build_format(&backend, &app, &["pip:idna==3.10"], &[platform], "sif", "").await;
+        println!("{log}");
+        let output = output_of(outcome, &log);
+        let checked = check_sif(
+            &image,
+            &output,
+            arch,
+            &["/usr/local/lib/python3.11/dist-packages/idna/__init__.py"],
+            "python3 -c 'import idna; print(idna.__version__)'",
+        );
+        assert!(checked.starts_with("3.10\n"), "{platform}: {checked}");
+    }
+}
