@@ -33,10 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use bytes::Bytes;
-use kiln::api::{self, App, AppState};
 use kiln::config::{Config, RegistryUser};
-use kiln::registry::RegistryState;
-use kiln::store::SqliteStore;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use serde_json::json;
@@ -170,18 +167,12 @@ impl KilnServer {
             password: PUSHER.1.into(),
         }];
         let address = runtime.block_on(async {
-            let store = SqliteStore::open(&config.database_path()).await?;
-            let registry = RegistryState::new(config.registry_config()).await?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;
-            let router = api::router(AppState::new(App {
-                config,
-                store: Arc::new(store),
-                registry,
-            }));
             tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router).await {
-                    eprintln!("kiln server stopped: {err}");
+                if let Err(err) = kiln::server::run(config, listener, std::future::pending()).await
+                {
+                    eprintln!("kiln server stopped: {err:#}");
                 }
             });
             anyhow::Ok(address)

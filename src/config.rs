@@ -35,6 +35,8 @@ pub struct Config {
     pub build: BuildSettings,
     /// Settings of the embedded registry served under `/v2/`.
     pub embedded_registry: EmbeddedRegistry,
+    /// Settings of the HTTP APIs.
+    pub api: ApiSettings,
     /// Registry hosts spoken to over plain HTTP besides loopback ones (`host:port`).
     pub insecure_registries: Vec<String>,
 }
@@ -68,6 +70,27 @@ impl Default for EmbeddedRegistry {
             max_blob_size: 16 << 30,
             upload_ttl_secs: 3600,
             users: Vec::new(),
+        }
+    }
+}
+
+/// Who may ask for builds, and how often.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Builds a client without a token may start per day (by address), as Wave's public
+    /// service allows 25; `0` means no limit. Requests whose image exists never count.
+    pub anonymous_builds_per_day: u32,
+    /// Tokens (`Authorization: Bearer …`, or Wave's `towerAccessToken`) whose requests are not
+    /// limited.
+    pub tokens: Vec<String>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            anonymous_builds_per_day: 25,
+            tokens: Vec::new(),
         }
     }
 }
@@ -145,6 +168,7 @@ impl Default for Config {
             base: BaseProfiles::default(),
             build: BuildSettings::default(),
             embedded_registry: EmbeddedRegistry::default(),
+            api: ApiSettings::default(),
             insecure_registries: Vec::new(),
         }
     }
@@ -278,6 +302,17 @@ impl Config {
         }
         if let Some(value) = env("KILN_CA_BUNDLE") {
             self.build.ca_bundle = Some(PathBuf::from(value));
+        }
+        if let Some(value) = env("KILN_ANONYMOUS_BUILDS_PER_DAY") {
+            self.api.anonymous_builds_per_day = parsed("KILN_ANONYMOUS_BUILDS_PER_DAY", &value)?;
+        }
+        if let Some(value) = env("KILN_API_TOKENS") {
+            self.api.tokens = value
+                .split(',')
+                .map(str::trim)
+                .filter(|token| !token.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(value) = env("KILN_UV") {
             self.build.uv = PathBuf::from(value);

@@ -8,10 +8,12 @@ pub mod base;
 pub mod build;
 pub mod config;
 pub mod install;
+pub mod metrics;
 pub mod plan;
 pub mod recipe;
 pub mod registry;
 pub mod resolve;
+pub mod server;
 pub mod spec;
 pub mod store;
 

@@ -6,15 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kiln::api::{self, App, AppState};
 use kiln::build::native::NativeBuilder;
 use kiln::build::queue::Queue;
 use kiln::config::Config;
 use kiln::plan::ImagePlan;
-use kiln::registry::RegistryState;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::{Channel, Format, PackageEntry, Platform, Request};
-use kiln::store::{NewBuild, SqliteStore, Store};
+use kiln::store::{SqliteStore, Store};
 
 /// kiln turns conda and pip package lists into container images, on demand.
 #[derive(Debug, Parser)]
@@ -200,7 +198,7 @@ async fn build(
     let workers = queue.start();
     let mut failed = false;
     for plan in plans {
-        let submitted = queue.submit(new_build(&plan)?).await?;
+        let submitted = queue.submit(plan.new_build()).await?;
         let id = submitted.build.id;
         eprintln!("build {id}: {}", plan.image);
         let mut offset = 0;
@@ -261,24 +259,6 @@ async fn save_sif(client: &RegistryClient, plan: &ImagePlan, path: &Path) -> any
         .await
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-/// The store record of a planned image.
-fn new_build(plan: &ImagePlan) -> anyhow::Result<NewBuild> {
-    Ok(NewBuild {
-        key: plan.key.as_str().to_owned(),
-        image: plan.image.to_string(),
-        format: plan.request.format().to_string(),
-        platforms: plan
-            .request
-            .platforms()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        request: serde_json::to_string(&plan.request)?,
-        containerfile: plan.recipes.for_format(plan.request.format()).to_owned(),
-        environment: plan.recipes.environment.clone(),
-    })
 }
 
 /// `kiln base …`.
@@ -379,59 +359,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create the data directory {}", config.data_dir.display())
-        })?;
-        let store = SqliteStore::open(&config.database_path()).await?;
-        let registry = RegistryState::new(config.registry_config())
-            .await
-            .context("cannot open the embedded registry's storage")?;
-        tokio::spawn(clean_uploads(registry.clone()));
-        // The builders push to this process's own registry, over loopback, as kiln-builder.
-        let builder = registry.builder_credentials().clone();
-        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], config.listen.port()));
-        let client = RegistryClient::new(
-            &loopback.to_string(),
-            Auth::Basic {
-                user: builder.user,
-                password: builder.password,
-            },
-            &config.insecure_registries,
-        )?;
-        let store: Arc<dyn Store> = Arc::new(store);
-        let queue = Queue::new(
-            store.clone(),
-            Arc::new(native_builder(&config, client)?),
-            config.build.workers,
-        );
-        let workers = queue.start();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(address = %listener.local_addr()?, registry = %config.registry, "kiln is serving");
-        let state = AppState::new(App {
-            config,
-            store,
-            registry,
-        });
-        let served = axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the server failed");
-        workers.shutdown().await;
-        served
+        kiln::server::run(config, listener, shutdown_signal()).await
     })
-}
-
-/// Removes abandoned registry uploads every few minutes.
-async fn clean_uploads(registry: RegistryState) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
-    loop {
-        every.tick().await;
-        if let Err(err) = registry.cleanup_expired_uploads().await {
-            tracing::warn!(error = %err, "cleaning up expired registry uploads failed");
-        }
-    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so that in-flight requests finish before exit.

@@ -55,3 +55,24 @@ impl ImagePlan {
             .collect())
     }
 }
+
+impl ImagePlan {
+    /// The store record that builds this image.
+    pub fn new_build(&self) -> crate::store::NewBuild {
+        crate::store::NewBuild {
+            key: self.key.as_str().to_owned(),
+            image: self.image.to_string(),
+            format: self.request.format().to_string(),
+            platforms: self
+                .request
+                .platforms()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            // A request always serializes: it is plain data.
+            request: serde_json::to_string(&self.request).unwrap_or_default(),
+            containerfile: self.recipes.for_format(self.request.format()).to_owned(),
+            environment: self.recipes.environment.clone(),
+        }
+    }
+}

@@ -5,57 +5,56 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use kiln::api::{self, App, AppState};
 use kiln::build::{Backend, BuildLog};
-use kiln::config::Config;
+use kiln::config::{Config, RegistryUser};
 use kiln::plan::ImagePlan;
-use kiln::registry::RegistryState;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::Request;
-use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
+use kiln::store::{BuildOutcome, NewBuild, Store};
 
-/// kiln's app and embedded registry, served from a task on the current runtime.
+/// kiln, served from a task on the current runtime the way `kiln serve` runs it.
 #[derive(Debug)]
 pub struct Kiln {
     pub address: std::net::SocketAddr,
-    registry: RegistryState,
+    password: String,
     _data: tempfile::TempDir,
 }
+
+/// The registry user the benchmarks push as.
+const BENCH_USER: &str = "kiln-bench";
 
 impl Kiln {
     pub async fn start() -> Result<Kiln> {
         let data = tempfile::tempdir()?;
-        let config = Config {
-            data_dir: data.path().to_owned(),
-            ..Config::default()
-        };
-        let store = SqliteStore::open(&config.database_path()).await?;
-        let registry = RegistryState::new(config.registry_config()).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let router = api::router(AppState::new(App {
-            config,
-            store: Arc::new(store),
-            registry: registry.clone(),
-        }));
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let mut config = Config {
+            data_dir: data.path().to_owned(),
+            registry: address.to_string().parse()?,
+            ..Config::default()
+        };
+        config.embedded_registry.users = vec![RegistryUser {
+            user: BENCH_USER.to_owned(),
+            password: password.clone(),
+        }];
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, router).await {
-                eprintln!("kiln server stopped: {err}");
+            if let Err(err) = kiln::server::run(config, listener, std::future::pending()).await {
+                eprintln!("kiln server stopped: {err:#}");
             }
         });
         Ok(Kiln {
             address,
-            registry,
+            password,
             _data: data,
         })
     }
 
-    /// A client with the credential kiln's own builders push with.
+    /// A client allowed to push.
     pub fn pusher(&self) -> Result<RegistryClient> {
-        let credentials = self.registry.builder_credentials();
         let auth = Auth::Basic {
-            user: credentials.user.clone(),
-            password: credentials.password.clone(),
+            user: BENCH_USER.to_owned(),
+            password: self.password.clone(),
         };
         Ok(RegistryClient::new(&self.address.to_string(), auth, &[])?)
     }

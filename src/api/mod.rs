@@ -4,13 +4,22 @@
 //! a request. Depends on `store`, `registry`, `config` and `spec`; nothing depends on it but
 //! `main`.
 
+pub mod error;
+mod images;
+pub mod limit;
+mod openapi;
 mod ops;
+pub mod submit;
+mod views;
+mod wave;
 
 use std::sync::Arc;
 
 use axum::Router;
 
+use crate::build::queue::Queue;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::registry::{self, RegistryState};
 use crate::store::Store;
 
@@ -26,6 +35,14 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The embedded registry.
     pub registry: RegistryState,
+    /// Where builds are submitted (its workers may run here or in another process).
+    pub queue: Queue,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Anonymous clients' daily build allowance.
+    pub limiter: limit::RateLimiter,
+    /// Held while deciding whether a request starts a build.
+    pub submitting: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for App {
@@ -57,11 +74,32 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// Every route kiln serves: its own API and the embedded registry under `/v2/`.
+/// Every route kiln serves: the Wave-compatible API, kiln's own API and its OpenAPI document,
+/// the human pages, operations endpoints, and the embedded registry under `/v2/`.
 pub fn router(state: AppState) -> Router {
     let registry = registry::router(state.registry.clone());
     Router::new()
         .merge(ops::routes())
+        .merge(wave::routes())
+        .merge(images::routes())
+        .merge(openapi::routes())
+        .merge(views::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
         .merge(registry)
+}
+
+/// Counts every answered request by route template and status, for `/metrics`.
+async fn count(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = matched.map_or_else(|| "other".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_request(&route, response.status().as_u16());
+    response
 }

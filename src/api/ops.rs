@@ -1,4 +1,4 @@
-//! Operations endpoints: liveness for load balancers and orchestrators.
+//! Operations endpoints: liveness for load balancers and orchestrators, metrics for Prometheus.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,7 +9,20 @@ use serde::Serialize;
 use super::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text: requests, cache hits and misses, builds by outcome and their durations.
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
 }
 
 #[derive(Debug, Serialize)]

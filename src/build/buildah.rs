@@ -39,6 +39,38 @@ pub enum BuildahError {
     },
     #[error("the CA bundle {0} does not exist")]
     MissingCaBundle(PathBuf),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How `buildah bud` treats registries and failed steps, beyond [`Buildah::build`]'s defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Pull `FROM` images without TLS verification, falling back to plain HTTP: needed when
+    /// they come from a loopback or insecure registry (kiln's own, reached over loopback).
+    pub insecure_pull: bool,
+    /// Remove the intermediate container even when a step fails, so a failed build leaves
+    /// nothing behind in local storage.
+    pub force_rm: bool,
+}
+
+/// A registry credential for `buildah push`.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Buildah {
@@ -60,6 +92,27 @@ impl Buildah {
         platform: Platform,
         log: impl FnMut(&str),
     ) -> Result<(), BuildahError> {
+        self.build_with(
+            context,
+            dockerfile,
+            tag,
+            platform,
+            &BuildOptions::default(),
+            log,
+        )
+        .await
+    }
+
+    /// [`build`](Self::build) with `options`.
+    pub async fn build_with(
+        &self,
+        context: &Path,
+        dockerfile: &Path,
+        tag: &str,
+        platform: Platform,
+        options: &BuildOptions,
+        log: impl FnMut(&str),
+    ) -> Result<(), BuildahError> {
         let mut args: Vec<String> = [
             "bud",
             "--isolation=chroot",
@@ -70,6 +123,12 @@ impl Buildah {
         .map(String::from)
         .to_vec();
         args.push(format!("--platform={platform}"));
+        if options.insecure_pull {
+            args.push("--tls-verify=false".into());
+        }
+        if options.force_rm {
+            args.push("--force-rm".into());
+        }
         if let Some(bundle) = &self.ca_bundle {
             if !bundle.is_file() {
                 return Err(BuildahError::MissingCaBundle(bundle.clone()));
@@ -83,6 +142,47 @@ impl Buildah {
         args.push(format!("--tag={tag}"));
         args.push(context.display().to_string());
         self.run("bud", &args, log).await.map(drop)
+    }
+
+    /// Pushes local `image` to `destination` (`host/repository:tag`) and returns the pushed
+    /// manifest's digest. `insecure` allows plain HTTP and unverified TLS, for loopback and
+    /// insecure registries. The credential goes to buildah in a private auth file rather than
+    /// `--creds`, so it never shows in the process list.
+    pub async fn push(
+        &self,
+        image: &str,
+        destination: &str,
+        credentials: Option<&Credentials>,
+        insecure: bool,
+        log: impl FnMut(&str),
+    ) -> Result<String, BuildahError> {
+        let scratch = tempfile::tempdir().map_err(|source| BuildahError::Io {
+            what: "cannot create a temporary directory for `buildah push`".into(),
+            source,
+        })?;
+        let digest_file = scratch.path().join("digest");
+        let mut args: Vec<String> = vec!["push".into()];
+        args.push(format!("--digestfile={}", digest_file.display()));
+        if insecure {
+            args.push("--tls-verify=false".into());
+        }
+        if let Some(credentials) = credentials {
+            let host = destination.split('/').next().unwrap_or(destination);
+            let auth_file = scratch.path().join("auth.json");
+            write_auth_file(&auth_file, host, credentials)?;
+            args.push(format!("--authfile={}", auth_file.display()));
+        }
+        args.push(image.to_owned());
+        args.push(format!("docker://{destination}"));
+        self.run("push", &args, log).await?;
+        let digest = std::fs::read_to_string(&digest_file).map_err(|source| BuildahError::Io {
+            what: format!(
+                "`buildah push` wrote no digest to {}",
+                digest_file.display()
+            ),
+            source,
+        })?;
+        Ok(digest.trim().to_owned())
     }
 
     /// Creates a working container from `image` and returns its name.
@@ -167,4 +267,27 @@ impl Buildah {
             Err(BuildahError::Failed { step, status })
         }
     }
+}
+
+/// Writes a containers-auth.json holding `credentials` for `host`, readable by its owner only.
+fn write_auth_file(path: &Path, host: &str, credentials: &Credentials) -> Result<(), BuildahError> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", credentials.user, credentials.password));
+    let document = serde_json::json!({ "auths": { host: { "auth": auth } } });
+    let io_error = |source| BuildahError::Io {
+        what: format!("cannot write the registry credential to {}", path.display()),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error)?;
+    file.write_all(document.to_string().as_bytes())
+        .map_err(io_error)
 }

@@ -7,6 +7,7 @@
 //! `resolve`, `install`, `assemble` and `registry`.
 
 pub mod buildah;
+pub mod containerfile;
 pub mod native;
 pub mod python;
 pub mod queue;

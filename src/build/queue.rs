@@ -17,6 +17,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BuildLog};
+use crate::metrics::Metrics;
 use crate::store::{
     BuildOutcome, BuildRecord, BuildStatus, NewBuild, Store, StoreError, Submitted,
 };
@@ -36,6 +37,8 @@ pub struct Queue {
     workers: usize,
     lease: Duration,
     poll: Duration,
+    /// Where workers count the builds they run, when set.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// What the queue and all its workers share.
@@ -85,6 +88,7 @@ impl Queue {
             workers,
             lease: DEFAULT_LEASE,
             poll: DEFAULT_POLL,
+            metrics: None,
         }
     }
 
@@ -98,6 +102,12 @@ impl Queue {
     /// Sets how often idle workers look for builds submitted by other processes.
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {
         self.poll = poll;
+        self
+    }
+
+    /// Has the workers count the builds they run (started, finished, how long) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -243,6 +253,9 @@ impl Worker {
         tracing::info!(build = %id, worker = %self.id, "build started");
         log.line("build started").await;
         let started = Instant::now();
+        // A guard: a build abandoned below (lease lost, shutdown, task aborted) comes off the
+        // in-progress gauge without counting as finished.
+        let running_metric = self.queue.metrics.as_ref().map(Metrics::track_build);
 
         // Its own task, so a panic in the backend fails the build instead of the worker; a
         // JoinSet, so dropping it (lease lost, shutdown) aborts the backend.
@@ -266,7 +279,8 @@ impl Worker {
             }
         };
 
-        let seconds = started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed();
+        let seconds = elapsed.as_secs_f64();
         match &outcome {
             BuildOutcome::Succeeded { .. } => {
                 tracing::info!(build = %id, seconds, "build succeeded");
@@ -276,6 +290,11 @@ impl Worker {
                 tracing::info!(build = %id, seconds, reason = %reason, "build failed");
                 log.line(format!("build failed: {reason}")).await;
             }
+        }
+        // Counted before the store says the build is done, so whoever sees it done (a waiter,
+        // a test) also sees it counted.
+        if let Some(running) = running_metric {
+            running.finish(matches!(outcome, BuildOutcome::Succeeded { .. }), elapsed);
         }
         if let Err(err) = shared.store.finish(&id, outcome).await {
             tracing::error!(build = %id, error = %err, "recording the build's outcome failed");
@@ -607,6 +626,30 @@ mod tests {
         }
         let next = store.build(&next).await.unwrap().unwrap();
         assert_eq!(next.status, BuildStatus::Building);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn builds_run_by_a_queue_with_metrics_are_counted() {
+        let dir = TempDir::new().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let queue = Queue::new(open(&dir).await, Counting::new(Duration::ZERO), 1)
+            .with_metrics(Arc::clone(&metrics));
+        let _workers = queue.start();
+
+        let id = queue.submit(request(&key(10))).await.unwrap().build.id;
+        let done = queue.wait(&id, WAIT).await.unwrap();
+        assert_eq!(done.succeeded, Some(true));
+
+        let text = metrics.render();
+        for line in [
+            "kiln_builds_total{outcome=\"succeeded\"} 1",
+            "kiln_builds_total{outcome=\"failed\"} 0",
+            "kiln_builds_in_progress 0",
+            "kiln_build_duration_seconds_count{outcome=\"succeeded\"} 1",
+            "kiln_build_duration_seconds_bucket{outcome=\"succeeded\",le=\"+Inf\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -94,6 +94,15 @@ impl RegistryState {
         &self.inner.users
     }
 
+    /// Whether `repository:tag` exists: the cache-hit check of every image request, answered
+    /// from storage without a round trip through HTTP.
+    pub async fn tag_exists(&self, repository: &str, tag: &str) -> bool {
+        self.storage()
+            .get_manifest(repository, &path::Reference::Tag(tag.to_owned()))
+            .await
+            .is_ok()
+    }
+
     /// The credential kiln's own builders push with.
     pub fn builder_credentials(&self) -> &Credentials {
         self.inner

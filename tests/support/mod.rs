@@ -1,11 +1,6 @@
-//! kiln started in-process for HTTP tests.
+//! kiln started in-process for HTTP tests, the way `kiln serve` starts it.
 
-use std::sync::Arc;
-
-use kiln::api::{self, App, AppState};
 use kiln::config::{Config, RegistryUser};
-use kiln::registry::RegistryState;
-use kiln::store::SqliteStore;
 
 /// The registry user every test app accepts for pushes.
 pub const PUSHER: (&str, &str) = ("kiln-test", "test-password");
@@ -14,41 +9,46 @@ pub const PUSHER: (&str, &str) = ("kiln-test", "test-password");
 pub struct TestApp {
     pub address: std::net::SocketAddr,
     _data: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
     pub async fn start() -> TestApp {
+        TestApp::start_with(|_| {}).await
+    }
+
+    /// Starts kiln with the test defaults changed by `configure`, which sees the address kiln
+    /// will listen on (the registry host of image names).
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         let data = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("local address");
         let mut config = Config {
             data_dir: data.path().to_owned(),
+            registry: address.to_string().parse().expect("registry host"),
             ..Config::default()
         };
         config.embedded_registry.users = vec![RegistryUser {
             user: PUSHER.0.into(),
             password: PUSHER.1.into(),
         }];
-        let store = SqliteStore::open(&config.database_path())
-            .await
-            .expect("store opens");
-        let registry = RegistryState::new(config.registry_config())
-            .await
-            .expect("registry storage opens");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("local address");
-        let router = api::router(AppState::new(App {
-            config,
-            store: Arc::new(store),
-            registry,
-        }));
+        configure(&mut config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("server runs");
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            kiln::server::run(config, listener, shutdown)
+                .await
+                .expect("kiln serves");
         });
         TestApp {
             address,
             _data: data,
+            stop: Some(stop),
             server,
         }
     }
@@ -60,6 +60,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         self.server.abort();
     }
 }

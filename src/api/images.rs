@@ -1,0 +1,213 @@
+//! kiln's own JSON API, simpler than Wave's for scripts: ask for an image, read a build, and
+//! follow a build's log as Server-Sent Events. Documented in `/openapi.json`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::ApiError;
+use super::submit::{Caller, ClientAddress, ImageState, ensure_image};
+use crate::plan::ImagePlan;
+use crate::spec::{Format, Request, RequestInput};
+use crate::store::{BuildRecord, BuildStatus};
+
+/// How often a log stream looks for new text while the build runs.
+const LOG_POLL: Duration = Duration::from_millis(250);
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/images", post(request_image))
+        .route("/api/v1/builds/{id}", get(build))
+        .route("/api/v1/builds/{id}/log", get(log_stream))
+}
+
+/// An image request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ImageRequest {
+    /// Package entries: `samtools=1.21`, `bioconda::bcftools=1.21`, `pip:requests==2.32.3`.
+    #[schema(example = json!(["samtools=1.21", "pip:requests==2.32.3"]))]
+    packages: Vec<String>,
+    /// Conda channels, highest priority first; kiln's defaults when empty.
+    #[serde(default)]
+    channels: Vec<String>,
+    /// `docker` (default) or `sif`.
+    #[serde(default)]
+    format: Option<String>,
+    /// `linux/amd64` (default) and/or `linux/arm64`; a SIF holds one.
+    #[serde(default)]
+    platforms: Vec<String>,
+}
+
+/// Where a requested image stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ImageAnswer {
+    /// The image to pull: `host/library/name:tag`, or `oras://…` for a SIF.
+    image: String,
+    /// True when the image already existed.
+    cached: bool,
+    /// The build that makes (or made) it, when kiln has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build: Option<BuildSummary>,
+}
+
+/// A build, briefly.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BuildSummary {
+    /// `bd-<16 hex>_<attempt>`.
+    id: String,
+    /// `PENDING`, `BUILDING` or `DONE`.
+    status: String,
+    /// Set once DONE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    succeeded: Option<bool>,
+}
+
+impl From<&BuildRecord> for BuildSummary {
+    fn from(build: &BuildRecord) -> Self {
+        BuildSummary {
+            id: build.id.clone(),
+            status: build.status.to_string(),
+            succeeded: build.succeeded,
+        }
+    }
+}
+
+/// Ask for an image: answered at once when it exists, otherwise its build starts (or the
+/// running one is joined).
+#[utoipa::path(
+    post,
+    path = "/api/v1/images",
+    request_body = ImageRequest,
+    responses(
+        (status = 200, description = "The image and its build", body = ImageAnswer),
+        (status = 400, description = "The request names the field at fault"),
+        (status = 429, description = "The anonymous daily build allowance is used up"),
+    )
+)]
+pub(super) async fn request_image(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ImageAnswer>, ApiError> {
+    let asked: ImageRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("the request body is not valid: {err}")))?;
+    let request = Request::try_from(RequestInput {
+        entries: asked.packages,
+        channels: asked.channels,
+        platforms: asked.platforms,
+        format: asked.format,
+    })
+    .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    if request.format() == Format::Sif && request.platforms().len() != 1 {
+        return Err(ApiError::bad_request(
+            "`platforms`: a SIF holds one platform; ask for one",
+        ));
+    }
+    let plan = ImagePlan::for_request(
+        &request,
+        &state.config.recipe_images(),
+        &state.config.registry,
+    )
+    .map_err(|err| ApiError::bad_request(format!("`packages`: {err}")))?
+    .remove(0);
+    let caller = Caller::new(&state, &headers, address, None);
+    let placed = ensure_image(&state, caller, plan.new_build()).await?;
+    Ok(Json(ImageAnswer {
+        image: plan.image.to_string(),
+        cached: matches!(placed, ImageState::Ready { .. }),
+        build: placed.build().map(BuildSummary::from),
+    }))
+}
+
+/// The whole build record: request, recipes, status, timings, outputs, lock.
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}",
+    params(("id" = String, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "The build record (JSON)"),
+        (status = 404, description = "No such build"),
+    )
+)]
+pub(super) async fn build(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BuildRecord>, ApiError> {
+    state
+        .store
+        .build(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("build {id}")))
+}
+
+/// The build log as Server-Sent Events: `log` events carry text as it is written, one `done`
+/// event (`{"status","succeeded"}`) ends the stream.
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}/log",
+    params(("id" = String, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "text/event-stream of `log` events, then `done`"),
+        (status = 404, description = "No such build"),
+    )
+)]
+pub(super) async fn log_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if state.store.build(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("build {id}")));
+    }
+    Ok(Sse::new(follow(state, id)).keep_alive(KeepAlive::default()))
+}
+
+/// Reads the log from where the last read ended until the build is done and all is sent.
+fn follow(state: AppState, id: String) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(Some(0u64), move |offset| {
+        let state = state.clone();
+        let id = id.clone();
+        async move {
+            let mut offset = offset?;
+            loop {
+                let Ok(Some(build)) = state.store.build(&id).await else {
+                    return None;
+                };
+                let Ok(slice) = state.store.read_log(&id, offset).await else {
+                    return None;
+                };
+                if !slice.text.is_empty() {
+                    offset = slice.next_offset;
+                    return Some((
+                        Ok(Event::default().event("log").data(slice.text)),
+                        Some(offset),
+                    ));
+                }
+                if build.status == BuildStatus::Done {
+                    let done = serde_json::json!({
+                        "status": build.status.to_string(),
+                        "succeeded": build.succeeded,
+                        "reason": build.reason,
+                    });
+                    return Some((
+                        Ok(Event::default().event("done").data(done.to_string())),
+                        None,
+                    ));
+                }
+                tokio::time::sleep(LOG_POLL).await;
+            }
+        }
+    })
+}

@@ -1,0 +1,167 @@
+//! What every API does with a planned image: answer at once when it exists, join the build that
+//! is making it, or start one — within the caller's allowance.
+
+use std::net::IpAddr;
+
+use axum::http::{HeaderMap, StatusCode, header};
+
+use super::error::ApiError;
+use super::{App, AppState};
+use crate::metrics::RequestResult;
+use crate::store::{BuildRecord, BuildStatus, NewBuild};
+
+/// Who is asking: their address, and whether they showed a configured token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The client's address, when the server knows it.
+    pub address: Option<IpAddr>,
+    /// A configured token came with the request: no rate limit.
+    pub trusted: bool,
+}
+
+impl Caller {
+    /// The caller of a request with `headers` from `address`; `body_token` is a token sent in
+    /// the body (Wave's `towerAccessToken`).
+    pub fn new(
+        app: &App,
+        headers: &HeaderMap,
+        address: Option<IpAddr>,
+        body_token: Option<&str>,
+    ) -> Caller {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let known = |token: &str| {
+            app.config
+                .api
+                .tokens
+                .iter()
+                .any(|configured| constant_time_eq(configured.as_bytes(), token.as_bytes()))
+        };
+        Caller {
+            address,
+            trusted: bearer.is_some_and(known) || body_token.is_some_and(known),
+        }
+    }
+}
+
+/// The client's address when the server was started with connection info (`kiln serve`
+/// is); `None` otherwise, which then counts as one shared anonymous client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
+/// Compares without leaking where two tokens differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Where an image stands after [`ensure_image`].
+#[derive(Debug, Clone)]
+pub enum ImageState {
+    /// It is in the registry; the build that made it, when kiln remembers one.
+    Ready { build: Option<BuildRecord> },
+    /// A build is making it (`created`: this request started it).
+    Building { build: BuildRecord, created: bool },
+}
+
+impl ImageState {
+    /// The build behind the image, if any.
+    pub fn build(&self) -> Option<&BuildRecord> {
+        match self {
+            ImageState::Ready { build } => build.as_ref(),
+            ImageState::Building { build, .. } => Some(build),
+        }
+    }
+}
+
+/// Makes sure the image of `new` exists or is being built: the registry is asked first (a hit
+/// answers at once), then an unfinished build of the same key is joined, and only then is a
+/// build started, which an anonymous caller pays for from its daily allowance.
+pub async fn ensure_image(
+    state: &AppState,
+    caller: Caller,
+    new: NewBuild,
+) -> Result<ImageState, ApiError> {
+    let (repository, tag) = repository_and_tag(&new.image)
+        .ok_or_else(|| ApiError::bad_request(format!("`{}` is not an image name", new.image)))?;
+    let latest = state.store.latest_for_key(&new.key).await?;
+    if state.registry.tag_exists(repository, tag).await {
+        state.metrics.container_request(RequestResult::Hit);
+        return Ok(ImageState::Ready { build: latest });
+    }
+    state.metrics.container_request(RequestResult::Miss);
+    // One decision at a time: requests racing for the same new image must see each other's
+    // build, so that only the first is charged to an allowance (submitting takes milliseconds).
+    let _one_at_a_time = state.submitting.lock().await;
+    let latest = state.store.latest_for_key(&new.key).await?;
+    let running = latest
+        .as_ref()
+        .is_some_and(|build| build.status != BuildStatus::Done);
+    if !running && !caller.trusted {
+        state.limiter.take(caller.address).map_err(|wait| {
+            state.metrics.rate_limited();
+            ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!(
+                    "this address has started its {} builds for today; images that exist \
+                         are still served, new builds are allowed again in {} minutes (or \
+                         send a token kiln is configured with)",
+                    state.config.api.anonymous_builds_per_day,
+                    wait.as_secs().div_ceil(60)
+                ),
+            }
+        })?;
+    }
+    let submitted = state.queue.submit(new).await?;
+    Ok(ImageState::Building {
+        build: submitted.build,
+        created: submitted.created,
+    })
+}
+
+/// `[oras://]host/repository:tag` → (`repository`, `tag`).
+pub fn repository_and_tag(image: &str) -> Option<(&str, &str)> {
+    image
+        .trim_start_matches("oras://")
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_split_after_the_host() {
+        assert_eq!(
+            repository_and_tag("oras://localhost:9090/library/samtools:1.21--ab"),
+            Some(("library/samtools", "1.21--ab"))
+        );
+        assert_eq!(repository_and_tag("no-slash"), None);
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secrets"));
+    }
+}

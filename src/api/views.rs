@@ -1,0 +1,732 @@
+//! Human-readable status pages for builds and container requests.
+//!
+//! Wave-compatible clients (Nextflow) print links to `/view/builds/{id}` and
+//! `/view/containers/{id}` when something goes wrong, so these pages are where a user lands to
+//! find out why. They are server-rendered HTML with no JavaScript: a page for an unfinished
+//! build reloads itself with `<meta http-equiv="refresh">`, which works in every browser and
+//! costs one store read per reload. Everything shown comes from the store; askama escapes it,
+//! since logs and recipes are full of `<` and `&`.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+
+use super::AppState;
+use crate::store::{BuildRecord, BuildStatus, ContainerRequest, ImageOutput, StoreError};
+
+/// Shown in the footer and appended to the stylesheet URL, so a new release's CSS is never
+/// shadowed by a cached old one.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Seconds between reloads of a page whose build is unfinished: quick enough to follow a build
+/// live, slow enough that a forgotten tab costs nothing.
+pub(crate) const REFRESH_SECONDS: u32 = 3;
+
+/// The stylesheet is compiled in so a kiln binary needs no files beside it.
+const STYLESHEET: &str = include_str!("../../static/kiln.css");
+
+/// The status pages and their stylesheet.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/view/builds/{id}", get(build_page))
+        .route("/view/containers/{id}", get(container_page))
+        .route("/static/kiln.css", get(stylesheet))
+}
+
+/// One build: its state, timings, outputs, recipe, environment, lock and full log.
+async fn build_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
+    let Some(record) = state.store.build(&id).await.map_err(store_failed)? else {
+        return Err(not_found("build", &id));
+    };
+    // Read after the record: once the record says DONE, the log is complete.
+    let log = state
+        .store
+        .read_log(&id, 0)
+        .await
+        .map_err(store_failed)?
+        .text;
+    Ok(page(
+        StatusCode::OK,
+        &BuildPage::new(record, log, Utc::now()),
+    ))
+}
+
+/// One container request and, if it needed one, the state of its build.
+async fn container_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
+    let Some(request) = state.store.request(&id).await.map_err(store_failed)? else {
+        return Err(not_found("container request", &id));
+    };
+    let build = match &request.build_id {
+        Some(build_id) => state.store.build(build_id).await.map_err(store_failed)?,
+        None => None,
+    };
+    Ok(page(
+        StatusCode::OK,
+        &ContainerPage::new(request, build.as_ref()),
+    ))
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            // The URL carries the version, so a day of caching never serves stale CSS.
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        STYLESHEET,
+    )
+}
+
+/// Renders `template` as the response body; a template that fails to render (a bug, not a
+/// user error) still answers with a plain-text 500 rather than an empty page.
+fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(err) => {
+            let chain = crate::error_chain(&err);
+            tracing::error!(error = %chain, "a status page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("kiln could not render this page: {chain}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A 404 that says what was looked for, since users arrive here from links in error messages
+/// and a bare "Not Found" would leave them guessing whether the link or kiln is wrong.
+fn not_found(what: &str, id: &str) -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        &ErrorPage {
+            heading: "Not found".into(),
+            message: format!("kiln has no {what} with id {id:?}."),
+            detail: None,
+        },
+    )
+}
+
+/// A 500 with the whole error chain: the cause ("database is locked", "disk full") is usually
+/// in the sources, and the person reading is often the operator.
+fn store_failed(err: StoreError) -> Response {
+    let chain = crate::error_chain(&err);
+    tracing::error!(error = %chain, "a status page could not read the store");
+    page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &ErrorPage {
+            heading: "Store error".into(),
+            message: "kiln could not read its store.".into(),
+            detail: Some(chain),
+        },
+    )
+}
+
+#[derive(Debug, Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    heading: String,
+    message: String,
+    detail: Option<String>,
+}
+
+/// A point in time as shown (UTC, to the second) and as machine-readable `datetime`.
+#[derive(Debug)]
+struct Stamp {
+    text: String,
+    iso: String,
+}
+
+impl From<DateTime<Utc>> for Stamp {
+    fn from(at: DateTime<Utc>) -> Self {
+        Stamp {
+            text: at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            iso: at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        }
+    }
+}
+
+/// How a build's state is shown: the store's status word, the outcome once done, and the CSS
+/// class that colours them.
+#[derive(Debug)]
+struct StatusText {
+    status: &'static str,
+    outcome: Option<&'static str>,
+    class: &'static str,
+}
+
+impl StatusText {
+    fn of(record: &BuildRecord) -> Self {
+        let (outcome, class) = match (record.status, record.succeeded) {
+            (BuildStatus::Pending, _) => (None, "pending"),
+            (BuildStatus::Building, _) => (None, "building"),
+            (BuildStatus::Done, Some(true)) => (Some("succeeded"), "succeeded"),
+            (BuildStatus::Done, _) => (Some("failed"), "failed"),
+        };
+        StatusText {
+            status: record.status.as_str(),
+            outcome,
+            class,
+        }
+    }
+}
+
+/// One per-platform output row, with the size already made readable.
+#[derive(Debug)]
+struct OutputRow {
+    platform: String,
+    digest: String,
+    size: String,
+    download_url: Option<String>,
+}
+
+impl From<ImageOutput> for OutputRow {
+    fn from(output: ImageOutput) -> Self {
+        OutputRow {
+            platform: output.platform,
+            digest: output.digest,
+            size: human_size(output.size),
+            // Only web URLs become links: an `href` is where escaping alone does not stop a
+            // `javascript:` URL.
+            download_url: output
+                .download_url
+                .filter(|url| url.starts_with("https://") || url.starts_with("http://")),
+        }
+    }
+}
+
+#[derive(Debug, Template)]
+#[template(path = "build.html")]
+struct BuildPage {
+    id: String,
+    key: String,
+    attempt: u32,
+    done: bool,
+    status: &'static str,
+    outcome: Option<&'static str>,
+    status_class: &'static str,
+    reason: Option<String>,
+    image: String,
+    digest: Option<String>,
+    format: String,
+    platforms: String,
+    created: Stamp,
+    started: Option<Stamp>,
+    finished: Option<Stamp>,
+    duration: String,
+    outputs: Vec<OutputRow>,
+    recipe_title: &'static str,
+    containerfile: String,
+    environment: String,
+    lock: Option<String>,
+    log: String,
+}
+
+impl BuildPage {
+    /// `now` measures how long an unfinished build has been running.
+    fn new(record: BuildRecord, log: String, now: DateTime<Utc>) -> Self {
+        let status = StatusText::of(&record);
+        let duration = match (record.started_at, record.finished_at) {
+            (Some(started), Some(finished)) => format_duration(finished - started),
+            (Some(started), None) => format!("{} so far", format_duration(now - started)),
+            (None, Some(_)) => "never started".into(),
+            (None, None) => format!(
+                "waiting for a worker for {}",
+                format_duration(now - record.created_at)
+            ),
+        };
+        let recipe_title = if record.format == "sif" {
+            "Singularity definition"
+        } else {
+            "Dockerfile"
+        };
+        BuildPage {
+            done: record.status == BuildStatus::Done,
+            status: status.status,
+            outcome: status.outcome,
+            status_class: status.class,
+            reason: record.reason,
+            image: record.image,
+            digest: record.digest,
+            format: record.format,
+            platforms: record.platforms.join(", "),
+            created: record.created_at.into(),
+            started: record.started_at.map(Stamp::from),
+            finished: record.finished_at.map(Stamp::from),
+            duration,
+            outputs: record.outputs.into_iter().map(OutputRow::from).collect(),
+            recipe_title,
+            containerfile: record.containerfile,
+            environment: record.environment,
+            lock: record.lock,
+            log,
+            id: record.id,
+            key: record.key,
+            attempt: record.attempt,
+        }
+    }
+}
+
+#[derive(Debug, Template)]
+#[template(path = "container.html")]
+struct ContainerPage {
+    id: String,
+    target_image: String,
+    container_image: String,
+    format: String,
+    cached: bool,
+    freeze: bool,
+    created: Stamp,
+    build_id: Option<String>,
+    /// `None` when there is no build, or its record is gone.
+    build_status: Option<String>,
+    build_status_class: &'static str,
+    build_reason: Option<String>,
+    /// Reload while the build runs, so the page shows when the image is ready.
+    build_pending: bool,
+}
+
+impl ContainerPage {
+    fn new(request: ContainerRequest, build: Option<&BuildRecord>) -> Self {
+        let status = build.map(StatusText::of);
+        ContainerPage {
+            build_status: status.as_ref().map(|s| match s.outcome {
+                Some(outcome) => format!("{} — {outcome}", s.status),
+                None => s.status.to_owned(),
+            }),
+            build_status_class: status.as_ref().map_or("", |s| s.class),
+            build_reason: build.and_then(|b| b.reason.clone()),
+            build_pending: build.is_some_and(|b| b.status != BuildStatus::Done),
+            id: request.id,
+            target_image: request.target_image,
+            container_image: request.container_image,
+            format: request.format,
+            cached: request.cached,
+            freeze: request.freeze,
+            created: request.created_at.into(),
+            build_id: request.build_id,
+        }
+    }
+}
+
+/// Binary units, as registries and `docker images` count: "1.5 KiB", "812.0 MiB".
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "one decimal is shown; f64 is exact far beyond that"
+    )]
+    let mut size = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
+}
+
+/// "4.2 s", "3 min 05 s", "1 h 02 min 03 s"; negative spans (clock skew between
+/// processes) show as zero rather than as nonsense.
+fn format_duration(span: TimeDelta) -> String {
+    let millis = span.num_milliseconds().max(0);
+    let seconds = millis / 1000;
+    if seconds < 60 {
+        return format!("{seconds}.{} s", (millis % 1000) / 100);
+    }
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if hours == 0 {
+        format!("{minutes} min {seconds:02} s")
+    } else {
+        format!("{hours} h {minutes:02} min {seconds:02} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api::App;
+    use crate::api::limit::RateLimiter;
+    use crate::build::queue::Queue;
+    use crate::build::{Backend, BuildLog};
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::registry::RegistryState;
+    use crate::store::{BuildOutcome, LogSlice, NewBuild, SqliteStore, Store, Submitted};
+
+    /// kiln's state over a fresh database in a temporary directory.
+    struct Setup {
+        state: AppState,
+        _data: tempfile::TempDir,
+    }
+
+    impl Setup {
+        async fn new() -> Self {
+            let data = tempfile::tempdir().unwrap();
+            let config = Config {
+                data_dir: data.path().to_owned(),
+                ..Config::default()
+            };
+            let store = SqliteStore::open(&config.database_path()).await.unwrap();
+            Self::with_store(data, config, Arc::new(store)).await
+        }
+
+        /// The queue is never started: the tests move builds through their states by hand.
+        async fn with_store(
+            data: tempfile::TempDir,
+            config: Config,
+            store: Arc<dyn Store>,
+        ) -> Self {
+            let registry = RegistryState::new(config.registry_config()).await.unwrap();
+            let queue = Queue::new(store.clone(), Arc::new(NoBackend), 1);
+            Setup {
+                state: AppState::new(App {
+                    config,
+                    store,
+                    registry,
+                    queue,
+                    metrics: Arc::new(Metrics::default()),
+                    limiter: RateLimiter::new(0),
+                    submitting: tokio::sync::Mutex::new(()),
+                }),
+                _data: data,
+            }
+        }
+
+        fn store(&self) -> &dyn Store {
+            self.state.store.as_ref()
+        }
+
+        /// Status, content type and body of `GET path`.
+        async fn get(&self, path: &str) -> (StatusCode, String, String) {
+            let response = routes()
+                .with_state(self.state.clone())
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let content_type = response.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                content_type,
+                String::from_utf8(body.to_vec()).unwrap(),
+            )
+        }
+    }
+
+    /// Never runs: the queue's workers are not started.
+    struct NoBackend;
+
+    #[async_trait]
+    impl Backend for NoBackend {
+        async fn run(&self, _: &BuildRecord, _: &BuildLog) -> BuildOutcome {
+            BuildOutcome::Failed {
+                reason: "the views tests build nothing".into(),
+            }
+        }
+    }
+
+    fn new_build(format: &str) -> NewBuild {
+        NewBuild {
+            key: "0123456789abcdef".repeat(4),
+            image: "kiln.example/library/numpy:2.1--0123456789abcdef".into(),
+            format: format.into(),
+            platforms: vec!["linux/amd64".into()],
+            request: r#"{"packages":["numpy"]}"#.into(),
+            containerfile: "FROM scratch\nRUN test 1 < 2 && echo ok\n".into(),
+            environment: "channels: [conda-forge]\ndependencies: [numpy=2.1]\n".into(),
+        }
+    }
+
+    const REFRESH: &str = r#"<meta http-equiv="refresh" content="3">"#;
+
+    #[tokio::test]
+    async fn build_page_follows_a_build_and_escapes_everything() {
+        let setup = Setup::new().await;
+        let store = setup.store();
+        let id = store.submit(new_build("sif")).await.unwrap().build.id;
+        store
+            .append_log(&id, "solving\n<script>alert('x')</script> & more\n")
+            .await
+            .unwrap();
+
+        let (status, content_type, html) = setup.get(&format!("/view/builds/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(html.contains(REFRESH), "pending pages reload");
+        assert!(html.contains("<strong>PENDING</strong>"), "{html}");
+        assert!(html.contains("kiln.example/library/numpy:2.1--0123456789abcdef"));
+        assert!(html.contains("Singularity definition"));
+        assert!(
+            html.contains("RUN test 1 &#60; 2 &#38;&#38; echo ok"),
+            "{html}"
+        );
+        assert!(html.contains("dependencies: [numpy=2.1]"));
+        assert!(
+            html.contains("&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62; &#38; more"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "log text must be escaped");
+        assert!(html.contains("waiting for a worker"));
+
+        store.start(&id).await.unwrap();
+        let (_, _, html) = setup.get(&format!("/view/builds/{id}")).await;
+        assert!(html.contains(REFRESH), "running pages reload");
+        assert!(html.contains("<strong>BUILDING</strong>"));
+        assert!(html.contains("so far"));
+
+        store
+            .finish(
+                &id,
+                BuildOutcome::Succeeded {
+                    digest: format!("sha256:{}", "ab".repeat(32)),
+                    outputs: vec![ImageOutput {
+                        platform: "linux/amd64".into(),
+                        digest: format!("sha256:{}", "cd".repeat(32)),
+                        size: 1536,
+                        download_url: Some("https://kiln.example/sif/numpy.sif?a=1&b=2".into()),
+                    }],
+                    lock: Some("@EXPLICIT\nhttps://conda.anaconda.org/numpy.conda\n".into()),
+                },
+            )
+            .await
+            .unwrap();
+        let (status, _, html) = setup.get(&format!("/view/builds/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !html.contains("http-equiv=\"refresh\""),
+            "done pages stay put"
+        );
+        assert!(html.contains("<strong>DONE</strong> — succeeded"), "{html}");
+        assert!(html.contains(&"ab".repeat(32)));
+        assert!(html.contains(&"cd".repeat(32)));
+        assert!(html.contains("1.5 KiB"));
+        assert!(
+            html.contains(r#"<a href="https://kiln.example/sif/numpy.sif?a=1&#38;b=2">"#),
+            "{html}"
+        );
+        assert!(html.contains("@EXPLICIT"));
+        assert!(html.contains("&#60;script&#62;"), "the log is still shown");
+    }
+
+    #[tokio::test]
+    async fn failed_builds_show_why() {
+        let setup = Setup::new().await;
+        let store = setup.store();
+        let id = store.submit(new_build("docker")).await.unwrap().build.id;
+        store
+            .finish(
+                &id,
+                BuildOutcome::Failed {
+                    reason: "nothing provides numpy <1 needed by <root>".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let (status, _, html) = setup.get(&format!("/view/builds/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("<strong>DONE</strong> — failed"), "{html}");
+        assert!(html.contains("nothing provides numpy &#60;1 needed by &#60;root&#62;"));
+        assert!(html.contains("<h2>Dockerfile</h2>"));
+        assert!(html.contains("never started"));
+        assert!(html.contains("No output yet."));
+        assert!(!html.contains("http-equiv=\"refresh\""));
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_are_404_pages() {
+        let setup = Setup::new().await;
+        for (path, what) in [
+            ("/view/builds/bd-0000000000000000_1", "build"),
+            ("/view/containers/000000000000", "container request"),
+        ] {
+            let (status, content_type, html) = setup.get(path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert!(content_type.starts_with("text/html"));
+            assert!(
+                html.contains(&format!("kiln has no {what} with id")),
+                "{html}"
+            );
+        }
+        let (_, _, html) = setup.get("/view/builds/%3Cb%3E").await;
+        assert!(
+            html.contains("no build with id &#34;&#60;b&#62;&#34;."),
+            "ids from the URL are escaped too: {html}"
+        );
+    }
+
+    fn container_request(id: &str, build_id: Option<String>) -> ContainerRequest {
+        ContainerRequest {
+            id: id.into(),
+            build_id,
+            target_image: "kiln.example/library/numpy:2.1--0123456789abcdef".into(),
+            container_image: "kiln.example/library/numpy:2.1--0123456789abcdef".into(),
+            format: "docker".into(),
+            cached: false,
+            freeze: true,
+            created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn container_pages_link_to_their_build() {
+        let setup = Setup::new().await;
+        let store = setup.store();
+        let build_id = store.submit(new_build("docker")).await.unwrap().build.id;
+        store
+            .add_request(&container_request("0123456789ab", Some(build_id.clone())))
+            .await
+            .unwrap();
+        store
+            .add_request(&container_request("ba9876543210", None))
+            .await
+            .unwrap();
+
+        let (status, content_type, html) = setup.get("/view/containers/0123456789ab").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("text/html"));
+        assert!(
+            html.contains(&format!(r#"<a href="/view/builds/{build_id}">"#)),
+            "{html}"
+        );
+        assert!(html.contains("<strong>PENDING</strong>"));
+        assert!(html.contains(REFRESH), "reloads until the build is done");
+        assert!(html.contains("kiln.example/library/numpy:2.1--0123456789abcdef"));
+        assert!(html.contains("2027-01-15 08:00:00 UTC"), "{html}");
+
+        let (status, _, html) = setup.get("/view/containers/ba9876543210").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("No build needed"));
+        assert!(!html.contains("/view/builds/"));
+        assert!(!html.contains("http-equiv=\"refresh\""));
+    }
+
+    #[tokio::test]
+    async fn stylesheet_is_served_as_css() {
+        let setup = Setup::new().await;
+        let (status, content_type, css) = setup.get("/static/kiln.css").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "text/css; charset=utf-8");
+        assert!(css.contains("prefers-color-scheme: dark"));
+        let (_, _, html) = setup.get("/view/containers/000000000000").await;
+        assert!(html.contains(&format!(r#"href="/static/kiln.css?v={VERSION}""#)));
+    }
+
+    /// A store whose database is gone: every call fails with a cause underneath.
+    struct BrokenStore;
+
+    fn broken() -> StoreError {
+        StoreError::Database(sqlx::Error::PoolClosed)
+    }
+
+    #[async_trait]
+    impl Store for BrokenStore {
+        async fn submit(&self, _: NewBuild) -> Result<Submitted, StoreError> {
+            Err(broken())
+        }
+        async fn build(&self, _: &str) -> Result<Option<BuildRecord>, StoreError> {
+            Err(broken())
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        async fn latest_for_key(&self, _: &str) -> Result<Option<BuildRecord>, StoreError> {
+            Err(broken())
+        }
+        async fn start(&self, _: &str) -> Result<BuildRecord, StoreError> {
+            Err(broken())
+        }
+        async fn claim_next(
+            &self,
+            _: &str,
+            _: Duration,
+        ) -> Result<Option<BuildRecord>, StoreError> {
+            Err(broken())
+        }
+        async fn renew_lease(&self, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        async fn finish(&self, _: &str, _: BuildOutcome) -> Result<BuildRecord, StoreError> {
+            Err(broken())
+        }
+        async fn append_log(&self, _: &str, _: &str) -> Result<u64, StoreError> {
+            Err(broken())
+        }
+        async fn read_log(&self, _: &str, _: u64) -> Result<LogSlice, StoreError> {
+            Err(broken())
+        }
+        async fn add_request(&self, _: &ContainerRequest) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        async fn request(&self, _: &str) -> Result<Option<ContainerRequest>, StoreError> {
+            Err(broken())
+        }
+    }
+
+    #[tokio::test]
+    async fn store_errors_are_500_pages_with_the_cause() {
+        let data = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: data.path().to_owned(),
+            ..Config::default()
+        };
+        let setup = Setup::with_store(data, config, Arc::new(BrokenStore)).await;
+        let expected = crate::error_chain(&broken());
+        assert!(expected.contains(": "), "the chain has a cause: {expected}");
+        for path in [
+            "/view/builds/bd-0000000000000000_1",
+            "/view/containers/0123456789ab",
+        ] {
+            let (status, content_type, html) = setup.get(path).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+            assert!(content_type.starts_with("text/html"));
+            assert!(html.contains("the database failed: "), "{html}");
+        }
+    }
+
+    #[test]
+    fn sizes_read_like_registries_count() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(812 * 1024 * 1024), "812.0 MiB");
+        assert_eq!(human_size(3 << 40), "3.0 TiB");
+        assert_eq!(human_size(u64::MAX), "16384.0 PiB");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(format_duration(TimeDelta::milliseconds(4_250)), "4.2 s");
+        assert_eq!(format_duration(TimeDelta::seconds(185)), "3 min 05 s");
+        assert_eq!(
+            format_duration(TimeDelta::seconds(3_723)),
+            "1 h 02 min 03 s"
+        );
+        assert_eq!(format_duration(TimeDelta::seconds(-5)), "0.0 s");
+    }
+}

@@ -1,0 +1,719 @@
+//! The Wave-compatible API, as Nextflow's Wave client speaks it: submit a container request,
+//! poll its status, read a build's status, log, lock and record, and the service info.
+//!
+//! Bodies are Wave's (null fields accepted, unknown ones ignored; nulls left out of answers).
+//! kiln always answers with the durable image in its registry — there are no ephemeral `/wt/`
+//! tokens — so `freeze` is echoed but changes nothing.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use super::submit::{Caller, ClientAddress, ImageState, ensure_image};
+use crate::build::containerfile::ContainerfileRequest;
+use crate::metrics::RequestResult;
+use crate::plan::ImagePlan;
+use crate::spec::{Format, Platform, Request, RequestInput};
+use crate::store::{BuildRecord, BuildStatus, ContainerRequest, NewBuild};
+
+/// The largest Dockerfile accepted, decoded (Wave allows 10 000 bytes).
+const MAX_CONTAINER_FILE: usize = 64 * 1024;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1alpha2/container", post(submit))
+        .route("/v1alpha2/container/{id}/status", get(container_status))
+        .route("/v1alpha2/container/{id}", get(container_record))
+        .route("/v1alpha1/builds/{id}/status", get(build_status))
+        .route("/v1alpha1/builds/{id}/logs", get(build_logs))
+        .route("/v1alpha1/builds/{id}/condalock", get(build_lock))
+        .route("/v1alpha1/builds/{id}", get(build_record))
+        .route("/service-info", get(service_info))
+}
+
+/// `POST /v1alpha2/container`, the fields kiln reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubmitRequest {
+    tower_access_token: Option<String>,
+    container_image: Option<String>,
+    container_file: Option<String>,
+    container_config: Option<ContainerConfig>,
+    container_platform: Option<String>,
+    packages: Option<Packages>,
+    freeze: Option<bool>,
+    format: Option<String>,
+    dry_run: Option<bool>,
+    mirror: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerConfig {
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    working_dir: Option<String>,
+    layers: Option<Vec<serde_json::Value>>,
+}
+
+impl ContainerConfig {
+    /// Nextflow always sends the object; only a non-empty one asks for something.
+    fn is_empty(&self) -> bool {
+        self.entrypoint.as_ref().is_none_or(Vec::is_empty)
+            && self.cmd.as_ref().is_none_or(Vec::is_empty)
+            && self.env.as_ref().is_none_or(Vec::is_empty)
+            && self.working_dir.as_ref().is_none_or(String::is_empty)
+            && self.layers.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Packages {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    environment: Option<String>,
+    entries: Option<Vec<String>>,
+    channels: Option<Vec<String>>,
+}
+
+/// The answer to a container request; `None` fields are left out, as Wave does.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SubmitResponse {
+    request_id: String,
+    target_image: String,
+    container_image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached: Option<bool>,
+    freeze: bool,
+    mirror: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    succeeded: Option<bool>,
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<SubmitResponse>, ApiError> {
+    let request: SubmitRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("the request body is not valid: {err}")))?;
+    let caller = Caller::new(
+        &state,
+        &headers,
+        address,
+        request.tower_access_token.as_deref(),
+    );
+    if request.mirror == Some(true) {
+        return Err(ApiError::bad_request(
+            "`mirror` is not supported: kiln builds images, it does not copy them",
+        ));
+    }
+    if request
+        .container_config
+        .as_ref()
+        .is_some_and(|config| !config.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "`containerConfig` is not supported: kiln serves the image as built, without \
+             added layers or settings",
+        ));
+    }
+    let freeze = request.freeze.unwrap_or(false);
+    let dry_run = request.dry_run.unwrap_or(false);
+    match (
+        &request.container_image,
+        &request.container_file,
+        &request.packages,
+    ) {
+        (Some(_), Some(_), _) => Err(ApiError::bad_request(
+            "Attributes 'containerImage' and 'containerFile' cannot be used in the same request",
+        )),
+        (_, Some(_), Some(_)) => Err(ApiError::bad_request(
+            "Attribute `containerFile` and `packages` conflicts each other",
+        )),
+        (Some(_), None, Some(_)) => Err(ApiError::bad_request(
+            "Attributes 'containerImage' and 'packages' cannot be used in the same request: \
+             kiln builds packages on its own base images",
+        )),
+        (Some(image), None, None) => pass_through(&state, image, freeze).await,
+        (None, Some(file), None) => {
+            let new = containerfile_build(&state, file, &request)?;
+            answer(&state, caller, new, freeze, dry_run).await
+        }
+        (None, None, Some(packages)) => {
+            let plan = packages_plan(&state, packages, &request)?;
+            answer(&state, caller, plan.new_build(), freeze, dry_run).await
+        }
+        (None, None, None) => Err(ApiError::bad_request(
+            "the request names no `packages`, `containerFile` or `containerImage`",
+        )),
+    }
+}
+
+/// An image that needs no build: recorded so its status can be polled like any other.
+async fn pass_through(
+    state: &AppState,
+    image: &str,
+    freeze: bool,
+) -> Result<Json<SubmitResponse>, ApiError> {
+    crate::spec::ImageRef::try_from(image.to_owned())
+        .map_err(|err| ApiError::bad_request(format!("`containerImage`: {err}")))?;
+    let record = ContainerRequest {
+        id: new_request_id(),
+        build_id: None,
+        target_image: image.to_owned(),
+        container_image: image.to_owned(),
+        format: "docker".to_owned(),
+        cached: true,
+        freeze,
+        created_at: Utc::now(),
+    };
+    state.store.add_request(&record).await?;
+    state.metrics.container_request(RequestResult::PassThrough);
+    Ok(Json(SubmitResponse {
+        request_id: record.id,
+        target_image: record.target_image,
+        container_image: record.container_image,
+        build_id: None,
+        cached: None,
+        freeze,
+        mirror: false,
+        succeeded: Some(true),
+    }))
+}
+
+/// Makes sure the image of `new` exists or is being built, records the request, and answers.
+async fn answer(
+    state: &AppState,
+    caller: Caller,
+    new: NewBuild,
+    freeze: bool,
+    dry_run: bool,
+) -> Result<Json<SubmitResponse>, ApiError> {
+    let image = new.image.clone();
+    if dry_run {
+        // `nextflow inspect`: names only, nothing built, nothing counted.
+        return Ok(Json(SubmitResponse {
+            request_id: new_request_id(),
+            target_image: image.clone(),
+            container_image: image,
+            build_id: Some(format!("{}_0", &new.key[..16])),
+            cached: None,
+            freeze,
+            mirror: false,
+            succeeded: None,
+        }));
+    }
+    let format = new.format.clone();
+    let placed = ensure_image(state, caller, new).await?;
+    let (cached, succeeded) = match &placed {
+        ImageState::Ready { .. } => (true, Some(true)),
+        ImageState::Building { .. } => (false, None),
+    };
+    let record = ContainerRequest {
+        id: new_request_id(),
+        build_id: placed.build().map(|build| build.id.clone()),
+        target_image: image.clone(),
+        container_image: image,
+        format,
+        cached,
+        freeze,
+        created_at: Utc::now(),
+    };
+    state.store.add_request(&record).await?;
+    Ok(Json(SubmitResponse {
+        request_id: record.id,
+        target_image: record.target_image,
+        container_image: record.container_image,
+        cached: Some(cached),
+        build_id: record.build_id,
+        freeze,
+        mirror: false,
+        succeeded,
+    }))
+}
+
+/// The plan of a package request: entries (or a conda environment file), channels, platform
+/// and format, validated like every request kiln takes.
+fn packages_plan(
+    state: &AppState,
+    packages: &Packages,
+    request: &SubmitRequest,
+) -> Result<ImagePlan, ApiError> {
+    if let Some(kind) = &packages.kind
+        && !kind.eq_ignore_ascii_case("conda")
+    {
+        return Err(ApiError::bad_request(format!(
+            "`packages.type` {kind} is not supported; kiln builds CONDA packages (with pip: \
+             entries)"
+        )));
+    }
+    let (entries, channels) = match (&packages.entries, &packages.environment) {
+        (Some(entries), None) if !entries.is_empty() => (
+            entries.clone(),
+            packages.channels.clone().unwrap_or_default(),
+        ),
+        (None | Some(_), Some(environment)) => {
+            let (entries, channels) = environment_entries(environment)?;
+            let channels = if channels.is_empty() {
+                packages.channels.clone().unwrap_or_default()
+            } else {
+                channels
+            };
+            (entries, channels)
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "`packages` needs `entries` or an `environment`",
+            ));
+        }
+    };
+    if entries.iter().any(|entry| entry.contains("://")) {
+        return Err(ApiError::bad_request(
+            "`packages.entries`: remote conda lock files are not supported; list the packages",
+        ));
+    }
+    let input = RequestInput {
+        entries,
+        channels,
+        platforms: platforms(request.container_platform.as_deref())?,
+        format: Some(format(request.format.as_deref())),
+    };
+    let parsed = Request::try_from(input)
+        .map_err(|err| ApiError::bad_request(format!("`packages`: {err}")))?;
+    if parsed.format() == Format::Sif && parsed.platforms().len() != 1 {
+        return Err(ApiError::bad_request(
+            "`containerPlatform`: a SIF holds one platform; ask for one",
+        ));
+    }
+    let mut plans = ImagePlan::for_request(
+        &parsed,
+        &state.config.recipe_images(),
+        &state.config.registry,
+    )
+    .map_err(|err| ApiError::bad_request(format!("`packages`: {err}")))?;
+    Ok(plans.remove(0))
+}
+
+/// A conda environment file (base64 YAML, as Nextflow sends an nf-core `environment.yml`) as
+/// kiln entries and channels: strings are conda specs, a `pip:` list becomes `pip:` entries.
+fn environment_entries(encoded: &str) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    #[derive(Deserialize)]
+    struct Environment {
+        #[serde(default)]
+        channels: Vec<String>,
+        #[serde(default)]
+        dependencies: Vec<Dependency>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Dependency {
+        Conda(String),
+        Pip { pip: Vec<String> },
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|err| {
+            ApiError::bad_request(format!("`packages.environment` is not base64: {err}"))
+        })?;
+    let environment: Environment = yaml_serde::from_slice(&bytes).map_err(|err| {
+        ApiError::bad_request(format!(
+            "`packages.environment` is not a conda environment file: {err}"
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for dependency in environment.dependencies {
+        match dependency {
+            Dependency::Conda(spec) => entries.push(spec.split_whitespace().collect::<String>()),
+            Dependency::Pip { pip } => {
+                entries.extend(
+                    pip.into_iter()
+                        .map(|requirement| format!("pip:{requirement}")),
+                );
+            }
+        }
+    }
+    if entries.is_empty() {
+        return Err(ApiError::bad_request(
+            "`packages.environment` lists no dependencies",
+        ));
+    }
+    Ok((entries, environment.channels))
+}
+
+/// Wave's platform names: `linux/amd64`, the bare architecture names and their aliases, and
+/// comma-joined lists.
+fn platforms(text: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let Some(text) = text.filter(|text| !text.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(|one| {
+            let name = one.trim().trim_start_matches("linux/");
+            match name {
+                "amd64" | "x86_64" => Ok(Platform::LinuxAmd64.to_string()),
+                "arm64" | "aarch64" | "arm64/v8" => Ok(Platform::LinuxArm64.to_string()),
+                _ => Err(ApiError::bad_request(format!(
+                    "`containerPlatform`: `{one}` is not supported; use linux/amd64 or \
+                     linux/arm64"
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn format(text: Option<&str>) -> String {
+    match text {
+        Some(format) if format.eq_ignore_ascii_case("sif") => "sif".to_owned(),
+        _ => "docker".to_owned(),
+    }
+}
+
+/// A user's Dockerfile, built with buildah on one platform and named by its content.
+fn containerfile_build(
+    state: &AppState,
+    encoded: &str,
+    request: &SubmitRequest,
+) -> Result<NewBuild, ApiError> {
+    if format(request.format.as_deref()) == "sif" {
+        return Err(ApiError::bad_request(
+            "`containerFile` with `format: sif` is not supported here; build Singularity \
+             definition files with `singularity build --remote` against kiln",
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|err| ApiError::bad_request(format!("`containerFile` is not base64: {err}")))?;
+    if bytes.len() > MAX_CONTAINER_FILE {
+        return Err(ApiError::bad_request(format!(
+            "`containerFile` is {} bytes; kiln takes up to {MAX_CONTAINER_FILE}",
+            bytes.len()
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request("`containerFile` is not UTF-8 text"))?;
+    let platforms = platforms(request.container_platform.as_deref())?;
+    let platform = match platforms.as_slice() {
+        [] => Platform::LinuxAmd64,
+        [one] => one
+            .parse()
+            .map_err(|err| ApiError::bad_request(format!("{err}")))?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "`containerPlatform`: a `containerFile` is built for one platform",
+            ));
+        }
+    };
+    let mut hasher = Sha256::new();
+    for part in ["kiln containerfile v1", &text, platform.as_str()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let key = hex::encode(hasher.finalize());
+    let image = format!(
+        "{}/library/dockerfile:{}",
+        state.config.registry,
+        &key[..16]
+    );
+    let request = ContainerfileRequest { platform }.to_json();
+    Ok(NewBuild {
+        key,
+        image,
+        format: "docker".to_owned(),
+        platforms: vec![platform.to_string()],
+        request,
+        containerfile: text,
+        environment: String::new(),
+    })
+}
+
+/// 12 lowercase hex characters, like Wave's request ids.
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// `GET /v1alpha2/container/{id}/status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerStatus {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build_id: Option<String>,
+    status: &'static str,
+    creation_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    succeeded: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn container_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerStatus>, ApiError> {
+    let request = state
+        .store
+        .request(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("container request {id}")))?;
+    let build = match &request.build_id {
+        Some(build_id) => state.store.build(build_id).await?,
+        None => None,
+    };
+    let details_uri = build
+        .as_ref()
+        .map(|build| format!("{}/view/builds/{}", state.config.public_url(), build.id));
+    let mut status = ContainerStatus {
+        id: request.id.clone(),
+        build_id: request.build_id.clone(),
+        status: "DONE",
+        creation_time: iso(request.created_at),
+        details_uri: None,
+        duration: Some(seconds(Utc::now() - request.created_at)),
+        succeeded: Some(true),
+        reason: None,
+    };
+    let Some(build) = build.filter(|_| !request.cached) else {
+        return Ok(Json(status));
+    };
+    match build.status {
+        BuildStatus::Pending | BuildStatus::Building => {
+            status.status = if build.status == BuildStatus::Pending {
+                "PENDING"
+            } else {
+                "BUILDING"
+            };
+            status.duration = None;
+            status.succeeded = None;
+        }
+        BuildStatus::Done => {
+            let finished = build.finished_at.unwrap_or_else(Utc::now);
+            status.duration = Some(seconds(finished - request.created_at.min(build.created_at)));
+            status.succeeded = Some(build.succeeded == Some(true));
+            if build.succeeded != Some(true) {
+                status.reason = Some(match &build.reason {
+                    Some(reason) => {
+                        format!("Container build did not complete successfully: {reason}")
+                    }
+                    None => "Container build did not complete successfully".to_owned(),
+                });
+                status.details_uri = details_uri;
+            }
+        }
+    }
+    Ok(Json(status))
+}
+
+/// `GET /v1alpha2/container/{id}`: the stored request.
+async fn container_record(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerRequest>, ApiError> {
+    state
+        .store
+        .request(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("container request {id}")))
+}
+
+async fn find_build(state: &AppState, id: &str) -> Result<BuildRecord, ApiError> {
+    state
+        .store
+        .build(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("build {id}")))
+}
+
+/// `GET /v1alpha1/builds/{id}/status`, the older status Nextflow falls back on.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BuildStatusResponse {
+    id: String,
+    status: &'static str,
+    start_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    succeeded: Option<bool>,
+}
+
+async fn build_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BuildStatusResponse>, ApiError> {
+    let build = find_build(&state, &id).await?;
+    let start = build.started_at.unwrap_or(build.created_at);
+    let done = build.status == BuildStatus::Done;
+    Ok(Json(BuildStatusResponse {
+        id: build.id,
+        status: if done { "COMPLETED" } else { "PENDING" },
+        start_time: iso(start),
+        duration: build
+            .finished_at
+            .filter(|_| done)
+            .map(|end| (end - start).as_seconds_f64()),
+        succeeded: build.succeeded.filter(|_| done),
+    }))
+}
+
+/// `GET /v1alpha1/builds/{id}/logs`: the log so far, as text.
+async fn build_logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    find_build(&state, &id).await?;
+    let log = state.store.read_log(&id, 0).await?;
+    Ok(text(log.text))
+}
+
+/// `GET /v1alpha1/builds/{id}/condalock`: the build's lock (conda explicit file, then wheels).
+async fn build_lock(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let build = find_build(&state, &id).await?;
+    build
+        .lock
+        .map(text)
+        .ok_or_else(|| ApiError::not_found(format!("a lock of build {id} (it has not succeeded)")))
+}
+
+/// `GET /v1alpha1/builds/{id}`: the build record in Wave's field names.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WaveBuildRecord {
+    build_id: String,
+    docker_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conda_file: Option<String>,
+    target_image: String,
+    start_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_status: Option<i32>,
+    platform: String,
+    format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn build_record(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<WaveBuildRecord>, ApiError> {
+    let build = find_build(&state, &id).await?;
+    let start = build.started_at.unwrap_or(build.created_at);
+    Ok(Json(WaveBuildRecord {
+        docker_file: build.containerfile,
+        conda_file: Some(build.environment).filter(|text| !text.is_empty()),
+        target_image: build.image,
+        start_time: iso(start),
+        duration: build.finished_at.map(|end| (end - start).as_seconds_f64()),
+        exit_status: build.succeeded.map(|ok| if ok { 0 } else { 1 }),
+        platform: build.platforms.join(","),
+        format: if build.format == "sif" {
+            "SINGULARITY"
+        } else {
+            "DOCKER"
+        },
+        digest: build.digest,
+        status: build.status.to_string(),
+        reason: build.reason,
+        build_id: build.id,
+    }))
+}
+
+/// `GET /service-info`.
+async fn service_info() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "serviceInfo": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "commitId": option_env!("KILN_COMMIT").unwrap_or("unknown"),
+        }
+    }))
+}
+
+fn text(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// An ISO-8601 instant, as Nextflow's `Instant.parse` reads it.
+fn iso(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Decimal seconds with nanoseconds, Wave's (Jackson's) form of a duration.
+fn seconds(duration: chrono::TimeDelta) -> String {
+    let nanos = duration.num_nanoseconds().unwrap_or(i64::MAX).max(0);
+    format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_take_waves_aliases() {
+        assert_eq!(platforms(None).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            platforms(Some("linux/amd64,linux/arm64")).unwrap(),
+            ["linux/amd64", "linux/arm64"]
+        );
+        assert_eq!(platforms(Some("aarch64")).unwrap(), ["linux/arm64"]);
+        assert_eq!(platforms(Some("linux/arm64/v8")).unwrap(), ["linux/arm64"]);
+        let err = platforms(Some("linux/s390x")).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("containerPlatform"), "{}", err.message);
+    }
+
+    #[test]
+    fn environment_files_become_entries() {
+        let yaml = "channels:\n  - conda-forge\n  - bioconda\ndependencies:\n  - bioconda::samtools=1.21\n  - pip\n  - pip:\n    - requests==2.32.3\n";
+        let encoded = base64::engine::general_purpose::STANDARD.encode(yaml);
+        let (entries, channels) = environment_entries(&encoded).unwrap();
+        assert_eq!(
+            entries,
+            ["bioconda::samtools=1.21", "pip", "pip:requests==2.32.3"]
+        );
+        assert_eq!(channels, ["conda-forge", "bioconda"]);
+        assert!(environment_entries("not base64!").is_err());
+    }
+
+    #[test]
+    fn durations_are_decimal_seconds() {
+        assert_eq!(
+            seconds(chrono::TimeDelta::milliseconds(123_914)),
+            "123.914000000"
+        );
+        assert_eq!(seconds(chrono::TimeDelta::seconds(-1)), "0.000000000");
+    }
+}

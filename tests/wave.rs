@@ -1,0 +1,518 @@
+//! The Wave-compatible API as Nextflow's Wave client uses it: the exact bodies it sends (nulls
+//! included), its readiness logic (requestId → status until DONE), every field it reads; plus
+//! a containerFile built with buildah, 200 identical requests at once, the rate limit, errors,
+//! kiln's own API with its log stream, `/metrics`, `/service-info` and `/openapi.json`.
+
+#[path = "support/conda_channel.rs"]
+#[expect(dead_code, reason = "the channel is served here, never corrupted")]
+mod conda_channel;
+#[path = "support/debian_base.rs"]
+mod debian_base;
+#[expect(dead_code, reason = "every app here starts with a configuration")]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use conda_channel::{CHANNEL_NAME, CondaChannel};
+use kiln::registry::client::{Auth, RegistryClient};
+use serde_json::{Value, json};
+use support::{PUSHER, TestApp};
+
+const BASE: &str = "kiln/base/debian";
+const TOKEN: &str = "nextflow-test-token";
+
+/// kiln with the local channel, the Debian base in its registry, a token, and an allowance of
+/// `allowance` anonymous builds.
+async fn start(server_url: &str, allowance: u32) -> TestApp {
+    let channel = server_url.to_owned();
+    let app = TestApp::start_with(move |config| {
+        let base = format!("{}/{BASE}:bookworm", config.registry);
+        config
+            .channel_mirrors
+            .insert(CHANNEL_NAME.to_owned(), channel);
+        config.base.conda.image = Some(base.parse().expect("reference"));
+        config.base.python.image = Some(base.parse().expect("reference"));
+        config.base.python.python = None;
+        config.api.tokens = vec![TOKEN.to_owned()];
+        config.api.anonymous_builds_per_day = allowance;
+    })
+    .await;
+    let client = RegistryClient::new(
+        &app.address.to_string(),
+        Auth::Basic {
+            user: PUSHER.0.into(),
+            password: PUSHER.1.into(),
+        },
+        &[],
+    )
+    .expect("client");
+    debian_base::push_debian_python_base(&client, BASE).await;
+    app
+}
+
+/// The body Nextflow's Wave client sends for a `conda` directive (reference §4.3), nulls and
+/// all; `changes` are applied on top.
+fn nextflow_body(changes: Value) -> Value {
+    let mut body = json!({
+        "towerAccessToken": null,
+        "towerRefreshToken": null,
+        "towerWorkspaceId": null,
+        "towerEndpoint": "https://api.cloud.seqera.io",
+        "containerImage": null,
+        "containerFile": null,
+        "containerConfig": {"entrypoint": null, "cmd": null, "env": null, "workingDir": null, "layers": null},
+        "containerPlatform": "linux/amd64",
+        "buildRepository": null,
+        "cacheRepository": null,
+        "timestamp": "2026-11-21T18:57:10.123456+02:00",
+        "fingerprint": "6f1c0d3e9a7b4e2f8c5d1a0b9e8f7c6d",
+        "freeze": true,
+        "format": null,
+        "dryRun": false,
+        "workflowId": null,
+        "containerIncludes": null,
+        "packages": {
+            "type": "CONDA",
+            "environment": null,
+            "entries": ["kiln-hello=2.0"],
+            "channels": [CHANNEL_NAME],
+            "condaOpts": {
+                "mambaImage": "mambaorg/micromamba:1.5.10-noble",
+                "commands": null,
+                "basePackages": "conda-forge::procps-ng",
+                "baseImage": "ubuntu:24.04"
+            },
+            "pixiOpts": null,
+            "cranOpts": null
+        },
+        "nameStrategy": null,
+        "mirror": false,
+        "scanMode": null,
+        "scanLevels": null,
+        "buildCompression": null,
+        "buildTemplate": null
+    });
+    merge(&mut body, changes);
+    body
+}
+
+fn merge(into: &mut Value, changes: Value) {
+    match (into, changes) {
+        (Value::Object(into), Value::Object(changes)) => {
+            for (key, value) in changes {
+                match into.get_mut(&key) {
+                    Some(existing) if value.is_object() && existing.is_object() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (into, changes) => *into = changes,
+    }
+}
+
+async fn post(app: &TestApp, body: &Value, token: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(app.url("/v1alpha2/container"))
+        .header(
+            "Traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+async fn get_json(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = reqwest::get(app.url(path)).await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Nextflow's `isContainerReady`: ready at once when `succeeded`, else poll the request's
+/// status until DONE; returns the last status, checked the way Nextflow parses it.
+async fn until_ready(app: &TestApp, answer: &Value) -> Value {
+    let id = answer["requestId"].as_str().expect("requestId");
+    if answer["succeeded"] == json!(true) {
+        let (code, status) = get_json(app, &format!("/v1alpha2/container/{id}/status")).await;
+        assert_eq!(code, 200);
+        return status;
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (code, status) = get_json(app, &format!("/v1alpha2/container/{id}/status")).await;
+        assert_eq!(code, 200, "{status}");
+        let state = status["status"].as_str().expect("status");
+        assert!(
+            ["PENDING", "BUILDING", "SCANNING", "DONE"].contains(&state),
+            "{status}"
+        );
+        chrono::DateTime::parse_from_rfc3339(
+            status["creationTime"].as_str().expect("creationTime"),
+        )
+        .expect("creationTime is an ISO instant");
+        if state == "DONE" {
+            let duration = status["duration"].as_str().expect("duration");
+            let (whole, fraction) = duration.split_once('.').expect("decimal seconds");
+            assert!(
+                whole.parse::<u64>().is_ok() && fraction.len() == 9,
+                "{duration}"
+            );
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the build did not finish: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nextflow_requests_are_answered_and_built() {
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let app = start(&server.url, 3).await;
+    let host = app.address.to_string();
+
+    // freeze, docker: a new build; Nextflow polls until DONE.
+    let (code, answer) = post(&app, &nextflow_body(json!({})), None).await;
+    assert_eq!(code, 200, "{answer}");
+    let target = answer["targetImage"]
+        .as_str()
+        .expect("targetImage")
+        .to_owned();
+    assert!(
+        target.starts_with(&format!("{host}/library/kiln-hello:2.0--")),
+        "{target}"
+    );
+    assert_eq!(answer["containerImage"], answer["targetImage"]);
+    assert_eq!(answer["cached"], json!(false));
+    assert_eq!(answer["freeze"], json!(true));
+    assert!(
+        answer.get("succeeded").is_none(),
+        "no nulls, and nothing to report yet: {answer}"
+    );
+    assert!(
+        answer.get("containerToken").is_none(),
+        "no ephemeral tokens: {answer}"
+    );
+    let build_id = answer["buildId"].as_str().expect("buildId").to_owned();
+    assert!(
+        build_id.starts_with("bd-") && build_id.ends_with("_1"),
+        "{build_id}"
+    );
+    let status = until_ready(&app, &answer).await;
+    assert_eq!(status["succeeded"], json!(true), "{status}");
+    assert_eq!(status["buildId"], json!(build_id));
+
+    // The older build endpoints Nextflow and scripts use.
+    let (code, legacy) = get_json(&app, &format!("/v1alpha1/builds/{build_id}/status")).await;
+    assert_eq!(code, 200);
+    assert_eq!(legacy["status"], json!("COMPLETED"));
+    assert_eq!(legacy["succeeded"], json!(true));
+    assert!(legacy["duration"].as_f64().is_some(), "{legacy}");
+    chrono::DateTime::parse_from_rfc3339(legacy["startTime"].as_str().expect("startTime"))
+        .expect("ISO startTime");
+    let log = reqwest::get(app.url(&format!("/v1alpha1/builds/{build_id}/logs")))
+        .await
+        .expect("logs");
+    assert_eq!(log.status(), 200);
+    assert!(log.text().await.expect("text").contains("pushed"));
+    let lock = reqwest::get(app.url(&format!("/v1alpha1/builds/{build_id}/condalock")))
+        .await
+        .expect("lock")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        lock.contains("@EXPLICIT") && lock.contains("kiln-hello-2.0"),
+        "{lock}"
+    );
+    let (_, record) = get_json(&app, &format!("/v1alpha1/builds/{build_id}")).await;
+    assert_eq!(record["targetImage"], json!(target));
+    assert_eq!(record["format"], json!("DOCKER"));
+
+    // The same request without freeze: the image exists, answered at once.
+    let (code, again) = post(&app, &nextflow_body(json!({"freeze": false})), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(again["targetImage"], json!(target));
+    assert_eq!(again["cached"], json!(true));
+    assert_eq!(again["succeeded"], json!(true));
+    assert_eq!(until_ready(&app, &again).await["status"], json!("DONE"));
+
+    // Singularity: an oras:// image.
+    let (code, sif) = post(&app, &nextflow_body(json!({"format": "sif"})), None).await;
+    assert_eq!(code, 200, "{sif}");
+    assert!(
+        sif["targetImage"]
+            .as_str()
+            .expect("targetImage")
+            .starts_with(&format!("oras://{host}/library/kiln-hello:2.0--")),
+        "{sif}"
+    );
+    assert_eq!(until_ready(&app, &sif).await["succeeded"], json!(true));
+
+    // An nf-core module: a base64 environment.yml with pip dependencies, and a Platform token
+    // (which also means no rate limit).
+    let environment = format!(
+        "channels:\n  - {CHANNEL_NAME}\ndependencies:\n  - kiln-hello=2.0\n  - pip:\n    - six==1.16.0\n"
+    );
+    let body = nextflow_body(json!({
+        "towerAccessToken": TOKEN,
+        "packages": {
+            "entries": null,
+            "channels": null,
+            "environment": base64::engine::general_purpose::STANDARD.encode(environment),
+        }
+    }));
+    let (code, module) = post(&app, &body, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{module}");
+    assert!(
+        module["targetImage"]
+            .as_str()
+            .expect("target")
+            .contains("/library/kiln-hello_pip_six:"),
+        "{module}"
+    );
+    assert_eq!(until_ready(&app, &module).await["succeeded"], json!(true));
+
+    // pip: entries for arm64, on the Python base.
+    let body = nextflow_body(json!({
+        "containerPlatform": "linux/arm64",
+        "packages": {"entries": ["pip:idna==3.10"], "channels": null}
+    }));
+    let (code, pip) = post(&app, &body, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{pip}");
+    assert_eq!(until_ready(&app, &pip).await["succeeded"], json!(true));
+
+    // A container directive: passed through, nothing to build.
+    let body = nextflow_body(json!({
+        "containerImage": "quay.io/biocontainers/samtools:1.21--h50ea8bc_0",
+        "packages": null
+    }));
+    let (code, image) = post(&app, &body, None).await;
+    assert_eq!(code, 200, "{image}");
+    assert_eq!(
+        image["targetImage"],
+        json!("quay.io/biocontainers/samtools:1.21--h50ea8bc_0")
+    );
+    assert_eq!(image["succeeded"], json!(true));
+    assert!(image.get("buildId").is_none(), "{image}");
+    assert_eq!(until_ready(&app, &image).await["status"], json!("DONE"));
+
+    // A failing build: DONE, not succeeded, with a reason and a page to read.
+    let body = nextflow_body(json!({"packages": {"entries": ["kiln-postlink"]}}));
+    let (code, failing) = post(&app, &body, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{failing}");
+    let status = until_ready(&app, &failing).await;
+    assert_eq!(status["succeeded"], json!(false), "{status}");
+    assert!(
+        status["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("post-link"),
+        "{status}"
+    );
+    let details = status["detailsUri"].as_str().expect("detailsUri");
+    let page = reqwest::get(details).await.expect("details page");
+    assert_eq!(page.status(), 200, "{details}");
+
+    // Anonymous clients have an allowance of new builds (3 here: kiln-hello docker, sif,
+    // kiln-postlink... the postlink one was sent with a token, so one is left).
+    let body = nextflow_body(json!({"packages": {"entries": ["kiln-libgreet"]}}));
+    let (code, _) = post(&app, &body, None).await;
+    assert_eq!(code, 200);
+    let body = nextflow_body(json!({"packages": {"entries": ["kiln-hello=1.0"]}}));
+    let (code, limited) = post(&app, &body, None).await;
+    assert_eq!(code, 429, "{limited}");
+    assert!(
+        limited["message"]
+            .as_str()
+            .expect("message")
+            .contains("builds")
+    );
+    let (code, _) = post(&app, &body, Some(TOKEN)).await;
+    assert_eq!(code, 200, "a token lifts the limit");
+
+    // Bad requests name the field; unknown ids are 404.
+    for (changes, field) in [
+        (
+            json!({"containerPlatform": "linux/s390x"}),
+            "containerPlatform",
+        ),
+        (
+            json!({"packages": {"entries": ["numpy;rm -rf /"]}}),
+            "packages",
+        ),
+        (
+            json!({"containerFile": "RlJPTSBzY3JhdGNo"}),
+            "containerFile",
+        ),
+        (json!({"packages": {"type": "CRAN"}}), "packages.type"),
+    ] {
+        let (code, error) = post(&app, &nextflow_body(changes), None).await;
+        assert_eq!(code, 400, "{error}");
+        assert!(
+            error["message"].as_str().expect("message").contains(field),
+            "{field}: {error}"
+        );
+    }
+    let (code, _) = get_json(&app, "/v1alpha2/container/000000000000/status").await;
+    assert_eq!(code, 404);
+    let (code, missing) = get_json(&app, "/v1alpha1/builds/bd-0000000000000000_1/status").await;
+    assert_eq!(code, 404);
+    assert!(missing["message"].is_string());
+
+    // Operations: service info and metrics.
+    let (_, info) = get_json(&app, "/service-info").await;
+    assert!(info["serviceInfo"]["version"].is_string(), "{info}");
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("kiln_container_requests_total{result=\"hit\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_builds_total{outcome=\"failed\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kiln_rate_limited_total 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_requests_at_once_share_one_build() {
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let app = start(&server.url, 1).await;
+    let body = nextflow_body(json!({"packages": {"entries": ["kiln-libgreet=1.0"]}}));
+    let answers = futures_util::future::join_all((0..200).map(|_| post(&app, &body, None))).await;
+    let mut targets = std::collections::BTreeSet::new();
+    let mut builds = std::collections::BTreeSet::new();
+    for (code, answer) in &answers {
+        assert_eq!(*code, 200, "{answer}");
+        targets.insert(answer["targetImage"].as_str().expect("target").to_owned());
+        builds.insert(answer["buildId"].as_str().expect("buildId").to_owned());
+    }
+    assert_eq!(targets.len(), 1, "one name: {targets:?}");
+    assert_eq!(builds.len(), 1, "one build: {builds:?}");
+    let status = until_ready(&app, &answers[0].1).await;
+    assert_eq!(status["succeeded"], json!(true), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_containerfile_is_built_with_buildah() {
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let app = start(&server.url, 5).await;
+    let dockerfile = format!(
+        "FROM {}/{BASE}:bookworm\nRUN echo built-by-kiln > /kiln.txt\n",
+        app.address
+    );
+    let body = nextflow_body(json!({
+        "packages": null,
+        "containerFile": base64::engine::general_purpose::STANDARD.encode(dockerfile),
+    }));
+    let (code, answer) = post(&app, &body, None).await;
+    assert_eq!(code, 200, "{answer}");
+    let status = until_ready(&app, &answer).await;
+    assert_eq!(status["succeeded"], json!(true), "{status}");
+    let build_id = answer["buildId"].as_str().expect("buildId");
+    let log = reqwest::get(app.url(&format!("/v1alpha1/builds/{build_id}/logs")))
+        .await
+        .expect("logs")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        log.contains("RUN echo built-by-kiln"),
+        "buildah's steps are logged: {log}"
+    );
+    let target = answer["targetImage"].as_str().expect("target");
+    let inspected = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .output()
+        .expect("skopeo");
+    assert!(
+        inspected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspected.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kilns_own_api_streams_the_build_log() {
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let app = start(&server.url, 5).await;
+    let response = reqwest::Client::new()
+        .post(app.url("/api/v1/images"))
+        .json(&json!({"packages": ["kiln-hello=1.0"], "channels": [CHANNEL_NAME], "platforms": ["linux/arm64"]}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(answer["cached"], json!(false));
+    let id = answer["build"]["id"].as_str().expect("build id").to_owned();
+    let mut stream = reqwest::get(app.url(&format!("/api/v1/builds/{id}/log")))
+        .await
+        .expect("log stream");
+    assert_eq!(
+        stream.headers()["content-type"].to_str().expect("type"),
+        "text/event-stream"
+    );
+    let mut text = String::new();
+    while let Some(chunk) = stream.chunk().await.expect("chunk") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if text.contains("event: done") {
+            break;
+        }
+    }
+    assert!(text.contains("event: log"), "{text}");
+    assert!(text.contains("solved"), "{text}");
+    assert!(text.contains("\"succeeded\":true"), "{text}");
+    let (code, record) = get_json(&app, &format!("/api/v1/builds/{id}")).await;
+    assert_eq!(code, 200);
+    assert_eq!(record["status"], json!("DONE"));
+    let response = reqwest::Client::new()
+        .post(app.url("/api/v1/images"))
+        .json(&json!({"packages": ["kiln-hello=1.0"], "channels": [CHANNEL_NAME], "platforms": ["linux/arm64"]}))
+        .send()
+        .await
+        .expect("POST");
+    let again: Value = response.json().await.expect("JSON");
+    assert_eq!(again["cached"], json!(true), "{again}");
+    let (code, bad) = {
+        let response = reqwest::Client::new()
+            .post(app.url("/api/v1/images"))
+            .json(&json!({"packages": ["samtools=1.21"], "platforms": ["windows/amd64"]}))
+            .send()
+            .await
+            .expect("POST");
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.expect("JSON"),
+        )
+    };
+    assert_eq!(code, 400, "{bad}");
+    let (code, document) = get_json(&app, "/openapi.json").await;
+    assert_eq!(code, 200);
+    assert!(
+        document["paths"]["/api/v1/images"]["post"].is_object(),
+        "{document}"
+    );
+}
