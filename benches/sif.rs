@@ -48,6 +48,7 @@ use std::fmt::Write as _;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -66,6 +67,8 @@ const BASE_REPOSITORY: &str = "kiln/base/debian";
 /// The one platform built.
 const PLATFORM: &str = "linux/amd64";
 const MB: f64 = 1e6;
+/// How often a SIF build's log is read while it runs, to see when each line appears.
+const LOG_POLL: Duration = Duration::from_millis(20);
 
 fn main() -> Result<()> {
     let workload = Workload::from_args();
@@ -136,6 +139,8 @@ struct Times {
     alone_bytes: u64,
     /// mksquashfs alone wrote byte for byte the SIF's partition.
     alone_identical: bool,
+    /// The one-minute load average before the first build and after the last mksquashfs.
+    load: (String, String),
 }
 
 /// One timed kiln build and the timed steps of its log.
@@ -145,6 +150,47 @@ struct KilnBuild {
     steps: Vec<(Step, f64)>,
     /// Timed log lines that are none of [`Step`].
     other: Vec<String>,
+    /// Where the time the log does not account for went (SIF builds, whose log is watched).
+    gaps: Option<Gaps>,
+}
+
+/// The wall time between a build's timed steps, from when each log line appeared: a line
+/// `… in d s` that appeared at `t` covers `t - d .. t`.
+#[derive(Debug, Clone, Default)]
+struct Gaps {
+    /// From the start of `Backend::run` to the start of the first step.
+    before: f64,
+    /// Between the end of one step and the start of the next, summed.
+    between: f64,
+    /// From the last line to the end of `Backend::run` (cleanup).
+    after: f64,
+    /// The largest gap between steps, and the line after it.
+    largest: (f64, String),
+}
+
+impl Gaps {
+    /// The gaps of a build that took `elapsed` seconds, from its log lines and the seconds
+    /// since its start at which each appeared.
+    fn of(lines: &[(f64, String)], elapsed: f64) -> Gaps {
+        let mut gaps = Gaps::default();
+        let mut previous = None;
+        for (at, line) in lines {
+            let start = at - logged_seconds(line).unwrap_or(0.0);
+            match previous {
+                None => gaps.before = start,
+                Some(end) => {
+                    let gap = start - end;
+                    gaps.between += gap;
+                    if gap > gaps.largest.0 {
+                        gaps.largest = (gap, line.clone());
+                    }
+                }
+            }
+            previous = Some(*at);
+        }
+        gaps.after = elapsed - previous.unwrap_or(0.0);
+        gaps
+    }
 }
 
 impl KilnBuild {
@@ -243,6 +289,7 @@ struct TreeStats {
 /// Starts kiln, puts the base in its registry, builds the docker image and the SIF twice, then
 /// times mksquashfs alone on the SIF's tree.
 async fn measure(workload: &Workload) -> Result<Times> {
+    let load_before = load_average();
     let kiln = Kiln::start().await?;
     let started = Instant::now();
     let client = kiln.pusher()?;
@@ -311,7 +358,17 @@ async fn measure(workload: &Workload) -> Result<Times> {
         alone,
         alone_bytes,
         alone_identical,
+        load: (load_before, load_average()),
     })
+}
+
+/// The one-minute load average, from `/proc/loadavg`: other work on the machine competes for
+/// the CPUs mksquashfs uses.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 /// A native builder with its caches under `data`, as `kiln serve` lays them out, building
@@ -354,6 +411,7 @@ async fn docker_build(
         build,
         steps,
         other,
+        gaps: None,
     })
 }
 
@@ -405,8 +463,17 @@ async fn sif_build(
         plan.request.entries().len()
     );
     let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_log(
+        store.clone(),
+        record.id.clone(),
+        started,
+        done.clone(),
+    ));
     let outcome = builder.run(&record, &log).await;
     let elapsed = started.elapsed();
+    done.store(true, Ordering::Release);
+    let stamped = watcher.await??;
     let text = store.read_log(&record.id, 0).await?.text;
     eprint!("{text}");
     store.finish(&record.id, outcome.clone()).await?;
@@ -426,6 +493,7 @@ async fn sif_build(
         },
         steps,
         other,
+        gaps: Some(Gaps::of(&stamped, elapsed.as_secs_f64())),
     };
     let missing: Vec<&str> = Step::ALL
         .iter()
@@ -448,17 +516,48 @@ fn parse_steps(log: &str) -> (Vec<(Step, f64)>, Vec<String>) {
         let Some(line) = line.strip_prefix(&format!("{PLATFORM}: ")) else {
             continue;
         };
-        let seconds = line
-            .strip_suffix(" s")
-            .and_then(|rest| rest.rsplit_once(" in "))
-            .and_then(|(_, seconds)| seconds.parse::<f64>().ok());
-        match (Step::of(line), seconds) {
+        match (Step::of(line), logged_seconds(line)) {
             (Some(step), Some(seconds)) => steps.push((step, seconds)),
             (None, Some(_)) => other.push(line.to_owned()),
             (_, None) => {}
         }
     }
     (steps, other)
+}
+
+/// The seconds a log line (`… in 1.2 s`) times, if it times something.
+fn logged_seconds(line: &str) -> Option<f64> {
+    line.strip_suffix(" s")
+        .and_then(|rest| rest.rsplit_once(" in "))
+        .and_then(|(_, seconds)| seconds.parse().ok())
+}
+
+/// Reads the log of build `id` while it runs, every [`LOG_POLL`], until `done` is set; returns
+/// its lines with the seconds since `started` at which each was first seen.
+async fn watch_log(
+    store: Arc<dyn Store>,
+    id: String,
+    started: Instant,
+    done: Arc<AtomicBool>,
+) -> Result<Vec<(f64, String)>> {
+    let mut offset = 0;
+    let mut pending = String::new();
+    let mut lines = Vec::new();
+    loop {
+        let finished = done.load(Ordering::Acquire);
+        let slice = store.read_log(&id, offset).await?;
+        let at = started.elapsed().as_secs_f64();
+        offset = slice.next_offset;
+        pending.push_str(&slice.text);
+        while let Some(end) = pending.find('\n') {
+            lines.push((at, pending[..end].to_owned()));
+            pending.drain(..=end);
+        }
+        if finished {
+            return Ok(lines);
+        }
+        tokio::time::sleep(LOG_POLL).await;
+    }
 }
 
 /// Downloads the SIF of `plan` as a client would: the ORAS manifest at the image's tag, then
@@ -608,9 +707,11 @@ fn print_report(workload: &Workload, times: &Times) {
     );
     let _ = writeln!(
         out,
-        "machine: {} CPUs (nproc; mksquashfs -processors {0}); data under the temp directory; \
-         network to PyPI through this machine's proxy",
-        std::thread::available_parallelism().map_or(1, usize::from)
+        "machine: {} CPUs (nproc; mksquashfs -processors {0}), load average {} before, {} \
+         after; data under the temp directory; network to PyPI through this machine's proxy",
+        std::thread::available_parallelism().map_or(1, usize::from),
+        times.load.0,
+        times.load.1,
     );
     let _ = writeln!(
         out,
@@ -665,6 +766,27 @@ fn print_report(workload: &Workload, times: &Times) {
         let _ = write!(out, " {:>16} |", cell(Some(build.unaccounted())));
     }
     let _ = writeln!(out);
+    let gap_rows = [
+        (
+            "  before the first step",
+            builds.map(|(_, b)| b.gaps.as_ref().map(|g| g.before)),
+        ),
+        (
+            "  between steps",
+            builds.map(|(_, b)| b.gaps.as_ref().map(|g| g.between)),
+        ),
+        (
+            "  after the last (cleanup)",
+            builds.map(|(_, b)| b.gaps.as_ref().map(|g| g.after)),
+        ),
+    ];
+    for (label, gaps) in gap_rows {
+        let _ = write!(out, "| {label:<26} |");
+        for gap in gaps {
+            let _ = write!(out, " {:>16} |", cell(gap));
+        }
+        let _ = writeln!(out);
+    }
     let _ = write!(out, "| {:<26} |", "**whole build (wall)**");
     for (_, build) in builds {
         let _ = write!(out, " {:>16} |", seconds(build.build.elapsed));
@@ -724,6 +846,17 @@ fn print_report(workload: &Workload, times: &Times) {
             first / alone,
             rebuild / alone,
         );
+    }
+    for (name, build) in builds {
+        if let Some(gaps) = &build.gaps
+            && gaps.largest.0 >= 0.5
+        {
+            let _ = writeln!(
+                out,
+                "{name}: the largest gap between steps, {:.1} s, ends at \"{}\"",
+                gaps.largest.0, gaps.largest.1
+            );
+        }
     }
     let others: Vec<&String> = builds.iter().flat_map(|(_, build)| &build.other).collect();
     if !others.is_empty() {

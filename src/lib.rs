@@ -13,6 +13,7 @@ pub mod plan;
 pub mod recipe;
 pub mod registry;
 pub mod resolve;
+pub mod search;
 pub mod server;
 pub mod spec;
 pub mod store;

@@ -49,7 +49,10 @@ pub async fn run(
     .with_metrics(metrics.clone());
     let workers = queue.start();
     tracing::info!(%address, registry = %config.registry, "kiln is serving");
+    let search = crate::search::PackageIndex::from_config(&config)
+        .context("cannot set up the HTTP client of package search")?;
     let state = AppState::new(App {
+        search,
         limiter: crate::api::limit::RateLimiter::new(config.api.anonymous_builds_per_day),
         submitting: tokio::sync::Mutex::new(()),
         config,

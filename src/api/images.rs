@@ -38,7 +38,7 @@ pub(super) struct ImageRequest {
     /// Package entries: `samtools=1.21`, `bioconda::bcftools=1.21`, `pip:requests==2.32.3`.
     #[schema(example = json!(["samtools=1.21", "pip:requests==2.32.3"]))]
     packages: Vec<String>,
-    /// Conda channels, highest priority first; kiln's defaults when empty.
+    /// Conda channels, highest priority first; kiln's configured channels when empty.
     #[serde(default)]
     channels: Vec<String>,
     /// `docker` (default) or `sif`.
@@ -103,25 +103,15 @@ pub(super) async fn request_image(
 ) -> Result<Json<ImageAnswer>, ApiError> {
     let asked: ImageRequest = serde_json::from_slice(&body)
         .map_err(|err| ApiError::bad_request(format!("the request body is not valid: {err}")))?;
-    let request = Request::try_from(RequestInput {
-        entries: asked.packages,
-        channels: asked.channels,
-        platforms: asked.platforms,
-        format: asked.format,
-    })
-    .map_err(|err| ApiError::bad_request(err.to_string()))?;
-    if request.format() == Format::Sif && request.platforms().len() != 1 {
-        return Err(ApiError::bad_request(
-            "`platforms`: a SIF holds one platform; ask for one",
-        ));
-    }
-    let plan = ImagePlan::for_request(
-        &request,
-        &state.config.recipe_images(),
-        &state.config.registry,
-    )
-    .map_err(|err| ApiError::bad_request(format!("`packages`: {err}")))?
-    .remove(0);
+    let plan = plan_image(
+        &state,
+        RequestInput {
+            entries: asked.packages,
+            channels: asked.channels,
+            platforms: asked.platforms,
+            format: asked.format,
+        },
+    )?;
     let caller = Caller::new(&state, &headers, address, None);
     let placed = ensure_image(&state, caller, plan.new_build()).await?;
     Ok(Json(ImageAnswer {
@@ -129,6 +119,42 @@ pub(super) async fn request_image(
         cached: matches!(placed, ImageState::Ready { .. }),
         build: placed.build().map(BuildSummary::from),
     }))
+}
+
+/// The channels of requests that name none: kiln's configuration, not the built-in default.
+pub(super) fn configured_channels(state: &AppState) -> Vec<String> {
+    state
+        .config
+        .channels
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Checks a request and plans its one image, with errors that name the field at fault. Shared
+/// with the HTML form (`ui.rs`), so both front doors accept and reject exactly the same input.
+pub(super) fn plan_image(state: &AppState, mut input: RequestInput) -> Result<ImagePlan, ApiError> {
+    if input.channels.is_empty() {
+        input.channels = configured_channels(state);
+    }
+    let request = Request::try_from(input).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    if request.format() == Format::Sif && request.platforms().len() != 1 {
+        return Err(ApiError::bad_request(
+            "`platforms`: a SIF holds one platform; ask for one",
+        ));
+    }
+    let mut plans = ImagePlan::for_request(
+        &request,
+        &state.config.recipe_images(),
+        &state.config.registry,
+    )
+    .map_err(|err| ApiError::bad_request(format!("`packages`: {err}")))?;
+    // One platform set gives one plan; `for_request` splits only multi-platform SIFs, which
+    // were refused above.
+    if plans.is_empty() {
+        return Err(ApiError::bad_request("`packages`: nothing to build"));
+    }
+    Ok(plans.remove(0))
 }
 
 /// The whole build record: request, recipes, status, timings, outputs, lock.

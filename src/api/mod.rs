@@ -9,7 +9,9 @@ mod images;
 pub mod limit;
 mod openapi;
 mod ops;
+mod search;
 pub mod submit;
+mod ui;
 mod views;
 mod wave;
 
@@ -43,6 +45,8 @@ pub struct App {
     pub limiter: limit::RateLimiter,
     /// Held while deciding whether a request starts a build.
     pub submitting: tokio::sync::Mutex<()>,
+    /// Package names for the search API, loaded on first use.
+    pub search: crate::search::PackageIndex,
 }
 
 impl std::fmt::Debug for App {
@@ -84,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(openapi::routes())
         .merge(views::routes())
+        .merge(search::routes())
+        .merge(ui::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
         .merge(registry)

@@ -402,6 +402,7 @@ mod tests {
             let queue = Queue::new(store.clone(), Arc::new(NoBackend), 1);
             Setup {
                 state: AppState::new(App {
+                    search: crate::search::PackageIndex::from_config(&config).unwrap(),
                     config,
                     store,
                     registry,

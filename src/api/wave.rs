@@ -288,6 +288,11 @@ fn packages_plan(
             "`packages.entries`: remote conda lock files are not supported; list the packages",
         ));
     }
+    let channels = if channels.is_empty() {
+        super::images::configured_channels(state)
+    } else {
+        channels
+    };
     let input = RequestInput {
         entries,
         channels,
