@@ -1,34 +1,40 @@
 //! Wave API load benchmark: how many cache-hit container requests kiln answers per second, and
 //! how fast, under many concurrent clients.
 //!
-//! A Nextflow run with the Wave plugin sends `POST /v1alpha2/container` for each process's
-//! container once per task submission, and then polls `GET /v1alpha2/container/{id}/status`
-//! about once a second until the image is ready. Once an image has been built, every request
-//! for it is a *cache hit*: kiln looks up the key's latest build, checks the tag in its registry,
-//! records the request (one SQLite row), and answers `{"cached":true,"succeeded":true,...}` at
-//! once. That path is what a large pipeline hammers, and what this measures.
+//! Nextflow's Wave client sends `POST /v1alpha2/container` for the containers of a run's
+//! processes, and polls `GET /v1alpha2/container/{id}/status` about once a second until each
+//! image is ready. Once an image has been built, every request for it is a *cache hit*: kiln
+//! looks up the key's latest build, checks the tag in its registry, records the request (one
+//! SQLite row), and answers `{"cached":true,"succeeded":true,...}` at once. That path, and the
+//! status poll, are what many pipelines at once hammer; this measures both.
 //!
 //! It starts kiln in-process on 127.0.0.1 with `kiln::server::run`, as `kiln serve` runs it
 //! (app, embedded registry, SQLite store and build queue, data under the temp directory), on a
 //! tokio runtime of its own; generates a one-package conda channel (`benches/support/channel.rs`,
-//! served on kiln's runtime) and pushes a tiny base image; sends one request for that package
-//! and polls its status until the native build is `DONE` and succeeded. Then, for each endpoint,
-//! N concurrent connections (default 64: one task with its own keep-alive `reqwest::Client`
-//! each, on a second runtime) send requests back to back for a fixed time (default 10 s) after a
-//! 1 s warm-up, and it prints requests/s, latency percentiles (p50, p90, p99, max) and errors:
+//! served on kiln's runtime) and pushes a tiny base image (`benches/support/base.rs`); sends one
+//! request for that package and polls its status until the native build is `DONE` and
+//! succeeded. Then, for each endpoint, N concurrent connections (default 64: one task with its
+//! own keep-alive `reqwest::Client` each, on a second runtime) send requests back to back for a
+//! fixed time (default 10 s) after a 1 s warm-up, and it prints requests/s, latency percentiles
+//! (p50, p90, p99, max) and errors:
 //!
 //! 1. **POST (cache hit)**: the same body each time (`freeze: true`, one CONDA entry); each
 //!    answer must be 200 with `"cached":true`;
 //! 2. **GET status**: the status of one cache-hit request; each answer must be 200 with
 //!    `"status":"DONE"`.
 //!
-//! kiln and the load generator share the machine's CPUs (the load generator's share is
-//! printed), so the numbers are a floor for kiln on its own: with 2 CPUs, about half the CPU
-//! time goes to the clients. kiln's CPU time per request (everything not on the load
-//! generator's threads: its runtime, its SQLite threads) is printed as well; it is the number
-//! that scales with cores. The anonymous build allowance is off (`anonymous_builds_per_day =
-//! 0`), though cache hits never count against it. SQLite's WAL is on the temp directory's disk
-//! (set `TMPDIR` to move it): each POST commits one row.
+//! After each, the same number of tasks on kiln's runtime make just that endpoint's store calls,
+//! through a second `SqliteStore` on kiln's database file, with no HTTP and no registry:
+//! `latest_for_key` + `add_request` for the POST, `request` + `build` for the status. The gap
+//! between the two rows is what HTTP, JSON and the registry's tag check add.
+//!
+//! kiln and the load generator share the machine's CPUs, so the numbers are a floor for kiln
+//! on its own. The CPU time is split by thread during the measured time: the load generator's
+//! threads against all others (kiln's runtime, its SQLite connection threads), printed as
+//! kiln's CPU time per request and the load generator's share. The anonymous build allowance
+//! is off (`anonymous_builds_per_day = 0`), though cache hits never count against it. SQLite's
+//! WAL is on the temp directory's disk (set `TMPDIR` to move it) and each POST commits a row,
+//! so the POST's numbers depend on that disk's `fsync`.
 //!
 //! ```sh
 //! cargo bench --bench wave
@@ -37,7 +43,7 @@
 //! ```
 //!
 //! `cargo test --all-targets` runs it without `--bench`: then 8 connections for 1 second per
-//! endpoint, a smoke test that fails if any request does.
+//! run, a smoke test that fails if any request does.
 
 #[path = "support/base.rs"]
 mod base;
@@ -77,6 +83,7 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 fn main() -> Result<()> {
     let settings = Settings::from_env()?;
+    let load_average = load_average();
     let channel = Channel::generate(&[PACKAGE.to_owned()], PACKAGE_BYTES)?;
     let package = channel.package(PACKAGE)?;
     let archive = package
@@ -97,6 +104,7 @@ fn main() -> Result<()> {
     print_report(&Report {
         settings,
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        load_average,
         package: format!(
             "{archive}: {} KiB payload, {:.1} KiB archive",
             package.payload_bytes >> 10,
@@ -325,36 +333,6 @@ async fn measure(settings: &Settings, kiln: &KilnServer) -> Result<Measured> {
         ),
     ];
     let mut measured = Vec::new();
-    let mut runs = runs.to_vec();
-    let dry = Bytes::from(serde_json::to_vec(&json!({
-        "packages": {"type": "CONDA", "entries": [PACKAGE], "channels": [CHANNEL_NAME]},
-        "freeze": true, "dryRun": true,
-    }))?);
-    let pass = Bytes::from(serde_json::to_vec(&json!({
-        "containerImage": "docker.io/library/ubuntu:24.04", "freeze": true,
-    }))?);
-    runs.push(("POST dryRun", Work::Http(Endpoint { url: kiln.url("/v1alpha2/container"), body: Some(dry), expect: "requestId" }), &here));
-    runs.push(("POST containerImage", Work::Http(Endpoint { url: kiln.url("/v1alpha2/container"), body: Some(pass), expect: "requestId" }), &here));
-    for sync in ["FULL", "NORMAL"] {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&kiln.database)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true)
-            .pragma("synchronous", sync);
-        let pool = kiln_runtime
-            .spawn(async move { sqlx::SqlitePool::connect_with(options).await })
-            .await??;
-        runs.push((
-            if sync == "FULL" {
-                "raw INSERT FULL"
-            } else {
-                "raw INSERT NORMAL"
-            },
-            Work::Raw(pool),
-            &kiln_runtime,
-        ));
-    }
     for (name, work, runtime) in runs {
         eprintln!(
             "{}: {} connections, {:.0} s + {:.0} s warm-up",
@@ -453,7 +431,6 @@ enum Work {
         request_id: String,
         build_id: String,
     },
-    Raw(sqlx::SqlitePool),
 }
 
 /// One HTTP request, sent the same way each time, and what its answer must contain.
@@ -511,13 +488,19 @@ async fn hammer(
     work: &Work,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Run> {
+    // A client per task, so a keep-alive connection each; made before the clock starts (each
+    // loads the system's root certificates).
+    let clients = (0..settings.connections)
+        .map(|_| match work {
+            Work::Http(_) => client().map(Some),
+            Work::Submit { .. } | Work::Status { .. } => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let begin = Instant::now();
     let measure_from = begin + WARM_UP;
     let until = measure_from + settings.duration;
     let mut tasks = Vec::with_capacity(settings.connections);
-    for _ in 0..settings.connections {
-        // Its own client, so its own keep-alive connection.
-        let client = client()?;
+    for client in clients {
         let work = work.clone();
         tasks.push(runtime.spawn(async move {
             let mut result = TaskResult::default();
@@ -526,7 +509,7 @@ async fn hammer(
                 if sent >= until {
                     return result;
                 }
-                let outcome = once(&client, &work).await;
+                let outcome = once(client.as_ref(), &work).await;
                 let took = sent.elapsed();
                 if sent >= measure_from {
                     result.latencies.push(took);
@@ -564,9 +547,9 @@ async fn hammer(
 }
 
 /// One call; the error says what was wrong with its answer.
-async fn once(client: &Client, work: &Work) -> Result<(), String> {
+async fn once(client: Option<&Client>, work: &Work) -> Result<(), String> {
     match work {
-        Work::Http(endpoint) => send(client, endpoint).await,
+        Work::Http(endpoint) => send(client.ok_or("no HTTP client")?, endpoint).await,
         Work::Submit { store, key, record } => {
             store
                 .latest_for_key(key)
@@ -582,12 +565,6 @@ async fn once(client: &Client, work: &Work) -> Result<(), String> {
                 .add_request(&record)
                 .await
                 .map_err(|err| err.to_string())
-        }
-        Work::Raw(pool) => {
-            sqlx::query("INSERT INTO container_requests (id, build_id, target_image, container_image, format, cached, freeze, created_at) VALUES ($1, NULL, 'a', 'a', 'docker', 1, 1, '2026-01-01T00:00:00.000000Z')")
-                .bind(uuid::Uuid::new_v4().simple().to_string())
-                .execute(pool).await.map_err(|e| e.to_string())?;
-            Ok(())
         }
         Work::Status {
             store,
@@ -698,6 +675,8 @@ fn stat_ticks(stat: &str) -> Result<u64> {
 struct Report<'a> {
     settings: Settings,
     cpus: usize,
+    /// `/proc/loadavg` before the run: other work competing for the CPUs.
+    load_average: String,
     package: String,
     image: String,
     build_time: Duration,
@@ -710,7 +689,7 @@ fn print_report(report: &Report<'_>) {
     let _ = writeln!(
         out,
         "\nWave API benchmark: cache hits, {} connections (one keep-alive client each), \
-         {:.0} s per endpoint after a {:.0} s warm-up",
+         {:.0} s per run after a {:.0} s warm-up",
         settings.connections,
         settings.duration.as_secs_f64(),
         WARM_UP.as_secs_f64()
@@ -718,8 +697,9 @@ fn print_report(report: &Report<'_>) {
     let _ = writeln!(
         out,
         "machine: {} CPUs (nproc), shared by kiln and the load generator (same process, a \
-         tokio runtime each, {} worker threads each); kiln's data under the temp directory",
-        report.cpus, report.cpus
+         tokio runtime each, {} worker threads each); load average before the run {}; \
+         kiln's data under the temp directory",
+        report.cpus, report.cpus, report.load_average
     );
     let _ = writeln!(
         out,
@@ -730,20 +710,12 @@ fn print_report(report: &Report<'_>) {
     );
     let _ = writeln!(
         out,
-        "| {:<37} | {:>10} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>14} | {:>10} |",
-        "endpoint",
-        "requests/s",
-        "p50",
-        "p90",
-        "p99",
-        "max",
-        "errors",
-        "kiln CPU / req",
-        "load CPU"
+        "| {:<37} | {:>10} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>14} | {:>8} |",
+        "run", "requests/s", "p50", "p90", "p99", "max", "errors", "kiln CPU / req", "load CPU"
     );
     let _ = writeln!(
         out,
-        "|{:-<39}|{:->12}|{:->11}|{:->11}|{:->11}|{:->11}|{:->8}|{:->16}|{:->12}|",
+        "|{:-<39}|{:->12}|{:->11}|{:->11}|{:->11}|{:->11}|{:->8}|{:->16}|{:->10}|",
         "", ":", ":", ":", ":", ":", ":", ":", ":"
     );
     for run in report.runs {
@@ -754,7 +726,7 @@ fn print_report(report: &Report<'_>) {
         };
         let _ = writeln!(
             out,
-            "| {:<37} | {:>10.0} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>14} | {:>9.0}% |",
+            "| {:<37} | {:>10.0} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>14} | {:>7.0}% |",
             run.name,
             run.per_second(),
             time(run.percentile(50.0)),
@@ -766,30 +738,49 @@ fn print_report(report: &Report<'_>) {
             100.0 * run.cpu.load / (run.cpu.kiln + run.cpu.load).max(f64::MIN_POSITIVE),
         );
     }
+    let available = settings.duration.as_secs_f64() * report.cpus as f64;
     let _ = writeln!(
         out,
-        "\nkiln CPU / req: CPU time of every thread but the load generator's during the measured \
-         time, per request; load CPU: the load generator's share of the CPU time used"
+        "\nerrors: failed requests (not 200, or not the expected answer), warm-up included\n\
+         kiln CPU / req: CPU time of every thread but the load generator's, per request; \
+         load CPU: the load generator's share of the CPU time used\n\
+         CPU time used during each run, of {available:.0} CPU-s available:"
     );
     for run in report.runs {
-        let wall = run.elapsed.as_secs_f64() * report.cpus as f64;
         let _ = writeln!(
             out,
-            "{}: kiln {:.1} CPU-s, load generator {:.1} CPU-s, of {wall:.0} CPU-s available",
-            run.name, run.cpu.kiln, run.cpu.load
+            "  {:<37} kiln {:>5.1} CPU-s, load generator {:>5.1} CPU-s",
+            run.name.trim_start(),
+            run.cpu.kiln,
+            run.cpu.load
         );
         if let Some(error) = &run.first_error {
-            let _ = writeln!(out, "  first error: {error}");
+            let _ = writeln!(out, "    first error: {error}");
         }
     }
     print!("{out}");
 }
 
-/// A latency in milliseconds, or microseconds below one millisecond.
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A latency in microseconds below a millisecond, milliseconds below a second, else seconds.
 fn time(latency: Duration) -> String {
     if latency < Duration::from_millis(1) {
         format!("{} µs", latency.as_micros())
-    } else {
+    } else if latency < Duration::from_secs(1) {
         format!("{:.2} ms", latency.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.2} s", latency.as_secs_f64())
     }
 }
