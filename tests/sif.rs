@@ -16,10 +16,6 @@ mod debian_base;
     reason = "SIFs are checked from their files, not run as OCI images"
 )]
 mod native_build;
-#[expect(
-    dead_code,
-    reason = "these tests reach the app through its registry only"
-)]
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -197,6 +193,56 @@ fn check_sif(
         + &sha256
 }
 
+/// The calls `singularity pull library://<kiln>/library/default/<name>:<tag>` makes (reference
+/// §2.2), in its order: the image record, the OCI redirect (refused: download the file), the
+/// version, the file, whose `sha256.<hex>` hash must match.
+async fn library_pull(app: &TestApp, image: &str, output: &ImageOutput, sha256: &str) {
+    let (name, tag) = image
+        .rsplit_once('/')
+        .and_then(|(_, last)| last.split_once(':'))
+        .expect("name:tag");
+    let reference = format!("library/default/{name}:{tag}");
+    let record: serde_json::Value =
+        reqwest::get(app.url(&format!("/v1/images/{reference}?arch=amd64")))
+            .await
+            .expect("image record")
+            .json()
+            .await
+            .expect("JSON");
+    assert_eq!(
+        record["data"]["hash"],
+        format!("sha256.{sha256}"),
+        "{record}"
+    );
+    assert_eq!(record["data"]["size"], output.size, "{record}");
+    assert_eq!(record["data"]["arch"], "amd64", "{record}");
+    let redirect = reqwest::get(app.url(&format!(
+        "/v1/oci-redirect?namespace=library/default/{name}&mapped=1&accessTypes=pull"
+    )))
+    .await
+    .expect("oci-redirect");
+    assert_eq!(redirect.status(), 404, "kiln serves the file itself");
+    let version: serde_json::Value = reqwest::get(app.url("/version"))
+        .await
+        .expect("version")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(version["data"]["apiVersion"], "2.0.0-alpha.2");
+    let file = reqwest::get(app.url(&format!("/v1/imagefile/{reference}?arch=amd64")))
+        .await
+        .expect("image file");
+    assert_eq!(file.status(), 200);
+    let bytes = file.bytes().await.expect("body");
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), sha256);
+    let other_arch = reqwest::get(app.url(&format!("/v1/images/{reference}?arch=arm64")))
+        .await
+        .expect("image record");
+    assert_eq!(other_arch.status(), 404);
+    let error: serde_json::Value = other_arch.json().await.expect("JSON");
+    assert_eq!(error["error"]["code"], 404, "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn conda_sifs_run_on_both_platforms_and_are_served_by_oras_and_https() {
     let app = TestApp::start().await;
@@ -227,6 +273,7 @@ async fn conda_sifs_run_on_both_platforms_and_are_served_by_oras_and_https() {
         assert_eq!(printed, format!("hello from kiln-hello 2.0 on {machine}"));
         if arch == "amd64" {
             amd64_sha = sha256.to_owned();
+            library_pull(&app, &image, &output, sha256).await;
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod error;
 mod images;
+mod library;
 pub mod limit;
 mod openapi;
 mod ops;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(wave::routes())
         .merge(images::routes())
+        .merge(library::routes())
         .merge(openapi::routes())
         .merge(views::routes())
         .merge(search::routes())

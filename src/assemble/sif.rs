@@ -93,6 +93,25 @@ impl SifArch {
     }
 }
 
+impl SifArch {
+    /// The architecture in a SIF's global header (its first 48 bytes), if they are a SIF's.
+    pub fn of_header(header: &[u8]) -> Option<SifArch> {
+        let magic_at = LAUNCH_SCRIPT_FIELD;
+        let arch_at = magic_at + MAGIC.len() + VERSION.len();
+        if header.get(magic_at..magic_at + MAGIC.len()) != Some(MAGIC.as_slice()) {
+            return None;
+        }
+        match header.get(arch_at..arch_at + 3)? {
+            b"02\0" => Some(SifArch::Amd64),
+            b"04\0" => Some(SifArch::Arm64),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes the launch script field takes at the start of the header.
+const LAUNCH_SCRIPT_FIELD: usize = 32;
+
 impl From<Platform> for SifArch {
     fn from(platform: Platform) -> Self {
         match platform {
@@ -423,7 +442,7 @@ fn prefix(input: &SifInput<'_>, objects: &[Planned<'_>]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(usize::try_from(partition_offset).unwrap_or_default());
 
     // Global header.
-    put_padded(&mut buf, LAUNCH_SCRIPT, 32);
+    put_padded(&mut buf, LAUNCH_SCRIPT, LAUNCH_SCRIPT_FIELD);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(VERSION);
     buf.extend_from_slice(&input.arch.code());
@@ -498,6 +517,18 @@ fn pad_to(buf: &mut Vec<u8>, offset: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_tells_the_architecture() {
+        let mut header = vec![0u8; LAUNCH_SCRIPT_FIELD];
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(VERSION);
+        header.extend_from_slice(&SifArch::Arm64.code());
+        assert_eq!(SifArch::of_header(&header), Some(SifArch::Arm64));
+        header[LAUNCH_SCRIPT_FIELD] = b'X';
+        assert_eq!(SifArch::of_header(&header), None, "not a SIF");
+        assert_eq!(SifArch::of_header(b"short"), None);
+    }
 
     /// A stand-in squashfs: a gzip superblock, then filler.
     fn fake_squashfs(dir: &Path, len: usize, compression: u16) -> PathBuf {
