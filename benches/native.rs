@@ -28,6 +28,8 @@
 //! `cargo test --all-targets` runs it without `--bench`: then the packages are 16 KiB each, a
 //! smoke test of every step that takes a few seconds.
 
+#[path = "support/base.rs"]
+mod base;
 #[path = "support/channel.rs"]
 mod channel;
 #[path = "support/kiln.rs"]
@@ -41,15 +43,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use bytes::Bytes;
 use channel::{CHANNEL_NAME, Channel, Package};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use kiln::assemble::{self, BaseConfig};
 use kiln::build::native::NativeBuilder;
 use kiln::config::Config;
 use kiln::registry::client::{Auth, RegistryClient};
-use kiln::spec::{Platform, Request, RequestInput};
+use kiln::spec::{Request, RequestInput};
 use kiln::store::{SqliteStore, Store};
 use kiln_app::{Build, Kiln};
 
@@ -172,7 +172,7 @@ struct KilnTimes {
 async fn measure_kiln(sizes: &Sizes, channel: &Channel) -> Result<KilnTimes> {
     let channel_url = channel::serve(channel.dir.clone()).await?;
     let kiln = Kiln::start().await?;
-    push_base(&kiln.pusher()?).await?;
+    base::push_base(&kiln.pusher()?, BASE_REPOSITORY, BASE_TAG).await?;
     let data = tempfile::tempdir()?;
     let builder = native_builder(&kiln, &channel_url, data.path())?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path().join("kiln.db")).await?);
@@ -186,53 +186,6 @@ async fn measure_kiln(sizes: &Sizes, channel: &Channel) -> Result<KilnTimes> {
         repeated,
         repeated_first,
     })
-}
-
-/// Pushes `bench/base:1`: one tiny layer (`etc/os-release`), its config and manifest, and an
-/// index for linux/amd64, the shape `kiln base bootstrap` gives bases.
-async fn push_base(client: &RegistryClient) -> Result<()> {
-    let root = tempfile::tempdir()?;
-    std::fs::create_dir(root.path().join("etc"))?;
-    std::fs::write(root.path().join("etc/os-release"), "ID=kiln-bench\n")?;
-    let layer_dir = tempfile::tempdir()?;
-    let paths = [PathBuf::from("etc"), PathBuf::from("etc/os-release")];
-    let layer = assemble::write_layer(root.path(), &paths, layer_dir.path())?;
-    client
-        .push_blob_file(BASE_REPOSITORY, &layer.digest, &layer.gz_path, None)
-        .await?;
-    let env = [(
-        "PATH".to_owned(),
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-    )];
-    let config = assemble::image_config(
-        Platform::LinuxAmd64,
-        &BaseConfig::default(),
-        std::slice::from_ref(&layer.diff_id),
-        &env,
-        &BTreeMap::new(),
-    );
-    client
-        .push_blob_bytes(BASE_REPOSITORY, Bytes::from(config.bytes.clone()), None)
-        .await?;
-    let manifest = assemble::image_manifest(&config, &[layer.descriptor()], &BTreeMap::new());
-    client
-        .push_manifest(
-            BASE_REPOSITORY,
-            &manifest.digest,
-            Bytes::from(manifest.bytes.clone()),
-            manifest.media_type,
-        )
-        .await?;
-    let index = assemble::image_index(&[(Platform::LinuxAmd64, manifest)]);
-    client
-        .push_manifest(
-            BASE_REPOSITORY,
-            BASE_TAG,
-            Bytes::from(index.bytes),
-            index.media_type,
-        )
-        .await?;
-    Ok(())
 }
 
 /// A native builder with its caches under `data`, as `kiln serve` lays them out, pushing to

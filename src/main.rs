@@ -174,11 +174,6 @@ fn push_client(config: &Config) -> anyhow::Result<RegistryClient> {
     )?)
 }
 
-/// A native builder with the settings of `config`, pushing with `client`.
-fn native_builder(config: &Config, client: RegistryClient) -> anyhow::Result<NativeBuilder> {
-    NativeBuilder::from_config(config, client).map_err(anyhow::Error::msg)
-}
-
 /// `kiln build`: one build through the same queue and backend the service uses, with its log
 /// shown as it grows.
 async fn build(
@@ -193,7 +188,8 @@ async fn build(
         )
     })?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
-    let backend = native_builder(&config, push_client(&config)?)?;
+    let backend =
+        NativeBuilder::from_config(&config, push_client(&config)?).map_err(anyhow::Error::msg)?;
     let queue = Queue::new(store.clone(), Arc::new(backend), 1);
     let workers = queue.start();
     let mut failed = false;

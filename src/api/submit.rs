@@ -106,10 +106,10 @@ pub async fn ensure_image(
 ) -> Result<ImageState, ApiError> {
     let (repository, tag) = repository_and_tag(&new.image)
         .ok_or_else(|| ApiError::bad_request(format!("`{}` is not an image name", new.image)))?;
-    let latest = state.store.latest_for_key(&new.key).await?;
     if state.registry.tag_exists(repository, tag).await {
         state.metrics.container_request(RequestResult::Hit);
-        return Ok(ImageState::Ready { build: latest });
+        let build = state.store.latest_for_key(&new.key).await?;
+        return Ok(ImageState::Ready { build });
     }
     state.metrics.container_request(RequestResult::Miss);
     // One decision at a time: requests racing for the same new image must see each other's
