@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod conda;
+mod definition;
 mod entry;
 mod image_ref;
 mod name;
@@ -16,6 +17,9 @@ mod platform;
 mod request;
 
 pub use conda::CondaSpec;
+pub use definition::{
+    Bootstrap, Definition, DefinitionError, FileCopy, MAX_DEFINITION_LEN, MAX_FROM_LEN, Script,
+};
 pub use entry::{EntryError, MAX_ENTRY_LEN, PackageEntry};
 pub use image_ref::{ImageRef, ImageRefError};
 pub use name::{
