@@ -82,8 +82,13 @@ pub struct ApiSettings {
     /// service allows 25; `0` means no limit. Requests whose image exists never count.
     pub anonymous_builds_per_day: u32,
     /// Tokens (`Authorization: Bearer …`, or Wave's `towerAccessToken`) whose requests are not
-    /// limited.
+    /// limited. They are also the operators' tokens of the Singularity library API, acting as
+    /// the user `library`, who may write anywhere.
     pub tokens: Vec<String>,
+    /// Whether anyone may get a library token at `/auth/tokens` for a user name nobody holds
+    /// yet (first come, first served). When false, only an operator mints tokens (on that page
+    /// with a token from `tokens`, or with `kiln token create`).
+    pub open_signup: bool,
 }
 
 impl Default for ApiSettings {
@@ -91,6 +96,7 @@ impl Default for ApiSettings {
         ApiSettings {
             anonymous_builds_per_day: 25,
             tokens: Vec::new(),
+            open_signup: true,
         }
     }
 }
@@ -314,6 +320,9 @@ impl Config {
                 .map(str::to_owned)
                 .collect();
         }
+        if let Some(value) = env("KILN_OPEN_SIGNUP") {
+            self.api.open_signup = parsed("KILN_OPEN_SIGNUP", &value)?;
+        }
         if let Some(value) = env("KILN_UV") {
             self.build.uv = PathBuf::from(value);
         }
@@ -334,6 +343,11 @@ impl Config {
             .any(|prefix| host.starts_with(prefix));
         let scheme = if loopback { "http" } else { "https" };
         format!("{scheme}://{host}")
+    }
+
+    /// Where clients' uploaded build contexts (for remote builds' `%files`) are kept.
+    pub fn build_contexts_dir(&self) -> PathBuf {
+        self.data_dir.join("build-contexts")
     }
 
     /// The conda base image: the configured one, or kiln's Debian base in its own registry.
@@ -406,6 +420,30 @@ mod tests {
             "localhost:9090/kiln/base/debian:bookworm"
         );
         assert_eq!(config.python_base_image().as_str(), "python:3.12-slim");
+        assert!(config.api.open_signup);
+    }
+
+    #[test]
+    fn signup_can_be_closed_by_file_or_environment() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(&path, "[api]\nopen_signup = false\n").expect("write config");
+        let config = Config::load(Some(&path), no_env).expect("config loads");
+        assert!(!config.api.open_signup);
+        let env = |name: &str| (name == "KILN_OPEN_SIGNUP").then(|| "true".to_owned());
+        assert!(
+            Config::load(Some(&path), env)
+                .expect("loads")
+                .api
+                .open_signup
+        );
+        let env = |name: &str| (name == "KILN_OPEN_SIGNUP").then(|| "yes".to_owned());
+        let err = Config::load(None, env).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("environment variable KILN_OPEN_SIGNUP is not valid"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -55,6 +55,21 @@ enum Command {
         #[command(subcommand)]
         command: BaseCommand,
     },
+    /// Tokens of the Singularity library API (`singularity remote login`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a token for USER and print it: the way in when sign-up is closed
+    /// (`api.open_signup = false`). kiln keeps only its hash; USER is claimed if nobody held it.
+    Create {
+        /// The user name, which is also the library entity the token may write under.
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +165,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(build(config, plans, output))
         }
         Command::Base { command } => runtime()?.block_on(base(config, command)),
+        Command::Token {
+            command: TokenCommand::Create { user },
+        } => runtime()?.block_on(create_token(config, &user)),
     }
 }
 
@@ -255,6 +273,28 @@ async fn save_sif(client: &RegistryClient, plan: &ImagePlan, path: &Path) -> any
         .await
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// `kiln token create USER`: prints a new token for USER.
+async fn create_token(config: Config, user: &str) -> anyhow::Result<()> {
+    use kiln::api::accounts::AccountError;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = SqliteStore::open(&config.database_path()).await?;
+    match kiln::api::accounts::create_token(&store, user).await {
+        Ok(token) => {
+            println!("{token}");
+            Ok(())
+        }
+        Err(err @ (AccountError::InvalidName(_) | AccountError::Reserved)) => {
+            Err(Refused(err.to_string()).into())
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// `kiln base …`.

@@ -13,6 +13,7 @@ use crate::api::{self, App, AppState};
 use crate::build::Backend;
 use crate::build::buildah::Buildah;
 use crate::build::containerfile::{ContainerfileBuilder, ContainerfileSettings, Dispatch};
+use crate::build::definition::{DefinitionBuilder, DefinitionSettings};
 use crate::build::native::NativeBuilder;
 use crate::build::queue::Queue;
 use crate::config::Config;
@@ -55,6 +56,7 @@ pub async fn run(
         search,
         limiter: crate::api::limit::RateLimiter::new(config.api.anonymous_builds_per_day),
         submitting: tokio::sync::Mutex::new(()),
+        contexts: Default::default(),
         config,
         store,
         registry,
@@ -90,7 +92,7 @@ fn builders(
         },
         &config.insecure_registries,
     )?;
-    let native = NativeBuilder::from_config(config, client).map_err(anyhow::Error::msg)?;
+    let native = NativeBuilder::from_config(config, client.clone()).map_err(anyhow::Error::msg)?;
     let containerfile = ContainerfileBuilder::new(
         Buildah::new(&config.build),
         ContainerfileSettings {
@@ -101,9 +103,21 @@ fn builders(
             work_dir: config.data_dir.join("work"),
         },
     )?;
+    let definition = DefinitionBuilder::new(
+        Buildah::new(&config.build),
+        client,
+        DefinitionSettings {
+            registry: loopback.to_string(),
+            public_registry: config.registry.to_string(),
+            public_url: config.public_url(),
+            contexts_dir: config.build_contexts_dir(),
+            work_dir: config.data_dir.join("work"),
+        },
+    );
     Ok(Arc::new(Dispatch::new(
         Arc::new(native),
         Arc::new(containerfile),
+        Arc::new(definition),
     )))
 }
 

@@ -57,7 +57,11 @@ async fn setup(work: &std::path::Path) -> (TestApp, Dispatch) {
         },
     )
     .expect("builder");
-    let dispatch = Dispatch::new(Arc::new(Named("native")), Arc::new(builder));
+    let dispatch = Dispatch::new(
+        Arc::new(Named("native")),
+        Arc::new(builder),
+        Arc::new(Named("definition")),
+    );
     (app, dispatch)
 }
 
@@ -275,7 +279,11 @@ async fn a_failing_dockerfile_says_which_step_failed() {
 
 #[tokio::test]
 async fn dispatch_routes_by_request() {
-    let dispatch = Dispatch::new(Arc::new(Named("native")), Arc::new(Named("containerfile")));
+    let dispatch = Dispatch::new(
+        Arc::new(Named("native")),
+        Arc::new(Named("containerfile")),
+        Arc::new(Named("definition")),
+    );
     let requests = [
         (
             ContainerfileRequest::new(Platform::LinuxArm64).to_json(),
@@ -289,6 +297,10 @@ async fn dispatch_routes_by_request() {
             r#"{"entries":["samtools"],"channels":["bioconda"],"platforms":["linux/amd64"]}"#
                 .to_owned(),
             "native",
+        ),
+        (
+            r#"{"definition":{"platform":"linux/amd64"}}"#.to_owned(),
+            "definition",
         ),
     ];
     for (request, backend) in requests {

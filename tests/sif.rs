@@ -10,6 +10,8 @@
 mod conda_channel;
 #[path = "support/debian_base.rs"]
 mod debian_base;
+#[path = "support/go_tools.rs"]
+mod go_tools;
 #[path = "support/native_build.rs"]
 #[expect(
     dead_code,
@@ -20,34 +22,14 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use conda_channel::{CHANNEL_NAME, CondaChannel};
 use debian_base::push_debian_python_base;
+use go_tools::tool;
 use kiln::store::{BuildOutcome, ImageOutput};
 use native_build::{BASE_REPOSITORY, build_format, builder, pusher};
 use sha2::{Digest as _, Sha256};
 use support::{PUSHER, TestApp};
-
-/// The Go tools (siftool, oras), built once per test run by `tests/support/go-tools.sh`.
-fn tool(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = root.join("target/tools");
-        let output = Command::new(root.join("tests/support/go-tools.sh"))
-            .arg(&dir)
-            .output()
-            .expect("tests/support/go-tools.sh runs");
-        assert!(
-            output.status.success(),
-            "building the Go tools failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        dir
-    });
-    dir.join(name)
-}
 
 /// Runs `command` and returns its stdout; fails with its output otherwise.
 fn run(command: &mut Command) -> String {

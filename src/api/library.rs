@@ -1,7 +1,12 @@
-//! The part of the Sylabs library API that `singularity pull library://…` needs, for every SIF
-//! kiln holds: `library://<kiln>/library/default/<name>:<tag>` is the SIF kiln pushed to
-//! `library/<name>:<tag>` (reference §2.2). Answers use the library's `{"data": …}` envelope;
-//! errors its `{"error": {"code", "message"}}`.
+//! The Sylabs library API (`library://`) for pulls (reference §2.2); pushes are in
+//! [`super::library_push`] and [`super::library_files`]. Answers use the library's
+//! `{"data": …}` envelope, errors its `{"error": {"code", "message"}}` ([`LibraryError`]).
+//!
+//! An image is found first in the library's records (images pushed with `singularity push`,
+//! by tag and architecture or by `sha256.<hex>`), then in kiln's registry: the SIF artifact at
+//! [`registry_repository`]`:<tag>`, so `library://<kiln>/library/default/<name>:<tag>` is the
+//! SIF kiln built at `library/<name>:<tag>`, and SIFs pushed straight into the registry (remote
+//! builds) are pullable too. SIF bytes live once, in the registry's blob store.
 
 use axum::Json;
 use axum::Router;
@@ -10,24 +15,54 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 
 use super::AppState;
+use super::accounts::OPERATOR;
+use super::error::ApiError;
+use super::library_files;
 use crate::assemble::MEDIA_TYPE_SIF_LAYER;
 use crate::assemble::sif::SifArch;
-use crate::registry::path::{Digest, Reference};
+use crate::registry::path::{Digest, Reference, is_valid_tag, parse_name_str};
+use crate::store::{ArchTag, ImageKey, LibraryImage, LibraryKey, LibraryPath, StoreError};
 
-/// The API version that tells clients architecture-specific tags are supported.
+/// The API version that tells clients architecture-specific tags and single-part v2 uploads
+/// are supported.
 const API_VERSION: &str = "2.0.0-alpha.2";
+
+/// The collection of one-name references: `library://<name>` is `library/default/<name>`.
+pub(crate) const DEFAULT_COLLECTION: &str = "default";
+
+/// Bytes of a SIF's header that name its architecture ([`SifArch::of_header`]).
+pub(super) const SIF_HEADER_LEN: usize = 48;
+
+/// The repository of kiln's registry that holds library image `entity/collection/container`:
+/// `library/<container>` for `library/default/<container>` (where kiln's own SIFs are), and
+/// `library/<entity>/<collection>/<container>` for everything else. Library pushes store their
+/// SIFs there; the pull API falls back to it, so a SIF pushed straight into the registry at
+/// this repository is pullable as `library://entity/collection/container:<tag>`.
+pub(crate) fn registry_repository(entity: &str, collection: &str, container: &str) -> String {
+    if entity == OPERATOR && collection == DEFAULT_COLLECTION {
+        format!("library/{container}")
+    } else {
+        format!("library/{entity}/{collection}/{container}")
+    }
+}
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/version", get(version))
         .route("/v1/oci-redirect", get(no_oci_redirect))
         .route("/v1/images/{*reference}", get(image))
-        .route("/v1/imagefile/{*reference}", get(image_file))
+        // One route for both: the legacy upload names an image id where pulls name a
+        // reference, and `{id}` beside `{*reference}` would take one-name pulls.
+        .route(
+            "/v1/imagefile/{*reference}",
+            get(image_file).post(library_files::upload_legacy),
+        )
 }
 
 async fn version() -> Json<Value> {
@@ -37,7 +72,7 @@ async fn version() -> Json<Value> {
 /// Clients ask whether to read the image from an OCI registry; any failure means "download the
 /// file", which is what kiln serves.
 async fn no_oci_redirect() -> Response {
-    error(StatusCode::NOT_FOUND, "Not Found")
+    LibraryError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,143 +80,413 @@ struct ArchQuery {
     arch: Option<String>,
 }
 
-/// One SIF in kiln's registry, as the library names it.
-struct LibraryImage {
-    name: String,
-    tag: String,
-    digest: Digest,
-    size: u64,
-    arch: SifArch,
-}
-
 async fn image(
     State(state): State<AppState>,
     Path(reference): Path<String>,
     Query(query): Query<ArchQuery>,
-) -> Response {
-    match find(&state, &reference, query.arch.as_deref()).await {
-        Ok(found) => Json(json!({"data": {
-            "id": &found.digest.hex()[..24],
-            "hash": format!("sha256.{}", found.digest.hex()),
-            "description": "",
-            "size": found.size,
-            "uploaded": true,
-            "signed": false,
-            "encrypted": false,
-            "arch": found.arch.as_str(),
-            "fingerprints": [],
-            "customData": "",
-            "entityName": "library",
-            "collectionName": "default",
-            "containerName": found.name,
-            "tags": [found.tag],
-            "containerStars": 0,
-            "containerDownloads": 0,
-            "deleted": false,
-        }}))
-        .into_response(),
-        Err(response) => response,
-    }
+) -> Result<Json<Value>, LibraryError> {
+    let found = find(&state, &reference, query.arch.as_deref()).await?;
+    Ok(Json(json!({ "data": found.record })))
 }
 
 async fn image_file(
     State(state): State<AppState>,
     Path(reference): Path<String>,
     Query(query): Query<ArchQuery>,
-) -> Response {
-    let found = match find(&state, &reference, query.arch.as_deref()).await {
-        Ok(found) => found,
-        Err(response) => return response,
+) -> Result<Response, LibraryError> {
+    let found = find(&state, &reference, query.arch.as_deref()).await?;
+    let Some(digest) = found.file else {
+        return Err(LibraryError::new(
+            StatusCode::NOT_FOUND,
+            format!("the file of image {reference} has not been uploaded"),
+        ));
     };
-    let Ok(Some((path, size))) = state.registry.storage().blob_file(&found.digest).await else {
-        return error(StatusCode::NOT_FOUND, "the image file is gone");
+    let Ok(Some((path, size))) = state.registry.storage().blob_file(&digest).await else {
+        return Err(LibraryError::new(
+            StatusCode::NOT_FOUND,
+            "the image file is gone",
+        ));
     };
-    match tokio::fs::File::open(&path).await {
-        Ok(file) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                (header::CONTENT_LENGTH, size.to_string()),
-            ],
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 19)),
-        )
-            .into_response(),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|err| LibraryError::from(ApiError::internal(&err)))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 19)),
+    )
+        .into_response())
+}
+
+/// A library reference, `[[entity/]collection/]container[:tag]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LibraryRef {
+    entity: String,
+    collection: String,
+    container: String,
+    version: Version,
+}
+
+/// What follows the `:` of a reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Version {
+    /// A tag (`latest` when the reference has none).
+    Tag(String),
+    /// `sha256.<hex>`: the image whose file has this sha256.
+    Hash(String),
+}
+
+impl LibraryRef {
+    /// One name is `library/default/<name>` and two are `library/<collection>/<name>`, as
+    /// Sylabs' library reads them; `None` for anything that cannot name an image.
+    fn parse(reference: &str) -> Option<LibraryRef> {
+        let reference = reference.trim_start_matches('/');
+        let (path, version) = match reference.rsplit_once(':') {
+            Some((path, tag)) if !tag.contains('/') => (path, tag),
+            _ => (reference, "latest"),
+        };
+        let (entity, collection, container) = match path.split('/').collect::<Vec<_>>()[..] {
+            [container] => (OPERATOR, DEFAULT_COLLECTION, container),
+            [collection, container] => (OPERATOR, collection, container),
+            [entity, collection, container] => (entity, collection, container),
+            _ => return None,
+        };
+        if [entity, collection, container].contains(&"") {
+            return None;
+        }
+        let version = match version.strip_prefix("sha256.") {
+            Some(hex) => Version::Hash(Digest::from_hex(hex)?.hex().to_owned()),
+            None if is_valid_tag(version) => Version::Tag(version.to_owned()),
+            None => return None,
+        };
+        Some(LibraryRef {
+            entity: entity.to_owned(),
+            collection: collection.to_owned(),
+            container: container.to_owned(),
+            version,
+        })
     }
 }
 
-/// Resolves `[library/default/]<name>[:<tag>]` (tag `latest` when absent) to the SIF kiln
-/// holds under `library/<name>:<tag>`, checking its architecture against `arch`.
+/// An image the pull API answers with: its `Image` document, and its file once uploaded.
+#[derive(Debug)]
+struct Found {
+    record: Value,
+    file: Option<Digest>,
+}
+
+/// Resolves `reference` for `arch` (any architecture when `None`): the library's records
+/// first, then the SIF artifact in the registry at [`registry_repository`]`:<tag>`, whose
+/// architecture is read from the file.
 async fn find(
     state: &AppState,
     reference: &str,
     arch: Option<&str>,
-) -> Result<LibraryImage, Response> {
-    let reference = reference.trim_start_matches('/');
-    let (path, tag) = match reference.rsplit_once(':') {
-        Some((path, tag)) if !tag.contains('/') => (path, tag),
-        _ => (reference, "latest"),
-    };
+) -> Result<Found, LibraryError> {
     let missing = || {
         let arch = arch.map(|a| format!(" ({a})")).unwrap_or_default();
-        error(
+        LibraryError::new(
             StatusCode::NOT_FOUND,
-            &format!("image does not exist in the library: {reference}{arch}"),
+            format!("image does not exist in the library: {reference}{arch}"),
         )
     };
-    let name = match path.split('/').collect::<Vec<_>>().as_slice() {
-        [name] | ["library", "default", name] => (*name).to_owned(),
-        _ => return Err(missing()),
-    };
-    let repository = format!("library/{name}");
-    let Ok(reference_tag) = Reference::parse(tag) else {
+    let parsed = LibraryRef::parse(reference).ok_or_else(missing)?;
+    if let Some(found) = find_recorded(state, &parsed, arch).await? {
+        return Ok(found);
+    }
+    let Version::Tag(tag) = &parsed.version else {
         return Err(missing());
     };
-    let Ok(manifest) = state
-        .registry
-        .storage()
-        .get_manifest(&repository, &reference_tag)
+    find_in_registry(state, &parsed, tag, arch)
         .await
-    else {
-        return Err(missing());
+        .ok_or_else(missing)
+}
+
+/// The image of `reference` among pushed ones, if any.
+async fn find_recorded(
+    state: &AppState,
+    reference: &LibraryRef,
+    arch: Option<&str>,
+) -> Result<Option<Found>, StoreError> {
+    let names = [
+        reference.entity.as_str(),
+        &reference.collection,
+        &reference.container,
+    ];
+    let Some(path) = state.store.library_item(LibraryKey::Names(&names)).await? else {
+        return Ok(None);
     };
-    let document: Value = serde_json::from_slice(&manifest.bytes).map_err(|_| missing())?;
+    let container_id = path.item().id.clone();
+    let tags = state.store.library_tags(&container_id).await?;
+    let image = match &reference.version {
+        Version::Hash(hash) => state
+            .store
+            .library_image(ImageKey::Hash {
+                container_id: &container_id,
+                hash,
+            })
+            .await?
+            // An image without a file has no architecture yet: it matches any.
+            .filter(|image| match (&image.arch, arch) {
+                (Some(have), Some(want)) => have == want,
+                _ => true,
+            }),
+        Version::Tag(tag) => {
+            // The last one set wins when no architecture is asked for.
+            let tagged = tags
+                .iter()
+                .rev()
+                .find(|t| t.tag == *tag && arch.is_none_or(|want| want == t.arch));
+            match tagged {
+                Some(tagged) => {
+                    state
+                        .store
+                        .library_image(ImageKey::Id(&tagged.image_id))
+                        .await?
+                }
+                None => None,
+            }
+        }
+    };
+    Ok(image.map(|image| Found {
+        file: if image.uploaded() {
+            Digest::from_hex(&image.hash)
+        } else {
+            None
+        },
+        record: image_record(&path, &image, &tags),
+    }))
+}
+
+/// The `Image` document of `image` in container `path` whose tags are `tags`.
+pub(super) fn image_record(path: &LibraryPath, image: &LibraryImage, tags: &[ArchTag]) -> Value {
+    let collection = path.collection.as_ref();
+    let container = path.item();
+    let mut names: Vec<&str> = tags
+        .iter()
+        .filter(|tag| tag.image_id == image.id)
+        .map(|tag| tag.tag.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut record = json!({
+        "id": image.id,
+        "hash": format!("sha256.{}", image.hash),
+        "description": image.description,
+        "container": container.id,
+        "size": image.size.unwrap_or(0),
+        "uploaded": image.uploaded(),
+        "signed": false,
+        "encrypted": false,
+        "fingerprints": [],
+        "customData": "",
+        "entity": path.entity.id,
+        "entityName": path.entity.name,
+        "collection": collection.map(|c| c.id.as_str()),
+        "collectionName": collection.map(|c| c.name.as_str()),
+        "containerName": container.name,
+        "tags": names,
+        "containerStars": 0,
+        "containerDownloads": 0,
+        "deleted": false,
+        "createdBy": image.created_by,
+        "createdAt": time_text(image.created_at),
+    });
+    if let Some(arch) = &image.arch {
+        record["arch"] = json!(arch);
+    }
+    record
+}
+
+/// The SIF artifact at [`registry_repository`]`:<tag>`, if it is one for `arch`.
+async fn find_in_registry(
+    state: &AppState,
+    reference: &LibraryRef,
+    tag: &str,
+    arch: Option<&str>,
+) -> Option<Found> {
+    let repository = registry_repository(
+        &reference.entity,
+        &reference.collection,
+        &reference.container,
+    );
+    let repository = parse_name_str(&repository).ok()?;
+    let storage = state.registry.storage();
+    let manifest = storage
+        .get_manifest(&repository, &Reference::parse(tag).ok()?)
+        .await
+        .ok()?;
+    let document: Value = serde_json::from_slice(&manifest.bytes).ok()?;
     let layer = &document["layers"][0];
     if layer["mediaType"] != MEDIA_TYPE_SIF_LAYER {
-        return Err(missing());
+        return None;
     }
-    let digest = layer["digest"]
-        .as_str()
-        .and_then(|d| Digest::parse(d).ok())
-        .ok_or_else(missing)?;
-    let Ok(Some((path, size))) = state.registry.storage().blob_file(&digest).await else {
-        return Err(missing());
-    };
-    let mut header = [0u8; 48];
-    let read = async {
-        let mut file = tokio::fs::File::open(&path).await?;
-        file.read_exact(&mut header).await
-    };
-    if read.await.is_err() {
-        return Err(missing());
-    }
-    let sif_arch = SifArch::of_header(&header).ok_or_else(missing)?;
+    let digest = Digest::parse(layer["digest"].as_str()?).ok()?;
+    let (path, size) = storage.blob_file(&digest).await.ok()??;
+    let sif_arch = sif_arch_of(&path).await?;
     if arch.is_some_and(|wanted| wanted != sif_arch.as_str()) {
-        return Err(missing());
+        return None;
     }
-    Ok(LibraryImage {
-        name,
-        tag: tag.to_owned(),
-        digest,
-        size,
-        arch: sif_arch,
+    Some(Found {
+        record: json!({
+            "id": &digest.hex()[..24],
+            "hash": format!("sha256.{}", digest.hex()),
+            "description": "",
+            "size": size,
+            "uploaded": true,
+            "signed": false,
+            "encrypted": false,
+            "arch": sif_arch.as_str(),
+            "fingerprints": [],
+            "customData": "",
+            "entityName": reference.entity,
+            "collectionName": reference.collection,
+            "containerName": reference.container,
+            "tags": [tag],
+            "containerStars": 0,
+            "containerDownloads": 0,
+            "deleted": false,
+        }),
+        file: Some(digest),
     })
 }
 
-/// The library's error envelope, with the same HTTP status.
-fn error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": status.as_u16(), "message": message}})),
-    )
-        .into_response()
+/// The architecture in the header of the SIF file at `path`; `None` when it is not a SIF.
+pub(super) async fn sif_arch_of(path: &std::path::Path) -> Option<SifArch> {
+    let mut header = [0u8; SIF_HEADER_LEN];
+    let mut file = tokio::fs::File::open(path).await.ok()?;
+    file.read_exact(&mut header).await.ok()?;
+    SifArch::of_header(&header)
+}
+
+/// A time as the library's Go client reads it.
+pub(super) fn time_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A failure in the library's error envelope, `{"error": {"code", "message"}}`, answered with
+/// the same HTTP status. The message names the input at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LibraryError {
+    status: StatusCode,
+    message: String,
+}
+
+impl LibraryError {
+    /// An error with this status and message.
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        LibraryError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is wrong; `message` says how.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404: `what` does not exist.
+    pub(crate) fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} does not exist"))
+    }
+}
+
+impl From<ApiError> for LibraryError {
+    fn from(err: ApiError) -> Self {
+        LibraryError::new(err.status, err.message)
+    }
+}
+
+impl From<StoreError> for LibraryError {
+    fn from(err: StoreError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl IntoResponse for LibraryError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.status.as_u16(), "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(entity: &str, collection: &str, container: &str, version: Version) -> LibraryRef {
+        LibraryRef {
+            entity: entity.into(),
+            collection: collection.into(),
+            container: container.into(),
+            version,
+        }
+    }
+
+    #[test]
+    fn references_name_entity_collection_container_and_version() {
+        let hash = "ab".repeat(32);
+        let tag = |t: &str| Version::Tag(t.into());
+        for (text, expected) in [
+            (
+                "samtools",
+                Some(reference("library", "default", "samtools", tag("latest"))),
+            ),
+            (
+                "/samtools:1.21--abc",
+                Some(reference(
+                    "library",
+                    "default",
+                    "samtools",
+                    tag("1.21--abc"),
+                )),
+            ),
+            (
+                "tools/samtools:1.21",
+                Some(reference("library", "tools", "samtools", tag("1.21"))),
+            ),
+            (
+                "alice/tools/samtools:1.21",
+                Some(reference("alice", "tools", "samtools", tag("1.21"))),
+            ),
+            (
+                &format!("alice/tools/samtools:sha256.{hash}"),
+                Some(reference(
+                    "alice",
+                    "tools",
+                    "samtools",
+                    Version::Hash(hash.clone()),
+                )),
+            ),
+            ("alice/tools/samtools:sha256.abc", None),
+            ("alice/tools/samtools:bad tag", None),
+            ("a/b/c/d:1", None),
+            ("alice//samtools:1", None),
+            ("", None),
+        ] {
+            assert_eq!(LibraryRef::parse(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn kilns_own_sifs_keep_their_repositories() {
+        assert_eq!(
+            registry_repository("library", "default", "samtools"),
+            "library/samtools"
+        );
+        assert_eq!(
+            registry_repository("library", "tools", "samtools"),
+            "library/library/tools/samtools"
+        );
+        assert_eq!(
+            registry_repository("alice", "default", "samtools"),
+            "library/alice/default/samtools"
+        );
+    }
 }

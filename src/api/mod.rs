@@ -4,12 +4,16 @@
 //! a request. Depends on `store`, `registry`, `config` and `spec`; nothing depends on it but
 //! `main`.
 
+pub mod accounts;
 pub mod error;
 mod images;
-mod library;
+pub(crate) mod library;
+mod library_files;
+mod library_push;
 pub mod limit;
 mod openapi;
 mod ops;
+mod remote_build;
 mod search;
 pub mod submit;
 mod ui;
@@ -48,6 +52,8 @@ pub struct App {
     pub submitting: tokio::sync::Mutex<()>,
     /// Package names for the search API, loaded on first use.
     pub search: crate::search::PackageIndex,
+    /// Build context uploads announced by remote-build clients.
+    pub contexts: remote_build::ContextUploads,
 }
 
 impl std::fmt::Debug for App {
@@ -88,6 +94,10 @@ pub fn router(state: AppState) -> Router {
         .merge(wave::routes())
         .merge(images::routes())
         .merge(library::routes())
+        .merge(library_push::routes())
+        .merge(library_files::routes())
+        .merge(accounts::routes())
+        .merge(remote_build::routes())
         .merge(openapi::routes())
         .merge(views::routes())
         .merge(search::routes())

@@ -373,7 +373,10 @@ mod tests {
     use crate::config::Config;
     use crate::metrics::Metrics;
     use crate::registry::RegistryState;
-    use crate::store::{BuildOutcome, LogSlice, NewBuild, SqliteStore, Store, Submitted};
+    use crate::store::{
+        ArchTag, BuildOutcome, ImageKey, LibraryImage, LibraryItem, LibraryKey, LibraryLevel,
+        LibraryPath, LogSlice, NewBuild, SqliteStore, Store, Submitted,
+    };
 
     /// kiln's state over a fresh database in a temporary directory.
     struct Setup {
@@ -410,6 +413,7 @@ mod tests {
                     metrics: Arc::new(Metrics::default()),
                     limiter: RateLimiter::new(0),
                     submitting: tokio::sync::Mutex::new(()),
+                    contexts: Default::default(),
                 }),
                 _data: data,
             }
@@ -685,6 +689,57 @@ mod tests {
             Err(broken())
         }
         async fn request(&self, _: &str) -> Result<Option<ContainerRequest>, StoreError> {
+            Err(broken())
+        }
+        async fn claim_user(&self, _: &str, _: DateTime<Utc>) -> Result<bool, StoreError> {
+            Err(broken())
+        }
+        async fn add_token(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        async fn token_user(&self, _: &str) -> Result<Option<String>, StoreError> {
+            Err(broken())
+        }
+        async fn library_item(&self, _: LibraryKey<'_>) -> Result<Option<LibraryPath>, StoreError> {
+            Err(broken())
+        }
+        async fn add_library_item(
+            &self,
+            _: LibraryLevel,
+            _: Option<&str>,
+            _: &LibraryItem,
+        ) -> Result<LibraryPath, StoreError> {
+            Err(broken())
+        }
+        async fn library_children(
+            &self,
+            _: LibraryLevel,
+            _: &str,
+        ) -> Result<Vec<String>, StoreError> {
+            Err(broken())
+        }
+        async fn add_library_image(&self, _: &LibraryImage) -> Result<LibraryImage, StoreError> {
+            Err(broken())
+        }
+        async fn library_image(&self, _: ImageKey<'_>) -> Result<Option<LibraryImage>, StoreError> {
+            Err(broken())
+        }
+        async fn set_upload_secret(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        async fn finish_upload(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: DateTime<Utc>,
+        ) -> Result<LibraryImage, StoreError> {
+            Err(broken())
+        }
+        async fn set_library_tag(&self, _: &ArchTag) -> Result<(), StoreError> {
+            Err(broken())
+        }
+        async fn library_tags(&self, _: &str) -> Result<Vec<ArchTag>, StoreError> {
             Err(broken())
         }
     }

@@ -472,6 +472,86 @@ fn prefix(input: &SifInput<'_>, objects: &[Planned<'_>]) -> Vec<u8> {
     buf
 }
 
+/// One used descriptor of an existing SIF file, as [`read_objects`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The on-disk `DataType` (see [`SifDataType::code`]).
+    pub data_type: i32,
+    /// The descriptor name, without its NUL padding.
+    pub name: String,
+    /// Byte offset of the object in the file.
+    pub offset: u64,
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// Whether this is the primary system partition, the root file system.
+    pub primary_partition: bool,
+}
+
+/// Reads the used descriptors of the SIF file at `path` (any writer's: offsets come from the
+/// header), so kiln can build on a SIF it holds.
+pub fn read_objects(path: &Path) -> Result<Vec<StoredObject>, SifError> {
+    let invalid = |what: &str| SifError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a SIF file: {what}"),
+        ),
+    };
+    let io_error = |source| SifError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_error)?;
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact(&mut header).map_err(io_error)?;
+    if &header[32..42] != MAGIC {
+        return Err(invalid("no SIF_MAGIC"));
+    }
+    let field = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&header[at..at + 8]);
+        i64::from_le_bytes(bytes)
+    };
+    let (total, offset) = (field(88), field(96));
+    if !(0..=1024).contains(&total) || offset < HEADER_LEN as i64 {
+        return Err(invalid("impossible descriptor table"));
+    }
+    let mut table = vec![0u8; usize::try_from(total).unwrap_or(0) * DESCRIPTOR_LEN];
+    file.seek(SeekFrom::Start(offset.unsigned_abs()))
+        .and_then(|_| file.read_exact(&mut table))
+        .map_err(io_error)?;
+    let mut objects = Vec::new();
+    for raw in table.chunks_exact(DESCRIPTOR_LEN) {
+        if raw[4] == 0 {
+            continue;
+        }
+        let int = |at: usize| i32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+        let long = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&raw[at..at + 8]);
+            i64::from_le_bytes(bytes)
+        };
+        let (object_offset, size) = (long(17), long(25));
+        if object_offset < 0 || size < 0 {
+            return Err(invalid("negative object offset or size"));
+        }
+        let name = &raw[73..73 + NAME_LEN];
+        let name_len = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        let data_type = int(0);
+        objects.push(StoredObject {
+            data_type,
+            name: String::from_utf8_lossy(&name[..name_len]).into_owned(),
+            offset: object_offset.unsigned_abs(),
+            size: size.unsigned_abs(),
+            primary_partition: data_type == SifDataType::Partition.code()
+                && int(201 + 4) == PART_PRIM_SYS,
+        });
+    }
+    Ok(objects)
+}
+
 /// Appends one packed 585-byte descriptor.
 fn descriptor(buf: &mut Vec<u8>, planned: &Planned<'_>, created: i64) {
     let start = buf.len();
@@ -558,6 +638,38 @@ mod tests {
 
     fn u32_at(bytes: &[u8], at: usize) -> u32 {
         u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn written_objects_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let squashfs = fake_squashfs(dir.path(), 5_000, SQUASHFS_GZIP);
+        let out = dir.path().join("image.sif");
+        let summary = write_sif(&input(&squashfs, Some(b"{}")), &out).unwrap();
+        let read = read_objects(&out).unwrap();
+        let seen: Vec<_> = read
+            .iter()
+            .map(|o| {
+                (
+                    o.data_type,
+                    o.name.as_str(),
+                    o.offset,
+                    o.size,
+                    o.primary_partition,
+                )
+            })
+            .collect();
+        let written: Vec<_> = summary
+            .objects
+            .iter()
+            .map(|o| {
+                let partition = o.data_type == SifDataType::Partition;
+                (o.data_type.code(), o.name, o.offset, o.size, partition)
+            })
+            .collect();
+        assert_eq!(seen, written);
+        fs::write(&out, b"not a SIF, and longer than a header ".repeat(8)).unwrap();
+        assert!(read_objects(&out).unwrap_err().to_string().contains("read"));
     }
 
     #[test]

@@ -249,6 +249,47 @@ pub fn write_singularity_metadata(
     Ok(())
 }
 
+/// The scripts a definition file's sections give (`%environment`, `%runscript`, `%startscript`,
+/// `%help`), each already in its final form; `None` keeps what
+/// [`write_singularity_metadata`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DefinitionScripts {
+    /// Shell code appended to `env/90-environment.sh`, sourced before every command.
+    pub environment: Option<String>,
+    /// The whole `runscript` file, shebang included.
+    pub runscript: Option<String>,
+    /// The whole `startscript` file, shebang included.
+    pub startscript: Option<String>,
+    /// `runscript.help`, what `singularity run-help` prints.
+    pub help: Option<String>,
+}
+
+/// Writes a definition file's scripts over the ones [`write_singularity_metadata`] wrote into
+/// `root`, where `singularity build` puts them (reference §5.1).
+pub fn write_definition_scripts(root: &Path, scripts: &DefinitionScripts) -> Result<()> {
+    let meta = root.join(".singularity.d");
+    let files = [
+        (
+            meta.join("env/90-environment.sh"),
+            scripts
+                .environment
+                .as_ref()
+                .map(|code| format!("{ENVIRONMENT}{code}\n")),
+            0o755,
+        ),
+        (meta.join("runscript"), scripts.runscript.clone(), 0o755),
+        (meta.join("startscript"), scripts.startscript.clone(), 0o755),
+        (meta.join("runscript.help"), scripts.help.clone(), 0o644),
+    ];
+    for (path, contents, mode) in files {
+        if let Some(contents) = contents {
+            remove(&path)?;
+            write(&path, &contents, mode)?;
+        }
+    }
+    Ok(())
+}
+
 /// `10-docker2singularity.sh`: one `export` per valid `Env` entry.
 fn env_script(env: &[String]) -> String {
     let mut script = String::from("#!/bin/sh\n# The image config's Env.\n");

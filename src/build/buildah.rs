@@ -185,6 +185,19 @@ impl Buildah {
         Ok(digest.trim().to_owned())
     }
 
+    /// Writes local `image` as an uncompressed OCI image layout into the directory `dir`, for
+    /// kiln to read its layers and config without a registry.
+    pub async fn push_to_oci_layout(&self, image: &str, dir: &Path) -> Result<(), BuildahError> {
+        let args = [
+            "push".to_owned(),
+            "--disable-compression".to_owned(),
+            "--quiet".to_owned(),
+            image.to_owned(),
+            format!("oci:{}", dir.display()),
+        ];
+        self.run("push", &args, |_| {}).await
+    }
+
     /// Creates a working container from `image` and returns its name.
     pub async fn from_image(&self, image: &str) -> Result<String, BuildahError> {
         let args = ["from", "--pull=never", "--quiet", image].map(String::from);
@@ -235,11 +248,15 @@ impl Buildah {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so a cancelled build also stops what buildah started
+            // (a RUN step's shell under chroot isolation is buildah's grandchild).
+            .process_group(0)
             .spawn()
             .map_err(|source| BuildahError::Spawn {
                 program: self.program.display().to_string(),
                 source,
             })?;
+        let mut group = ProcessGroupGuard(child.id());
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut stdout = BufReader::new(stdout).lines();
@@ -261,10 +278,31 @@ impl Buildah {
             program: self.program.display().to_string(),
             source,
         })?;
+        group.0 = None;
         if status.success() {
             Ok(())
         } else {
             Err(BuildahError::Failed { step, status })
+        }
+    }
+}
+
+/// Kills a buildah process group when the future running it is dropped before buildah
+/// exited: the build was cancelled or abandoned, and nothing it started may outlive it.
+struct ProcessGroupGuard(Option<u32>);
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            // `kill` the program, because signalling a group from Rust needs unsafe code.
+            let killed = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if let Err(err) = killed {
+                tracing::warn!(group, error = %err, "cannot kill a cancelled buildah's processes");
+            }
         }
     }
 }

@@ -317,7 +317,7 @@ async fn prepare_work_dir(work: &Path, containerfile: &str) -> Result<(PathBuf, 
 /// `log` as it comes (so clients following the log watch the build) and returning the last
 /// ones for a failure reason. `step` gets the channel lines cross to the async log by (see
 /// [`forward`]); its end, when the step's future drops the sender, ends the writing.
-async fn streamed<T>(
+pub(super) async fn streamed<T>(
     log: &BuildLog,
     step: impl FnOnce(mpsc::UnboundedSender<String>) -> T,
 ) -> (T::Output, Tail)
@@ -338,7 +338,7 @@ where
 }
 
 /// buildah's line callback for [`streamed`]: sends each line on.
-fn forward(lines: mpsc::UnboundedSender<String>) -> impl FnMut(&str) + Send {
+pub(super) fn forward(lines: mpsc::UnboundedSender<String>) -> impl FnMut(&str) + Send {
     move |line| {
         // The receiver lives until every sender is gone; a send cannot fail.
         let _ = lines.send(line.to_owned());
@@ -347,7 +347,7 @@ fn forward(lines: mpsc::UnboundedSender<String>) -> impl FnMut(&str) + Send {
 
 /// The last lines of buildah's output and the last Dockerfile step it started.
 #[derive(Debug, Default)]
-struct Tail {
+pub(super) struct Tail {
     lines: VecDeque<String>,
     step: Option<String>,
 }
@@ -374,7 +374,7 @@ impl Tail {
 }
 
 /// Why `buildah bud` failed, naming the Dockerfile step when there was one.
-fn build_failure(err: &BuildahError, tail: &Tail) -> Failure {
+pub(super) fn build_failure(err: &BuildahError, tail: &Tail) -> Failure {
     match (err, &tail.step) {
         (BuildahError::Failed { .. }, Some(step)) => format!(
             "the Dockerfile failed at {step}: {}",
@@ -437,7 +437,7 @@ fn split_image(image: &str) -> Result<(String, String), Failure> {
 }
 
 /// Whether `registry` (`host[:port]`) is on this machine; such registries speak plain HTTP.
-fn is_loopback(registry: &str) -> bool {
+pub(super) fn is_loopback(registry: &str) -> bool {
     let host = registry
         .rsplit_once(':')
         .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
@@ -450,11 +450,13 @@ fn is_loopback(registry: &str) -> bool {
 }
 
 /// Sends each build to the backend its request is for: Dockerfile builds
-/// ([`ContainerfileRequest`]) to the containerfile builder, package requests to the native one.
+/// ([`ContainerfileRequest`]) to the containerfile builder, remote builds of definition files
+/// to the definition builder, package requests to the native one.
 #[derive(Clone)]
 pub struct Dispatch {
     native: Arc<dyn Backend>,
     containerfile: Arc<dyn Backend>,
+    definition: Arc<dyn Backend>,
 }
 
 impl std::fmt::Debug for Dispatch {
@@ -464,11 +466,17 @@ impl std::fmt::Debug for Dispatch {
 }
 
 impl Dispatch {
-    /// Routes to `native` or `containerfile`.
-    pub fn new(native: Arc<dyn Backend>, containerfile: Arc<dyn Backend>) -> Self {
+    /// Routes to `native`, `containerfile` or `definition` (remote builds of Singularity
+    /// definition files).
+    pub fn new(
+        native: Arc<dyn Backend>,
+        containerfile: Arc<dyn Backend>,
+        definition: Arc<dyn Backend>,
+    ) -> Self {
         Dispatch {
             native,
             containerfile,
+            definition,
         }
     }
 }
@@ -478,6 +486,8 @@ impl Backend for Dispatch {
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
         if ContainerfileRequest::is_containerfile(&build.request) {
             self.containerfile.run(build, log).await
+        } else if super::definition::DefinitionRequest::is_definition(&build.request) {
+            self.definition.run(build, log).await
         } else {
             self.native.run(build, log).await
         }

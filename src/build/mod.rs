@@ -8,6 +8,7 @@
 
 pub mod buildah;
 pub mod containerfile;
+pub mod definition;
 pub mod native;
 pub mod python;
 pub mod queue;

@@ -8,6 +8,7 @@
 //! into a failed build, and the first and last lines of every build log.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ struct Shared {
     backend: Arc<dyn Backend>,
     /// Wakes idle workers when a build is created here.
     wake: Notify,
+    /// The builds this process's workers are running, to stop them when cancelled.
+    running: std::sync::Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -84,6 +87,7 @@ impl Queue {
                 store,
                 backend,
                 wake: Notify::new(),
+                running: std::sync::Mutex::default(),
             }),
             workers,
             lease: DEFAULT_LEASE,
@@ -124,6 +128,51 @@ impl Queue {
             self.shared.wake.notify_waiters();
         }
         Ok(submitted)
+    }
+
+    /// Ends build `id` as failed for `reason` (a user cancelled it) and stops it if a worker of
+    /// this process runs it; a worker elsewhere stops at its next heartbeat, when it finds the
+    /// build done. [`StoreError::IllegalTransition`] when the build was already done.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<BuildRecord, StoreError> {
+        let store = &self.shared.store;
+        let build = store
+            .build(id)
+            .await?
+            .ok_or_else(|| StoreError::BuildNotFound { id: id.to_owned() })?;
+        if build.status == BuildStatus::Done {
+            return Err(StoreError::IllegalTransition {
+                id: id.to_owned(),
+                from: BuildStatus::Done,
+                to: BuildStatus::Done,
+            });
+        }
+        // Logged first: whoever follows the log stops reading once the build is done.
+        if let Err(err) = store
+            .append_log(id, &format!("build cancelled: {reason}\n"))
+            .await
+        {
+            tracing::warn!(build = %id, error = %err, "writing the build log failed");
+        }
+        let done = store
+            .finish(
+                id,
+                BuildOutcome::Failed {
+                    reason: reason.to_owned(),
+                },
+            )
+            .await?;
+        if let Some(running) = self.running_builds().get(id) {
+            running.cancel();
+        }
+        Ok(done)
+    }
+
+    fn running_builds(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        // A panic while holding this lock leaves the map intact; keep using it.
+        self.shared
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Spawns the workers on the current tokio runtime. They run until the handle is shut
@@ -251,7 +300,7 @@ impl Worker {
         let id = build.id.clone();
         let log = BuildLog::new(Arc::clone(&shared.store), &id);
         tracing::info!(build = %id, worker = %self.id, "build started");
-        log.line("build started").await;
+        log.line(format!("build {id} started")).await;
         let started = Instant::now();
         // A guard: a build abandoned below (lease lost, shutdown, task aborted) comes off the
         // in-progress gauge without counting as finished.
@@ -263,10 +312,22 @@ impl Worker {
         let backend = Arc::clone(&shared.backend);
         let backend_log = log.clone();
         running.spawn(async move { backend.run(&build, &backend_log).await });
+        let cancelled = CancellationToken::new();
+        let _registered = RunningBuild::register(&self.queue, &id, cancelled.clone());
 
         let outcome = tokio::select! {
             result = running.join_next() => outcome_of(result),
+            () = cancelled.cancelled() => {
+                tracing::info!(build = %id, worker = %self.id, "build cancelled");
+                return Ok(());
+            }
             lost = self.heartbeat(&id) => {
+                if matches!(shared.store.build(&id).await, Ok(Some(b)) if b.status == BuildStatus::Done) {
+                    tracing::info!(build = %id, worker = %self.id, "build ended elsewhere");
+                    log.line("the build was ended elsewhere (cancelled), so this worker stopped it")
+                        .await;
+                    return Ok(());
+                }
                 tracing::warn!(build = %id, worker = %self.id, error = %lost, "build abandoned");
                 log.line("this worker lost the build's lease, so another worker builds it")
                     .await;
@@ -323,6 +384,28 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// A build in the queue's map of running builds, for as long as a worker runs it.
+struct RunningBuild<'a> {
+    queue: &'a Queue,
+    id: String,
+}
+
+impl<'a> RunningBuild<'a> {
+    fn register(queue: &'a Queue, id: &str, cancel: CancellationToken) -> Self {
+        queue.running_builds().insert(id.to_owned(), cancel);
+        RunningBuild {
+            queue,
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl Drop for RunningBuild<'_> {
+    fn drop(&mut self) {
+        self.queue.running_builds().remove(&self.id);
     }
 }
 
@@ -479,7 +562,10 @@ mod tests {
         let log = queue.store().read_log(&id, 0).await.unwrap().text;
         let lines: Vec<_> = log.lines().collect();
         assert_eq!(lines.len(), 3, "{log}");
-        assert_eq!(lines[..2], ["build started", "solving"]);
+        assert_eq!(
+            lines[..2],
+            [format!("build {id} started").as_str(), "solving"]
+        );
         assert!(
             lines[2].starts_with("build succeeded in ") && lines[2].ends_with(" s"),
             "{log}"
@@ -515,6 +601,49 @@ mod tests {
         assert_eq!(second.build.id, format!("bd-{}_2", &key(2)[..16]));
         let done = queue.wait(&second.build.id, WAIT).await.unwrap();
         assert_eq!((done.attempt, done.succeeded), (2, Some(true)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_cancelled_build_stops_and_the_worker_goes_on() {
+        let dir = TempDir::new().unwrap();
+        // One worker, busy for a minute unless the cancel stops it.
+        let backend = Counting::new(Duration::from_secs(60));
+        let queue = Queue::new(open(&dir).await, backend.clone(), 1);
+        let _workers = queue.start();
+
+        let long = queue.submit(request(&key(1))).await.unwrap().build;
+        while backend.runs() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cancelled = queue.cancel(&long.id, "cancelled by alice").await.unwrap();
+        assert_eq!(
+            (cancelled.status, cancelled.succeeded),
+            (BuildStatus::Done, Some(false))
+        );
+        assert_eq!(cancelled.reason.as_deref(), Some("cancelled by alice"));
+        let log = queue.store().read_log(&long.id, 0).await.unwrap().text;
+        assert!(
+            log.ends_with("build cancelled: cancelled by alice\n"),
+            "{log}"
+        );
+        let again = queue.cancel(&long.id, "twice").await.unwrap_err();
+        assert!(
+            matches!(again, StoreError::IllegalTransition { .. }),
+            "{again}"
+        );
+
+        // The worker is free at once, not after the minute.
+        let next = queue.submit(request(&key(2))).await.unwrap().build;
+        while backend.runs() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            queue.store().build(&next.id).await.unwrap().unwrap().status,
+            BuildStatus::Building
+        );
+        // The cancelled build stays as the cancel left it.
+        let still = queue.store().build(&long.id).await.unwrap().unwrap();
+        assert_eq!(still.reason.as_deref(), Some("cancelled by alice"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -605,7 +734,7 @@ mod tests {
         store.finish(&id, failed).await.unwrap();
         loop {
             let log = store.read_log(&id, 0).await.unwrap().text;
-            if log.contains("lost the build's lease") {
+            if log.contains("the build was ended elsewhere") {
                 break;
             }
             assert!(Instant::now() < deadline, "the worker kept building: {log}");

@@ -12,14 +12,17 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::BuildLog;
-use super::native::{Failure, NativeBuilder, Staged};
+use super::native::{Failure, NativeBuilder};
 use crate::assemble::flatten::flatten;
-use crate::assemble::sif::{SifInput, uuid_from, write_sif};
-use crate::assemble::singularity::{RuntimeConfig, write_singularity_metadata};
+use crate::assemble::sif::{SifInput, SifSummary, uuid_from, write_sif};
+use crate::assemble::singularity::{
+    DefinitionScripts, RuntimeConfig, write_definition_scripts, write_singularity_metadata,
+};
 use crate::assemble::squashfs::mksquashfs;
 use crate::assemble::{self, MEDIA_TYPE_MANIFEST};
+use crate::registry::client::RegistryClient;
 use crate::resolve::Lock;
-use crate::spec::Request;
+use crate::spec::{Platform, Request};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
 /// The creation time written into every SIF: fixed, so rebuilding gives the same bytes.
@@ -45,125 +48,52 @@ impl NativeBuilder {
         let staged = self
             .stage_platform(request, platform, work, log, &mut lock)
             .await?;
-
-        let started = Instant::now();
-        let rootfs = work.join("rootfs");
-        let mut tars = Vec::new();
+        let mut layers = Vec::new();
         for layer in &staged.base.layers {
-            tars.push(
+            layers.push(
                 self.base_blob(&staged.base_repository, &layer.digest)
                     .await?,
             );
         }
-        tars.extend(staged.layers.iter().map(|layer| layer.tar_path.clone()));
+        layers.extend(staged.layers.iter().map(|layer| layer.tar_path.clone()));
         let config: Value = serde_json::from_slice(&staged.config.bytes)
             .map_err(|err| format!("the image config is not JSON: {err}"))?;
-        let runtime = runtime_config(&config["config"]);
-        let labels = singularity_labels(&config["config"], &staged);
-        let definition = build.containerfile.clone();
-        {
-            let rootfs = rootfs.clone();
-            let definition = definition.clone();
-            let labels = labels.clone();
-            tokio::task::spawn_blocking(move || {
-                flatten(&tars, &rootfs).map_err(|err| crate::error_chain(&err))?;
-                write_singularity_metadata(&rootfs, &runtime, &definition, &labels)
-                    .map_err(|err| crate::error_chain(&err))
-            })
-            .await
-            .map_err(|err| format!("flattening crashed: {err}"))??;
-        }
+        let labels = singularity_labels(&config["config"], platform);
+        let (sif_path, summary) = assemble_sif(
+            SifContents {
+                platform,
+                layers,
+                config,
+                definition: build.containerfile.clone(),
+                labels,
+                scripts: DefinitionScripts::default(),
+                seed: build.key.clone(),
+            },
+            work,
+            log,
+        )
+        .await?;
+        let pushed = push_sif(
+            &self.client,
+            &self.public_url,
+            repository,
+            &[tag.to_owned()],
+            &sif_path,
+            &summary,
+        )
+        .await?;
         log.line(format!(
-            "{platform}: flattened {} layers into one root file system in {:.1} s",
-            staged.base.layers.len() + staged.layers.len(),
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
-
-        let squashfs = work.join("rootfs.squashfs");
-        let squashed = mksquashfs(&rootfs, &squashfs)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
-        log.line(format!(
-            "{platform}: mksquashfs wrote {} bytes in {:.1} s",
-            squashed.size,
-            squashed.duration.as_secs_f64()
-        ))
-        .await;
-
-        let started = Instant::now();
-        let inspect = inspect_metadata(&rootfs, &definition, &labels)?;
-        let oci_config = serde_json::to_vec(&config["config"])
-            .map_err(|err| format!("the image config cannot be written: {err}"))?;
-        let sif_path = work.join("image.sif");
-        let summary = {
-            let input_squashfs = squashfs.clone();
-            let sif_path = sif_path.clone();
-            let key = build.key.clone();
-            tokio::task::spawn_blocking(move || {
-                write_sif(
-                    &SifInput {
-                        id: uuid_from(key.as_bytes()),
-                        created: SIF_CREATED,
-                        arch: platform.into(),
-                        definition: definition.as_bytes(),
-                        inspect: &inspect,
-                        oci_config: Some(&oci_config),
-                        squashfs: &input_squashfs,
-                    },
-                    &sif_path,
-                )
-                .map_err(|err| crate::error_chain(&err))
-            })
-            .await
-            .map_err(|err| format!("writing the SIF crashed: {err}"))??
-        };
-        log.line(format!(
-            "{platform}: wrote the SIF ({} bytes, sha256 {}) in {:.1} s",
-            summary.size,
-            summary.sha256,
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
-
-        let started = Instant::now();
-        let sif_digest = format!("sha256:{}", summary.sha256);
-        let name = repository.rsplit('/').next().unwrap_or(repository);
-        let (artifact_config, manifest) =
-            assemble::sif_artifact(&sif_digest, summary.size, &format!("{name}_{tag}.sif"));
-        self.client
-            .push_blob_bytes(repository, artifact_config.bytes.into(), None)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
-        self.client
-            .push_blob_file(repository, &sif_digest, &sif_path, None)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
-        self.client
-            .push_manifest(
-                repository,
-                tag,
-                manifest.bytes.clone().into(),
-                MEDIA_TYPE_MANIFEST,
-            )
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
-        let download_url = crate::registry::blob_download_path(&sif_digest)
-            .map(|path| format!("{}{path}", self.public_url));
-        log.line(format!(
-            "{platform}: pushed {}@{} in {:.1} s",
-            build.image,
-            manifest.digest,
-            started.elapsed().as_secs_f64()
+            "{platform}: pushed {}@{}",
+            build.image, pushed.manifest_digest
         ))
         .await;
         Ok(BuildOutcome::Succeeded {
-            digest: manifest.digest.clone(),
+            digest: pushed.manifest_digest.clone(),
             outputs: vec![ImageOutput {
                 platform: platform.to_string(),
-                digest: manifest.digest,
+                digest: pushed.manifest_digest,
                 size: summary.size,
-                download_url,
+                download_url: pushed.download_url,
             }],
             lock: Some(lock.text(platform)),
         })
@@ -195,6 +125,153 @@ impl NativeBuilder {
     }
 }
 
+/// Everything a SIF is made of.
+pub(super) struct SifContents {
+    pub(super) platform: Platform,
+    /// The image's layer tars (gzip or plain), bottom first.
+    pub(super) layers: Vec<PathBuf>,
+    /// The whole OCI image config document.
+    pub(super) config: Value,
+    /// The definition file stored in the SIF and in `/.singularity.d/Singularity`.
+    pub(super) definition: String,
+    /// `labels.json`, complete.
+    pub(super) labels: BTreeMap<String, String>,
+    /// A definition file's own scripts, written over the ones derived from the config.
+    pub(super) scripts: DefinitionScripts,
+    /// Bytes the SIF's UUID is derived from (the build key), so rebuilds give the same file.
+    pub(super) seed: String,
+}
+
+/// Flattens the layers into one root file system under `work`, adds Singularity's metadata,
+/// squashes it and writes `work/image.sif`; returns its path and summary.
+pub(super) async fn assemble_sif(
+    contents: SifContents,
+    work: &Path,
+    log: &BuildLog,
+) -> Result<(PathBuf, SifSummary), Failure> {
+    let platform = contents.platform;
+    let started = Instant::now();
+    let rootfs = work.join("rootfs");
+    let runtime = runtime_config(&contents.config["config"]);
+    let layer_count = contents.layers.len();
+    {
+        let rootfs = rootfs.clone();
+        let layers = contents.layers.clone();
+        let definition = contents.definition.clone();
+        let labels = contents.labels.clone();
+        let scripts = contents.scripts.clone();
+        tokio::task::spawn_blocking(move || {
+            flatten(&layers, &rootfs).map_err(|err| crate::error_chain(&err))?;
+            write_singularity_metadata(&rootfs, &runtime, &definition, &labels)
+                .and_then(|()| write_definition_scripts(&rootfs, &scripts))
+                .map_err(|err| crate::error_chain(&err))
+        })
+        .await
+        .map_err(|err| format!("flattening crashed: {err}"))??;
+    }
+    log.line(format!(
+        "{platform}: flattened {layer_count} layers into one root file system in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ))
+    .await;
+
+    let squashfs = work.join("rootfs.squashfs");
+    let squashed = mksquashfs(&rootfs, &squashfs)
+        .await
+        .map_err(|err| crate::error_chain(&err))?;
+    log.line(format!(
+        "{platform}: mksquashfs wrote {} bytes in {:.1} s",
+        squashed.size,
+        squashed.duration.as_secs_f64()
+    ))
+    .await;
+
+    let started = Instant::now();
+    let inspect = inspect_metadata(&rootfs, &contents.definition, &contents.labels)?;
+    let oci_config = serde_json::to_vec(&contents.config["config"])
+        .map_err(|err| format!("the image config cannot be written: {err}"))?;
+    let sif_path = work.join("image.sif");
+    let summary = {
+        let sif_path = sif_path.clone();
+        tokio::task::spawn_blocking(move || {
+            write_sif(
+                &SifInput {
+                    id: uuid_from(contents.seed.as_bytes()),
+                    created: SIF_CREATED,
+                    arch: platform.into(),
+                    definition: contents.definition.as_bytes(),
+                    inspect: &inspect,
+                    oci_config: Some(&oci_config),
+                    squashfs: &squashfs,
+                },
+                &sif_path,
+            )
+            .map_err(|err| crate::error_chain(&err))
+        })
+        .await
+        .map_err(|err| format!("writing the SIF crashed: {err}"))??
+    };
+    log.line(format!(
+        "{platform}: wrote the SIF ({} bytes, sha256 {}) in {:.1} s",
+        summary.size,
+        summary.sha256,
+        started.elapsed().as_secs_f64()
+    ))
+    .await;
+    Ok((sif_path, summary))
+}
+
+/// A SIF in kiln's registry.
+pub(super) struct PushedSif {
+    /// The digest of the ORAS manifest the tags point at.
+    pub(super) manifest_digest: String,
+    /// Where the file downloads over plain HTTP(S).
+    pub(super) download_url: Option<String>,
+}
+
+/// Pushes the SIF at `sif_path` as the ORAS artifact `singularity pull oras://` reads, tagged
+/// with each of `tags` in `repository`.
+pub(super) async fn push_sif(
+    client: &RegistryClient,
+    public_url: &str,
+    repository: &str,
+    tags: &[String],
+    sif_path: &Path,
+    summary: &SifSummary,
+) -> Result<PushedSif, Failure> {
+    let sif_digest = format!("sha256:{}", summary.sha256);
+    let name = repository.rsplit('/').next().unwrap_or(repository);
+    let title = format!(
+        "{name}_{}.sif",
+        tags.first().map_or("latest", String::as_str)
+    );
+    let (artifact_config, manifest) = assemble::sif_artifact(&sif_digest, summary.size, &title);
+    client
+        .push_blob_bytes(repository, artifact_config.bytes.into(), None)
+        .await
+        .map_err(|err| crate::error_chain(&err))?;
+    client
+        .push_blob_file(repository, &sif_digest, sif_path, None)
+        .await
+        .map_err(|err| crate::error_chain(&err))?;
+    for tag in tags {
+        client
+            .push_manifest(
+                repository,
+                tag,
+                manifest.bytes.clone().into(),
+                MEDIA_TYPE_MANIFEST,
+            )
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+    }
+    Ok(PushedSif {
+        manifest_digest: manifest.digest,
+        download_url: crate::registry::blob_download_path(&sif_digest)
+            .map(|path| format!("{public_url}{path}")),
+    })
+}
+
 /// The parts of an OCI `config` object Singularity's runtime uses.
 fn runtime_config(config: &Value) -> RuntimeConfig {
     let strings = |value: &Value| -> Option<Vec<String>> {
@@ -214,7 +291,7 @@ fn runtime_config(config: &Value) -> RuntimeConfig {
 
 /// The image's labels plus the ones `singularity build` adds (without its build date, which
 /// would make every build differ).
-fn singularity_labels(config: &Value, staged: &Staged) -> BTreeMap<String, String> {
+pub(super) fn singularity_labels(config: &Value, platform: Platform) -> BTreeMap<String, String> {
     let mut labels: BTreeMap<String, String> = config["Labels"]
         .as_object()
         .map(|labels| {
@@ -227,7 +304,7 @@ fn singularity_labels(config: &Value, staged: &Staged) -> BTreeMap<String, Strin
     labels.insert("org.label-schema.schema-version".into(), "1.0".into());
     labels.insert(
         "org.label-schema.build-arch".into(),
-        staged.platform.architecture().into(),
+        platform.architecture().into(),
     );
     labels
 }

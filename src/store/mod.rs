@@ -1,4 +1,5 @@
-//! kiln's durable state — builds and their logs — behind one [`Store`] trait,
+//! kiln's durable state — builds and their logs, container requests, library accounts and the
+//! library's entities, collections, containers, images and tags — behind one [`Store`] trait,
 //! so the rest of kiln never sees SQL. SQLite now, PostgreSQL later; this
 //! module depends on nothing else in kiln.
 
@@ -8,9 +9,11 @@ mod sqlite;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 pub use model::{
-    BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageOutput, LogSlice, NewBuild,
+    ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, ImageOutput,
+    LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
     Submitted, UnknownStatus, build_id, is_valid_key,
 };
 pub use sqlite::SqliteStore;
@@ -36,6 +39,12 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("build {id:?} is stored in a form that cannot be read: {detail}")]
     Corrupt { id: String, detail: String },
+    #[error("there is no library {level} with id {id:?}")]
+    LibraryItemNotFound { level: LibraryLevel, id: String },
+    #[error("there is no library image with id {id:?}")]
+    ImageNotFound { id: String },
+    #[error("a library {level} has no parent; a collection or container needs one")]
+    LibraryParentMissing { level: LibraryLevel },
 }
 
 /// Builds and logs, shared by every kiln process pointed at one database.
@@ -87,6 +96,64 @@ pub trait Store: Send + Sync {
 
     /// The container request with this id, if there is one.
     async fn request(&self, id: &str) -> Result<Option<ContainerRequest>, StoreError>;
+
+    /// Takes the user name `name` for whoever asks first: true when it was free and is now
+    /// held, false when someone holds it already. Atomic, also across processes.
+    async fn claim_user(&self, name: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Records a token of `user` by its `hash` (sha256, hex); the user is claimed on the way
+    /// if nobody held the name yet.
+    async fn add_token(&self, hash: &str, user: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Whose token has this `hash`, if it is one.
+    async fn token_user(&self, hash: &str) -> Result<Option<String>, StoreError>;
+
+    /// The library item `key` names, with the items above it.
+    async fn library_item(&self, key: LibraryKey<'_>) -> Result<Option<LibraryPath>, StoreError>;
+
+    /// Creates `item` at `level` under the item with id `parent` (none for an entity), or,
+    /// when its parent already has one of that name, gives that one back (so racing
+    /// creators agree). [`StoreError::LibraryItemNotFound`] when the parent does not exist.
+    async fn add_library_item(
+        &self,
+        level: LibraryLevel,
+        parent: Option<&str>,
+        item: &LibraryItem,
+    ) -> Result<LibraryPath, StoreError>;
+
+    /// Ids of what is directly inside the item `id` at `level`, oldest first: an entity's
+    /// collections, a collection's containers, a container's images.
+    async fn library_children(
+        &self,
+        level: LibraryLevel,
+        id: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Announces `image` (its id, container, hash, description, creator and time are used),
+    /// or, when its container already has an image with that hash, gives that one back.
+    async fn add_library_image(&self, image: &LibraryImage) -> Result<LibraryImage, StoreError>;
+
+    /// The library image `key` names, if there is one.
+    async fn library_image(&self, key: ImageKey<'_>) -> Result<Option<LibraryImage>, StoreError>;
+
+    /// Keeps `secret_hash` as the one upload URL secret of image `id` that is valid.
+    async fn set_upload_secret(&self, id: &str, secret_hash: &str) -> Result<(), StoreError>;
+
+    /// Marks image `id` uploaded: its file's architecture and size, the time; forgets its
+    /// upload secret.
+    async fn finish_upload(
+        &self,
+        id: &str,
+        arch: &str,
+        size: u64,
+        at: DateTime<Utc>,
+    ) -> Result<LibraryImage, StoreError>;
+
+    /// Points `tag.tag` of container `tag.container_id` for `tag.arch` at `tag.image_id`.
+    async fn set_library_tag(&self, tag: &ArchTag) -> Result<(), StoreError>;
+
+    /// Every tag of container `container_id`, least recently set first.
+    async fn library_tags(&self, container_id: &str) -> Result<Vec<ArchTag>, StoreError>;
 }
 
 /// Behaviour every [`Store`] must show; each backend runs it with
@@ -122,6 +189,9 @@ pub(crate) mod contract {
                 expired_leases_are_reclaimed,
                 only_the_lease_holder_renews,
                 container_requests_round_trip,
+                users_are_claimed_once_and_tokens_name_them,
+                library_items_nest_and_creation_is_idempotent,
+                library_images_upload_and_get_arch_tags,
             );
         };
         (@tests $harness:path; $($name:ident),* $(,)?) => {$(
@@ -315,6 +385,321 @@ pub(crate) mod contract {
             store.add_request(&with_build).await.is_err(),
             "request ids are unique"
         );
+    }
+
+    fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a valid time")
+    }
+
+    fn library_item(id: &str, name: &str) -> LibraryItem {
+        LibraryItem {
+            id: id.into(),
+            name: name.into(),
+            description: "No description".into(),
+            created_by: "alice".into(),
+            created_at: at(0),
+        }
+    }
+
+    pub(crate) async fn users_are_claimed_once_and_tokens_name_them(h: &impl Harness) {
+        let store = h.open().await;
+        assert!(store.claim_user("alice", at(0)).await.unwrap());
+        assert!(!store.claim_user("alice", at(1)).await.unwrap());
+        assert_eq!(store.token_user(&"a1".repeat(32)).await.unwrap(), None);
+        store
+            .add_token(&"a1".repeat(32), "alice", at(2))
+            .await
+            .unwrap();
+        // An operator minting for a name nobody holds claims it on the way.
+        store
+            .add_token(&"b2".repeat(32), "bob", at(3))
+            .await
+            .unwrap();
+        assert!(!store.claim_user("bob", at(4)).await.unwrap());
+        let again = h.open().await;
+        assert_eq!(
+            again.token_user(&"a1".repeat(32)).await.unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            again.token_user(&"b2".repeat(32)).await.unwrap().as_deref(),
+            Some("bob")
+        );
+        assert!(
+            store
+                .add_token(&"a1".repeat(32), "bob", at(5))
+                .await
+                .is_err(),
+            "token hashes are unique"
+        );
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let store = Arc::clone(&again);
+                tokio::spawn(async move { store.claim_user("carol", at(i)).await.unwrap() })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            won += usize::from(task.await.unwrap());
+        }
+        assert_eq!(won, 1, "one claimer wins a name");
+    }
+
+    pub(crate) async fn library_items_nest_and_creation_is_idempotent(h: &impl Harness) {
+        use LibraryLevel::{Collection, Container, Entity};
+        let store = h.open().await;
+        let entity = store
+            .add_library_item(Entity, None, &library_item(&"e".repeat(24), "alice"))
+            .await
+            .unwrap();
+        assert_eq!(entity.level(), Entity);
+        assert_eq!(entity.item().name, "alice");
+        let collection = store
+            .add_library_item(
+                Collection,
+                Some(&"e".repeat(24)),
+                &library_item(&"c".repeat(24), "tools"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(collection.entity, entity.entity);
+        assert_eq!(collection.level(), Collection);
+        let container = store
+            .add_library_item(
+                Container,
+                Some(&"c".repeat(24)),
+                &library_item(&"d".repeat(24), "samtools"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(container.level(), Container);
+        assert_eq!(container.collection, collection.collection);
+        assert_eq!(container.item().id, "d".repeat(24));
+
+        // The same name again gives the first item back, whatever id was proposed.
+        let twice = store
+            .add_library_item(
+                Container,
+                Some(&"c".repeat(24)),
+                &library_item(&"f".repeat(24), "samtools"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(twice, container);
+
+        let again = h.open().await;
+        for (key, expected) in [
+            (LibraryKey::Names(&["alice"]), Some(&entity)),
+            (LibraryKey::Names(&["alice", "tools"]), Some(&collection)),
+            (
+                LibraryKey::Names(&["alice", "tools", "samtools"]),
+                Some(&container),
+            ),
+            (LibraryKey::Names(&["alice", "samtools"]), None),
+            (LibraryKey::Names(&["bob"]), None),
+            (LibraryKey::Names(&[]), None),
+            (LibraryKey::Id(Entity, &"e".repeat(24)), Some(&entity)),
+            (
+                LibraryKey::Id(Collection, &"c".repeat(24)),
+                Some(&collection),
+            ),
+            (LibraryKey::Id(Container, &"d".repeat(24)), Some(&container)),
+            (LibraryKey::Id(Container, &"c".repeat(24)), None),
+        ] {
+            assert_eq!(
+                again.library_item(key).await.unwrap().as_ref(),
+                expected,
+                "{key:?}"
+            );
+        }
+        assert_eq!(
+            again
+                .library_children(Entity, &"e".repeat(24))
+                .await
+                .unwrap(),
+            vec!["c".repeat(24)]
+        );
+        assert_eq!(
+            again
+                .library_children(Collection, &"c".repeat(24))
+                .await
+                .unwrap(),
+            vec!["d".repeat(24)]
+        );
+        let orphan = store
+            .add_library_item(
+                Collection,
+                Some(&"0".repeat(24)),
+                &library_item(&"1".repeat(24), "x"),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&orphan, StoreError::LibraryItemNotFound { level: Entity, id } if *id == "0".repeat(24)),
+            "{orphan}"
+        );
+        assert!(matches!(
+            store
+                .add_library_item(Container, None, &library_item(&"1".repeat(24), "x"))
+                .await,
+            Err(StoreError::LibraryParentMissing { level: Container })
+        ));
+    }
+
+    pub(crate) async fn library_images_upload_and_get_arch_tags(h: &impl Harness) {
+        use LibraryLevel::{Collection, Container, Entity};
+        let store = h.open().await;
+        store
+            .add_library_item(Entity, None, &library_item(&"e".repeat(24), "alice"))
+            .await
+            .unwrap();
+        store
+            .add_library_item(
+                Collection,
+                Some(&"e".repeat(24)),
+                &library_item(&"c".repeat(24), "tools"),
+            )
+            .await
+            .unwrap();
+        let container = "d".repeat(24);
+        store
+            .add_library_item(
+                Container,
+                Some(&"c".repeat(24)),
+                &library_item(&container, "samtools"),
+            )
+            .await
+            .unwrap();
+        let announced = LibraryImage {
+            id: "1".repeat(24),
+            container_id: container.clone(),
+            hash: "ab".repeat(32),
+            description: "samtools".into(),
+            arch: None,
+            size: None,
+            uploaded_at: None,
+            upload_secret: None,
+            created_by: "alice".into(),
+            created_at: at(10),
+        };
+        let image = store.add_library_image(&announced).await.unwrap();
+        assert_eq!(image, announced);
+        assert!(!image.uploaded());
+        let same_hash = LibraryImage {
+            id: "2".repeat(24),
+            ..announced.clone()
+        };
+        assert_eq!(
+            store.add_library_image(&same_hash).await.unwrap(),
+            announced
+        );
+        let elsewhere = LibraryImage {
+            container_id: "0".repeat(24),
+            ..same_hash.clone()
+        };
+        assert!(matches!(
+            store.add_library_image(&elsewhere).await,
+            Err(StoreError::LibraryItemNotFound {
+                level: Container,
+                ..
+            })
+        ));
+
+        store
+            .set_upload_secret(&image.id, &"5e".repeat(32))
+            .await
+            .unwrap();
+        let by_hash = store
+            .library_image(ImageKey::Hash {
+                container_id: &container,
+                hash: &"ab".repeat(32),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_hash.upload_secret, Some("5e".repeat(32)));
+        assert!(matches!(
+            store.set_upload_secret(&"9".repeat(24), "x").await,
+            Err(StoreError::ImageNotFound { .. })
+        ));
+        let uploaded = store
+            .finish_upload(&image.id, "arm64", 5_000_000_000, at(11))
+            .await
+            .unwrap();
+        assert!(uploaded.uploaded());
+        assert_eq!(
+            (
+                uploaded.arch.as_deref(),
+                uploaded.size,
+                uploaded.upload_secret.as_deref()
+            ),
+            (Some("arm64"), Some(5_000_000_000), None)
+        );
+        let again = h.open().await;
+        assert_eq!(
+            again.library_image(ImageKey::Id(&image.id)).await.unwrap(),
+            Some(uploaded.clone())
+        );
+        assert_eq!(
+            again
+                .library_image(ImageKey::Id(&"9".repeat(24)))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            again.library_children(Container, &container).await.unwrap(),
+            vec![image.id.clone()]
+        );
+
+        let amd64 = store
+            .add_library_image(&LibraryImage {
+                id: "3".repeat(24),
+                hash: "cd".repeat(32),
+                created_at: at(12),
+                ..announced.clone()
+            })
+            .await
+            .unwrap();
+        let tag = |arch: &str, tag: &str, image_id: &str, when: i64| ArchTag {
+            container_id: container.clone(),
+            arch: arch.into(),
+            tag: tag.into(),
+            image_id: image_id.into(),
+            updated_at: at(when),
+        };
+        store
+            .set_library_tag(&tag("arm64", "latest", &image.id, 20))
+            .await
+            .unwrap();
+        store
+            .set_library_tag(&tag("amd64", "latest", &image.id, 21))
+            .await
+            .unwrap();
+        // Moving a tag keeps one row per (arch, tag).
+        store
+            .set_library_tag(&tag("amd64", "latest", &amd64.id, 22))
+            .await
+            .unwrap();
+        store
+            .set_library_tag(&tag("arm64", "1.21", &image.id, 23))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.library_tags(&container).await.unwrap(),
+            vec![
+                tag("arm64", "latest", &image.id, 20),
+                tag("amd64", "latest", &amd64.id, 22),
+                tag("arm64", "1.21", &image.id, 23),
+            ]
+        );
+        assert!(matches!(
+            store
+                .set_library_tag(&tag("amd64", "x", &"9".repeat(24), 24))
+                .await,
+            Err(StoreError::ImageNotFound { .. })
+        ));
+        assert_eq!(again.library_tags(&"0".repeat(24)).await.unwrap(), vec![]);
     }
 
     pub(crate) async fn concurrent_submits_share_one_build(h: &impl Harness) {

@@ -158,6 +158,136 @@ pub struct LogSlice {
     pub next_offset: u64,
 }
 
+/// A level of the Singularity library, `library://entity/collection/container`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LibraryLevel {
+    Entity,
+    Collection,
+    Container,
+}
+
+impl LibraryLevel {
+    /// The word used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Entity => "entity",
+            Self::Collection => "collection",
+            Self::Container => "container",
+        }
+    }
+}
+
+impl fmt::Display for LibraryLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An entity, a collection or a container of the library.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryItem {
+    /// 24 lowercase hex characters.
+    pub id: String,
+    /// Unique within its parent (entities: unique).
+    pub name: String,
+    pub description: String,
+    /// The user who created it.
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An item with the items above it: an entity alone, a collection with its entity, or a
+/// container with its collection and entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryPath {
+    pub entity: LibraryItem,
+    pub collection: Option<LibraryItem>,
+    /// Only when `collection` is there too.
+    pub container: Option<LibraryItem>,
+}
+
+impl LibraryPath {
+    /// The item this path leads to: the deepest one.
+    pub fn item(&self) -> &LibraryItem {
+        self.container
+            .as_ref()
+            .or(self.collection.as_ref())
+            .unwrap_or(&self.entity)
+    }
+
+    /// The level of [`item`](Self::item).
+    pub fn level(&self) -> LibraryLevel {
+        match (&self.collection, &self.container) {
+            (_, Some(_)) => LibraryLevel::Container,
+            (Some(_), None) => LibraryLevel::Collection,
+            (None, None) => LibraryLevel::Entity,
+        }
+    }
+}
+
+/// How to find a library item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibraryKey<'a> {
+    /// By names from the entity down: one name is an entity, two a collection, three a
+    /// container.
+    Names(&'a [&'a str]),
+    /// By id, at a level.
+    Id(LibraryLevel, &'a str),
+}
+
+/// A SIF file of a library container, known by the sha256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryImage {
+    /// 24 lowercase hex characters.
+    pub id: String,
+    pub container_id: String,
+    /// 64 lowercase hex characters: the sha256 of the file.
+    pub hash: String,
+    pub description: String,
+    /// The architecture in the uploaded file's header (`amd64`, `arm64`); `None` until the
+    /// file is uploaded.
+    pub arch: Option<String>,
+    /// Bytes of the uploaded file.
+    pub size: Option<u64>,
+    /// When the file was uploaded; `None` while the image is only announced.
+    pub uploaded_at: Option<DateTime<Utc>>,
+    /// sha256 (hex) of the secret in the upload URL handed out last, until the file is in.
+    pub upload_secret: Option<String>,
+    /// The user who created it.
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl LibraryImage {
+    /// Whether the file is in.
+    pub fn uploaded(&self) -> bool {
+        self.uploaded_at.is_some()
+    }
+}
+
+/// How to find a library image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKey<'a> {
+    /// By its id.
+    Id(&'a str),
+    /// By the hash of its file, within a container.
+    Hash {
+        container_id: &'a str,
+        hash: &'a str,
+    },
+}
+
+/// `container:tag` for one architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchTag {
+    pub container_id: String,
+    pub arch: String,
+    pub tag: String,
+    pub image_id: String,
+    /// When the tag was last pointed at an image.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Ids show at a glance which key a build is for and which try it is.
 pub fn build_id(key: &str, attempt: u32) -> String {
     let prefix = key.get(..16).unwrap_or(key);

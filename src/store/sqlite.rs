@@ -15,8 +15,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, LogSlice, NewBuild, Store,
-    StoreError, Submitted, build_id, is_valid_key,
+    ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, LibraryImage,
+    LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild, Store, StoreError,
+    Submitted, build_id, is_valid_key,
 };
 
 /// How often `submit` re-reads after losing an insert race; one retry finds
@@ -97,7 +98,53 @@ fn migrator() -> Migrator {
             "container requests",
             include_str!("../../migrations/sqlite/0003_container_requests.sql"),
         ),
+        migration(
+            4,
+            "accounts",
+            include_str!("../../migrations/sqlite/0004_accounts.sql"),
+        ),
     ])
+}
+
+/// The columns of an entity, prefixed `e_`, and what the collection and container selects
+/// add (`c_`, `k_`); a macro, so that each query is one `&'static str`.
+macro_rules! entity_columns {
+    () => {
+        "SELECT e.id AS e_id, e.name AS e_name, e.description AS e_description,
+                e.created_by AS e_created_by, e.created_at AS e_created_at"
+    };
+}
+
+macro_rules! select_entity {
+    () => {
+        concat!(entity_columns!(), " FROM library_entities e")
+    };
+}
+
+macro_rules! select_collection {
+    () => {
+        concat!(
+            entity_columns!(),
+            ", c.id AS c_id, c.name AS c_name, c.description AS c_description,
+               c.created_by AS c_created_by, c.created_at AS c_created_at
+             FROM library_collections c JOIN library_entities e ON e.id = c.entity_id"
+        )
+    };
+}
+
+macro_rules! select_container {
+    () => {
+        concat!(
+            entity_columns!(),
+            ", c.id AS c_id, c.name AS c_name, c.description AS c_description,
+               c.created_by AS c_created_by, c.created_at AS c_created_at,
+               k.id AS k_id, k.name AS k_name, k.description AS k_description,
+               k.created_by AS k_created_by, k.created_at AS k_created_at
+             FROM library_containers k
+             JOIN library_collections c ON c.id = k.collection_id
+             JOIN library_entities e ON e.id = c.entity_id"
+        )
+    };
 }
 
 #[async_trait]
@@ -350,6 +397,365 @@ impl Store for SqliteStore {
             .await?;
         row.as_ref().map(decode_request).transpose()
     }
+
+    async fn claim_user(&self, name: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let claimed = sqlx::query(
+            "INSERT INTO users (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(time_text(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    async fn add_token(&self, hash: &str, user: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(user)
+        .bind(time_text(at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO api_tokens (hash, user_name, created_at) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(user)
+            .bind(time_text(at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn token_user(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT user_name FROM api_tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn library_item(&self, key: LibraryKey<'_>) -> Result<Option<LibraryPath>, StoreError> {
+        let (sql, args): (&'static str, &[&str]) = match key {
+            LibraryKey::Names(names @ [_]) => {
+                (concat!(select_entity!(), " WHERE e.name = $1"), names)
+            }
+            LibraryKey::Names(names @ [_, _]) => (
+                concat!(select_collection!(), " WHERE e.name = $1 AND c.name = $2"),
+                names,
+            ),
+            LibraryKey::Names(names @ [_, _, _]) => (
+                concat!(
+                    select_container!(),
+                    " WHERE e.name = $1 AND c.name = $2 AND k.name = $3"
+                ),
+                names,
+            ),
+            LibraryKey::Names(_) => return Ok(None),
+            LibraryKey::Id(LibraryLevel::Entity, id) => {
+                (concat!(select_entity!(), " WHERE e.id = $1"), &[id][..])
+            }
+            LibraryKey::Id(LibraryLevel::Collection, id) => {
+                (concat!(select_collection!(), " WHERE c.id = $1"), &[id][..])
+            }
+            LibraryKey::Id(LibraryLevel::Container, id) => {
+                (concat!(select_container!(), " WHERE k.id = $1"), &[id][..])
+            }
+        };
+        let mut query = sqlx::query(sql);
+        for arg in args {
+            query = query.bind(*arg);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
+        row.as_ref().map(decode_library_path).transpose()
+    }
+
+    async fn add_library_item(
+        &self,
+        level: LibraryLevel,
+        parent: Option<&str>,
+        item: &LibraryItem,
+    ) -> Result<LibraryPath, StoreError> {
+        let (insert, parent_level): (&'static str, _) = match level {
+            LibraryLevel::Entity => (
+                "INSERT INTO library_entities (id, name, description, created_by, created_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+                None,
+            ),
+            LibraryLevel::Collection => (
+                "INSERT INTO library_collections
+                   (id, name, description, created_by, created_at, entity_id)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (entity_id, name) DO NOTHING",
+                Some(LibraryLevel::Entity),
+            ),
+            LibraryLevel::Container => (
+                "INSERT INTO library_containers
+                   (id, name, description, created_by, created_at, collection_id)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (collection_id, name) DO NOTHING",
+                Some(LibraryLevel::Collection),
+            ),
+        };
+        let parent = match (parent_level, parent) {
+            (None, _) => None,
+            (Some(parent_level), Some(id)) => Some(
+                self.library_item(LibraryKey::Id(parent_level, id))
+                    .await?
+                    .ok_or_else(|| StoreError::LibraryItemNotFound {
+                        level: parent_level,
+                        id: id.to_owned(),
+                    })?,
+            ),
+            (Some(_), None) => return Err(StoreError::LibraryParentMissing { level }),
+        };
+        let mut query = sqlx::query(insert)
+            .bind(&item.id)
+            .bind(&item.name)
+            .bind(&item.description)
+            .bind(&item.created_by)
+            .bind(time_text(item.created_at));
+        if let Some(parent) = &parent {
+            query = query.bind(&parent.item().id);
+        }
+        query.execute(&self.pool).await?;
+        // Whoever won a race, the item of that name is there now.
+        let mut names: Vec<&str> = Vec::with_capacity(3);
+        if let Some(parent) = &parent {
+            names.push(&parent.entity.name);
+            names.extend(parent.collection.as_ref().map(|c| c.name.as_str()));
+        }
+        names.push(&item.name);
+        self.library_item(LibraryKey::Names(&names))
+            .await?
+            .ok_or_else(|| StoreError::LibraryItemNotFound {
+                level,
+                id: item.id.clone(),
+            })
+    }
+
+    async fn library_children(
+        &self,
+        level: LibraryLevel,
+        id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = match level {
+            LibraryLevel::Entity => {
+                "SELECT id FROM library_collections WHERE entity_id = $1 ORDER BY created_at, id"
+            }
+            LibraryLevel::Collection => {
+                "SELECT id FROM library_containers WHERE collection_id = $1 ORDER BY created_at, id"
+            }
+            LibraryLevel::Container => {
+                "SELECT id FROM library_images WHERE container_id = $1 ORDER BY created_at, id"
+            }
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn add_library_image(&self, image: &LibraryImage) -> Result<LibraryImage, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO library_images
+               (id, container_id, hash, description, created_by, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (container_id, hash) DO NOTHING",
+        )
+        .bind(&image.id)
+        .bind(&image.container_id)
+        .bind(&image.hash)
+        .bind(&image.description)
+        .bind(&image.created_by)
+        .bind(time_text(image.created_at))
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                return Err(StoreError::LibraryItemNotFound {
+                    level: LibraryLevel::Container,
+                    id: image.container_id.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.library_image(ImageKey::Hash {
+            container_id: &image.container_id,
+            hash: &image.hash,
+        })
+        .await?
+        .ok_or_else(|| StoreError::ImageNotFound {
+            id: image.id.clone(),
+        })
+    }
+
+    async fn library_image(&self, key: ImageKey<'_>) -> Result<Option<LibraryImage>, StoreError> {
+        let row = match key {
+            ImageKey::Id(id) => {
+                sqlx::query("SELECT * FROM library_images WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            ImageKey::Hash { container_id, hash } => {
+                sqlx::query("SELECT * FROM library_images WHERE container_id = $1 AND hash = $2")
+                    .bind(container_id)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        row.as_ref().map(decode_image).transpose()
+    }
+
+    async fn set_upload_secret(&self, id: &str, secret_hash: &str) -> Result<(), StoreError> {
+        let set = sqlx::query("UPDATE library_images SET upload_secret = $2 WHERE id = $1")
+            .bind(id)
+            .bind(secret_hash)
+            .execute(&self.pool)
+            .await?;
+        if set.rows_affected() == 0 {
+            return Err(StoreError::ImageNotFound { id: id.into() });
+        }
+        Ok(())
+    }
+
+    async fn finish_upload(
+        &self,
+        id: &str,
+        arch: &str,
+        size: u64,
+        at: DateTime<Utc>,
+    ) -> Result<LibraryImage, StoreError> {
+        let row = sqlx::query(
+            "UPDATE library_images
+             SET arch = $2, size = $3, uploaded_at = $4, upload_secret = NULL
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(arch)
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(time_text(at))
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => decode_image(&row),
+            None => Err(StoreError::ImageNotFound { id: id.into() }),
+        }
+    }
+
+    async fn set_library_tag(&self, tag: &ArchTag) -> Result<(), StoreError> {
+        let set = sqlx::query(
+            "INSERT INTO library_tags (container_id, arch, tag, image_id, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (container_id, arch, tag)
+             DO UPDATE SET image_id = excluded.image_id, updated_at = excluded.updated_at",
+        )
+        .bind(&tag.container_id)
+        .bind(&tag.arch)
+        .bind(&tag.tag)
+        .bind(&tag.image_id)
+        .bind(time_text(tag.updated_at))
+        .execute(&self.pool)
+        .await;
+        match set {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                match self.library_image(ImageKey::Id(&tag.image_id)).await? {
+                    None => Err(StoreError::ImageNotFound {
+                        id: tag.image_id.clone(),
+                    }),
+                    Some(_) => Err(StoreError::LibraryItemNotFound {
+                        level: LibraryLevel::Container,
+                        id: tag.container_id.clone(),
+                    }),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn library_tags(&self, container_id: &str) -> Result<Vec<ArchTag>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM library_tags WHERE container_id = $1
+             ORDER BY updated_at, arch, tag",
+        )
+        .bind(container_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ArchTag {
+                    container_id: row.try_get("container_id")?,
+                    arch: row.try_get("arch")?,
+                    tag: row.try_get("tag")?,
+                    image_id: row.try_get("image_id")?,
+                    updated_at: parse_time(row, "updated_at", "library tag")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A row of one of the selects above.
+fn decode_library_path(row: &SqliteRow) -> Result<LibraryPath, StoreError> {
+    fn item(row: &SqliteRow, prefix: &str) -> Result<Option<LibraryItem>, StoreError> {
+        let column = |name: &str| format!("{prefix}_{name}");
+        if row.try_column(column("id").as_str()).is_err() {
+            return Ok(None);
+        }
+        let id: String = row.try_get(column("id").as_str())?;
+        Ok(Some(LibraryItem {
+            name: row.try_get(column("name").as_str())?,
+            description: row.try_get(column("description").as_str())?,
+            created_by: row.try_get(column("created_by").as_str())?,
+            created_at: parse_time(row, &column("created_at"), &id)?,
+            id,
+        }))
+    }
+    let entity = item(row, "e")?.ok_or_else(|| StoreError::Corrupt {
+        id: "library item".into(),
+        detail: "a library select without entity columns".into(),
+    })?;
+    Ok(LibraryPath {
+        entity,
+        collection: item(row, "c")?,
+        container: item(row, "k")?,
+    })
+}
+
+fn decode_image(row: &SqliteRow) -> Result<LibraryImage, StoreError> {
+    let id: String = row.try_get("id")?;
+    let size: Option<i64> = row.try_get("size")?;
+    let uploaded_at: Option<String> = row.try_get("uploaded_at")?;
+    let uploaded_at = match uploaded_at {
+        Some(_) => Some(parse_time(row, "uploaded_at", &id)?),
+        None => None,
+    };
+    Ok(LibraryImage {
+        container_id: row.try_get("container_id")?,
+        hash: row.try_get("hash")?,
+        description: row.try_get("description")?,
+        arch: row.try_get("arch")?,
+        size: size.map(|size| u64::try_from(size).unwrap_or(0)),
+        uploaded_at,
+        upload_secret: row.try_get("upload_secret")?,
+        created_by: row.try_get("created_by")?,
+        created_at: parse_time(row, "created_at", &id)?,
+        id,
+    })
+}
+
+/// The RFC 3339 text in `column` of the row of `id`.
+fn parse_time(row: &SqliteRow, column: &str, id: &str) -> Result<DateTime<Utc>, StoreError> {
+    let text: String = row.try_get(column)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|err| StoreError::Corrupt {
+            id: id.to_owned(),
+            detail: format!("column {column}: {err}"),
+        })
 }
 
 /// Now, cut to the microseconds the database keeps, so a record returned

@@ -1,0 +1,833 @@
+//! The Sylabs build service protocol (reference §1), so `singularity build --remote` and
+//! `scs-build` build definition files on kiln: submit, status, cancel, the build log over a
+//! websocket, and build contexts for `%files`.
+//!
+//! A remote build is a kiln build like any other (queue, store, log); its request says it is a
+//! definition ([`DefinitionRequest`]) and the definition builder runs it. Its SIF lands in the
+//! library under `libraryRef`, where the client downloads it with a library pull. Every call
+//! needs a token (`Authorization: BEARER …`, any casing), and a build is only visible to the
+//! user who submitted it (and operators).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+
+use super::AppState;
+use super::accounts::{User, authenticate};
+use super::library::registry_repository;
+use crate::build::definition::DefinitionRequest;
+use crate::registry::path::Reference;
+use crate::spec::{Definition, Platform};
+use crate::store::{BuildRecord, BuildStatus, NewBuild, StoreError};
+
+/// The largest definition file accepted.
+const MAX_DEFINITION: usize = 1 << 20;
+
+/// How long a build context upload URL stays valid.
+const UPLOAD_TTL: Duration = Duration::from_secs(3600);
+
+/// How often a websocket follower looks for new log text.
+const LOG_POLL: Duration = Duration::from_millis(200);
+
+/// How often an idle websocket is pinged, so proxies keep it open through long steps.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/convert-def-file", post(convert_definition))
+        .route("/v1/build", post(submit))
+        .route("/v1/build/{id}", get(status))
+        .route("/v1/build/{id}/_cancel", put(cancel))
+        .route("/v1/build-ws/{id}", get(output))
+        .route("/v1/build-context", post(start_context_upload))
+        .route("/v1/build-context/uploads/{ticket}", put(upload_context))
+        .route("/v1/build-context/{digest}", delete(delete_context))
+}
+
+/// Uploads of build contexts announced but not yet made: the ticket in each upload URL,
+/// which is the only credential the client's PUT carries.
+#[derive(Debug, Default)]
+pub struct ContextUploads {
+    tickets: Mutex<HashMap<String, Ticket>>,
+}
+
+#[derive(Debug, Clone)]
+struct Ticket {
+    /// Hex sha256 the upload must have.
+    digest: String,
+    /// Bytes it must have.
+    size: u64,
+    issued: Instant,
+}
+
+impl ContextUploads {
+    fn issue(&self, digest: &str, size: u64) -> String {
+        let ticket = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut tickets = self.lock();
+        tickets.retain(|_, t| t.issued.elapsed() < UPLOAD_TTL);
+        tickets.insert(
+            ticket.clone(),
+            Ticket {
+                digest: digest.to_owned(),
+                size,
+                issued: Instant::now(),
+            },
+        );
+        ticket
+    }
+
+    fn redeem(&self, ticket: &str) -> Option<Ticket> {
+        self.lock()
+            .remove(ticket)
+            .filter(|t| t.issued.elapsed() < UPLOAD_TTL)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ticket>> {
+        self.tickets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// An answer in the Sylabs error envelope, `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Failure::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(id: &str) -> Self {
+        Failure::new(StatusCode::NOT_FOUND, format!("there is no build {id}"))
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %crate::error_chain(&err), "remote build request failed");
+        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, crate::error_chain(&err))
+    }
+}
+
+impl From<super::error::ApiError> for Failure {
+    fn from(err: super::error::ApiError) -> Self {
+        Failure::new(err.status, err.message)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.status.as_u16(), "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+/// The caller's user; remote builds are never anonymous.
+async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, Failure> {
+    authenticate(state, headers).await?.ok_or_else(|| {
+        Failure::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "remote builds need a valid token: get one at {}/auth/tokens and run \
+                 `singularity remote login`",
+                state.config.public_url()
+            ),
+        )
+    })
+}
+
+/// `scs-build` asks the service to parse the definition before submitting it, to learn which
+/// `%files` sources to upload. It shows no message from an error here, only the status, so a
+/// definition kiln cannot build is answered with no files and refused when submitted, where the
+/// client shows why (the build fails with the reason in its log). Parsing needs no token.
+async fn convert_definition(body: Bytes) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return Failure::bad_request("the definition file is not UTF-8 text").into_response();
+    };
+    let files: Vec<Value> = Definition::parse(text)
+        .map(|definition| {
+            definition
+                .files
+                .iter()
+                .map(|copy| json!({"source": copy.source, "destination": copy.destination}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sections = if files.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({"args": "", "files": files})]
+    };
+    Json(json!({"data": {"buildData": {"files": sections}}})).into_response()
+}
+
+/// What clients POST to `/v1/build` (unknown fields, like old clients' `callbackURL`, are
+/// ignored).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubmitBody {
+    definition_raw: Option<String>,
+    #[serde(default)]
+    library_ref: Option<String>,
+    #[serde(default)]
+    builder_requirements: Option<HashMap<String, String>>,
+    #[serde(default)]
+    context_digest: Option<String>,
+    #[serde(default)]
+    working_dir: Option<String>,
+}
+
+async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    match submit_build(&state, &headers, &body).await {
+        Ok(build) => match build_info(&state, &build).await {
+            Ok(info) => Json(json!({ "data": info })).into_response(),
+            Err(failure) => failure.into_response(),
+        },
+        Err(failure) => failure.into_response(),
+    }
+}
+
+async fn submit_build(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<BuildRecord, Failure> {
+    let user = user(state, headers).await?;
+    let body: SubmitBody = serde_json::from_slice(body)
+        .map_err(|err| Failure::bad_request(format!("the build request is not valid: {err}")))?;
+    let definition = decode_definition(body.definition_raw.as_deref())?;
+    let platform = platform_of(body.builder_requirements.as_ref())?;
+    let context = match body.context_digest.as_deref().filter(|d| !d.is_empty()) {
+        Some(digest) => {
+            let hex = context_hex(digest)?;
+            if !tokio::fs::try_exists(context_path(state, hex))
+                .await
+                .unwrap_or(false)
+            {
+                return Err(Failure::bad_request(format!(
+                    "contextDigest {digest}: no such build context was uploaded"
+                )));
+            }
+            Some(digest.to_owned())
+        }
+        None => None,
+    };
+    let working_dir = body.working_dir.unwrap_or_default();
+    if !(working_dir.is_empty() || working_dir.starts_with('/'))
+        || working_dir.len() > 4096
+        || working_dir.contains('\0')
+    {
+        return Err(Failure::bad_request(format!(
+            "workingDir {working_dir:?} is not an absolute path"
+        )));
+    }
+
+    // Every remote build is new, like `singularity build`: the key includes a fresh UUID.
+    let mut hasher = Sha256::new();
+    hasher.update(uuid::Uuid::new_v4().as_bytes());
+    hasher.update(definition.as_bytes());
+    let key = hex::encode(hasher.finalize());
+    let default_ref = format!("{}/remote-builds/rb-{}", user.name, &key[..16]);
+    let target = LibraryTarget::parse(body.library_ref.as_deref(), &default_ref)?;
+    if target.entity != user.name && !user.operator {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "library://{}/… belongs to {}; this token is {}'s",
+                target.entity, target.entity, user.name
+            ),
+        ));
+    }
+    let repository = registry_repository(&target.entity, &target.collection, &target.container);
+    let request = DefinitionRequest {
+        platform,
+        user: user.name.clone(),
+        library_ref: target.path(),
+        tags: target.tags.clone(),
+        repository: repository.clone(),
+        context,
+        working_dir,
+    };
+    let submitted = state
+        .queue
+        .submit(NewBuild {
+            key,
+            image: format!("{}/{repository}:{}", state.config.registry, target.tags[0]),
+            format: "sif".into(),
+            platforms: vec![platform.to_string()],
+            request: request.to_json(),
+            containerfile: definition,
+            environment: String::new(),
+        })
+        .await?;
+    tracing::info!(build = %submitted.build.id, user = %user.name, "remote build submitted");
+    Ok(submitted.build)
+}
+
+/// `definitionRaw`: base64 of UTF-8 text, at most [`MAX_DEFINITION`] bytes.
+fn decode_definition(raw: Option<&str>) -> Result<String, Failure> {
+    let raw = raw.ok_or_else(|| Failure::bad_request("definitionRaw is missing"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|err| Failure::bad_request(format!("definitionRaw is not base64: {err}")))?;
+    if bytes.len() > MAX_DEFINITION {
+        return Err(Failure::bad_request(format!(
+            "the definition file has {} bytes; the limit is {MAX_DEFINITION}",
+            bytes.len()
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Failure::bad_request("the definition file is not UTF-8 text"))?;
+    if text.trim().is_empty() {
+        return Err(Failure::bad_request("the definition file is empty"));
+    }
+    Ok(text)
+}
+
+/// `builderRequirements.arch`: `amd64` (the default) or `arm64`.
+fn platform_of(requirements: Option<&HashMap<String, String>>) -> Result<Platform, Failure> {
+    match requirements.and_then(|r| r.get("arch")).map(String::as_str) {
+        None | Some("" | "amd64" | "x86_64") => Ok(Platform::LinuxAmd64),
+        Some("arm64" | "aarch64") => Ok(Platform::LinuxArm64),
+        Some(other) => Err(Failure::bad_request(format!(
+            "builderRequirements.arch {other:?}: kiln builds for amd64 and arm64"
+        ))),
+    }
+}
+
+/// Where a remote build's SIF goes: `entity/collection/container:tag[,tag…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LibraryTarget {
+    entity: String,
+    collection: String,
+    container: String,
+    tags: Vec<String>,
+}
+
+impl LibraryTarget {
+    /// Reads a client's `libraryRef` (`""`, `library://e/c/n:t`, scs-build's `library:e/c/n:t`
+    /// or `e/c/n`); an empty one means `default`.
+    fn parse(reference: Option<&str>, default: &str) -> Result<Self, Failure> {
+        let given = reference.map(str::trim).filter(|r| !r.is_empty());
+        let text = given.unwrap_or(default);
+        let bad = |why: &str| Failure::bad_request(format!("libraryRef {text:?} {why}"));
+        let path = text
+            .strip_prefix("library://")
+            .or_else(|| text.strip_prefix("library:"))
+            .unwrap_or(text);
+        let (path, tags) = match path.rsplit_once(':') {
+            Some((path, tags)) => (path, tags),
+            None => (path, "latest"),
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        let [entity, collection, container] = parts.as_slice() else {
+            return Err(bad(
+                "must be entity/collection/container[:tag], without a host",
+            ));
+        };
+        for part in [entity, collection, container] {
+            if !is_library_name(part) {
+                return Err(bad(&format!(
+                    "has {part:?}, which is not a library name (lowercase letters and digits, \
+                     joined by . _ or -)"
+                )));
+            }
+        }
+        let tags: Vec<String> = tags.split(',').map(str::to_owned).collect();
+        if let Some(tag) = tags.iter().find(|tag| !is_library_name(tag)) {
+            return Err(bad(&format!("has the tag {tag:?}, which is not valid")));
+        }
+        Ok(LibraryTarget {
+            entity: (*entity).to_owned(),
+            collection: (*collection).to_owned(),
+            container: (*container).to_owned(),
+            tags,
+        })
+    }
+
+    fn path(&self) -> String {
+        format!("{}/{}/{}", self.entity, self.collection, self.container)
+    }
+}
+
+/// `[a-z0-9]+([._-][a-z0-9]+)*`, the library's rule for every part of a reference.
+fn is_library_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text.split(['.', '_', '-']).all(|run| {
+            !run.is_empty()
+                && run
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+/// A remote build the caller may see: theirs, or any for an operator.
+async fn own_build(
+    state: &AppState,
+    user: &User,
+    id: &str,
+) -> Result<(BuildRecord, DefinitionRequest), Failure> {
+    let build = state
+        .store
+        .build(id)
+        .await?
+        .ok_or_else(|| Failure::not_found(id))?;
+    let request =
+        DefinitionRequest::from_json(&build.request).map_err(|_| Failure::not_found(id))?;
+    if request.user != user.name && !user.operator {
+        return Err(Failure::not_found(id));
+    }
+    Ok((build, request))
+}
+
+async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let answer = async {
+        let user = user(&state, &headers).await?;
+        let (build, _) = own_build(&state, &user, &id).await?;
+        build_info(&state, &build).await
+    };
+    match answer.await {
+        Ok(info) => Json(json!({ "data": info })).into_response(),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// The build as clients read it (`BuildInfo`): complete once done; a failed build is complete
+/// with no image size, which is how clients learn it failed.
+async fn build_info(state: &AppState, build: &BuildRecord) -> Result<Value, Failure> {
+    let request =
+        DefinitionRequest::from_json(&build.request).map_err(|_| Failure::not_found(&build.id))?;
+    let public = state.config.public_url();
+    let ws_base = public
+        .strip_prefix("https://")
+        .map(|rest| format!("wss://{rest}"))
+        .or_else(|| {
+            public
+                .strip_prefix("http://")
+                .map(|rest| format!("ws://{rest}"))
+        })
+        .unwrap_or_else(|| public.clone());
+    let mut info = json!({
+        "id": build.id,
+        "isComplete": build.status == BuildStatus::Done,
+        // With the scheme: scs-build splits the reference at its first `:` after removing
+        // `library://`, and singularity strips the scheme too.
+        "libraryRef": format!("library://{}:{}", request.library_ref, request.tags[0]),
+        "libraryURL": public,
+        "submitTime": build.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "wsURL": format!("{ws_base}/v1/build-ws/{}", build.id),
+    });
+    if let Some(started) = build.started_at {
+        info["startTime"] = started
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .into();
+    }
+    if let Some(finished) = build.finished_at {
+        info["completeTime"] = finished
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .into();
+    }
+    if build.succeeded == Some(true)
+        && let Some(output) = build.outputs.first()
+    {
+        info["imageSize"] = output.size.into();
+        if let Some(checksum) = sif_checksum(state, &request.repository, &output.digest).await {
+            info["imageChecksum"] = checksum.into();
+        }
+    }
+    Ok(info)
+}
+
+/// `sha256.<hex>` of the SIF an ORAS manifest in kiln's registry points at.
+async fn sif_checksum(state: &AppState, repository: &str, manifest: &str) -> Option<String> {
+    let reference = Reference::parse(manifest).ok()?;
+    let stored = state
+        .registry
+        .storage()
+        .get_manifest(repository, &reference)
+        .await
+        .ok()?;
+    let document: Value = serde_json::from_slice(&stored.bytes).ok()?;
+    let digest = document["layers"][0]["digest"].as_str()?;
+    Some(format!("sha256.{}", digest.strip_prefix("sha256:")?))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let answer = async {
+        let user = user(&state, &headers).await?;
+        own_build(&state, &user, &id).await?;
+        match state
+            .queue
+            .cancel(&id, &format!("cancelled by {}", user.name))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::IllegalTransition { .. }) => Err(Failure::new(
+                StatusCode::CONFLICT,
+                format!("build {id} has already finished"),
+            )),
+            Err(err) => Err(err.into()),
+        }
+    };
+    match answer.await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// The build's log over a websocket: everything so far, then new text as it comes, as text
+/// frames; closed with 1000 once the build is done (successful or not), after its status says
+/// so.
+async fn output(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let checked = async {
+        let user = user(&state, &headers).await?;
+        own_build(&state, &user, &id).await.map(drop)
+    };
+    if let Err(failure) = checked.await {
+        return failure.into_response();
+    }
+    upgrade.on_upgrade(move |socket| follow_log(state, id, socket))
+}
+
+async fn follow_log(state: AppState, id: String, mut socket: WebSocket) {
+    let mut offset = 0;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        // Status first: a build seen done has written its whole log, so the read after it
+        // gets the end.
+        let Ok(Some(build)) = state.store.build(&id).await else {
+            return;
+        };
+        let Ok(slice) = state.store.read_log(&id, offset).await else {
+            return;
+        };
+        if !slice.text.is_empty() {
+            offset = slice.next_offset;
+            if socket.send(Message::Text(slice.text.into())).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if build.status == BuildStatus::Done {
+            let close = CloseFrame {
+                code: 1000,
+                reason: "build finished".into(),
+            };
+            let _ = socket.send(Message::Close(Some(close))).await;
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOG_POLL) => {}
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+            message = socket.recv() => match message {
+                // The client went away (Ctrl-C); the build goes on unless it cancels it.
+                None | Some(Err(_) | Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// `{"size": N, "digest": "sha256.<hex>"}`, announcing a build context upload.
+#[derive(Debug, Deserialize)]
+struct ContextAnnouncement {
+    size: u64,
+    digest: String,
+}
+
+async fn start_context_upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let answer = async {
+        user(&state, &headers).await?;
+        let announced: ContextAnnouncement = serde_json::from_slice(&body).map_err(|err| {
+            Failure::bad_request(format!("the build context request is not valid: {err}"))
+        })?;
+        let hex = context_hex(&announced.digest)?.to_owned();
+        let limit = state.config.embedded_registry.max_blob_size;
+        if announced.size > limit {
+            return Err(Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the build context has {} bytes; the limit is {limit}",
+                    announced.size
+                ),
+            ));
+        }
+        if tokio::fs::try_exists(context_path(&state, &hex))
+            .await
+            .unwrap_or(false)
+        {
+            // No Location: the client takes it as "already here".
+            return Ok(None);
+        }
+        let ticket = state.contexts.issue(&hex, announced.size);
+        Ok(Some(format!(
+            "{}/v1/build-context/uploads/{ticket}",
+            state.config.public_url()
+        )))
+    };
+    match answer.await {
+        Ok(None) => (StatusCode::OK, Json(json!({"data": {}}))).into_response(),
+        Ok(Some(location)) => {
+            let mut response = (StatusCode::OK, Json(json!({"data": {}}))).into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            response
+        }
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// The PUT to an upload URL: the ticket is the credential. The bytes must be what was
+/// announced; only then do they become the context.
+async fn upload_context(
+    State(state): State<AppState>,
+    Path(ticket): Path<String>,
+    body: Body,
+) -> Response {
+    let Some(ticket) = state.contexts.redeem(&ticket) else {
+        return Failure::new(
+            StatusCode::NOT_FOUND,
+            "this upload URL is unknown or has expired",
+        )
+        .into_response();
+    };
+    match receive_context(&state, &ticket, body).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+async fn receive_context(state: &AppState, ticket: &Ticket, body: Body) -> Result<(), Failure> {
+    let dir = state.config.build_contexts_dir();
+    let internal = |err: std::io::Error| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot store the build context: {err}"),
+        )
+    };
+    tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
+    let temp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
+    let mut file = tokio::fs::File::create(&temp).await.map_err(internal)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    let received = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|err| Failure::bad_request(format!("the upload broke off: {err}")))?;
+            size += chunk.len() as u64;
+            if size > ticket.size {
+                return Err(Failure::bad_request(format!(
+                    "the upload is larger than the {} bytes announced",
+                    ticket.size
+                )));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(internal)?;
+        }
+        file.flush().await.map_err(internal)?;
+        let digest = hex::encode(hasher.finalize_reset());
+        if size != ticket.size || digest != ticket.digest {
+            return Err(Failure::bad_request(format!(
+                "the upload ({size} bytes, sha256.{digest}) is not the context announced \
+                 ({} bytes, sha256.{})",
+                ticket.size, ticket.digest
+            )));
+        }
+        tokio::fs::rename(&temp, dir.join(format!("{}.tar.gz", ticket.digest)))
+            .await
+            .map_err(internal)
+    };
+    let result = received.await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&temp).await;
+    }
+    result
+}
+
+async fn delete_context(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(digest): Path<String>,
+) -> Response {
+    let answer = async {
+        user(&state, &headers).await?;
+        let hex = context_hex(&digest)?;
+        match tokio::fs::remove_file(context_path(&state, hex)).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("there is no build context {digest}"),
+            )),
+            Err(err) => Err(Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot delete the build context: {err}"),
+            )),
+        }
+    };
+    match answer.await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// The hex of a `sha256.<hex>` context digest.
+fn context_hex(digest: &str) -> Result<&str, Failure> {
+    digest
+        .strip_prefix("sha256.")
+        .filter(|hex| {
+            hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+        .ok_or_else(|| {
+            Failure::bad_request(format!(
+                "{digest:?} is not a digest of the form sha256.<hex>"
+            ))
+        })
+}
+
+fn context_path(state: &AppState, hex: &str) -> PathBuf {
+    state
+        .config
+        .build_contexts_dir()
+        .join(format!("{hex}.tar.gz"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_refs_as_clients_send_them() {
+        let default = "alice/remote-builds/rb-0123456789abcdef";
+        let target = |r: Option<&str>| LibraryTarget::parse(r, default);
+        let default_target = target(None).unwrap();
+        assert_eq!(default_target.path(), default);
+        assert_eq!(default_target.tags, ["latest"]);
+        assert_eq!(target(Some("")).unwrap(), default_target);
+        for sent in [
+            "library://alice/project/numpy:1.26,latest",
+            "library:alice/project/numpy:1.26,latest",
+            "alice/project/numpy:1.26,latest",
+        ] {
+            let parsed = target(Some(sent)).unwrap();
+            assert_eq!(parsed.path(), "alice/project/numpy", "{sent}");
+            assert_eq!(parsed.tags, ["1.26", "latest"], "{sent}");
+        }
+        for bad in [
+            "library://kiln.example.org/alice/project/numpy",
+            "alice/numpy",
+            "Alice/project/numpy",
+            "alice/project/numpy:Latest",
+            "alice/project/num py",
+        ] {
+            let failure = target(Some(bad)).unwrap_err();
+            assert_eq!(failure.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(
+                failure.message.contains("libraryRef"),
+                "{}",
+                failure.message
+            );
+        }
+    }
+
+    #[test]
+    fn definitions_and_arches_are_checked() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode("Bootstrap: docker\n");
+        assert_eq!(
+            decode_definition(Some(&encoded)).unwrap(),
+            "Bootstrap: docker\n"
+        );
+        assert!(
+            decode_definition(None)
+                .unwrap_err()
+                .message
+                .contains("missing")
+        );
+        assert!(
+            decode_definition(Some("%%%"))
+                .unwrap_err()
+                .message
+                .contains("not base64")
+        );
+        let empty = base64::engine::general_purpose::STANDARD.encode("  \n");
+        assert!(
+            decode_definition(Some(&empty))
+                .unwrap_err()
+                .message
+                .contains("empty")
+        );
+
+        let arch = |a: &str| HashMap::from([("arch".to_owned(), a.to_owned())]);
+        assert_eq!(platform_of(None).unwrap(), Platform::LinuxAmd64);
+        assert_eq!(
+            platform_of(Some(&arch("arm64"))).unwrap(),
+            Platform::LinuxArm64
+        );
+        assert!(
+            platform_of(Some(&arch("ppc64le")))
+                .unwrap_err()
+                .message
+                .contains("ppc64le")
+        );
+        assert!(context_hex("sha256.abc").is_err());
+        assert!(context_hex(&format!("sha256.{}", "a".repeat(64))).is_ok());
+    }
+}

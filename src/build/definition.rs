@@ -1,0 +1,468 @@
+//! The definition-file backend: a Singularity definition sent to kiln's remote builder
+//! (`singularity build --remote`, `scs-build`), run with buildah and turned into a SIF.
+//!
+//! The definition becomes a Containerfile ([`Definition::containerfile`]): its base image, the
+//! `%files` copies out of the client's uploaded build context and the `%post` script. buildah
+//! builds it with chroot isolation (arm64 under qemu-user binfmt), writes the image as an OCI
+//! layout on disk, and the SIF is assembled from those layers like every other SIF kiln makes,
+//! with the definition's `%environment`, `%runscript`, `%startscript`, `%labels` and `%help`
+//! written where `singularity build` puts them and the definition itself stored in the file.
+//! The SIF is pushed to the library repository the build request names.
+
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::buildah::{BuildOptions, Buildah};
+use super::containerfile::{build_failure, forward, is_loopback, streamed};
+use super::native::Failure;
+use super::sif::{SifContents, assemble_sif, push_sif, singularity_labels};
+use super::{Backend, BuildLog};
+use crate::assemble::singularity::DefinitionScripts;
+use crate::registry::client::RegistryClient;
+use crate::spec::{Bootstrap, Definition, Platform, Script};
+use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
+
+/// The shell a script section runs with when it names none, as in `singularity build`.
+const DEFAULT_SHELL: &str = "/bin/sh";
+
+/// What the `request` column of a remote build holds, under the key `definition`; the
+/// definition text itself is the record's `containerfile`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DefinitionRequest {
+    /// The one platform the SIF is built for.
+    pub platform: Platform,
+    /// The library user who asked; the build is theirs.
+    pub user: String,
+    /// Where the result goes in the library: `entity/collection/container`.
+    pub library_ref: String,
+    /// The library tags it gets (`latest` when the client named none).
+    pub tags: Vec<String>,
+    /// The registry repository that library container lives in.
+    pub repository: String,
+    /// The uploaded build context (`sha256.<hex>`) the `%files` sources come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The client's working directory, which relative `%files` sources are relative to.
+    #[serde(default)]
+    pub working_dir: String,
+}
+
+/// The stored form: tagged, so it can never be mistaken for another kind of request.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tagged {
+    definition: DefinitionRequest,
+}
+
+impl DefinitionRequest {
+    /// The JSON text stored in a build record's `request`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&Tagged {
+            definition: self.clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Reads a stored request.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<Tagged>(text).map(|tagged| tagged.definition)
+    }
+
+    /// Whether a stored request is a remote build's: a JSON object with a `definition` key.
+    pub fn is_definition(text: &str) -> bool {
+        serde_json::from_str::<Value>(text).is_ok_and(|value| value.get("definition").is_some())
+    }
+}
+
+/// Where the definition builder reaches things.
+#[derive(Debug, Clone)]
+pub struct DefinitionSettings {
+    /// kiln's registry as the builder reaches it (`host:port`).
+    pub registry: String,
+    /// The registry host in kiln's public image names; `From:` images there are pulled from
+    /// `registry` instead.
+    pub public_registry: String,
+    /// The URL clients reach kiln at, for download links.
+    pub public_url: String,
+    /// Uploaded build contexts, `<hex>.tar.gz` by digest.
+    pub contexts_dir: PathBuf,
+    /// Scratch space: each build gets `<work_dir>/<build id>/`, removed afterwards.
+    pub work_dir: PathBuf,
+}
+
+/// Builds definition files with buildah into SIFs in kiln's registry.
+#[derive(Debug, Clone)]
+pub struct DefinitionBuilder {
+    buildah: Buildah,
+    /// Pushes to kiln's registry with the builder's credential.
+    client: RegistryClient,
+    settings: DefinitionSettings,
+}
+
+impl DefinitionBuilder {
+    /// A builder running `buildah` and pushing with `client`.
+    pub fn new(buildah: Buildah, client: RegistryClient, settings: DefinitionSettings) -> Self {
+        DefinitionBuilder {
+            buildah,
+            client,
+            settings,
+        }
+    }
+
+    /// The image buildah pulls for `From:`: kiln's own images over its local address, names
+    /// without a registry from Docker Hub, fully qualified (buildah refuses to guess).
+    fn base_image(&self, from: &str) -> String {
+        let from = from.strip_prefix("docker://").unwrap_or(from);
+        let (first, rest) = from.split_once('/').unwrap_or(("", from));
+        let is_host = first.contains(['.', ':']) || first == "localhost";
+        if !is_host {
+            let path = if from.contains('/') {
+                from.to_owned()
+            } else {
+                format!("library/{from}")
+            };
+            return format!("docker.io/{path}");
+        }
+        if first == self.settings.public_registry {
+            format!("{}/{rest}", self.settings.registry)
+        } else {
+            from.to_owned()
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for DefinitionBuilder {
+    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+        let work = self.settings.work_dir.join(&build.id);
+        let local = format!("localhost/kiln-definition:{}", build.id.replace('_', "-"));
+        let outcome = match self.build(build, &work, &local, log).await {
+            Ok(outcome) => outcome,
+            Err(reason) => BuildOutcome::Failed { reason },
+        };
+        if let Err(err) = self.buildah.remove_image(&local).await {
+            tracing::debug!(image = %local, error = %err, "removing a build's local image failed");
+        }
+        tokio::spawn(async move {
+            if let Err(err) = tokio::fs::remove_dir_all(&work).await
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %work.display(), error = %err, "removing a build's work directory failed");
+            }
+        });
+        outcome
+    }
+}
+
+impl DefinitionBuilder {
+    async fn build(
+        &self,
+        build: &BuildRecord,
+        work: &Path,
+        local: &str,
+        log: &BuildLog,
+    ) -> Result<BuildOutcome, Failure> {
+        let request = DefinitionRequest::from_json(&build.request)
+            .map_err(|err| format!("the stored remote build request cannot be read: {err}"))?;
+        let definition = Definition::parse(&build.containerfile)
+            .map_err(|err| format!("the definition file cannot be built: {err}"))?;
+        let platform = request.platform;
+        let base = match definition.bootstrap {
+            Bootstrap::Docker => self.base_image(&definition.from),
+            Bootstrap::LocalImage => {
+                return Err(format!(
+                    "Bootstrap: localimage ({}) is not available on this builder yet; use \
+                     Bootstrap: docker with an image in kiln's registry",
+                    definition.from
+                ));
+            }
+        };
+
+        if let Err(err) = tokio::fs::remove_dir_all(work).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(format!("cannot clear {}: {err}", work.display()));
+        }
+        let context = work.join("context");
+        tokio::fs::create_dir_all(&context)
+            .await
+            .map_err(|err| format!("cannot create {}: {err}", context.display()))?;
+        let sources = self
+            .stage_files(&definition, &request, &context, log)
+            .await?;
+        let containerfile = work.join("Containerfile");
+        tokio::fs::write(&containerfile, definition.containerfile(&base, &sources))
+            .await
+            .map_err(|err| format!("cannot write {}: {err}", containerfile.display()))?;
+
+        log.line(format!(
+            "building the definition file for {platform} from {base} with buildah"
+        ))
+        .await;
+        let options = BuildOptions {
+            insecure_pull: is_loopback(&self.settings.registry),
+            force_rm: true,
+        };
+        let (built, tail) = streamed(log, |lines| {
+            self.buildah.build_with(
+                &context,
+                &containerfile,
+                local,
+                platform,
+                &options,
+                forward(lines),
+            )
+        })
+        .await;
+        if let Err(err) = built {
+            return Err(build_failure(&err, &tail).replacen("the Dockerfile", "the build", 1));
+        }
+
+        let layout = work.join("oci");
+        self.buildah
+            .push_to_oci_layout(local, &layout)
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        let image = read_oci_layout(&layout).await?;
+
+        let mut labels = singularity_labels(&image.config["config"], platform);
+        labels.extend(definition.labels.iter().cloned());
+        let (sif_path, summary) = assemble_sif(
+            SifContents {
+                platform,
+                layers: image.layers,
+                config: image.config,
+                definition: definition.raw.clone(),
+                labels,
+                scripts: scripts_of(&definition),
+                seed: build.key.clone(),
+            },
+            work,
+            log,
+        )
+        .await?;
+        let pushed = push_sif(
+            &self.client,
+            &self.settings.public_url,
+            &request.repository,
+            &request.tags,
+            &sif_path,
+            &summary,
+        )
+        .await?;
+        log.line(format!(
+            "pushed library://{}:{} ({} bytes, sha256.{})",
+            request.library_ref,
+            request.tags.join(","),
+            summary.size,
+            summary.sha256
+        ))
+        .await;
+        Ok(BuildOutcome::Succeeded {
+            digest: pushed.manifest_digest.clone(),
+            outputs: vec![ImageOutput {
+                platform: platform.to_string(),
+                digest: pushed.manifest_digest,
+                size: summary.size,
+                download_url: pushed.download_url,
+            }],
+            lock: None,
+        })
+    }
+
+    /// Unpacks the build context into `context` and returns, for each `%files` entry, where its
+    /// source is relative to `context`. Sources are looked up as the client packed them: made
+    /// absolute against its working directory, without the leading `/`.
+    async fn stage_files(
+        &self,
+        definition: &Definition,
+        request: &DefinitionRequest,
+        context: &Path,
+        log: &BuildLog,
+    ) -> Result<Vec<String>, Failure> {
+        if definition.files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(digest) = &request.context else {
+            return Err(
+                "the definition has a %files section, but the client uploaded no \
+                        build context"
+                    .into(),
+            );
+        };
+        let hex = digest.strip_prefix("sha256.").unwrap_or(digest);
+        let archive = self.settings.contexts_dir.join(format!("{hex}.tar.gz"));
+        let target = context.to_path_buf();
+        let unpacked = tokio::task::spawn_blocking(move || unpack_context(&archive, &target))
+            .await
+            .map_err(|err| format!("unpacking the build context crashed: {err}"))??;
+        log.line(format!(
+            "unpacked the build context {digest}: {unpacked} files"
+        ))
+        .await;
+        let mut sources = Vec::new();
+        for copy in &definition.files {
+            let absolute = if copy.source.starts_with('/') {
+                copy.source.clone()
+            } else {
+                format!(
+                    "{}/{}",
+                    request.working_dir.trim_end_matches('/'),
+                    copy.source
+                )
+            };
+            let relative = normalise(&absolute).ok_or_else(|| {
+                format!("the %files source {} leaves the build context", copy.source)
+            })?;
+            let has_glob = relative.contains(['*', '?', '[']);
+            if !has_glob
+                && tokio::fs::symlink_metadata(context.join(&relative))
+                    .await
+                    .is_err()
+            {
+                return Err(format!(
+                    "the %files source {} ({absolute}) is not in the uploaded build context",
+                    copy.source
+                ));
+            }
+            sources.push(relative);
+        }
+        Ok(sources)
+    }
+}
+
+/// `/home/u/./a/../b` → `home/u/b`; `None` if `..` climbs above the root.
+fn normalise(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Extracts the gzip'd tar of a build context: regular files and directories only, never
+/// outside `target`. Returns how many files it wrote.
+fn unpack_context(archive: &Path, target: &Path) -> Result<usize, Failure> {
+    let file = std::fs::File::open(archive)
+        .map_err(|err| format!("the build context {} is missing: {err}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut files = 0;
+    let entries = tar
+        .entries()
+        .map_err(|err| format!("the build context is not a gzip'd tar: {err}"))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|err| format!("the build context is not a gzip'd tar: {err}"))?;
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            continue;
+        }
+        // `unpack_in` refuses paths that would leave `target` (`..`, absolute).
+        let inside = entry
+            .unpack_in(target)
+            .map_err(|err| format!("cannot unpack the build context: {err}"))?;
+        if inside && kind.is_file() {
+            files += 1;
+        }
+    }
+    Ok(files)
+}
+
+/// The image buildah wrote: its config document and its layer tars, bottom first.
+struct LayoutImage {
+    config: Value,
+    layers: Vec<PathBuf>,
+}
+
+/// Reads the one image of the OCI layout at `dir`.
+async fn read_oci_layout(dir: &Path) -> Result<LayoutImage, Failure> {
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        dir.join("blobs/sha256").join(hex)
+    };
+    let read_json = |path: PathBuf| async move {
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        serde_json::from_slice::<Value>(&bytes)
+            .map_err(|err| format!("{} is not JSON: {err}", path.display()))
+    };
+    let index = read_json(dir.join("index.json")).await?;
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or("buildah wrote an OCI layout without a manifest")?;
+    let manifest = read_json(blob(manifest_digest)).await?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or("the built image's manifest has no config")?;
+    let config = read_json(blob(config_digest)).await?;
+    let layers = manifest["layers"]
+        .as_array()
+        .map(|layers| {
+            layers
+                .iter()
+                .filter_map(|layer| layer["digest"].as_str().map(blob))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(LayoutImage { config, layers })
+}
+
+/// The scripts the definition's sections give, in the form `singularity build` writes them.
+fn scripts_of(definition: &Definition) -> DefinitionScripts {
+    let script = |script: &Script| {
+        let shell = script.interpreter.as_deref().unwrap_or(DEFAULT_SHELL);
+        format!("#!{shell}\n\n{}\n", script.body.trim_end_matches('\n'))
+    };
+    DefinitionScripts {
+        environment: definition.environment.clone(),
+        runscript: definition.runscript.as_ref().map(script),
+        startscript: definition.startscript.as_ref().map(script),
+        help: definition.help.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_in_their_stored_form() {
+        let request = DefinitionRequest {
+            platform: Platform::LinuxArm64,
+            user: "alice".into(),
+            library_ref: "alice/remote-builds/rb-0123".into(),
+            tags: vec!["latest".into()],
+            repository: "library/alice/remote-builds/rb-0123".into(),
+            context: Some("sha256.ab".into()),
+            working_dir: "/home/alice".into(),
+        };
+        let text = request.to_json();
+        assert!(
+            text.starts_with(r#"{"definition":{"platform":"linux/arm64","#),
+            "{text}"
+        );
+        assert_eq!(DefinitionRequest::from_json(&text).unwrap(), request);
+        assert!(DefinitionRequest::is_definition(&text));
+        assert!(!DefinitionRequest::is_definition(
+            r#"{"containerfile":{"platform":"linux/amd64"}}"#
+        ));
+    }
+
+    #[test]
+    fn paths_are_normalised_inside_the_context() {
+        assert_eq!(normalise("/home/u/./a/../b").as_deref(), Some("home/u/b"));
+        assert_eq!(normalise("/data/*.txt").as_deref(), Some("data/*.txt"));
+        assert_eq!(normalise("/../etc/passwd"), None);
+    }
+}
