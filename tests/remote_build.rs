@@ -2,7 +2,8 @@
 //! sends a definition file to kiln, streams the build log, downloads the SIF through the library
 //! API and checks its checksum; siftool reads the file, and the root file system holds what the
 //! definition's `%files`, `%post`, `%environment`, `%runscript`, `%labels` and `%help` made,
-//! for amd64 and (under qemu-user) arm64. Then what clients see when it goes wrong: no token, a
+//! for amd64 and (under qemu-user) arm64; a second definition builds on the first SIF with
+//! `Bootstrap: localimage`. Then what clients see when it goes wrong: no token, a
 //! definition kiln cannot build, a failing `%post`, and a cancelled build, over the websocket
 //! and the status call as `singularity build --remote` reads them.
 
@@ -118,6 +119,23 @@ fn run(command: &mut Command) -> String {
     stdout
 }
 
+/// The root file system of `sif`, unpacked as the runtime would mount it, in `<dir>/root`.
+fn unpack(sif: &Path) -> tempfile::TempDir {
+    let data = std::fs::read(sif).expect("read the SIF");
+    let squashfs_at = data
+        .windows(4)
+        .position(|w| w == b"hsqs")
+        .expect("a squashfs partition");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let squashfs = dir.path().join("rootfs.squashfs");
+    std::fs::write(&squashfs, &data[squashfs_at..]).expect("write the partition");
+    run(Command::new("unsquashfs")
+        .args(["-no-xattrs", "-d"])
+        .arg(dir.path().join("root"))
+        .arg(&squashfs));
+    dir
+}
+
 /// What a user checks of a SIF built remotely for `arch` (`uname -m` inside).
 fn check_sif(sif: &Path, sent: &str, arch: &str, machine: &str) {
     let list = run(Command::new(tool("siftool")).args(["list"]).arg(sif));
@@ -137,20 +155,8 @@ fn check_sif(sif: &Path, sent: &str, arch: &str, machine: &str) {
         .arg(sif));
     assert_eq!(stored, sent, "the SIF holds the definition that was sent");
 
-    // The root file system, unpacked as the runtime would mount it.
-    let data = std::fs::read(sif).expect("read the SIF");
-    let squashfs_at = data
-        .windows(4)
-        .position(|w| w == b"hsqs")
-        .expect("a squashfs partition");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let squashfs = dir.path().join("rootfs.squashfs");
-    std::fs::write(&squashfs, &data[squashfs_at..]).expect("write the partition");
+    let dir = unpack(sif);
     let root = dir.path().join("root");
-    run(Command::new("unsquashfs")
-        .args(["-no-xattrs", "-d"])
-        .arg(&root)
-        .arg(&squashfs));
     let read = |path: &str| {
         std::fs::read_to_string(root.join(path)).unwrap_or_else(|err| panic!("{path}: {err}"))
     };
@@ -223,6 +229,43 @@ async fn scs_build_builds_a_definition_for_amd64_and_arm64() {
     );
     check_sif(&dir.path().join("app.sif-amd64"), &sent, "amd64", "x86_64");
     check_sif(&dir.path().join("app.sif-arm64"), &sent, "arm64", "aarch64");
+
+    // The amd64 SIF, now in kiln's library, is the base of the next definition.
+    let built = stdout
+        .split("pushed library://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the log names the library image")
+        .to_owned();
+    let layered = format!(
+        "Bootstrap: localimage\nFrom: {built}\n\n%post\n    cat /opt/built.txt > /opt/again.txt\n\n\
+         %runscript\n    cat /opt/again.txt\n"
+    );
+    std::fs::write(dir.path().join("layered.def"), &layered).expect("write");
+    let output = scs_build(
+        &app,
+        dir.path(),
+        &token,
+        &["--arch", "amd64", "layered.def", "layered.sif"],
+    )
+    .output()
+    .expect("scs-build runs");
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("building on the SIF {built}")),
+        "{stdout}"
+    );
+    let unpacked = unpack(&dir.path().join("layered.sif"));
+    let root = unpacked.path().join("root");
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).expect(path);
+    assert_eq!(read("opt/again.txt"), "built by kiln\n");
+    assert_eq!(read("opt/greeting.txt"), "hello from the client\n");
+    assert_eq!(read(".singularity.d/Singularity"), layered);
+    let ran = run(Command::new("chroot")
+        .arg(&root)
+        .args(["/.singularity.d/runscript"]));
+    assert_eq!(ran, "built by kiln\n");
 }
 
 /// A client's request to kiln's build service.

@@ -37,7 +37,7 @@ use crate::store::{Store, StoreError};
 
 /// The user operators act as, with a token from `api.tokens`: the entity kiln's own SIFs are
 /// under (`library://library/default/<name>`).
-pub const OPERATOR: &str = "library";
+pub use crate::registry::LIBRARY_OPERATOR as OPERATOR;
 
 /// Longest user (and library entity, collection, container) name.
 pub const MAX_NAME_LEN: usize = 64;

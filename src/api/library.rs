@@ -33,24 +33,14 @@ use crate::store::{ArchTag, ImageKey, LibraryImage, LibraryKey, LibraryPath, Sto
 /// are supported.
 const API_VERSION: &str = "2.0.0-alpha.2";
 
-/// The collection of one-name references: `library://<name>` is `library/default/<name>`.
-pub(crate) const DEFAULT_COLLECTION: &str = "default";
+pub(crate) use crate::registry::LIBRARY_DEFAULT_COLLECTION as DEFAULT_COLLECTION;
 
 /// Bytes of a SIF's header that name its architecture ([`SifArch::of_header`]).
 pub(super) const SIF_HEADER_LEN: usize = 48;
 
-/// The repository of kiln's registry that holds library image `entity/collection/container`:
-/// `library/<container>` for `library/default/<container>` (where kiln's own SIFs are), and
-/// `library/<entity>/<collection>/<container>` for everything else. Library pushes store their
-/// SIFs there; the pull API falls back to it, so a SIF pushed straight into the registry at
-/// this repository is pullable as `library://entity/collection/container:<tag>`.
-pub(crate) fn registry_repository(entity: &str, collection: &str, container: &str) -> String {
-    if entity == OPERATOR && collection == DEFAULT_COLLECTION {
-        format!("library/{container}")
-    } else {
-        format!("library/{entity}/{collection}/{container}")
-    }
-}
+/// See [`crate::registry::library_repository`]; library pushes store their SIFs there and the
+/// pull API falls back to it.
+pub(crate) use crate::registry::library_repository as registry_repository;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

@@ -293,16 +293,17 @@ struct ProcessGroupGuard(Option<u32>);
 
 impl Drop for ProcessGroupGuard {
     fn drop(&mut self) {
-        if let Some(group) = self.0 {
-            // `kill` the program, because signalling a group from Rust needs unsafe code.
-            let killed = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{group}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if let Err(err) = killed {
-                tracing::warn!(group, error = %err, "cannot kill a cancelled buildah's processes");
-            }
+        let group = self
+            .0
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(group) = group
+            && let Err(err) =
+                rustix::process::kill_process_group(group, rustix::process::Signal::KILL)
+            && err != rustix::io::Errno::SRCH
+        {
+            tracing::warn!(group = group.as_raw_nonzero().get(), error = %err,
+                "cannot kill a cancelled buildah's processes");
         }
     }
 }

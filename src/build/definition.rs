@@ -8,6 +8,11 @@
 //! with the definition's `%environment`, `%runscript`, `%startscript`, `%labels` and `%help`
 //! written where `singularity build` puts them and the definition itself stored in the file.
 //! The SIF is pushed to the library repository the build request names.
+//!
+//! `Bootstrap: localimage` builds on a SIF kiln holds, named by its library reference: its root
+//! file system is unpacked into the build context and copied onto `scratch` as the first layer,
+//! and its runtime settings (`Env` and the like, from its `oci-config.json`) carry over to the
+//! new SIF. `%post` runs without them (buildah's default `PATH`).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -20,10 +25,16 @@ use super::containerfile::{build_failure, forward, is_loopback, streamed};
 use super::native::Failure;
 use super::sif::{SifContents, assemble_sif, push_sif, singularity_labels};
 use super::{Backend, BuildLog};
+use crate::assemble::sif::{SifArch, read_objects};
 use crate::assemble::singularity::DefinitionScripts;
+use crate::assemble::{MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_LAYER};
 use crate::registry::client::RegistryClient;
+use crate::registry::{LIBRARY_DEFAULT_COLLECTION, LIBRARY_OPERATOR, library_repository};
 use crate::spec::{Bootstrap, Definition, Platform, Script};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
+
+/// Where a `Bootstrap: localimage` SIF's root file system is unpacked in the build context.
+const LOCAL_IMAGE_DIR: &str = ".kiln-localimage";
 
 /// The shell a script section runs with when it names none, as in `singularity build`.
 const DEFAULT_SHELL: &str = "/bin/sh";
@@ -171,16 +182,6 @@ impl DefinitionBuilder {
         let definition = Definition::parse(&build.containerfile)
             .map_err(|err| format!("the definition file cannot be built: {err}"))?;
         let platform = request.platform;
-        let base = match definition.bootstrap {
-            Bootstrap::Docker => self.base_image(&definition.from),
-            Bootstrap::LocalImage => {
-                return Err(format!(
-                    "Bootstrap: localimage ({}) is not available on this builder yet; use \
-                     Bootstrap: docker with an image in kiln's registry",
-                    definition.from
-                ));
-            }
-        };
 
         if let Err(err) = tokio::fs::remove_dir_all(work).await
             && err.kind() != std::io::ErrorKind::NotFound
@@ -194,8 +195,27 @@ impl DefinitionBuilder {
         let sources = self
             .stage_files(&definition, &request, &context, log)
             .await?;
+        let (base, text, sif_config) = match definition.bootstrap {
+            Bootstrap::Docker => {
+                let base = self.base_image(&definition.from);
+                let text = definition.containerfile(&base, &sources);
+                (base, text, None)
+            }
+            Bootstrap::LocalImage => {
+                let imported = self
+                    .import_sif(&definition.from, platform, work, &context, log)
+                    .await?;
+                // The SIF's root file system, unpacked into the context, is the first layer.
+                let text = definition.containerfile("scratch", &sources).replacen(
+                    "\n",
+                    &format!("\nCOPY [\"{LOCAL_IMAGE_DIR}/\", \"/\"]\n"),
+                    1,
+                );
+                (format!("library://{}", definition.from), text, imported)
+            }
+        };
         let containerfile = work.join("Containerfile");
-        tokio::fs::write(&containerfile, definition.containerfile(&base, &sources))
+        tokio::fs::write(&containerfile, text)
             .await
             .map_err(|err| format!("cannot write {}: {err}", containerfile.display()))?;
 
@@ -227,7 +247,12 @@ impl DefinitionBuilder {
             .push_to_oci_layout(local, &layout)
             .await
             .map_err(|err| crate::error_chain(&err))?;
-        let image = read_oci_layout(&layout).await?;
+        let mut image = read_oci_layout(&layout).await?;
+        if let Some(old) = sif_config {
+            // The runtime settings of the SIF built on (its Env, above all) carry over where
+            // the definition set none.
+            inherit_config(&mut image.config["config"], old);
+        }
 
         let mut labels = singularity_labels(&image.config["config"], platform);
         labels.extend(definition.labels.iter().cloned());
@@ -332,6 +357,173 @@ impl DefinitionBuilder {
             sources.push(relative);
         }
         Ok(sources)
+    }
+}
+
+impl DefinitionBuilder {
+    /// Fetches the SIF `from` names (a library reference of a SIF kiln holds), checks it is
+    /// for `platform`, and unpacks its root file system into `context/`[`LOCAL_IMAGE_DIR`].
+    /// Returns the OCI config `config` object the SIF carries, if any.
+    async fn import_sif(
+        &self,
+        from: &str,
+        platform: Platform,
+        work: &Path,
+        context: &Path,
+        log: &BuildLog,
+    ) -> Result<Option<Value>, Failure> {
+        let (repository, tag) = library_location(from).ok_or_else(|| {
+            format!(
+                "Bootstrap: localimage needs From: to name a SIF in kiln's library \
+                 ([entity/collection/]name[:tag]), not {from:?}"
+            )
+        })?;
+        let missing = |detail: String| format!("From: {from}: kiln holds no such SIF ({detail})");
+        let (manifest, _) = self
+            .client
+            .pull_manifest(&repository, &tag, &[MEDIA_TYPE_MANIFEST])
+            .await
+            .map_err(|err| missing(crate::error_chain(&err)))?;
+        let manifest: Value = serde_json::from_slice(&manifest)
+            .map_err(|err| missing(format!("its manifest is not JSON: {err}")))?;
+        let layer = &manifest["layers"][0];
+        let Some(digest) = layer["digest"]
+            .as_str()
+            .filter(|_| layer["mediaType"] == MEDIA_TYPE_SIF_LAYER)
+        else {
+            return Err(missing("the image there is not a SIF".into()));
+        };
+        let sif = work.join("base.sif");
+        let file = tokio::fs::File::create(&sif)
+            .await
+            .map_err(|err| format!("cannot create {}: {err}", sif.display()))?;
+        self.client
+            .pull_blob(&repository, digest, file)
+            .await
+            .map_err(|err| missing(crate::error_chain(&err)))?;
+
+        let mut header = [0u8; 48];
+        let read_header = async {
+            use tokio::io::AsyncReadExt as _;
+            tokio::fs::File::open(&sif)
+                .await?
+                .read_exact(&mut header)
+                .await
+        };
+        read_header
+            .await
+            .map_err(|err| format!("cannot read {}: {err}", sif.display()))?;
+        let arch = SifArch::of_header(&header).ok_or_else(|| missing("not a SIF file".into()))?;
+        if arch != SifArch::from(platform) {
+            return Err(format!(
+                "From: {from} is a SIF for {}; this build is for {platform}",
+                arch.as_str()
+            ));
+        }
+        let objects = read_objects(&sif).map_err(|err| missing(crate::error_chain(&err)))?;
+        let root = objects
+            .iter()
+            .find(|object| object.primary_partition)
+            .ok_or_else(|| missing("the SIF has no root file system".into()))?;
+        let config = match objects.iter().find(|o| o.name == "oci-config.json") {
+            Some(object) => {
+                let bytes = read_range(&sif, object.offset, object.size).await?;
+                serde_json::from_slice::<Value>(&bytes).ok()
+            }
+            None => None,
+        };
+
+        let target = context.join(LOCAL_IMAGE_DIR);
+        let output = tokio::process::Command::new("unsquashfs")
+            .args([
+                "-no-xattrs",
+                "-quiet",
+                "-offset",
+                &root.offset.to_string(),
+                "-dest",
+            ])
+            .arg(&target)
+            .arg(&sif)
+            .output()
+            .await
+            .map_err(|err| format!("cannot run unsquashfs; is squashfs-tools installed? {err}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "unsquashfs could not unpack the root file system of {from}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        // The copy is a build context entry now; the download is not needed any more.
+        let _ = tokio::fs::remove_file(&sif).await;
+        log.line(format!(
+            "building on the SIF {from} ({}, {} bytes of root file system)",
+            arch.as_str(),
+            root.size
+        ))
+        .await;
+        Ok(config)
+    }
+}
+
+/// Where a library reference (`[library://][[entity/]collection/]name[:tag]`) lives in kiln's
+/// registry: one name is `library/default/<name>`, two `library/<collection>/<name>`.
+fn library_location(from: &str) -> Option<(String, String)> {
+    let reference = from.strip_prefix("library://").unwrap_or(from);
+    let (path, tag) = match reference.rsplit_once(':') {
+        Some((path, tag)) => (path, tag),
+        None => (reference, "latest"),
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    let (entity, collection, container) = match parts.as_slice() {
+        [container] => (LIBRARY_OPERATOR, LIBRARY_DEFAULT_COLLECTION, *container),
+        [collection, container] => (LIBRARY_OPERATOR, *collection, *container),
+        [entity, collection, container] => (*entity, *collection, *container),
+        _ => return None,
+    };
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    };
+    if ![entity, collection, container, tag].into_iter().all(valid) {
+        return None;
+    }
+    Some((
+        library_repository(entity, collection, container),
+        tag.to_owned(),
+    ))
+}
+
+/// `size` bytes of `path` from `offset`.
+async fn read_range(path: &Path, offset: u64, size: u64) -> Result<Vec<u8>, Failure> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let failed = |err: std::io::Error| format!("cannot read {}: {err}", path.display());
+    let mut file = tokio::fs::File::open(path).await.map_err(failed)?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(failed)?;
+    let mut bytes = vec![0u8; usize::try_from(size).unwrap_or(0).min(1 << 20)];
+    file.read_exact(&mut bytes).await.map_err(failed)?;
+    Ok(bytes)
+}
+
+/// Fills in from `old` the runtime settings (`Env`, `Entrypoint`, `Cmd`, `WorkingDir`,
+/// `Labels`) that `config` lacks.
+fn inherit_config(config: &mut Value, old: Value) {
+    let Value::Object(old) = old else {
+        return;
+    };
+    if !config.is_object() {
+        *config = Value::Object(serde_json::Map::new());
+    }
+    for key in ["Env", "Entrypoint", "Cmd", "WorkingDir", "Labels"] {
+        let missing = config.get(key).is_none_or(|value| {
+            value.is_null() || value.as_array().is_some_and(Vec::is_empty) || value == ""
+        });
+        if missing && let Some(value) = old.get(key) {
+            config[key] = value.clone();
+        }
     }
 }
 
@@ -457,6 +649,40 @@ mod tests {
         assert!(!DefinitionRequest::is_definition(
             r#"{"containerfile":{"platform":"linux/amd64"}}"#
         ));
+    }
+
+    #[test]
+    fn local_images_are_library_references() {
+        let location = |from: &str| library_location(from);
+        assert_eq!(
+            location("samtools:1.21"),
+            Some(("library/samtools".into(), "1.21".into()))
+        );
+        assert_eq!(
+            location("library://alice/tools/samtools"),
+            Some(("library/alice/tools/samtools".into(), "latest".into()))
+        );
+        assert_eq!(
+            location("tools/samtools:v1"),
+            Some(("library/library/tools/samtools".into(), "v1".into()))
+        );
+        assert_eq!(location("/home/alice/base.sif"), None);
+        assert_eq!(location("a/b/c/d"), None);
+        assert_eq!(location("Alice/b/c"), None);
+    }
+
+    #[test]
+    fn a_sif_s_settings_fill_in_what_the_build_lacks() {
+        let mut config = serde_json::json!({"Env": [], "Cmd": ["sh"]});
+        inherit_config(
+            &mut config,
+            serde_json::json!({"Env": ["PATH=/opt/conda/bin:/usr/bin"], "Cmd": ["python"]}),
+        );
+        assert_eq!(config["Env"][0], "PATH=/opt/conda/bin:/usr/bin");
+        assert_eq!(config["Cmd"][0], "sh");
+        let mut empty = Value::Null;
+        inherit_config(&mut empty, serde_json::json!({"WorkingDir": "/data"}));
+        assert_eq!(empty["WorkingDir"], "/data");
     }
 
     #[test]

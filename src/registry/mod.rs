@@ -20,6 +20,26 @@ use std::time::Duration;
 pub const BUILDER_USER: &str = "kiln-builder";
 
 pub use server::{blob_download_path, router};
+
+/// The library entity of kiln itself (and of operators).
+pub const LIBRARY_OPERATOR: &str = "library";
+
+/// The collection of one-name library references: `library://<name>` is
+/// `library/default/<name>`.
+pub const LIBRARY_DEFAULT_COLLECTION: &str = "default";
+
+/// The repository that holds Singularity library image `entity/collection/container`:
+/// `library/<container>` for `library/default/<container>` (where kiln's own SIFs are), and
+/// `library/<entity>/<collection>/<container>` for everything else, so a SIF in the registry
+/// there is pullable as `library://entity/collection/container:<tag>` too.
+pub fn library_repository(entity: &str, collection: &str, container: &str) -> String {
+    if entity == LIBRARY_OPERATOR && collection == LIBRARY_DEFAULT_COLLECTION {
+        format!("library/{container}")
+    } else {
+        format!("library/{entity}/{collection}/{container}")
+    }
+}
+
 pub use storage::Storage;
 
 /// A user allowed to write (push, delete).
