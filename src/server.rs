@@ -40,7 +40,7 @@ pub async fn run(
     let registry = RegistryState::new(config.registry_config())
         .await
         .context("cannot open the embedded registry's storage")?;
-    let cleaner = tokio::spawn(clean_uploads(registry.clone()));
+    let cleaner = tokio::spawn(clean_uploads(registry.clone(), config.build_contexts_dir()));
     let metrics = Arc::new(Metrics::default());
     let queue = Queue::new(
         store.clone(),
@@ -121,13 +121,17 @@ fn builders(
     )))
 }
 
-/// Removes abandoned registry uploads every few minutes.
-async fn clean_uploads(registry: RegistryState) {
+/// Removes abandoned registry uploads and remote builds' stale build contexts every few
+/// minutes.
+async fn clean_uploads(registry: RegistryState, contexts: std::path::PathBuf) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
     loop {
         every.tick().await;
         if let Err(err) = registry.cleanup_expired_uploads().await {
             tracing::warn!(error = %err, "cleaning up expired registry uploads failed");
+        }
+        if let Err(err) = api::remove_stale_contexts(&contexts, api::CONTEXT_TTL).await {
+            tracing::warn!(error = %err, "removing stale build contexts failed");
         }
     }
 }

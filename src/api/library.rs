@@ -360,8 +360,8 @@ pub(super) fn time_text(at: DateTime<Utc>) -> String {
 /// the same HTTP status. The message names the input at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LibraryError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl LibraryError {

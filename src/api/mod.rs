@@ -14,6 +14,8 @@ pub mod limit;
 mod openapi;
 mod ops;
 mod remote_build;
+
+pub use remote_build::{CONTEXT_TTL, remove_stale_contexts};
 mod search;
 pub mod submit;
 mod ui;

@@ -29,8 +29,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
 use super::AppState;
-use super::accounts::{User, authenticate};
-use super::library::registry_repository;
+use super::accounts::{User, authenticate, is_library_name, new_secret};
+use super::library::{LibraryError, registry_repository};
 use crate::build::definition::DefinitionRequest;
 use crate::registry::path::Reference;
 use crate::spec::{Definition, Platform};
@@ -78,11 +78,7 @@ struct Ticket {
 
 impl ContextUploads {
     fn issue(&self, digest: &str, size: u64) -> String {
-        let ticket = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let ticket = new_secret();
         let mut tickets = self.lock();
         tickets.retain(|_, t| t.issued.elapsed() < UPLOAD_TTL);
         tickets.insert(
@@ -109,57 +105,10 @@ impl ContextUploads {
     }
 }
 
-/// An answer in the Sylabs error envelope, `{"error": {"code", "message"}}`.
-#[derive(Debug)]
-struct Failure {
-    status: StatusCode,
-    message: String,
-}
-
-impl Failure {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Failure {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Failure::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn not_found(id: &str) -> Self {
-        Failure::new(StatusCode::NOT_FOUND, format!("there is no build {id}"))
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(err: StoreError) -> Self {
-        tracing::error!(error = %crate::error_chain(&err), "remote build request failed");
-        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, crate::error_chain(&err))
-    }
-}
-
-impl From<super::error::ApiError> for Failure {
-    fn from(err: super::error::ApiError) -> Self {
-        Failure::new(err.status, err.message)
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.status.as_u16(), "message": self.message}})),
-        )
-            .into_response()
-    }
-}
-
 /// The caller's user; remote builds are never anonymous.
-async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, Failure> {
+async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, LibraryError> {
     authenticate(state, headers).await?.ok_or_else(|| {
-        Failure::new(
+        LibraryError::new(
             StatusCode::UNAUTHORIZED,
             format!(
                 "remote builds need a valid token: get one at {}/auth/tokens and run \
@@ -176,7 +125,7 @@ async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, Failure> {
 /// client shows why (the build fails with the reason in its log). Parsing needs no token.
 async fn convert_definition(body: Bytes) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
-        return Failure::bad_request("the definition file is not UTF-8 text").into_response();
+        return LibraryError::bad_request("the definition file is not UTF-8 text").into_response();
     };
     let files: Vec<Value> = Definition::parse(text)
         .map(|definition| {
@@ -225,10 +174,11 @@ async fn submit_build(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<BuildRecord, Failure> {
+) -> Result<BuildRecord, LibraryError> {
     let user = user(state, headers).await?;
-    let body: SubmitBody = serde_json::from_slice(body)
-        .map_err(|err| Failure::bad_request(format!("the build request is not valid: {err}")))?;
+    let body: SubmitBody = serde_json::from_slice(body).map_err(|err| {
+        LibraryError::bad_request(format!("the build request is not valid: {err}"))
+    })?;
     let definition = decode_definition(body.definition_raw.as_deref())?;
     let platform = platform_of(body.builder_requirements.as_ref())?;
     let context = match body.context_digest.as_deref().filter(|d| !d.is_empty()) {
@@ -238,7 +188,7 @@ async fn submit_build(
                 .await
                 .unwrap_or(false)
             {
-                return Err(Failure::bad_request(format!(
+                return Err(LibraryError::bad_request(format!(
                     "contextDigest {digest}: no such build context was uploaded"
                 )));
             }
@@ -251,7 +201,7 @@ async fn submit_build(
         || working_dir.len() > 4096
         || working_dir.contains('\0')
     {
-        return Err(Failure::bad_request(format!(
+        return Err(LibraryError::bad_request(format!(
             "workingDir {working_dir:?} is not an absolute path"
         )));
     }
@@ -264,7 +214,7 @@ async fn submit_build(
     let default_ref = format!("{}/remote-builds/rb-{}", user.name, &key[..16]);
     let target = LibraryTarget::parse(body.library_ref.as_deref(), &default_ref)?;
     if target.entity != user.name && !user.operator {
-        return Err(Failure::new(
+        return Err(LibraryError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "library://{}/… belongs to {}; this token is {}'s",
@@ -299,31 +249,31 @@ async fn submit_build(
 }
 
 /// `definitionRaw`: base64 of UTF-8 text, at most [`MAX_DEFINITION`] bytes.
-fn decode_definition(raw: Option<&str>) -> Result<String, Failure> {
-    let raw = raw.ok_or_else(|| Failure::bad_request("definitionRaw is missing"))?;
+fn decode_definition(raw: Option<&str>) -> Result<String, LibraryError> {
+    let raw = raw.ok_or_else(|| LibraryError::bad_request("definitionRaw is missing"))?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(raw.trim())
-        .map_err(|err| Failure::bad_request(format!("definitionRaw is not base64: {err}")))?;
+        .map_err(|err| LibraryError::bad_request(format!("definitionRaw is not base64: {err}")))?;
     if bytes.len() > MAX_DEFINITION {
-        return Err(Failure::bad_request(format!(
+        return Err(LibraryError::bad_request(format!(
             "the definition file has {} bytes; the limit is {MAX_DEFINITION}",
             bytes.len()
         )));
     }
     let text = String::from_utf8(bytes)
-        .map_err(|_| Failure::bad_request("the definition file is not UTF-8 text"))?;
+        .map_err(|_| LibraryError::bad_request("the definition file is not UTF-8 text"))?;
     if text.trim().is_empty() {
-        return Err(Failure::bad_request("the definition file is empty"));
+        return Err(LibraryError::bad_request("the definition file is empty"));
     }
     Ok(text)
 }
 
 /// `builderRequirements.arch`: `amd64` (the default) or `arm64`.
-fn platform_of(requirements: Option<&HashMap<String, String>>) -> Result<Platform, Failure> {
+fn platform_of(requirements: Option<&HashMap<String, String>>) -> Result<Platform, LibraryError> {
     match requirements.and_then(|r| r.get("arch")).map(String::as_str) {
         None | Some("" | "amd64" | "x86_64") => Ok(Platform::LinuxAmd64),
         Some("arm64" | "aarch64") => Ok(Platform::LinuxArm64),
-        Some(other) => Err(Failure::bad_request(format!(
+        Some(other) => Err(LibraryError::bad_request(format!(
             "builderRequirements.arch {other:?}: kiln builds for amd64 and arm64"
         ))),
     }
@@ -341,10 +291,10 @@ struct LibraryTarget {
 impl LibraryTarget {
     /// Reads a client's `libraryRef` (`""`, `library://e/c/n:t`, scs-build's `library:e/c/n:t`
     /// or `e/c/n`); an empty one means `default`.
-    fn parse(reference: Option<&str>, default: &str) -> Result<Self, Failure> {
+    fn parse(reference: Option<&str>, default: &str) -> Result<Self, LibraryError> {
         let given = reference.map(str::trim).filter(|r| !r.is_empty());
         let text = given.unwrap_or(default);
-        let bad = |why: &str| Failure::bad_request(format!("libraryRef {text:?} {why}"));
+        let bad = |why: &str| LibraryError::bad_request(format!("libraryRef {text:?} {why}"));
         let path = text
             .strip_prefix("library://")
             .or_else(|| text.strip_prefix("library:"))
@@ -384,33 +334,21 @@ impl LibraryTarget {
     }
 }
 
-/// `[a-z0-9]+([._-][a-z0-9]+)*`, the library's rule for every part of a reference.
-fn is_library_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 128
-        && text.split(['.', '_', '-']).all(|run| {
-            !run.is_empty()
-                && run
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-}
-
 /// A remote build the caller may see: theirs, or any for an operator.
 async fn own_build(
     state: &AppState,
     user: &User,
     id: &str,
-) -> Result<(BuildRecord, DefinitionRequest), Failure> {
+) -> Result<(BuildRecord, DefinitionRequest), LibraryError> {
     let build = state
         .store
         .build(id)
         .await?
-        .ok_or_else(|| Failure::not_found(id))?;
-    let request =
-        DefinitionRequest::from_json(&build.request).map_err(|_| Failure::not_found(id))?;
+        .ok_or_else(|| LibraryError::not_found(format!("build {id}")))?;
+    let request = DefinitionRequest::from_json(&build.request)
+        .map_err(|_| LibraryError::not_found(format!("build {id}")))?;
     if request.user != user.name && !user.operator {
-        return Err(Failure::not_found(id));
+        return Err(LibraryError::not_found(format!("build {id}")));
     }
     Ok((build, request))
 }
@@ -433,9 +371,9 @@ async fn status(
 
 /// The build as clients read it (`BuildInfo`): complete once done; a failed build is complete
 /// with no image size, which is how clients learn it failed.
-async fn build_info(state: &AppState, build: &BuildRecord) -> Result<Value, Failure> {
-    let request =
-        DefinitionRequest::from_json(&build.request).map_err(|_| Failure::not_found(&build.id))?;
+async fn build_info(state: &AppState, build: &BuildRecord) -> Result<Value, LibraryError> {
+    let request = DefinitionRequest::from_json(&build.request)
+        .map_err(|_| LibraryError::not_found(format!("build {}", build.id)))?;
     let public = state.config.public_url();
     let ws_base = public
         .strip_prefix("https://")
@@ -505,7 +443,7 @@ async fn cancel(
             .await
         {
             Ok(_) => Ok(()),
-            Err(StoreError::IllegalTransition { .. }) => Err(Failure::new(
+            Err(StoreError::IllegalTransition { .. }) => Err(LibraryError::new(
                 StatusCode::CONFLICT,
                 format!("build {id} has already finished"),
             )),
@@ -596,12 +534,12 @@ async fn start_context_upload(
     let answer = async {
         user(&state, &headers).await?;
         let announced: ContextAnnouncement = serde_json::from_slice(&body).map_err(|err| {
-            Failure::bad_request(format!("the build context request is not valid: {err}"))
+            LibraryError::bad_request(format!("the build context request is not valid: {err}"))
         })?;
         let hex = context_hex(&announced.digest)?.to_owned();
         let limit = state.config.embedded_registry.max_blob_size;
         if announced.size > limit {
-            return Err(Failure::new(
+            return Err(LibraryError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the build context has {} bytes; the limit is {limit}",
@@ -643,7 +581,7 @@ async fn upload_context(
     body: Body,
 ) -> Response {
     let Some(ticket) = state.contexts.redeem(&ticket) else {
-        return Failure::new(
+        return LibraryError::new(
             StatusCode::NOT_FOUND,
             "this upload URL is unknown or has expired",
         )
@@ -655,10 +593,14 @@ async fn upload_context(
     }
 }
 
-async fn receive_context(state: &AppState, ticket: &Ticket, body: Body) -> Result<(), Failure> {
+async fn receive_context(
+    state: &AppState,
+    ticket: &Ticket,
+    body: Body,
+) -> Result<(), LibraryError> {
     let dir = state.config.build_contexts_dir();
     let internal = |err: std::io::Error| {
-        Failure::new(
+        LibraryError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot store the build context: {err}"),
         )
@@ -672,10 +614,10 @@ async fn receive_context(state: &AppState, ticket: &Ticket, body: Body) -> Resul
     let received = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
-                .map_err(|err| Failure::bad_request(format!("the upload broke off: {err}")))?;
+                .map_err(|err| LibraryError::bad_request(format!("the upload broke off: {err}")))?;
             size += chunk.len() as u64;
             if size > ticket.size {
-                return Err(Failure::bad_request(format!(
+                return Err(LibraryError::bad_request(format!(
                     "the upload is larger than the {} bytes announced",
                     ticket.size
                 )));
@@ -686,7 +628,7 @@ async fn receive_context(state: &AppState, ticket: &Ticket, body: Body) -> Resul
         file.flush().await.map_err(internal)?;
         let digest = hex::encode(hasher.finalize_reset());
         if size != ticket.size || digest != ticket.digest {
-            return Err(Failure::bad_request(format!(
+            return Err(LibraryError::bad_request(format!(
                 "the upload ({size} bytes, sha256.{digest}) is not the context announced \
                  ({} bytes, sha256.{})",
                 ticket.size, ticket.digest
@@ -713,11 +655,11 @@ async fn delete_context(
         let hex = context_hex(&digest)?;
         match tokio::fs::remove_file(context_path(&state, hex)).await {
             Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(Failure::new(
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(LibraryError::new(
                 StatusCode::NOT_FOUND,
                 format!("there is no build context {digest}"),
             )),
-            Err(err) => Err(Failure::new(
+            Err(err) => Err(LibraryError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot delete the build context: {err}"),
             )),
@@ -729,15 +671,42 @@ async fn delete_context(
     }
 }
 
+/// How long an uploaded build context is kept when its client never deletes it (a client that
+/// died mid-build): a day, as Sylabs keeps build artifacts.
+pub const CONTEXT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes build contexts (and broken-off uploads) in `dir` older than `ttl`; returns how many.
+pub async fn remove_stale_contexts(dir: &std::path::Path, ttl: Duration) -> std::io::Result<usize> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(err),
+    };
+    let mut removed = 0;
+    while let Some(entry) = entries.next_entry().await? {
+        let old = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|meta| meta.modified().ok())
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= ttl);
+        if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// The hex of a `sha256.<hex>` context digest.
-fn context_hex(digest: &str) -> Result<&str, Failure> {
+fn context_hex(digest: &str) -> Result<&str, LibraryError> {
     digest
         .strip_prefix("sha256.")
         .filter(|hex| {
             hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         })
         .ok_or_else(|| {
-            Failure::bad_request(format!(
+            LibraryError::bad_request(format!(
                 "{digest:?} is not a digest of the form sha256.<hex>"
             ))
         })
@@ -753,6 +722,34 @@ fn context_path(state: &AppState, hex: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stale_contexts_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(format!("{}.tar.gz", "a".repeat(64)));
+        let fresh = dir.path().join(format!("{}.tar.gz", "b".repeat(64)));
+        std::fs::write(&old, b"old").unwrap();
+        std::fs::write(&fresh, b"fresh").unwrap();
+        let two_days_ago = std::time::SystemTime::now() - 2 * CONTEXT_TTL;
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        assert_eq!(
+            remove_stale_contexts(dir.path(), CONTEXT_TTL)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!old.exists() && fresh.exists());
+        let missing = dir.path().join("none");
+        assert_eq!(
+            remove_stale_contexts(&missing, CONTEXT_TTL).await.unwrap(),
+            0
+        );
+    }
 
     #[test]
     fn library_refs_as_clients_send_them() {
