@@ -14,16 +14,18 @@
 //! directories. Test images are made from scratch with buildah, without any network, and removed
 //! afterwards.
 
+#[path = "support/go_tools.rs"]
+mod go_tools;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use go_tools::tool;
 use support::{PUSHER, TestApp};
 
 /// The manifest media types kiln is asked for, as clients ask.
@@ -35,34 +37,6 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
 // ---------------------------------------------------------------------------------------------
 // Running clients
 // ---------------------------------------------------------------------------------------------
-
-/// crane and oras, built once per test run by `tests/support/go-tools.sh`.
-struct GoTools {
-    crane: PathBuf,
-    oras: PathBuf,
-}
-
-fn go_tools() -> &'static GoTools {
-    static TOOLS: OnceLock<GoTools> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = root.join("target/tools");
-        let output = Command::new(root.join("tests/support/go-tools.sh"))
-            .arg(&dir)
-            .output()
-            .expect("tests/support/go-tools.sh runs");
-        assert!(
-            output.status.success(),
-            "building crane and oras with tests/support/go-tools.sh failed (it needs Go and the \
-             Go module proxy):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        GoTools {
-            crane: dir.join("crane"),
-            oras: dir.join("oras"),
-        }
-    })
-}
 
 /// Runs a client command and returns its output; panics with the command line, status, stdout
 /// and stderr when the client is missing or fails.
@@ -138,11 +112,11 @@ impl ClientConfig {
     }
 
     fn crane(&self) -> Command {
-        self.command(&go_tools().crane)
+        self.command(tool("crane"))
     }
 
     fn oras(&self) -> Command {
-        self.command(&go_tools().oras)
+        self.command(tool("oras"))
     }
 }
 

@@ -7,13 +7,16 @@
 //! `target/tools/` by `tests/support/go-tools.sh` (it needs Go); `mksquashfs` comes from the
 //! system (squashfs-tools). A missing tool fails the tests rather than skipping them.
 
+#[path = "support/go_tools.rs"]
+mod go_tools;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
+use go_tools::tool;
 use sha2::{Digest as _, Sha256};
 
 use kiln::assemble::sif::{
@@ -26,23 +29,8 @@ const OCI_CONFIG: &[u8] = br#"{"Env":["PATH=/opt/conda/bin:/usr/bin:/bin"],"Cmd"
 const CREATED: i64 = 1_700_000_000;
 
 /// siftool, built once per test run by `tests/support/go-tools.sh`.
-fn siftool() -> &'static Path {
-    static TOOL: OnceLock<PathBuf> = OnceLock::new();
-    TOOL.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = root.join("target/tools");
-        let output = Command::new(root.join("tests/support/go-tools.sh"))
-            .arg(&dir)
-            .output()
-            .expect("tests/support/go-tools.sh runs");
-        assert!(
-            output.status.success(),
-            "building siftool with tests/support/go-tools.sh failed (it needs Go and the Go \
-             module proxy):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        dir.join("siftool")
-    })
+fn siftool() -> PathBuf {
+    tool("siftool")
 }
 
 /// Runs `cmd` and returns its stdout; panics with the command, status and output on failure.

@@ -158,13 +158,7 @@ impl Backend for DefinitionBuilder {
         if let Err(err) = self.buildah.remove_image(&local).await {
             tracing::debug!(image = %local, error = %err, "removing a build's local image failed");
         }
-        tokio::spawn(async move {
-            if let Err(err) = tokio::fs::remove_dir_all(&work).await
-                && err.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %work.display(), error = %err, "removing a build's work directory failed");
-            }
-        });
+        super::remove_work_dir_later(work);
         outcome
     }
 }

@@ -58,3 +58,15 @@ pub trait Backend: Send + Sync {
     /// Builds `build`, writing progress to `log`. The outcome is recorded by the caller.
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome;
 }
+
+/// Deletes a build's work directory in the background: a SIF build leaves a gigabyte of staged
+/// files, and deleting them took seconds the client would wait for.
+pub(crate) fn remove_work_dir_later(work: std::path::PathBuf) {
+    tokio::spawn(async move {
+        if let Err(err) = tokio::fs::remove_dir_all(&work).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %work.display(), error = %err, "removing a build's work directory failed");
+        }
+    });
+}

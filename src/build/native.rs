@@ -176,15 +176,7 @@ impl Backend for NativeBuilder {
             Ok(outcome) => outcome,
             Err(reason) => BuildOutcome::Failed { reason },
         };
-        // A SIF build leaves a gigabyte of staged files; deleting them took seconds that the
-        // client would wait for, so they go after the outcome is recorded.
-        tokio::spawn(async move {
-            if let Err(err) = tokio::fs::remove_dir_all(&work).await
-                && err.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %work.display(), error = %err, "removing a build's work directory failed");
-            }
-        });
+        super::remove_work_dir_later(work);
         outcome
     }
 }
