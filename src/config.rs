@@ -141,6 +141,47 @@ pub struct BuildSettings {
     pub uv: PathBuf,
     /// The package index pip packages come from, when not PyPI (a mirror, a proxy).
     pub pip_index_url: Option<String>,
+    /// How buildah isolates the steps of Dockerfiles and definition files (`RUN`, `%post`).
+    pub isolation: Isolation,
+}
+
+/// buildah's `--isolation`. Build steps are users' code: `chroot` needs nothing from the host
+/// but runs them as root in a chroot, which is no security boundary, so a public kiln should
+/// use `oci` or `rootless` (an OCI runtime with namespaces), or run its builders in a VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A chroot, as root, without namespaces: works anywhere (containers, CI).
+    #[default]
+    Chroot,
+    /// An OCI runtime (runc, crun) with namespaces.
+    Oci,
+    /// An OCI runtime in a user namespace.
+    Rootless,
+}
+
+impl Isolation {
+    /// The value buildah takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Chroot => "chroot",
+            Isolation::Oci => "oci",
+            Isolation::Rootless => "rootless",
+        }
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "chroot" => Ok(Isolation::Chroot),
+            "oci" => Ok(Isolation::Oci),
+            "rootless" => Ok(Isolation::Rootless),
+            other => Err(format!("{other:?} is not chroot, oci or rootless")),
+        }
+    }
 }
 
 impl Default for BuildSettings {
@@ -152,6 +193,7 @@ impl Default for BuildSettings {
             ca_bundle: None,
             uv: PathBuf::from("uv"),
             pip_index_url: None,
+            isolation: Isolation::Chroot,
         }
     }
 }
@@ -329,6 +371,9 @@ impl Config {
         if let Some(value) = env("KILN_PIP_INDEX_URL") {
             self.build.pip_index_url = Some(value);
         }
+        if let Some(value) = env("KILN_BUILD_ISOLATION") {
+            self.build.isolation = parsed("KILN_BUILD_ISOLATION", &value)?;
+        }
         Ok(())
     }
 
@@ -444,6 +489,22 @@ mod tests {
                 .starts_with("environment variable KILN_OPEN_SIGNUP is not valid"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn build_isolation_is_chroot_unless_set() {
+        assert_eq!(Config::default().build.isolation, Isolation::Chroot);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(&path, "[build]\nisolation = \"rootless\"\n").expect("write config");
+        let config = Config::load(Some(&path), no_env).expect("config loads");
+        assert_eq!(config.build.isolation, Isolation::Rootless);
+        let env = |name: &str| (name == "KILN_BUILD_ISOLATION").then(|| "oci".to_owned());
+        let config = Config::load(Some(&path), env).expect("loads");
+        assert_eq!(config.build.isolation, Isolation::Oci);
+        let env = |name: &str| (name == "KILN_BUILD_ISOLATION").then(|| "vm".to_owned());
+        let err = Config::load(None, env).unwrap_err();
+        assert!(err.to_string().contains("KILN_BUILD_ISOLATION"), "{err}");
     }
 
     #[test]

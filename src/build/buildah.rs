@@ -1,6 +1,7 @@
 //! `buildah`, run as a child process: builds Dockerfiles without a daemon or root namespaces.
 //!
-//! Every step runs with chroot isolation (no user namespaces or cgroups needed), timestamps are
+//! Steps run with the configured isolation (chroot by default: no user namespaces or cgroups
+//! needed, but no security boundary either, see [`Isolation`]), timestamps are
 //! pinned for reproducible layers, and the site's CA bundle, when configured, is bind-mounted
 //! over the image's bundle for RUN steps only, so it never ends up in a layer.
 
@@ -10,7 +11,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::config::BuildSettings;
+use crate::config::{BuildSettings, Isolation};
 use crate::spec::Platform;
 
 /// Where Debian-family images keep the CA bundle that pip, curl and Python's ssl read.
@@ -21,6 +22,7 @@ const IMAGE_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub struct Buildah {
     program: PathBuf,
     ca_bundle: Option<PathBuf>,
+    isolation: Isolation,
 }
 
 /// A buildah invocation that failed.
@@ -79,6 +81,7 @@ impl Buildah {
         Buildah {
             program: PathBuf::from("buildah"),
             ca_bundle: settings.ca_bundle.clone(),
+            isolation: settings.isolation,
         }
     }
 
@@ -115,13 +118,13 @@ impl Buildah {
     ) -> Result<(), BuildahError> {
         let mut args: Vec<String> = [
             "bud",
-            "--isolation=chroot",
             "--timestamp=0",
             "--identity-label=false",
             "--layers=false",
         ]
         .map(String::from)
         .to_vec();
+        args.push(format!("--isolation={}", self.isolation.as_str()));
         args.push(format!("--platform={platform}"));
         if options.insecure_pull {
             args.push("--tls-verify=false".into());
@@ -209,7 +212,8 @@ impl Buildah {
 
     /// Runs `command` in a working container and returns what it printed.
     pub async fn run_in(&self, container: &str, command: &[&str]) -> Result<String, BuildahError> {
-        let mut args = ["run", "--isolation=chroot", container, "--"]
+        let isolation = format!("--isolation={}", self.isolation.as_str());
+        let mut args = ["run", &isolation, container, "--"]
             .map(String::from)
             .to_vec();
         args.extend(command.iter().map(|arg| arg.to_string()));
