@@ -73,6 +73,7 @@ impl NativeBuilder {
             log,
         )
         .await?;
+        let started = Instant::now();
         let pushed = push_sif(
             &self.client,
             &self.public_url,
@@ -83,8 +84,10 @@ impl NativeBuilder {
         )
         .await?;
         log.line(format!(
-            "{platform}: pushed {}@{}",
-            build.image, pushed.manifest_digest
+            "{platform}: pushed {}@{} in {:.1} s",
+            build.image,
+            pushed.manifest_digest,
+            started.elapsed().as_secs_f64()
         ))
         .await;
         Ok(BuildOutcome::Succeeded {
