@@ -89,6 +89,9 @@ pub struct ApiSettings {
     /// yet (first come, first served). When false, only an operator mints tokens (on that page
     /// with a token from `tokens`, or with `kiln token create`).
     pub open_signup: bool,
+    /// Remote builds (`singularity build --remote`) a library user may start per day; `0`
+    /// means no limit. Operators are never limited.
+    pub user_builds_per_day: u32,
 }
 
 impl Default for ApiSettings {
@@ -97,6 +100,7 @@ impl Default for ApiSettings {
             anonymous_builds_per_day: 25,
             tokens: Vec::new(),
             open_signup: true,
+            user_builds_per_day: 50,
         }
     }
 }
@@ -361,6 +365,9 @@ impl Config {
                 .filter(|token| !token.is_empty())
                 .map(str::to_owned)
                 .collect();
+        }
+        if let Some(value) = env("KILN_USER_BUILDS_PER_DAY") {
+            self.api.user_builds_per_day = parsed("KILN_USER_BUILDS_PER_DAY", &value)?;
         }
         if let Some(value) = env("KILN_OPEN_SIGNUP") {
             self.api.open_signup = parsed("KILN_OPEN_SIGNUP", &value)?;

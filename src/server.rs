@@ -55,6 +55,7 @@ pub async fn run(
     let state = AppState::new(App {
         search,
         limiter: crate::api::limit::RateLimiter::new(config.api.anonymous_builds_per_day),
+        user_limiter: crate::api::limit::RateLimiter::new(config.api.user_builds_per_day),
         submitting: tokio::sync::Mutex::new(()),
         contexts: Default::default(),
         config,

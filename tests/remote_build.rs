@@ -510,13 +510,44 @@ async fn failures_end_as_the_clients_expect() {
 }
 
 #[tokio::test]
-async fn submitted_definitions_are_hashed_into_new_builds() {
-    // Two submissions of one definition are two builds (remote builds are never joined).
-    let app = TestApp::start().await;
+async fn each_submission_is_a_new_build_within_the_daily_allowance() {
+    let app = TestApp::start_with(|config| {
+        config.api.user_builds_per_day = 2;
+        config.api.tokens = vec!["operator-secret".into()];
+    })
+    .await;
     let token = token_for(&app, "carol").await;
     let definition = "Bootstrap: docker\nFrom: 127.0.0.1:1/none:latest\n";
+    // Two submissions of one definition are two builds (remote builds are never joined).
     let first = submit(&app, &token, definition).await;
     let second = submit(&app, &token, definition).await;
     assert_ne!(first["id"], second["id"]);
     assert_ne!(first["libraryRef"], second["libraryRef"]);
+
+    // The third of the day is refused, in the library's envelope, saying when it renews.
+    let body = json!({
+        "definitionRaw": base64::engine::general_purpose::STANDARD.encode(definition),
+        "libraryRef": "",
+    });
+    let response = api(&app, reqwest::Method::POST, "/v1/build", &token)
+        .json(&body)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status(), 429);
+    let envelope: Value = response.json().await.expect("JSON");
+    assert_eq!(envelope["error"]["code"], 429);
+    let message = envelope["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("carol has started the 2 remote builds"),
+        "{message}"
+    );
+    // Operators are not limited, and build where they like.
+    let operator = submit(&app, "operator-secret", definition).await;
+    assert!(
+        operator["libraryRef"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("library://library/remote-builds/rb-")),
+        "{operator}"
+    );
 }

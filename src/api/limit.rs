@@ -1,5 +1,6 @@
-//! How many builds an anonymous client may start: a fixed daily allowance per address, in
-//! memory (a restart forgives everyone, which is fine for abuse control).
+//! How many builds a client may start: a fixed daily allowance per client — an anonymous
+//! client's address, or a library user's name for remote builds — in memory (a restart forgives
+//! everyone, which is fine for abuse control).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,11 +10,11 @@ use std::time::{Duration, Instant};
 /// The window an allowance covers.
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Counts anonymous builds per client address.
+/// Counts builds per client: by address (the default) or by any other key.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = Option<IpAddr>> {
     per_day: u32,
-    clients: Mutex<HashMap<Option<IpAddr>, Window>>,
+    clients: Mutex<HashMap<K, Window>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +23,8 @@ struct Window {
     used: u32,
 }
 
-impl RateLimiter {
-    /// A limiter allowing `per_day` builds per address and day; `0` allows any number.
+impl<K: Eq + std::hash::Hash> RateLimiter<K> {
+    /// A limiter allowing `per_day` builds per client and day; `0` allows any number.
     pub fn new(per_day: u32) -> Self {
         RateLimiter {
             per_day,
@@ -32,11 +33,11 @@ impl RateLimiter {
     }
 
     /// Takes one build from `client`'s allowance, or says how long until it renews.
-    pub fn take(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+    pub fn take(&self, client: K) -> Result<(), Duration> {
         self.take_at(client, Instant::now())
     }
 
-    fn take_at(&self, client: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+    fn take_at(&self, client: K, now: Instant) -> Result<(), Duration> {
         if self.per_day == 0 {
             return Ok(());
         }
@@ -60,7 +61,7 @@ mod tests {
 
     #[test]
     fn each_address_gets_its_allowance_per_day() {
-        let limiter = RateLimiter::new(2);
+        let limiter: RateLimiter = RateLimiter::new(2);
         let start = Instant::now();
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let b = Some(IpAddr::from([10, 0, 0, 2]));

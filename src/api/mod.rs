@@ -50,6 +50,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Anonymous clients' daily build allowance.
     pub limiter: limit::RateLimiter,
+    /// Library users' daily allowance of remote builds.
+    pub user_limiter: limit::RateLimiter<String>,
     /// Held while deciding whether a request starts a build.
     pub submitting: tokio::sync::Mutex<()>,
     /// Package names for the search API, loaded on first use.

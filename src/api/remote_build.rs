@@ -222,6 +222,22 @@ async fn submit_build(
             ),
         ));
     }
+    if !user.operator
+        && let Err(wait) = state.user_limiter.take(user.name.clone())
+    {
+        let minutes = wait.as_secs().div_ceil(60);
+        return Err(LibraryError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} has started the {} remote builds a user may start per day; the next one \
+                 is possible in {} h {} min",
+                user.name,
+                state.config.api.user_builds_per_day,
+                minutes / 60,
+                minutes % 60
+            ),
+        ));
+    }
     let repository = registry_repository(&target.entity, &target.collection, &target.container);
     let request = DefinitionRequest {
         platform,

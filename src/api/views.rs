@@ -412,6 +412,7 @@ mod tests {
                     queue,
                     metrics: Arc::new(Metrics::default()),
                     limiter: RateLimiter::new(0),
+                    user_limiter: RateLimiter::new(0),
                     submitting: tokio::sync::Mutex::new(()),
                     contexts: Default::default(),
                 }),
