@@ -221,7 +221,8 @@ async fn timed_build(
         channels: vec![CHANNEL_NAME.to_owned()],
         ..RequestInput::default()
     })?;
-    kiln_app::timed_build(builder, store, kiln, &request).await
+    let (build, _log) = kiln_app::timed_build(builder, store, kiln, &request).await?;
+    Ok(build)
 }
 
 /// Times the cache-hit check a repeated request costs: a HEAD of the image's tag, from a new

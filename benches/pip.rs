@@ -43,6 +43,8 @@
 mod debian_base;
 #[path = "support/kiln.rs"]
 mod kiln_app;
+#[path = "support/pip_builder.rs"]
+mod pip_builder;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -57,6 +59,7 @@ use kiln::plan::ImagePlan;
 use kiln::spec::{Platform, Request, RequestInput};
 use kiln::store::{SqliteStore, Store};
 use kiln_app::{Build, Kiln};
+use pip_builder::native_builder;
 use tokio::process::Command;
 
 /// The repository of the Debian base in kiln's registry.
@@ -187,20 +190,6 @@ fn pip_request(entries: &[&str]) -> Result<Request> {
     })?)
 }
 
-/// A native builder with its caches under `data`, as `kiln serve` lays them out, building
-/// pip-only requests on `base`, pushing to `kiln` with the builder credential.
-fn native_builder(kiln: &Kiln, base: &str, data: &Path) -> Result<NativeBuilder> {
-    let mut config = Config {
-        registry: kiln.address.to_string().parse()?,
-        data_dir: data.to_owned(),
-        ..Config::default()
-    };
-    config.base.conda.image = Some(base.parse()?);
-    config.base.python.image = Some(base.parse()?);
-    config.base.python.python = None;
-    NativeBuilder::from_config(&config, kiln.pusher()?).map_err(anyhow::Error::msg)
-}
-
 /// One timed build of `request`, with the lines of its log that time a step.
 async fn kiln_build(
     builder: &NativeBuilder,
@@ -208,20 +197,7 @@ async fn kiln_build(
     kiln: &Kiln,
     request: &Request,
 ) -> Result<KilnBuild> {
-    let build = kiln_app::timed_build(builder, store, kiln, request).await?;
-    let config = Config {
-        registry: kiln.address.to_string().parse()?,
-        ..Config::default()
-    };
-    let plan = ImagePlan::for_request(request, &config.recipe_images(), &config.registry)?
-        .into_iter()
-        .next()
-        .context("a docker request has one image")?;
-    let record = store
-        .latest_for_key(plan.key.as_str())
-        .await?
-        .context("the build is in the store")?;
-    let log = store.read_log(&record.id, 0).await?.text;
+    let (build, log) = kiln_app::timed_build(builder, store, kiln, request).await?;
     let steps = log
         .lines()
         .filter_map(|line| line.strip_prefix("linux/amd64: "))

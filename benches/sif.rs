@@ -46,6 +46,8 @@
 mod debian_base;
 #[path = "support/kiln.rs"]
 mod kiln_app;
+#[path = "support/pip_builder.rs"]
+mod pip_builder;
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -64,6 +66,7 @@ use kiln::plan::ImagePlan;
 use kiln::spec::{Format, Request, RequestInput};
 use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
 use kiln_app::{Build, Kiln};
+use pip_builder::native_builder;
 
 /// The repository of the Debian base in kiln's registry.
 const BASE_REPOSITORY: &str = "kiln/base/debian";
@@ -374,20 +377,6 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
-/// A native builder with its caches under `data`, as `kiln serve` lays them out, building
-/// pip-only requests on `base`, pushing to `kiln` with the builder credential.
-fn native_builder(kiln: &Kiln, base: &str, data: &Path) -> Result<NativeBuilder> {
-    let mut config = Config {
-        registry: kiln.address.to_string().parse()?,
-        data_dir: data.to_owned(),
-        ..Config::default()
-    };
-    config.base.conda.image = Some(base.parse()?);
-    config.base.python.image = Some(base.parse()?);
-    config.base.python.python = None;
-    NativeBuilder::from_config(&config, kiln.pusher()?).map_err(anyhow::Error::msg)
-}
-
 /// The docker warm-up build, with the timed steps of its log.
 async fn docker_build(
     builder: &NativeBuilder,
@@ -395,20 +384,7 @@ async fn docker_build(
     kiln: &Kiln,
     request: &Request,
 ) -> Result<KilnBuild> {
-    let build = kiln_app::timed_build(builder, store, kiln, request).await?;
-    let config = Config {
-        registry: kiln.address.to_string().parse()?,
-        ..Config::default()
-    };
-    let plan = ImagePlan::for_request(request, &config.recipe_images(), &config.registry)?
-        .into_iter()
-        .next()
-        .context("a docker request has one image")?;
-    let record = store
-        .latest_for_key(plan.key.as_str())
-        .await?
-        .context("the build is in the store")?;
-    let log = store.read_log(&record.id, 0).await?.text;
+    let (build, log) = kiln_app::timed_build(builder, store, kiln, request).await?;
     let (steps, other) = parse_steps(&log);
     Ok(KilnBuild {
         build,

@@ -4,6 +4,8 @@
 
 #[path = "support/debian_base.rs"]
 mod debian_base;
+#[path = "support/run_image.rs"]
+mod run_image;
 mod support;
 
 use std::process::Command;
@@ -20,6 +22,7 @@ use kiln::registry::client::{Auth, RegistryClient, sha256_digest};
 use kiln::spec::Platform;
 use kiln::store::{BuildOutcome, BuildRecord, NewBuild, SqliteStore, Store};
 
+use run_image::run_in_image;
 use support::{PUSHER, TestApp};
 
 const BASE_REPOSITORY: &str = "kiln/base/debian";
@@ -136,47 +139,6 @@ fn exists_locally(image: &str) -> bool {
         .success()
 }
 
-/// Runs `command` in `image` (copied from the registry into local storage) with buildah.
-fn run_in_image(image: &str, command: &[&str]) -> String {
-    let local = format!("localhost/kiln-containerfile-test:{}", std::process::id());
-    let copied = Command::new("skopeo")
-        .args(["copy", "--quiet", "--src-tls-verify=false"])
-        .arg(format!("docker://{image}"))
-        .arg(format!("containers-storage:{local}"))
-        .output()
-        .expect("skopeo runs");
-    assert!(
-        copied.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
-    let from = Command::new("buildah")
-        .args(["from", "--pull=never", "--quiet", &local])
-        .output()
-        .expect("buildah from");
-    assert!(
-        from.status.success(),
-        "buildah from: {}",
-        String::from_utf8_lossy(&from.stderr)
-    );
-    let container = String::from_utf8_lossy(&from.stdout).trim().to_owned();
-    let run = Command::new("buildah")
-        .args(["run", "--isolation", "chroot", &container, "--"])
-        .args(command)
-        .output()
-        .expect("buildah run");
-    let _ = Command::new("buildah").args(["rm", &container]).output();
-    let _ = Command::new("buildah")
-        .args(["rmi", "--force", &local])
-        .output();
-    assert!(
-        run.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    String::from_utf8_lossy(&run.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dockerfile_builds_into_an_image_in_kilns_registry() {
     let work = tempfile::tempdir().expect("temp dir");
@@ -226,7 +188,7 @@ async fn a_dockerfile_builds_into_an_image_in_kilns_registry() {
     assert_eq!(inspected["Digest"], digest.as_str());
     assert_eq!(inspected["Architecture"], "amd64");
     assert_eq!(
-        run_in_image(&image, &["cat", "/kiln.txt"]),
+        run_in_image(&image, "linux/amd64", &["cat", "/kiln.txt"]),
         "built-by-kiln\n"
     );
     assert_eq!(

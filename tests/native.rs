@@ -592,10 +592,13 @@ mod support;
 
 #[path = "support/native_build.rs"]
 mod native_build;
+#[path = "support/run_image.rs"]
+mod run_image;
 
 use debian_base::push_debian_python_base;
 use kiln::store::BuildOutcome;
-use native_build::{BASE_REPOSITORY, build, builder, pusher, run_in_image};
+use native_build::{BASE_REPOSITORY, build, builder, pusher};
+use run_image::run_in_image;
 use support::{PUSHER, TestApp};
 
 /// The layers of the manifest for `platform` behind `image`.

@@ -10,6 +10,8 @@ mod conda_channel;
 mod debian_base;
 #[path = "support/native_build.rs"]
 mod native_build;
+#[path = "support/run_image.rs"]
+mod run_image;
 #[expect(
     dead_code,
     reason = "these tests reach the app through its registry only"
@@ -26,7 +28,8 @@ use kiln::config::{BuildSettings, Config};
 use kiln::plan::ImagePlan;
 use kiln::spec::{Platform, Request, RequestInput};
 use kiln::store::BuildOutcome;
-use native_build::{BASE_REPOSITORY, build, builder, pusher, run_in_image};
+use native_build::{BASE_REPOSITORY, build, builder, pusher};
+use run_image::run_in_image;
 use support::TestApp;
 
 const BOTH: [&str; 2] = ["linux/amd64", "linux/arm64"];

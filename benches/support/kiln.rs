@@ -72,13 +72,14 @@ pub struct Build {
 
 /// Builds `request` into the image its plan names, as a queue worker would (a record from the
 /// store, a log into it, the outcome recorded), timing `Backend::run`; fails, with the build
-/// log, unless the build succeeded. The same request again is a new attempt: it rebuilds.
+/// log, unless the build succeeded; gives the build and its log. The same request again is a
+/// new attempt: it rebuilds.
 pub async fn timed_build(
     builder: &dyn Backend,
     store: &Arc<dyn Store>,
     kiln: &Kiln,
     request: &Request,
-) -> Result<Build> {
+) -> Result<(Build, String)> {
     let config = Config {
         registry: kiln.address.to_string().parse()?,
         ..Config::default()
@@ -114,10 +115,13 @@ pub async fn timed_build(
     else {
         bail!("the build of {image} failed: {outcome:?}\n{text}");
     };
-    Ok(Build {
-        image,
-        digest,
-        image_bytes: outputs.iter().map(|output| output.size).sum(),
-        elapsed,
-    })
+    Ok((
+        Build {
+            image,
+            digest,
+            image_bytes: outputs.iter().map(|output| output.size).sum(),
+            elapsed,
+        },
+        text,
+    ))
 }

@@ -24,7 +24,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -32,7 +32,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::ApiError;
 use super::library::LibraryError;
-use super::{App, AppState};
+use super::{App, AppState, views};
 use crate::store::{Store, StoreError};
 
 /// The user operators act as, with a token from `api.tokens`: the entity kiln's own SIFs are
@@ -254,7 +254,7 @@ impl TokensPage {
 }
 
 async fn token_page(State(state): State<AppState>) -> Response {
-    render(StatusCode::OK, &TokensPage::new(&state))
+    views::page(StatusCode::OK, &TokensPage::new(&state))
 }
 
 /// The form as posted: `user` and, for a name already held, `current_token`.
@@ -320,7 +320,7 @@ async fn token_form(State(state): State<AppState>, body: axum::body::Bytes) -> R
                 user: form.user,
                 token,
             });
-            let mut response = render(StatusCode::OK, &page);
+            let mut response = views::page(StatusCode::OK, &page);
             // The token is in this page: no cache may keep it.
             response.headers_mut().insert(
                 header::CACHE_CONTROL,
@@ -334,7 +334,7 @@ async fn token_form(State(state): State<AppState>, body: axum::body::Bytes) -> R
                 Field::User => page.user_error = Some(refusal.message),
                 Field::Token => page.token_error = Some(refusal.message),
             }
-            render(refusal.status, &page)
+            views::page(refusal.status, &page)
         }
     }
 }
@@ -395,22 +395,6 @@ async fn mint(app: &App, form: &TokenForm) -> Result<String, Refusal> {
             AccountError::Store(err) => Refusal::from(ApiError::from(err)),
             other => Refusal::new(StatusCode::BAD_REQUEST, Field::User, other.to_string()),
         })
-}
-
-/// Renders `template`; a template that fails (a bug) still answers with a plain-text 500.
-fn render(status: StatusCode, template: &impl Template) -> Response {
-    match template.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(err) => {
-            let chain = crate::error_chain(&err);
-            tracing::error!(error = %chain, "the token page failed to render");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("kiln could not render this page: {chain}\n"),
-            )
-                .into_response()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -160,21 +160,22 @@ struct SubmitBody {
     working_dir: Option<String>,
 }
 
-async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match submit_build(&state, &headers, &body).await {
-        Ok(build) => match build_info(&state, &build).await {
-            Ok(info) => Json(json!({ "data": info })).into_response(),
-            Err(failure) => failure.into_response(),
-        },
-        Err(failure) => failure.into_response(),
-    }
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, LibraryError> {
+    let (build, request) = submit_build(&state, &headers, &body).await?;
+    Ok(Json(
+        json!({ "data": build_info(&state, &build, &request).await }),
+    ))
 }
 
 async fn submit_build(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<BuildRecord, LibraryError> {
+) -> Result<(BuildRecord, DefinitionRequest), LibraryError> {
     let user = user(state, headers).await?;
     let body: SubmitBody = serde_json::from_slice(body).map_err(|err| {
         LibraryError::bad_request(format!("the build request is not valid: {err}"))
@@ -261,7 +262,7 @@ async fn submit_build(
         })
         .await?;
     tracing::info!(build = %submitted.build.id, user = %user.name, "remote build submitted");
-    Ok(submitted.build)
+    Ok((submitted.build, request))
 }
 
 /// `definitionRaw`: base64 of UTF-8 text, at most [`MAX_DEFINITION`] bytes.
@@ -373,23 +374,17 @@ async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let answer = async {
-        let user = user(&state, &headers).await?;
-        let (build, _) = own_build(&state, &user, &id).await?;
-        build_info(&state, &build).await
-    };
-    match answer.await {
-        Ok(info) => Json(json!({ "data": info })).into_response(),
-        Err(failure) => failure.into_response(),
-    }
+) -> Result<Json<Value>, LibraryError> {
+    let user = user(&state, &headers).await?;
+    let (build, request) = own_build(&state, &user, &id).await?;
+    Ok(Json(
+        json!({ "data": build_info(&state, &build, &request).await }),
+    ))
 }
 
 /// The build as clients read it (`BuildInfo`): complete once done; a failed build is complete
 /// with no image size, which is how clients learn it failed.
-async fn build_info(state: &AppState, build: &BuildRecord) -> Result<Value, LibraryError> {
-    let request = DefinitionRequest::from_json(&build.request)
-        .map_err(|_| LibraryError::not_found(format!("build {}", build.id)))?;
+async fn build_info(state: &AppState, build: &BuildRecord, request: &DefinitionRequest) -> Value {
     let public = state.config.public_url();
     let ws_base = public
         .strip_prefix("https://")
@@ -428,7 +423,7 @@ async fn build_info(state: &AppState, build: &BuildRecord) -> Result<Value, Libr
             info["imageChecksum"] = checksum.into();
         }
     }
-    Ok(info)
+    info
 }
 
 /// `sha256.<hex>` of the SIF an ORAS manifest in kiln's registry points at.
@@ -449,26 +444,20 @@ async fn cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let answer = async {
-        let user = user(&state, &headers).await?;
-        own_build(&state, &user, &id).await?;
-        match state
-            .queue
-            .cancel(&id, &format!("cancelled by {}", user.name))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(StoreError::IllegalTransition { .. }) => Err(LibraryError::new(
-                StatusCode::CONFLICT,
-                format!("build {id} has already finished"),
-            )),
-            Err(err) => Err(err.into()),
-        }
-    };
-    match answer.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(failure) => failure.into_response(),
+) -> Result<StatusCode, LibraryError> {
+    let user = user(&state, &headers).await?;
+    own_build(&state, &user, &id).await?;
+    match state
+        .queue
+        .cancel(&id, &format!("cancelled by {}", user.name))
+        .await
+    {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::IllegalTransition { .. }) => Err(LibraryError::new(
+            StatusCode::CONFLICT,
+            format!("build {id} has already finished"),
+        )),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -480,15 +469,10 @@ async fn output(
     headers: HeaderMap,
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
-) -> Response {
-    let checked = async {
-        let user = user(&state, &headers).await?;
-        own_build(&state, &user, &id).await.map(drop)
-    };
-    if let Err(failure) = checked.await {
-        return failure.into_response();
-    }
-    upgrade.on_upgrade(move |socket| follow_log(state, id, socket))
+) -> Result<Response, LibraryError> {
+    let user = user(&state, &headers).await?;
+    own_build(&state, &user, &id).await?;
+    Ok(upgrade.on_upgrade(move |socket| follow_log(state, id, socket)))
 }
 
 async fn follow_log(state: AppState, id: String, mut socket: WebSocket) {
@@ -546,47 +530,38 @@ async fn start_context_upload(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let answer = async {
-        user(&state, &headers).await?;
-        let announced: ContextAnnouncement = serde_json::from_slice(&body).map_err(|err| {
-            LibraryError::bad_request(format!("the build context request is not valid: {err}"))
-        })?;
-        let hex = context_hex(&announced.digest)?.to_owned();
-        let limit = state.config.embedded_registry.max_blob_size;
-        if announced.size > limit {
-            return Err(LibraryError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the build context has {} bytes; the limit is {limit}",
-                    announced.size
-                ),
-            ));
-        }
-        if tokio::fs::try_exists(context_path(&state, &hex))
-            .await
-            .unwrap_or(false)
-        {
-            // No Location: the client takes it as "already here".
-            return Ok(None);
-        }
-        let ticket = state.contexts.issue(&hex, announced.size);
-        Ok(Some(format!(
+) -> Result<Response, LibraryError> {
+    user(&state, &headers).await?;
+    let announced: ContextAnnouncement = serde_json::from_slice(&body).map_err(|err| {
+        LibraryError::bad_request(format!("the build context request is not valid: {err}"))
+    })?;
+    let hex = context_hex(&announced.digest)?;
+    let limit = state.config.embedded_registry.max_blob_size;
+    if announced.size > limit {
+        return Err(LibraryError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the build context has {} bytes; the limit is {limit}",
+                announced.size
+            ),
+        ));
+    }
+    let mut response = Json(json!({"data": {}})).into_response();
+    // Without a Location the client takes the context as already here.
+    let present = tokio::fs::try_exists(context_path(&state, hex))
+        .await
+        .unwrap_or(false);
+    if !present {
+        let ticket = state.contexts.issue(hex, announced.size);
+        let location = format!(
             "{}/v1/build-context/uploads/{ticket}",
             state.config.public_url()
-        )))
-    };
-    match answer.await {
-        Ok(None) => (StatusCode::OK, Json(json!({"data": {}}))).into_response(),
-        Ok(Some(location)) => {
-            let mut response = (StatusCode::OK, Json(json!({"data": {}}))).into_response();
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, value);
-            }
-            response
+        );
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
         }
-        Err(failure) => failure.into_response(),
     }
+    Ok(response)
 }
 
 /// The PUT to an upload URL: the ticket is the credential. The bytes must be what was
@@ -595,18 +570,15 @@ async fn upload_context(
     State(state): State<AppState>,
     Path(ticket): Path<String>,
     body: Body,
-) -> Response {
-    let Some(ticket) = state.contexts.redeem(&ticket) else {
-        return LibraryError::new(
+) -> Result<StatusCode, LibraryError> {
+    let ticket = state.contexts.redeem(&ticket).ok_or_else(|| {
+        LibraryError::new(
             StatusCode::NOT_FOUND,
             "this upload URL is unknown or has expired",
         )
-        .into_response();
-    };
-    match receive_context(&state, &ticket, body).await {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(failure) => failure.into_response(),
-    }
+    })?;
+    receive_context(&state, &ticket, body).await?;
+    Ok(StatusCode::OK)
 }
 
 async fn receive_context(
@@ -665,25 +637,19 @@ async fn delete_context(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(digest): Path<String>,
-) -> Response {
-    let answer = async {
-        user(&state, &headers).await?;
-        let hex = context_hex(&digest)?;
-        match tokio::fs::remove_file(context_path(&state, hex)).await {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(LibraryError::new(
-                StatusCode::NOT_FOUND,
-                format!("there is no build context {digest}"),
-            )),
-            Err(err) => Err(LibraryError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot delete the build context: {err}"),
-            )),
-        }
-    };
-    match answer.await {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(failure) => failure.into_response(),
+) -> Result<StatusCode, LibraryError> {
+    user(&state, &headers).await?;
+    let hex = context_hex(&digest)?;
+    match tokio::fs::remove_file(context_path(&state, hex)).await {
+        Ok(()) => Ok(StatusCode::OK),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(LibraryError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no build context {digest}"),
+        )),
+        Err(err) => Err(LibraryError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot delete the build context: {err}"),
+        )),
     }
 }
 

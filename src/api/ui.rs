@@ -12,12 +12,12 @@ use askama::Template;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use super::AppState;
 use super::images::plan_image;
 use super::submit::{Caller, ClientAddress, ensure_image};
+use super::{AppState, views};
 use crate::spec::RequestInput;
 
 /// The page's script; see the module documentation.
@@ -78,7 +78,7 @@ impl IndexPage {
 }
 
 async fn index(State(state): State<AppState>) -> Response {
-    render(
+    views::page(
         StatusCode::OK,
         &IndexPage::new(&FormInput::default(), configured_channels(&state)),
     )
@@ -179,13 +179,13 @@ async fn submit_form(
                 // expired): there is no build page, so say where the image is.
                 let mut page = IndexPage::new(&form, channels.clone());
                 page.ready_image = Some(plan.image.to_string());
-                render(StatusCode::OK, &page)
+                views::page(StatusCode::OK, &page)
             }
         },
         Err(err) => {
             let mut page = IndexPage::new(&form, channels.clone());
             page.error = Some(err.message);
-            render(err.status, &page)
+            views::page(err.status, &page)
         }
     }
 }
@@ -199,22 +199,6 @@ async fn script() -> impl IntoResponse {
         ],
         SCRIPT,
     )
-}
-
-/// Renders `template`; a template that fails (a bug) still answers with a plain-text 500.
-fn render(status: StatusCode, template: &impl Template) -> Response {
-    match template.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(err) => {
-            let chain = crate::error_chain(&err);
-            tracing::error!(error = %chain, "the request page failed to render");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("kiln could not render this page: {chain}\n"),
-            )
-                .into_response()
-        }
-    }
 }
 
 #[cfg(test)]

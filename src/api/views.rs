@@ -89,12 +89,12 @@ async fn stylesheet() -> impl IntoResponse {
 
 /// Renders `template` as the response body; a template that fails to render (a bug, not a
 /// user error) still answers with a plain-text 500 rather than an empty page.
-fn page(status: StatusCode, template: &impl Template) -> Response {
+pub(super) fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => {
             let chain = crate::error_chain(&err);
-            tracing::error!(error = %chain, "a status page failed to render");
+            tracing::error!(error = %chain, "a page failed to render");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("kiln could not render this page: {chain}\n"),

@@ -169,10 +169,7 @@ impl Backend for ContainerfileBuilder {
             Ok(outcome) => outcome,
             Err(reason) => BuildOutcome::Failed { reason },
         };
-        // Absent when the build failed before committing; nothing to report then.
-        if let Err(err) = self.buildah.remove_image(&local).await {
-            tracing::debug!(image = %local, error = %err, "removing a build's local image failed");
-        }
+        remove_local_image(&self.buildah, &local).await;
         if let Err(err) = tokio::fs::remove_dir_all(&work).await
             && err.kind() != std::io::ErrorKind::NotFound
         {
@@ -202,7 +199,8 @@ impl ContainerfileBuilder {
             return Err("the Dockerfile is empty".into());
         }
         let (repository, tag) = split_image(&build.image)?;
-        let (dockerfile, context) = prepare_work_dir(work, &build.containerfile).await?;
+        let context = fresh_context(work).await?;
+        let dockerfile = write_containerfile(work, &build.containerfile).await?;
         let platform = request.platform;
 
         log.line(format!(
@@ -294,9 +292,8 @@ impl ContainerfileBuilder {
     }
 }
 
-/// Makes `work` afresh with the Dockerfile in it and an empty build context next to it;
-/// returns their paths.
-async fn prepare_work_dir(work: &Path, containerfile: &str) -> Result<(PathBuf, PathBuf), Failure> {
+/// Makes `work` afresh with an empty build context in it, and returns the context's path.
+pub(super) async fn fresh_context(work: &Path) -> Result<PathBuf, Failure> {
     if let Err(err) = tokio::fs::remove_dir_all(work).await
         && err.kind() != std::io::ErrorKind::NotFound
     {
@@ -306,11 +303,24 @@ async fn prepare_work_dir(work: &Path, containerfile: &str) -> Result<(PathBuf, 
     tokio::fs::create_dir_all(&context)
         .await
         .map_err(|err| format!("cannot create {}: {err}", context.display()))?;
-    let dockerfile = work.join("Containerfile");
-    tokio::fs::write(&dockerfile, containerfile)
+    Ok(context)
+}
+
+/// Writes `text` as `work/Containerfile` and returns its path.
+pub(super) async fn write_containerfile(work: &Path, text: &str) -> Result<PathBuf, Failure> {
+    let path = work.join("Containerfile");
+    tokio::fs::write(&path, text)
         .await
-        .map_err(|err| format!("cannot write {}: {err}", dockerfile.display()))?;
-    Ok((dockerfile, context))
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    Ok(path)
+}
+
+/// Removes a build's image from buildah's local storage; absent when the build failed before
+/// committing, which is nothing to report.
+pub(super) async fn remove_local_image(buildah: &Buildah, local: &str) {
+    if let Err(err) = buildah.remove_image(local).await {
+        tracing::debug!(image = %local, error = %err, "removing a build's local image failed");
+    }
 }
 
 /// Runs a buildah step whose output arrives through a sync callback, appending each line to

@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::buildah::{BuildOptions, Buildah};
-use super::containerfile::{build_failure, forward, is_loopback, streamed};
+use super::containerfile::{
+    build_failure, forward, fresh_context, is_loopback, remove_local_image, streamed,
+    write_containerfile,
+};
 use super::native::Failure;
 use super::sif::{SifContents, assemble_sif, push_sif, singularity_labels};
 use super::{Backend, BuildLog};
@@ -31,7 +34,7 @@ use crate::assemble::{MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_LAYER};
 use crate::registry::client::RegistryClient;
 use crate::registry::{LIBRARY_DEFAULT_COLLECTION, LIBRARY_OPERATOR, library_repository};
 use crate::spec::{Bootstrap, Definition, Platform, Script};
-use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
+use crate::store::{BuildOutcome, BuildRecord};
 
 /// Where a `Bootstrap: localimage` SIF's root file system is unpacked in the build context.
 const LOCAL_IMAGE_DIR: &str = ".kiln-localimage";
@@ -155,9 +158,7 @@ impl Backend for DefinitionBuilder {
             Ok(outcome) => outcome,
             Err(reason) => BuildOutcome::Failed { reason },
         };
-        if let Err(err) = self.buildah.remove_image(&local).await {
-            tracing::debug!(image = %local, error = %err, "removing a build's local image failed");
-        }
+        remove_local_image(&self.buildah, &local).await;
         super::remove_work_dir_later(work);
         outcome
     }
@@ -177,15 +178,7 @@ impl DefinitionBuilder {
             .map_err(|err| format!("the definition file cannot be built: {err}"))?;
         let platform = request.platform;
 
-        if let Err(err) = tokio::fs::remove_dir_all(work).await
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(format!("cannot clear {}: {err}", work.display()));
-        }
-        let context = work.join("context");
-        tokio::fs::create_dir_all(&context)
-            .await
-            .map_err(|err| format!("cannot create {}: {err}", context.display()))?;
+        let context = fresh_context(work).await?;
         let sources = self
             .stage_files(&definition, &request, &context, log)
             .await?;
@@ -208,10 +201,7 @@ impl DefinitionBuilder {
                 (format!("library://{}", definition.from), text, imported)
             }
         };
-        let containerfile = work.join("Containerfile");
-        tokio::fs::write(&containerfile, text)
-            .await
-            .map_err(|err| format!("cannot write {}: {err}", containerfile.display()))?;
+        let containerfile = write_containerfile(work, &text).await?;
 
         log.line(format!(
             "building the definition file for {platform} from {base} with buildah"
@@ -281,16 +271,7 @@ impl DefinitionBuilder {
             summary.sha256
         ))
         .await;
-        Ok(BuildOutcome::Succeeded {
-            digest: pushed.manifest_digest.clone(),
-            outputs: vec![ImageOutput {
-                platform: platform.to_string(),
-                digest: pushed.manifest_digest,
-                size: summary.size,
-                download_url: pushed.download_url,
-            }],
-            lock: None,
-        })
+        Ok(pushed.outcome(platform, &summary, None))
     }
 
     /// Unpacks the build context into `context` and returns, for each `%files` entry, where its

@@ -90,16 +90,7 @@ impl NativeBuilder {
             started.elapsed().as_secs_f64()
         ))
         .await;
-        Ok(BuildOutcome::Succeeded {
-            digest: pushed.manifest_digest.clone(),
-            outputs: vec![ImageOutput {
-                platform: platform.to_string(),
-                digest: pushed.manifest_digest,
-                size: summary.size,
-                download_url: pushed.download_url,
-            }],
-            lock: Some(lock.text(platform)),
-        })
+        Ok(pushed.outcome(platform, &summary, Some(lock.text(platform))))
     }
 
     /// A base layer blob on disk, downloaded from kiln's registry the first time.
@@ -230,6 +221,27 @@ pub(super) struct PushedSif {
     pub(super) manifest_digest: String,
     /// Where the file downloads over plain HTTP(S).
     pub(super) download_url: Option<String>,
+}
+
+impl PushedSif {
+    /// The successful build of this SIF for `platform`, with its lock text, if any.
+    pub(super) fn outcome(
+        self,
+        platform: Platform,
+        summary: &SifSummary,
+        lock: Option<String>,
+    ) -> BuildOutcome {
+        BuildOutcome::Succeeded {
+            digest: self.manifest_digest.clone(),
+            outputs: vec![ImageOutput {
+                platform: platform.to_string(),
+                digest: self.manifest_digest,
+                size: summary.size,
+                download_url: self.download_url,
+            }],
+            lock,
+        }
+    }
 }
 
 /// Pushes the SIF at `sif_path` as the ORAS artifact `singularity pull oras://` reads, tagged

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use kiln::build::native::NativeBuilder;
@@ -106,53 +105,4 @@ pub async fn build_format(
     let outcome = backend.run(&record, &log).await;
     let text = store.read_log(&record.id, 0).await.expect("log").text;
     (outcome, image, text)
-}
-
-/// Runs `command` in `image` (pulled from the registry into local storage) with buildah.
-pub fn run_in_image(image: &str, platform: &str, command: &[&str]) -> String {
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let number = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let local = format!("localhost/kiln-native-test:{}-{number}", std::process::id());
-    let copied = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--override-arch",
-        ])
-        .arg(platform.trim_start_matches("linux/"))
-        .arg(format!("docker://{image}"))
-        .arg(format!("containers-storage:{local}"))
-        .output()
-        .expect("skopeo runs");
-    assert!(
-        copied.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
-    let from = Command::new("buildah")
-        .args(["from", "--pull=never", "--quiet", &local])
-        .output()
-        .expect("buildah from");
-    assert!(
-        from.status.success(),
-        "buildah from: {}",
-        String::from_utf8_lossy(&from.stderr)
-    );
-    let container = String::from_utf8_lossy(&from.stdout).trim().to_owned();
-    let run = Command::new("buildah")
-        .args(["run", "--isolation", "chroot", &container, "--"])
-        .args(command)
-        .output()
-        .expect("buildah run");
-    let _ = Command::new("buildah").args(["rm", &container]).output();
-    let _ = Command::new("buildah")
-        .args(["rmi", "--force", &local])
-        .output();
-    assert!(
-        run.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    String::from_utf8_lossy(&run.stdout).into_owned()
 }
