@@ -1,11 +1,11 @@
 //! Remote builds the way SingularityCE users make them: `scs-build` (the Sylabs build client)
 //! sends a definition file to kiln, streams the build log, downloads the SIF through the library
 //! API and checks its checksum; siftool reads the file, and the root file system holds what the
-//! definition's `%files`, `%post`, `%environment`, `%runscript`, `%labels` and `%help` made,
-//! for amd64 and (under qemu-user) arm64; a second definition builds on the first SIF with
-//! `Bootstrap: localimage`. Then what clients see when it goes wrong: no token, a
-//! definition kiln cannot build, a failing `%post`, and a cancelled build, over the websocket
-//! and the status call as `singularity build --remote` reads them.
+//! definition's `%files`, `%post` (and its `$SINGULARITY_ENVIRONMENT`), `%environment`,
+//! `%runscript`, `%labels` and `%help` made, for amd64 and (under qemu-user) arm64; a second
+//! definition builds on the first SIF with `Bootstrap: localimage`. Then what clients see when it
+//! goes wrong: no token, a definition kiln cannot build, a failing `%post`, and a cancelled build,
+//! over the websocket and the status call as `singularity build --remote` reads them.
 
 #[path = "support/debian_base.rs"]
 mod debian_base;
@@ -174,16 +174,27 @@ fn check_sif(sif: &Path, sent: &str, arch: &str, machine: &str) {
     assert_eq!(labels["Version"], "1.0");
     assert_eq!(labels["org.label-schema.build-arch"], arch);
 
-    // `singularity run`: the environment sourced, then the runscript, inside the root.
-    let ran = run(Command::new("chroot").arg(&root).args([
-        "/bin/sh",
-        "-c",
-        ". /.singularity.d/env/90-environment.sh && exec /.singularity.d/runscript",
-    ]));
+    // What %post appended to $SINGULARITY_ENVIRONMENT is sourced at run time.
+    assert_eq!(
+        read(".singularity.d/env/91-environment.sh"),
+        format!("export KILN_POST_MACHINE={machine}\n")
+    );
+
+    // `singularity run` and `exec`: the environment sourced, then the command, inside the root.
+    let ran = run(Command::new("chroot")
+        .arg(&root)
+        .arg("/.singularity.d/actions/run"));
     assert_eq!(
         ran,
         "hello from kiln\nbuilt by kiln\nhello from the client\n"
     );
+    let exported = run(Command::new("chroot").arg(&root).args([
+        "/.singularity.d/actions/exec",
+        "/bin/sh",
+        "-c",
+        "echo \"$KILN_POST_MACHINE\"",
+    ]));
+    assert_eq!(exported.trim(), machine);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -193,7 +204,8 @@ async fn scs_build_builds_a_definition_for_amd64_and_arm64() {
     std::fs::write(dir.path().join("greeting.txt"), "hello from the client\n").expect("write");
     let sent = definition(
         &app,
-        "    echo 'built by kiln' > /opt/built.txt\n    uname -m > /opt/machine.txt",
+        "    echo 'built by kiln' > /opt/built.txt\n    uname -m > /opt/machine.txt\n    \
+         echo \"export KILN_POST_MACHINE=$(uname -m)\" >> \"$SINGULARITY_ENVIRONMENT\"",
     );
     std::fs::write(dir.path().join("app.def"), &sent).expect("write the definition");
 
@@ -262,6 +274,11 @@ async fn scs_build_builds_a_definition_for_amd64_and_arm64() {
     assert_eq!(read("opt/again.txt"), "built by kiln\n");
     assert_eq!(read("opt/greeting.txt"), "hello from the client\n");
     assert_eq!(read(".singularity.d/Singularity"), layered);
+    assert_eq!(
+        read(".singularity.d/env/91-environment.sh"),
+        "export KILN_POST_MACHINE=x86_64\n",
+        "the base SIF's %post exports carry over"
+    );
     let ran = run(Command::new("chroot")
         .arg(&root)
         .args(["/.singularity.d/runscript"]));

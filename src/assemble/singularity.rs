@@ -16,6 +16,8 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::spec::POST_ENVIRONMENT;
+
 /// The runtime settings of the OCI image config that a SIF carries over.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
@@ -177,8 +179,9 @@ const MOUNT_FILES: [&str; 5] = [
     "etc/resolv.conf",
 ];
 
-/// Writes `/.singularity.d` (replacing any the layers brought), the top-level symlinks and the
-/// missing mount points into the flattened root `root`.
+/// Writes `/.singularity.d` (replacing any the layers brought but for the `export`s a definition's
+/// `%post` appended to `$SINGULARITY_ENVIRONMENT`, `env/91-environment.sh`), the top-level
+/// symlinks and the missing mount points into the flattened root `root`.
 ///
 /// `definition` becomes `/.singularity.d/Singularity`; `labels` becomes `labels.json` as is
 /// (merge the image's labels and any build labels first). `runtime.env` goes to
@@ -199,9 +202,16 @@ pub fn write_singularity_metadata(
     labels: &BTreeMap<String, String>,
 ) -> Result<()> {
     let meta = root.join(".singularity.d");
+    let post_environment = read_regular_file(root, POST_ENVIRONMENT)?;
     remove(&meta)?;
     for dir in ["", "actions", "env", "libs"] {
         create_dir(&meta.join(dir), 0o755)?;
+    }
+    if let Some(exports) = post_environment {
+        let path = meta.join("env/91-environment.sh");
+        fs::write(&path, exports).map_err(io_err("write", &path))?;
+        fs::set_permissions(&path, Permissions::from_mode(0o755))
+            .map_err(io_err("write", &path))?;
     }
     write(&meta.join("Singularity"), definition, 0o644)?;
     for (name, body) in ACTIONS {
@@ -391,6 +401,31 @@ fn missing(root: &Path, rel: &str) -> Result<Option<PathBuf>> {
         }
     }
     Ok(None)
+}
+
+/// The bytes of the regular file at `rel` (relative, `/`-separated) under `root`, or `None` when
+/// anything on the way is not a directory or the file is not a regular file: symlinks in a
+/// hostile image would lead outside `root`.
+fn read_regular_file(root: &Path, rel: &str) -> Result<Option<Vec<u8>>> {
+    let mut path = root.to_path_buf();
+    let mut parts = rel.trim_start_matches('/').split('/').peekable();
+    while let Some(part) = parts.next() {
+        path.push(part);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let fits = if parts.peek().is_some() {
+            meta.is_dir()
+        } else {
+            meta.is_file()
+        };
+        if !fits {
+            return Ok(None);
+        }
+    }
+    fs::read(&path).map(Some).map_err(io_err("read", &path))
 }
 
 fn remove(path: &Path) -> Result<()> {
@@ -587,6 +622,50 @@ mod tests {
             write_singularity_metadata(&root, &RuntimeConfig::default(), "", &BTreeMap::new())
                 .unwrap_err();
         assert!(matches!(err, MetadataError::Occupied { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn keeps_what_post_appended_to_singularity_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join(".singularity.d/env")).unwrap();
+        let exports = "export FROM_POST=\"built at $(date)\"\n";
+        fs::write(root.join(".singularity.d/env/91-environment.sh"), exports).unwrap();
+        fs::write(root.join(".singularity.d/env/50-stale.sh"), "stale").unwrap();
+        write_into(&root, &RuntimeConfig::default());
+        let kept = root.join(".singularity.d/env/91-environment.sh");
+        assert_eq!(fs::read_to_string(&kept).unwrap(), exports);
+        assert_eq!(mode(&kept), 0o755);
+        assert!(!root.join(".singularity.d/env/50-stale.sh").exists());
+
+        // Through a symlink, the file would be the host's: it is not read.
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(outside.join("env")).unwrap();
+        fs::write(outside.join("env/91-environment.sh"), "host secret").unwrap();
+        for linked in [
+            ".singularity.d",
+            ".singularity.d/env",
+            ".singularity.d/env/91-environment.sh",
+        ] {
+            let root = dir.path().join(format!("linked-{}", linked.len()));
+            let target = match linked {
+                ".singularity.d" => outside.clone(),
+                ".singularity.d/env" => outside.join("env"),
+                _ => outside.join("env/91-environment.sh"),
+            };
+            let parent = root.join(linked);
+            fs::create_dir_all(parent.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(&target, &parent).unwrap();
+            write_into(&root, &RuntimeConfig::default());
+            assert!(
+                !root.join(".singularity.d/env/91-environment.sh").exists(),
+                "{linked} was followed"
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(outside.join("env/91-environment.sh")).unwrap(),
+            "host secret"
+        );
     }
 
     #[test]

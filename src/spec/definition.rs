@@ -27,10 +27,26 @@ const MAX_CONTAINERFILE_LINE: usize = 64 * 1024 - 1;
 const UNHONORED_HEADER_KEYS: &str = "includecmd mirrorurl updateurl osversion include library \
     registry namespace stage product user regcode productpgp registerurl modules fingerprints setopt";
 
+/// Where `%post` appends `export` lines for run time, as `$SINGULARITY_ENVIRONMENT`; as in
+/// SingularityCE, the SIF keeps the file and sources it after `%environment`.
+pub const POST_ENVIRONMENT: &str = "/.singularity.d/env/91-environment.sh";
+
+/// Shell text that sets up what SingularityCE gives `%post`: `$SINGULARITY_ENVIRONMENT`, naming
+/// a file that exists.
+fn prepare_post() -> String {
+    format!(
+        "SINGULARITY_ENVIRONMENT={POST_ENVIRONMENT}; export SINGULARITY_ENVIRONMENT; \
+         mkdir -p /.singularity.d/env && : >> \"$SINGULARITY_ENVIRONMENT\" || exit; "
+    )
+}
+
+/// Runs `$1` (the script) with `/bin/sh -e -x`, as SingularityCE runs a plain `%post`.
+const RUN_SH: &str = "exec /bin/sh -e -x -c \"$1\"";
+
 /// Runs `$2` (the interpreter) on `$1` (the script) the way SingularityCE does: the script is
 /// written to `/.post.script`, where SingularityCE puts it, and the interpreter gets its path,
 /// without `-e -x`. Both stay positional parameters, never part of this shell text.
-const WRAPPER: &str = "printf '%s' \"$1\" > /.post.script || exit; \
+const RUN_INTERPRETER: &str = "printf '%s' \"$1\" > /.post.script || exit; \
      \"$2\" /.post.script; status=$?; rm -f /.post.script; exit \"$status\"";
 
 /// A parsed, validated definition file.
@@ -316,11 +332,18 @@ impl Definition {
 /// The `RUN` line for `%post`: one physical line, since every string in it is JSON-escaped (a
 /// newline becomes `\n`, a trailing backslash `\\`), and it ends in `"]`, never in the `\` that
 /// continues a Containerfile line. buildah decodes a JSON array and never expands a `RUN`'s.
+/// The body (and the interpreter) are arguments 4 (and 5) of the array, never shell text.
 fn run_instruction(post: &Script) -> String {
     let body = post.body.as_str();
     let args = match &post.interpreter {
-        None => json_array(&["/bin/sh", "-e", "-x", "-c", body]),
-        Some(shell) => json_array(&["/bin/sh", "-c", WRAPPER, "kiln-post", body, shell]),
+        None => {
+            let script = prepare_post() + RUN_SH;
+            json_array(&["/bin/sh", "-c", &script, "kiln-post", body])
+        }
+        Some(shell) => {
+            let script = prepare_post() + RUN_INTERPRETER;
+            json_array(&["/bin/sh", "-c", &script, "kiln-post", body, shell])
+        }
     };
     format!("RUN {args}")
 }
@@ -701,9 +724,17 @@ mod tests {
             def("%files\n a\\b\n") => "the %files path `a\\\\b` at line 4 contains `\\`";
             def("%files\n it's\n") => "the %files path `it\\'s` at line 4 contains `'`";
             def("%labels\n a=b c\n") => "the label key `a=b` at line 4 contains `=`";
-            def(&format!("%post\n{}\n", "x".repeat(65_497))) => "the %post section at line 3 makes a 65536-byte Containerfile line; buildah reads at most 65535 bytes a line";
         }
-        parsed(&def(&format!("%post\n{}\n", "x".repeat(65_496))));
+        // The longest `%post` body whose RUN line buildah still reads, and one byte more.
+        let empty = Script {
+            interpreter: None,
+            body: "\n".into(),
+        };
+        let longest = MAX_CONTAINERFILE_LINE - run_instruction(&empty).len();
+        refusals! {
+            def(&format!("%post\n{}\n", "x".repeat(longest + 1))) => "the %post section at line 3 makes a 65536-byte Containerfile line; buildah reads at most 65535 bytes a line";
+        }
+        parsed(&def(&format!("%post\n{}\n", "x".repeat(longest))));
     }
 
     #[test]
@@ -717,7 +748,10 @@ mod tests {
             "FROM registry.local:5000/library/ubuntu:22.04\n\
              COPY [\"files/0\", \"/opt/a.txt\"]\n\
              COPY [\"files/1\", \"/b\"]\n\
-             RUN [\"/bin/sh\", \"-e\", \"-x\", \"-c\", \"  echo hi\\n  touch /b\\n\"]\n"
+             RUN [\"/bin/sh\", \"-c\", \"SINGULARITY_ENVIRONMENT=/.singularity.d/env/91-environment.sh; \
+             export SINGULARITY_ENVIRONMENT; mkdir -p /.singularity.d/env && \
+             : >> \\\"$SINGULARITY_ENVIRONMENT\\\" || exit; exec /bin/sh -e -x -c \\\"$1\\\"\", \
+             \"kiln-post\", \"  echo hi\\n  touch /b\\n\"]\n"
         );
         assert_eq!(parsed(HEADER).containerfile("base", &[]), "FROM base\n");
     }
@@ -730,16 +764,17 @@ mod tests {
         let containerfile = definition.containerfile("base", &[]);
         assert_eq!(containerfile.lines().count(), 2, "{containerfile}");
         assert!(containerfile.ends_with("\"]\n"), "{containerfile}");
-        assert_eq!(
-            run_args(&containerfile),
-            ["/bin/sh", "-e", "-x", "-c", body]
-        );
+        let plain = run_args(&containerfile);
+        assert_eq!(plain[..2], ["/bin/sh", "-c"]);
+        assert_eq!(plain[2], prepare_post() + RUN_SH);
+        assert_eq!(plain[3..], ["kiln-post", body]);
 
         let with_bash = parsed(&def(&format!("%post -c /bin/bash\n{body}")));
         let containerfile = with_bash.containerfile("base", &[]);
         assert_eq!(containerfile.lines().count(), 2, "{containerfile}");
-        let expected = ["/bin/sh", "-c", WRAPPER, "kiln-post", body, "/bin/bash"];
-        assert_eq!(run_args(&containerfile), expected);
+        let with_interpreter = run_args(&containerfile);
+        assert_eq!(with_interpreter[2], prepare_post() + RUN_INTERPRETER);
+        assert_eq!(with_interpreter[3..], ["kiln-post", body, "/bin/bash"]);
 
         // Parsing ends every body with `\n`, but a body ending in `\` still ends the line.
         let mut trailing = definition;
