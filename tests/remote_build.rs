@@ -421,6 +421,22 @@ async fn failures_end_as_the_clients_expect() {
         .await
         .expect("status");
     assert_eq!(response.status(), 404);
+    // Nor do the public build pages and APIs, which answer anyone who has an id.
+    for path in [
+        format!("/api/v1/builds/{id}"),
+        format!("/api/v1/builds/{id}/log"),
+        format!("/v1alpha1/builds/{id}"),
+        format!("/v1alpha1/builds/{id}/logs"),
+        format!("/view/builds/{id}"),
+    ] {
+        let response = reqwest::get(app.url(&path)).await.expect("GET");
+        assert_eq!(response.status(), 404, "{path}");
+        let body = response.text().await.expect("body");
+        assert!(
+            !body.contains("%setup"),
+            "{path} shows the definition: {body}"
+        );
+    }
 
     // A definition that is not base64, and one for an architecture kiln does not build.
     let response = api(&app, reqwest::Method::POST, "/v1/build", &token)

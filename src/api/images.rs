@@ -172,8 +172,7 @@ pub(super) async fn build(
     Path(id): Path<String>,
 ) -> Result<Json<BuildRecord>, ApiError> {
     state
-        .store
-        .build(&id)
+        .public_build(&id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("build {id}")))
@@ -194,7 +193,7 @@ pub(super) async fn log_stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    if state.store.build(&id).await?.is_none() {
+    if state.public_build(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("build {id}")));
     }
     Ok(Sse::new(follow(state, id)).keep_alive(KeepAlive::default()))

@@ -26,11 +26,12 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use crate::build::definition::DefinitionRequest;
 use crate::build::queue::Queue;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::{self, RegistryState};
-use crate::store::Store;
+use crate::store::{BuildRecord, Store, StoreError};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -78,6 +79,14 @@ impl AppState {
     /// Wraps the parts of a running kiln.
     pub fn new(app: App) -> Self {
         AppState(Arc::new(app))
+    }
+
+    /// Build `id` as the public build APIs and pages show it, by id alone. A remote build (a
+    /// user's definition file, whose text and log may hold what that user alone should see) is
+    /// not among them: only its user's `/v1/build` calls show it.
+    pub async fn public_build(&self, id: &str) -> Result<Option<BuildRecord>, StoreError> {
+        let build = self.store.build(id).await?;
+        Ok(build.filter(|build| !DefinitionRequest::is_definition(&build.request)))
     }
 }
 

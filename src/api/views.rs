@@ -42,7 +42,7 @@ async fn build_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, Response> {
-    let Some(record) = state.store.build(&id).await.map_err(store_failed)? else {
+    let Some(record) = state.public_build(&id).await.map_err(store_failed)? else {
         return Err(not_found("build", &id));
     };
     // Read after the record: once the record says DONE, the log is complete.

@@ -543,8 +543,7 @@ async fn container_record(
 
 async fn find_build(state: &AppState, id: &str) -> Result<BuildRecord, ApiError> {
     state
-        .store
-        .build(id)
+        .public_build(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("build {id}")))
 }
