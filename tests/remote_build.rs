@@ -64,14 +64,22 @@ async fn token_for(app: &TestApp, user: &str) -> String {
         .collect()
 }
 
-/// The definition every build here starts from: kiln's Debian base, a `%files` copy from the
-/// client's directory, and the sections kiln writes into the SIF.
+/// The files the client's directory holds for [`definition`]'s `%files`.
+fn write_client_files(dir: &Path) {
+    std::fs::write(dir.join("greeting.txt"), "hello from the client\n").expect("write");
+    std::fs::create_dir_all(dir.join("scripts/lib")).expect("mkdir");
+    std::fs::write(dir.join("scripts/lib/hello.sh"), "echo hello\n").expect("write");
+}
+
+/// The definition every build here starts from: kiln's Debian base, `%files` copies from the
+/// client's directory (a file; a directory into an existing directory, where SingularityCE's
+/// `cp -r` nests it, and to a new path), and the sections kiln writes into the SIF.
 fn definition(app: &TestApp, post: &str) -> String {
     format!(
         "Bootstrap: docker\n\
          From: {}/{BASE_REPOSITORY}:{DEBIAN_TAG}\n\
          \n\
-         %files\n    greeting.txt /opt/greeting.txt\n\
+         %files\n    greeting.txt /opt/greeting.txt\n    scripts /opt\n    scripts /srv/tools\n\
          \n\
          %post\n{post}\n\
          \n\
@@ -162,6 +170,12 @@ fn check_sif(sif: &Path, sent: &str, arch: &str, machine: &str) {
     };
     assert_eq!(read("opt/built.txt"), "built by kiln\n");
     assert_eq!(read("opt/greeting.txt"), "hello from the client\n");
+    assert_eq!(read("opt/scripts/lib/hello.sh"), "echo hello\n");
+    assert_eq!(read("srv/tools/lib/hello.sh"), "echo hello\n");
+    assert!(
+        !root.join(".kiln-files").exists(),
+        "the staging directory is removed"
+    );
     assert_eq!(read("opt/machine.txt").trim(), machine);
     assert!(
         read(".singularity.d/env/90-environment.sh")
@@ -201,7 +215,7 @@ fn check_sif(sif: &Path, sent: &str, arch: &str, machine: &str) {
 async fn scs_build_builds_a_definition_for_amd64_and_arm64() {
     let (app, token) = start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("greeting.txt"), "hello from the client\n").expect("write");
+    write_client_files(dir.path());
     let sent = definition(
         &app,
         "    echo 'built by kiln' > /opt/built.txt\n    uname -m > /opt/machine.txt\n    \
@@ -365,7 +379,7 @@ async fn assert_failed(app: &TestApp, token: &str, id: &str, why: &str) -> Strin
 async fn failures_end_as_the_clients_expect() {
     let (app, token) = start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("greeting.txt"), "hello from the client\n").expect("write");
+    write_client_files(dir.path());
     let good = definition(&app, "    echo 'built by kiln' > /opt/built.txt");
     std::fs::write(dir.path().join("app.def"), &good).expect("write");
 
@@ -398,7 +412,7 @@ async fn failures_end_as_the_clients_expect() {
     let (stdout, stderr) = text(&output);
     assert!(!output.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("the %setup section at line 7 is not supported"),
+        stdout.contains("the %setup section at line 9 is not supported"),
         "{stdout}"
     );
     assert!(stderr.contains("failed to build image"), "{stderr}");

@@ -33,7 +33,7 @@ use crate::assemble::singularity::DefinitionScripts;
 use crate::assemble::{MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_LAYER};
 use crate::registry::client::RegistryClient;
 use crate::registry::{LIBRARY_DEFAULT_COLLECTION, LIBRARY_OPERATOR, library_repository};
-use crate::spec::{Bootstrap, Definition, Platform, Script};
+use crate::spec::{Bootstrap, ContextSource, Definition, Platform, Script};
 use crate::store::{BuildOutcome, BuildRecord};
 
 /// Where a `Bootstrap: localimage` SIF's root file system is unpacked in the build context.
@@ -283,7 +283,7 @@ impl DefinitionBuilder {
         request: &DefinitionRequest,
         context: &Path,
         log: &BuildLog,
-    ) -> Result<Vec<String>, Failure> {
+    ) -> Result<Vec<ContextSource>, Failure> {
         if definition.files.is_empty() {
             return Ok(Vec::new());
         }
@@ -319,17 +319,20 @@ impl DefinitionBuilder {
                 format!("the %files source {} leaves the build context", copy.source)
             })?;
             let has_glob = relative.contains(['*', '?', '[']);
-            if !has_glob
-                && tokio::fs::symlink_metadata(context.join(&relative))
-                    .await
-                    .is_err()
-            {
-                return Err(format!(
-                    "the %files source {} ({absolute}) is not in the uploaded build context",
-                    copy.source
-                ));
-            }
-            sources.push(relative);
+            let directory = match tokio::fs::symlink_metadata(context.join(&relative)).await {
+                Ok(meta) => meta.is_dir(),
+                Err(_) if has_glob => false,
+                Err(_) => {
+                    return Err(format!(
+                        "the %files source {} ({absolute}) is not in the uploaded build context",
+                        copy.source
+                    ));
+                }
+            };
+            sources.push(ContextSource {
+                path: relative,
+                directory,
+            });
         }
         Ok(sources)
     }

@@ -27,6 +27,14 @@ const MAX_CONTAINERFILE_LINE: usize = 64 * 1024 - 1;
 const UNHONORED_HEADER_KEYS: &str = "includecmd mirrorurl updateurl osversion include library \
     registry namespace stage product user regcode productpgp registerurl modules fingerprints setopt";
 
+/// Where a `%files` directory waits in the image until `cp` puts it in place.
+const FILES_STAGING: &str = "/.kiln-files";
+
+/// Copies the staged directory `$1` to `$2` as SingularityCE's `%files` does (`cp -fLr`, after
+/// making `$2`, when it ends in `/`, or else its parent), then removes the staging directory.
+const COPY_DIRECTORY: &str = "case \"$2\" in */) mkdir -p \"$2\" ;; \
+     *) mkdir -p \"$(dirname \"$2\")\" ;; esac && cp -fLr \"$1\" \"$2\" && rm -rf /.kiln-files";
+
 /// Where `%post` appends `export` lines for run time, as `$SINGULARITY_ENVIRONMENT`; as in
 /// SingularityCE, the SIF keeps the file and sources it after `%environment`.
 pub const POST_ENVIRONMENT: &str = "/.singularity.d/env/91-environment.sh";
@@ -91,6 +99,15 @@ pub struct Script {
     pub interpreter: Option<String>,
     /// The body, verbatim: each line followed by `\n`.
     pub body: String,
+}
+
+/// Where the builder put a `%files` source in the build context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextSource {
+    /// Relative to the build context (a glob stays a glob, for `COPY` to expand).
+    pub path: String,
+    /// Whether it is a directory, which SingularityCE copies differently from a file.
+    pub directory: bool,
 }
 
 /// One `%files` line: `source [destination]`.
@@ -298,11 +315,15 @@ impl Definition {
     }
 
     /// The Containerfile kiln builds with `buildah bud`: `base` is the image reference buildah
-    /// pulls (kiln resolves [`Definition::from`] to it), and `context_files[i]` is the path,
-    /// relative to the build context, where the source of `self.files[i]` was put. Both are
-    /// kiln's own text, not the user's.
+    /// pulls (kiln resolves [`Definition::from`] to it), and `context_files[i]` says where, in
+    /// the build context, the source of `self.files[i]` was put. Both are kiln's own text, not
+    /// the user's.
     ///
-    /// `%files` are copied before `%post` runs, as SingularityCE does. `%post` runs as
+    /// `%files` are copied before `%post` runs, as SingularityCE does. A file is a `COPY`. A
+    /// directory is copied the way SingularityCE's `cp -fLr source destination` copies it, which
+    /// `COPY` cannot do: into an existing directory it lands as `destination/<its name>`,
+    /// otherwise it becomes `destination`. So it is `COPY`'d to a staging path and copied from
+    /// there with the image's own `cp` once the base's file system is known. `%post` runs as
     /// `/bin/sh -e -x -c <body>`, like SingularityCE's `/bin/sh -ex <script>`. With
     /// `-c <interpreter>`, SingularityCE instead writes the body to `/.post.script` and runs
     /// `<interpreter> /.post.script` without `-e -x`, and so does kiln: any interpreter works
@@ -312,15 +333,27 @@ impl Definition {
     /// # Panics
     ///
     /// If `context_files` and `self.files` differ in length, which is a bug in kiln.
-    pub fn containerfile(&self, base: &str, context_files: &[String]) -> String {
+    pub fn containerfile(&self, base: &str, context_files: &[ContextSource]) -> String {
         assert_eq!(
             context_files.len(),
             self.files.len(),
             "one context path per %files entry"
         );
         let mut out = format!("FROM {base}\n");
-        for (file, context) in self.files.iter().zip(context_files) {
-            out += &format!("COPY {}\n", json_array(&[context, &file.destination]));
+        for (index, (file, source)) in self.files.iter().zip(context_files).enumerate() {
+            let destination = file.destination.as_str();
+            if !source.directory {
+                out += &format!("COPY {}\n", json_array(&[&source.path, destination]));
+                continue;
+            }
+            let name = source.path.rsplit('/').find(|part| !part.is_empty());
+            let staged = format!("{FILES_STAGING}/{index}/{}", name.unwrap_or("root"));
+            out += &format!("COPY {}\n", json_array(&[&source.path, &staged]));
+            let copy = [COPY_DIRECTORY, "kiln-files", &staged, destination];
+            out += &format!(
+                "RUN {}\n",
+                json_array(&[&["/bin/sh", "-c"][..], &copy].concat())
+            );
         }
         if let Some(post) = &self.post {
             out += &format!("{}\n", run_instruction(post));
@@ -742,7 +775,11 @@ mod tests {
         let definition = parsed(&def(
             "%files\n  a.txt /opt/a.txt\n  b\n%post\n  echo hi\n  touch /b\n",
         ));
-        let context = ["files/0".to_owned(), "files/1".to_owned()];
+        let file = |path: &str| ContextSource {
+            path: path.into(),
+            directory: false,
+        };
+        let context = [file("files/0"), file("files/1")];
         assert_eq!(
             definition.containerfile("registry.local:5000/library/ubuntu:22.04", &context),
             "FROM registry.local:5000/library/ubuntu:22.04\n\
@@ -754,6 +791,70 @@ mod tests {
              \"kiln-post\", \"  echo hi\\n  touch /b\\n\"]\n"
         );
         assert_eq!(parsed(HEADER).containerfile("base", &[]), "FROM base\n");
+    }
+
+    #[test]
+    fn directories_are_copied_as_cp_copies_them() {
+        let definition = parsed(&def("%files\n  data /opt\n  /home/u/ /srv/in/\n  a.txt\n"));
+        let directory = |path: &str| ContextSource {
+            path: path.into(),
+            directory: true,
+        };
+        let context = [
+            directory("home/u/data"),
+            directory("home/u"),
+            ContextSource {
+                path: "home/u/a.txt".into(),
+                directory: false,
+            },
+        ];
+        let containerfile = definition.containerfile("base", &context);
+        let lines: Vec<&str> = containerfile.lines().collect();
+        assert_eq!(lines.len(), 6, "{containerfile}");
+        assert_eq!(lines[1], r#"COPY ["home/u/data", "/.kiln-files/0/data"]"#);
+        let run = |line: &str| -> Vec<String> {
+            serde_json::from_str(line.strip_prefix("RUN ").expect("RUN")).expect("JSON")
+        };
+        assert_eq!(
+            run(lines[2]),
+            [
+                "/bin/sh",
+                "-c",
+                COPY_DIRECTORY,
+                "kiln-files",
+                "/.kiln-files/0/data",
+                "/opt"
+            ]
+        );
+        assert_eq!(lines[3], r#"COPY ["home/u", "/.kiln-files/1/u"]"#);
+        assert_eq!(run(lines[4])[4..], ["/.kiln-files/1/u", "/srv/in/"]);
+        assert_eq!(lines[5], r#"COPY ["home/u/a.txt", "/a.txt"]"#);
+    }
+
+    /// The shell step of a directory copy does what `cp -fLr` does in SingularityCE's build.
+    #[test]
+    fn the_directory_copy_nests_into_existing_directories() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let staged = root.path().join("staged/data");
+        std::fs::create_dir_all(staged.join("sub")).expect("mkdir");
+        std::fs::write(staged.join("sub/f"), "x").expect("write");
+        std::fs::create_dir_all(root.path().join("opt")).expect("mkdir");
+        // The script removes `/.kiln-files`, which never exists on the test host.
+        let copy = |destination: &str| {
+            let status = std::process::Command::new("/bin/sh")
+                .args(["-c", COPY_DIRECTORY, "kiln-files"])
+                .arg(&staged)
+                .arg(root.path().join(destination))
+                .status()
+                .expect("sh runs");
+            assert!(status.success());
+        };
+        copy("opt");
+        copy("new/place");
+        copy("made/");
+        for path in ["opt/data/sub/f", "new/place/sub/f", "made/data/sub/f"] {
+            assert!(root.path().join(path).is_file(), "{path} missing");
+        }
     }
 
     #[test]

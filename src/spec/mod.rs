@@ -18,8 +18,8 @@ mod request;
 
 pub use conda::CondaSpec;
 pub use definition::{
-    Bootstrap, Definition, DefinitionError, FileCopy, MAX_DEFINITION_LEN, MAX_FROM_LEN,
-    POST_ENVIRONMENT, Script,
+    Bootstrap, ContextSource, Definition, DefinitionError, FileCopy, MAX_DEFINITION_LEN,
+    MAX_FROM_LEN, POST_ENVIRONMENT, Script,
 };
 pub use entry::{EntryError, MAX_ENTRY_LEN, PackageEntry};
 pub use image_ref::{ImageRef, ImageRefError};
