@@ -98,6 +98,22 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// A text file sent as base64 (Wave's `containerFile`, Sylabs' `definitionRaw`): at most `max`
+/// bytes of UTF-8. The error, for a 400, names the field as `what`.
+fn base64_text(encoded: &str, what: &str, max: usize) -> Result<String, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|err| format!("{what} is not base64: {err}"))?;
+    if bytes.len() > max {
+        return Err(format!(
+            "{what} is {} bytes; kiln takes up to {max}",
+            bytes.len()
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8 text"))
+}
+
 /// Every route kiln serves: the Wave-compatible API, kiln's own API and its OpenAPI document,
 /// the human pages, operations endpoints, and the embedded registry under `/v2/`.
 pub fn router(state: AppState) -> Router {

@@ -21,7 +21,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -268,17 +267,8 @@ async fn submit_build(
 /// `definitionRaw`: base64 of UTF-8 text, at most [`MAX_DEFINITION`] bytes.
 fn decode_definition(raw: Option<&str>) -> Result<String, LibraryError> {
     let raw = raw.ok_or_else(|| LibraryError::bad_request("definitionRaw is missing"))?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(raw.trim())
-        .map_err(|err| LibraryError::bad_request(format!("definitionRaw is not base64: {err}")))?;
-    if bytes.len() > MAX_DEFINITION {
-        return Err(LibraryError::bad_request(format!(
-            "the definition file has {} bytes; the limit is {MAX_DEFINITION}",
-            bytes.len()
-        )));
-    }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| LibraryError::bad_request("the definition file is not UTF-8 text"))?;
+    let text = super::base64_text(raw, "definitionRaw", MAX_DEFINITION)
+        .map_err(LibraryError::bad_request)?;
     if text.trim().is_empty() {
         return Err(LibraryError::bad_request("the definition file is empty"));
     }
@@ -704,6 +694,7 @@ fn context_path(state: &AppState, hex: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[tokio::test]
     async fn stale_contexts_are_removed() {

@@ -401,17 +401,8 @@ fn containerfile_build(
              definition files with `singularity build --remote` against kiln",
         ));
     }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|err| ApiError::bad_request(format!("`containerFile` is not base64: {err}")))?;
-    if bytes.len() > MAX_CONTAINER_FILE {
-        return Err(ApiError::bad_request(format!(
-            "`containerFile` is {} bytes; kiln takes up to {MAX_CONTAINER_FILE}",
-            bytes.len()
-        )));
-    }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ApiError::bad_request("`containerFile` is not UTF-8 text"))?;
+    let text = super::base64_text(encoded, "`containerFile`", MAX_CONTAINER_FILE)
+        .map_err(ApiError::bad_request)?;
     let platforms = platforms(request.container_platform.as_deref())?;
     let platform = match platforms.as_slice() {
         [] => Platform::LinuxAmd64,

@@ -165,17 +165,10 @@ impl Backend for ContainerfileBuilder {
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
         let work = self.settings.work_dir.join(&build.id);
         let local = local_tag(&build.id);
-        let outcome = match self.build(build, &work, &local, log).await {
-            Ok(outcome) => outcome,
-            Err(reason) => BuildOutcome::Failed { reason },
-        };
-        remove_local_image(&self.buildah, &local).await;
-        if let Err(err) = tokio::fs::remove_dir_all(&work).await
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %work.display(), error = %err, "removing a build's work directory failed");
-        }
-        outcome
+        let result = self.build(build, &work, &local, log).await;
+        // A Dockerfile's work directory is small: removed before answering.
+        super::remove_work_dir(&work).await;
+        finish(&self.buildah, &local, result).await
     }
 }
 
@@ -315,12 +308,18 @@ pub(super) async fn write_containerfile(work: &Path, text: &str) -> Result<PathB
     Ok(path)
 }
 
-/// Removes a build's image from buildah's local storage; absent when the build failed before
-/// committing, which is nothing to report.
-pub(super) async fn remove_local_image(buildah: &Buildah, local: &str) {
+/// Ends a buildah build however it went: removes its image `local` from buildah's storage
+/// (absent when the build failed before committing, which is nothing to report) and turns a
+/// failure into the outcome users read.
+pub(super) async fn finish(
+    buildah: &Buildah,
+    local: &str,
+    result: Result<BuildOutcome, Failure>,
+) -> BuildOutcome {
     if let Err(err) = buildah.remove_image(local).await {
         tracing::debug!(image = %local, error = %err, "removing a build's local image failed");
     }
+    result.unwrap_or_else(|reason| BuildOutcome::Failed { reason })
 }
 
 /// Runs a buildah step whose output arrives through a sync callback, appending each line to

@@ -22,8 +22,7 @@ use serde_json::Value;
 
 use super::buildah::{BuildOptions, Buildah};
 use super::containerfile::{
-    build_failure, forward, fresh_context, is_loopback, remove_local_image, streamed,
-    write_containerfile,
+    build_failure, finish, forward, fresh_context, is_loopback, streamed, write_containerfile,
 };
 use super::native::Failure;
 use super::sif::{SifContents, assemble_sif, push_sif, singularity_labels};
@@ -154,13 +153,9 @@ impl Backend for DefinitionBuilder {
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
         let work = self.settings.work_dir.join(&build.id);
         let local = format!("localhost/kiln-definition:{}", build.id.replace('_', "-"));
-        let outcome = match self.build(build, &work, &local, log).await {
-            Ok(outcome) => outcome,
-            Err(reason) => BuildOutcome::Failed { reason },
-        };
-        remove_local_image(&self.buildah, &local).await;
+        let result = self.build(build, &work, &local, log).await;
         super::remove_work_dir_later(work);
-        outcome
+        finish(&self.buildah, &local, result).await
     }
 }
 

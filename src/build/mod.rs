@@ -62,11 +62,14 @@ pub trait Backend: Send + Sync {
 /// Deletes a build's work directory in the background: a SIF build leaves a gigabyte of staged
 /// files, and deleting them took seconds the client would wait for.
 pub(crate) fn remove_work_dir_later(work: std::path::PathBuf) {
-    tokio::spawn(async move {
-        if let Err(err) = tokio::fs::remove_dir_all(&work).await
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %work.display(), error = %err, "removing a build's work directory failed");
-        }
-    });
+    tokio::spawn(async move { remove_work_dir(&work).await });
+}
+
+/// Deletes a build's work directory now; one that is gone already is fine.
+pub(crate) async fn remove_work_dir(work: &std::path::Path) {
+    if let Err(err) = tokio::fs::remove_dir_all(work).await
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %work.display(), error = %err, "removing a build's work directory failed");
+    }
 }
