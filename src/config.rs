@@ -147,6 +147,10 @@ pub struct BuildSettings {
     pub pip_index_url: Option<String>,
     /// How buildah isolates the steps of Dockerfiles and definition files (`RUN`, `%post`).
     pub isolation: Isolation,
+    /// Networks that build steps may not reach and that `FROM`/`From:` hosts may not resolve
+    /// into, besides loopback and link-local addresses, which are always blocked. Private
+    /// ranges are not blocked by default: resolvers and proxies often live there.
+    pub blocked_networks: Vec<ipnet::IpNet>,
 }
 
 /// buildah's `--isolation`. Build steps are users' code: `chroot` needs nothing from the host
@@ -198,6 +202,7 @@ impl Default for BuildSettings {
             uv: PathBuf::from("uv"),
             pip_index_url: None,
             isolation: Isolation::Chroot,
+            blocked_networks: Vec::new(),
         }
     }
 }
@@ -380,6 +385,13 @@ impl Config {
         }
         if let Some(value) = env("KILN_BUILD_ISOLATION") {
             self.build.isolation = parsed("KILN_BUILD_ISOLATION", &value)?;
+        }
+        if let Some(value) = env("KILN_BLOCKED_NETWORKS") {
+            self.build.blocked_networks = value
+                .split(',')
+                .filter(|network| !network.trim().is_empty())
+                .map(|network| parsed("KILN_BLOCKED_NETWORKS", network.trim()))
+                .collect::<Result<_, _>>()?;
         }
         Ok(())
     }
