@@ -270,7 +270,20 @@ async fn cancel(app: &TestApp, id: &str, token: Option<&str>) -> (u16, Value) {
     (status, response.json().await.expect("JSON"))
 }
 
-/// A library user's token, made the way `kiln token create` makes it.
+/// Waits until `app` answers, its database migrated.
+async fn serving(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(app.url("/health"))
+        .await
+        .is_ok_and(|response| response.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "kiln did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A library user's token, made the way `kiln token create` makes it (on the database of a
+/// kiln that is [`serving`]).
 async fn user_token(data: &Path, user: &str) -> String {
     let store = kiln::store::SqliteStore::open(&data.join("kiln.db"))
         .await
@@ -291,6 +304,7 @@ async fn builds_are_cancelled_by_their_submitter_or_an_operator_only() {
         config.data_dir = data_dir;
     })
     .await;
+    serving(&app).await;
     let alice = user_token(data.path(), "alice").await;
     let bob = user_token(data.path(), "bob").await;
 
@@ -361,6 +375,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
         config.data_dir = data_dir;
     })
     .await;
+    serving(&app).await;
     let alice = user_token(data.path(), "alice").await;
     for version in ["1.0", "2.0"] {
         let (status, answer) = request_image(&app, &[&format!("kiln-hello={version}")], None).await;
