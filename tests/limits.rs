@@ -161,14 +161,14 @@ async fn a_log_flood_stays_bounded_in_memory_and_in_the_store() {
         .and_then(|rest| rest.strip_suffix(" bytes dropped"))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the log ends with the truncation line: {last:?}"));
-    // seq 1 3000000 prints 20,888,897 bytes; what the log kept of it is not dropped.
+    // seq 1 3000000 prints 22,888,896 bytes; what the log kept of it is not dropped.
     let kept_numbers: u64 = log
         .lines()
         .filter(|line| line.bytes().all(|b| b.is_ascii_digit()) && !line.is_empty())
         .map(|line| line.len() as u64 + 1)
         .sum();
     assert!(
-        dropped + kept_numbers >= 20_888_897 && dropped + kept_numbers < 20_888_897 + 4096,
+        dropped + kept_numbers >= 22_888_896 && dropped + kept_numbers < 22_888_896 + 4096,
         "dropped {dropped} + kept {kept_numbers}"
     );
 
@@ -191,6 +191,7 @@ async fn a_log_flood_stays_bounded_in_memory_and_in_the_store() {
     assert!(page.len() < 1 << 20, "the page shows one page of the log");
 
     let peak = peak_rss();
+    println!("peak RSS of kiln and the test: {} MB", peak >> 20);
     assert!(peak < 300 << 20, "peak RSS {} MB", peak >> 20);
 }
 
