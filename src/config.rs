@@ -39,6 +39,8 @@ pub struct Config {
     pub api: ApiSettings,
     /// Registry hosts spoken to over plain HTTP besides loopback ones (`host:port`).
     pub insecure_registries: Vec<String>,
+    /// How long request records and build logs are kept.
+    pub retention: Retention,
 }
 
 /// The registry kiln serves under `/v2/` when no external one is configured.
@@ -151,6 +153,74 @@ pub struct BuildSettings {
     /// into, besides loopback and link-local addresses, which are always blocked. Private
     /// ranges are not blocked by default: resolvers and proxies often live there.
     pub blocked_networks: Vec<ipnet::IpNet>,
+
+    // Bounds of one build (queue engineer's settings, kept together).
+    /// The longest a build may run, in seconds, unless its kind has a limit of its own in
+    /// `timeouts`; it is then stopped and fails with "timed out after N s".
+    pub timeout_secs: u64,
+    /// Time limits, in seconds, of one kind of build, overriding `timeout_secs`.
+    pub timeouts: KindTimeouts,
+    /// How often a build is taken up at most: after its worker stopped this many times (kiln
+    /// crashed or lost the build's lease) it fails instead of being tried again.
+    pub max_attempts: u32,
+    /// Bytes of one log line kept (at most 1 MiB); the rest is cut, and a marker says how much.
+    pub log_max_line_bytes: usize,
+    /// Bytes of one build's log kept; what comes after is counted in one last line.
+    pub log_max_bytes: u64,
+    /// Builds waiting for a worker, at most; past it, new builds are answered 503 with
+    /// `Retry-After`. `0`: no cap.
+    pub max_queued: u64,
+    /// Builds waiting for a worker per anonymous client address; `0`: no cap.
+    pub max_queued_per_address: u64,
+    /// Seconds a worker's claim on a build lasts without a heartbeat (renewed every third):
+    /// how long a build of a crashed kiln waits before another worker starts it again.
+    pub lease_secs: u64,
+}
+
+/// Time limits of the kinds of builds, in seconds; unset ones use `build.timeout_secs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindTimeouts {
+    /// Package builds (conda, pip): kiln's own builder.
+    pub native: Option<u64>,
+    /// Wave `containerFile` builds.
+    pub containerfile: Option<u64>,
+    /// Singularity definition files (remote builds).
+    pub definition: Option<u64>,
+}
+
+/// How long kiln keeps records that grow with use; a background pass deletes older ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Days a Wave container request record is kept after its last use; `0`: forever.
+    pub request_days: u64,
+    /// Days a finished build's log is kept; `0`: forever. The build record stays.
+    pub log_days: u64,
+    /// Seconds between pruning passes.
+    pub prune_every_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            request_days: 30,
+            log_days: 90,
+            prune_every_secs: 3600,
+        }
+    }
+}
+
+impl BuildSettings {
+    /// The bounds of each build's log.
+    pub fn log_limits(&self) -> crate::build::LogLimits {
+        crate::build::LogLimits {
+            max_line: self
+                .log_max_line_bytes
+                .clamp(1, crate::build::log::MAX_LINE_LIMIT),
+            max_total: self.log_max_bytes,
+        }
+    }
 }
 
 /// buildah's `--isolation`. Build steps are users' code: `chroot` needs nothing from the host
@@ -203,6 +273,14 @@ impl Default for BuildSettings {
             pip_index_url: None,
             isolation: Isolation::Chroot,
             blocked_networks: Vec::new(),
+            timeout_secs: 3600,
+            timeouts: KindTimeouts::default(),
+            max_attempts: 3,
+            log_max_line_bytes: 16 << 10,
+            log_max_bytes: 8 << 20,
+            max_queued: 1000,
+            max_queued_per_address: 10,
+            lease_secs: 45,
         }
     }
 }
@@ -227,6 +305,7 @@ impl Default for Config {
             embedded_registry: EmbeddedRegistry::default(),
             api: ApiSettings::default(),
             insecure_registries: Vec::new(),
+            retention: Retention::default(),
         }
     }
 }
@@ -392,6 +471,32 @@ impl Config {
                 .filter(|network| !network.trim().is_empty())
                 .map(|network| parsed("KILN_BLOCKED_NETWORKS", network.trim()))
                 .collect::<Result<_, _>>()?;
+        }
+        let numbers: [(&'static str, &mut u64); 7] = [
+            ("KILN_BUILD_LEASE_SECS", &mut self.build.lease_secs),
+            ("KILN_BUILD_TIMEOUT_SECS", &mut self.build.timeout_secs),
+            ("KILN_LOG_MAX_BYTES", &mut self.build.log_max_bytes),
+            ("KILN_MAX_QUEUED_BUILDS", &mut self.build.max_queued),
+            (
+                "KILN_MAX_QUEUED_PER_ADDRESS",
+                &mut self.build.max_queued_per_address,
+            ),
+            (
+                "KILN_REQUEST_RETENTION_DAYS",
+                &mut self.retention.request_days,
+            ),
+            ("KILN_LOG_RETENTION_DAYS", &mut self.retention.log_days),
+        ];
+        for (var, setting) in numbers {
+            if let Some(value) = env(var) {
+                *setting = parsed(var, &value)?;
+            }
+        }
+        if let Some(value) = env("KILN_BUILD_MAX_ATTEMPTS") {
+            self.build.max_attempts = parsed("KILN_BUILD_MAX_ATTEMPTS", &value)?;
+        }
+        if let Some(value) = env("KILN_LOG_MAX_LINE_BYTES") {
+            self.build.log_max_line_bytes = parsed("KILN_LOG_MAX_LINE_BYTES", &value)?;
         }
         Ok(())
     }

@@ -222,7 +222,15 @@ async fn build(
             offset = slice.next_offset;
             match queue.wait(&id, std::time::Duration::from_millis(300)).await {
                 Ok(record) => {
-                    eprint!("{}", store.read_log(&id, offset).await?.text);
+                    // The rest of the log, page by page.
+                    loop {
+                        let slice = store.read_log(&id, offset).await?;
+                        if slice.text.is_empty() {
+                            break;
+                        }
+                        eprint!("{}", slice.text);
+                        offset = slice.next_offset;
+                    }
                     break record;
                 }
                 Err(kiln::build::queue::WaitError::Timeout { .. }) => continue,

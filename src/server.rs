@@ -41,13 +41,20 @@ pub async fn run(
         .await
         .context("cannot open the embedded registry's storage")?;
     let cleaner = tokio::spawn(clean_uploads(registry.clone(), config.build_contexts_dir()));
+    let pruner = tokio::spawn(prune_periodically(store.clone(), config.retention));
     let metrics = Arc::new(Metrics::default());
     let queue = Queue::new(
         store.clone(),
         builders(&config, &registry, address)?,
         config.build.workers,
     )
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_bounds(crate::build::queue::BuildBounds::from_settings(
+        &config.build,
+    ))
+    .with_lease(std::time::Duration::from_secs(
+        config.build.lease_secs.max(1),
+    ));
     let workers = queue.start();
     tracing::info!(%address, registry = %config.registry, "kiln is serving");
     let search = crate::search::PackageIndex::from_config(&config)
@@ -72,6 +79,7 @@ pub async fn run(
     .await
     .context("the server failed");
     cleaner.abort();
+    pruner.abort();
     workers.shutdown().await;
     served
 }
@@ -135,4 +143,57 @@ async fn clean_uploads(registry: RegistryState, contexts: std::path::PathBuf) {
             tracing::warn!(error = %err, "removing stale build contexts failed");
         }
     }
+}
+
+/// Runs [`prune`] now and then every `retention.prune_every_secs`.
+async fn prune_periodically(store: Arc<dyn Store>, retention: crate::config::Retention) {
+    let every = std::time::Duration::from_secs(retention.prune_every_secs.max(1));
+    let mut every = tokio::time::interval(every);
+    loop {
+        every.tick().await;
+        if let Err(err) = prune(store.as_ref(), retention, chrono::Utc::now()).await {
+            tracing::warn!(error = %crate::error_chain(&err), "pruning old records failed");
+        }
+    }
+}
+
+/// What one pruning pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Container request records.
+    pub requests: u64,
+    /// Builds whose logs were deleted.
+    pub logs: u64,
+}
+
+/// Deletes, as of `now`, container request records unused for longer than
+/// `retention.request_days` and the logs of builds finished longer than `retention.log_days`
+/// ago (a setting of 0 keeps them).
+pub async fn prune(
+    store: &dyn Store,
+    retention: crate::config::Retention,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Pruned, crate::store::StoreError> {
+    let before = |days: u64| {
+        i64::try_from(days)
+            .ok()
+            .and_then(chrono::TimeDelta::try_days)
+            .and_then(|age| now.checked_sub_signed(age))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+    };
+    let mut pruned = Pruned::default();
+    if retention.request_days > 0 {
+        pruned.requests = store.prune_requests(before(retention.request_days)).await?;
+    }
+    if retention.log_days > 0 {
+        pruned.logs = store.prune_logs(before(retention.log_days)).await?;
+    }
+    if pruned != Pruned::default() {
+        tracing::info!(
+            requests = pruned.requests,
+            logs = pruned.logs,
+            "pruned old request records and build logs"
+        );
+    }
+    Ok(pruned)
 }

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What went wrong, for the user.
     pub message: String,
+    /// Seconds after which trying again may work, sent as `Retry-After` (503, 429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -29,6 +32,25 @@ impl ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("{what} not found"),
+            retry_after: None,
+        }
+    }
+
+    /// An answer with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503: kiln is too busy for this now; trying again after `seconds` may work.
+    pub fn busy(message: impl Into<String>, seconds: u64) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            retry_after: Some(seconds),
         }
     }
 
@@ -38,6 +60,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: crate::error_chain(err),
+            retry_after: None,
         }
     }
 }
@@ -55,12 +78,18 @@ struct Body<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(Body {
                 message: &self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

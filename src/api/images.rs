@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use futures_util::Stream;
@@ -17,9 +17,10 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::submit::{Caller, ClientAddress, ImageState, ensure_image};
+use crate::build::definition::DefinitionRequest;
 use crate::plan::ImagePlan;
 use crate::spec::{Format, Request, RequestInput};
-use crate::store::{BuildRecord, BuildStatus};
+use crate::store::{BuildRecord, BuildStatus, StoreError};
 
 /// How often a log stream looks for new text while the build runs.
 const LOG_POLL: Duration = Duration::from_millis(250);
@@ -29,6 +30,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/images", post(request_image))
         .route("/api/v1/builds/{id}", get(build))
         .route("/api/v1/builds/{id}/log", get(log_stream))
+        .route("/api/v1/builds/{id}/cancel", post(cancel))
 }
 
 /// An image request.
@@ -176,6 +178,76 @@ pub(super) async fn build(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("build {id}")))
+}
+
+/// Cancel a build that is waiting or running: its submitter may (with the token it was
+/// submitted with), and operators may cancel any build, Wave's too. It ends failed, with the
+/// reason saying who cancelled it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/builds/{id}/cancel",
+    params(("id" = String, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "The cancelled build record (JSON)"),
+        (status = 401, description = "No valid token came with the request"),
+        (status = 403, description = "The token is neither the submitter's nor an operator's"),
+        (status = 404, description = "No such build"),
+        (status = 409, description = "The build is done already"),
+    )
+)]
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<BuildRecord>, ApiError> {
+    let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, message);
+    let Some(user) = super::accounts::authenticate(&state, &headers).await? else {
+        return Err(unauthorized(
+            "cancelling a build needs a token: the one it was submitted with, or an \
+             operator's (send `Authorization: Bearer <token>`); a token that is not valid \
+             gets this answer too",
+        ));
+    };
+    let token_hash = Caller::new(&state, &headers, None, None).token_hash;
+    let Some(build) = state.store.build(&id).await? else {
+        return Err(ApiError::not_found(format!("build {id}")));
+    };
+    let submitter = state.store.submitter(&id).await?.unwrap_or_default();
+    let owner = submitter.token_hash.is_some() && submitter.token_hash == token_hash;
+    if !user.operator && !owner {
+        // A remote build is its user's alone: others do not learn that it exists.
+        if DefinitionRequest::is_definition(&build.request) {
+            return Err(ApiError::not_found(format!("build {id}")));
+        }
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "build {id} was not submitted with this token; only its submitter or an \
+                 operator may cancel it"
+            ),
+        ));
+    }
+    if build.status == BuildStatus::Done {
+        return Err(already_done(&id));
+    }
+    let reason = if owner {
+        "cancelled by its submitter"
+    } else {
+        "cancelled by an operator"
+    };
+    match state.queue.cancel(&id, reason).await {
+        Ok(cancelled) => Ok(Json(cancelled)),
+        // It ended between the read above and the cancel.
+        Err(StoreError::IllegalTransition { .. }) => Err(already_done(&id)),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn already_done(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!("build {id} is done already; only a waiting or running build can be cancelled"),
+    )
 }
 
 /// The build log as Server-Sent Events: `log` events carry text as it is written, one `done`

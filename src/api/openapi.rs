@@ -17,7 +17,12 @@ use super::images;
                        Wave-compatible API (/v1alpha2/container and friends) is described in \
                        kiln's README."
     ),
-    paths(images::request_image, images::build, images::log_stream),
+    paths(
+        images::request_image,
+        images::build,
+        images::log_stream,
+        images::cancel
+    ),
     components(schemas(images::ImageRequest, images::ImageAnswer, images::BuildSummary))
 )]
 struct KilnApi;

@@ -8,15 +8,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use super::error::ApiError;
 use super::{App, AppState};
 use crate::metrics::RequestResult;
-use crate::store::{BuildRecord, BuildStatus, NewBuild};
+use crate::store::{BuildRecord, BuildStatus, NewBuild, Submitter};
 
 /// Who is asking: their address, and whether they showed a configured token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The client's address, when the server knows it.
     pub address: Option<IpAddr>,
     /// A configured token came with the request: no rate limit.
     pub trusted: bool,
+    /// sha256 (hex) of the token the request came with, if any; not checked yet.
+    pub token_hash: Option<String>,
 }
 
 impl Caller {
@@ -47,7 +49,26 @@ impl Caller {
         Caller {
             address,
             trusted: bearer.is_some_and(known) || body_token.is_some_and(known),
+            token_hash: bearer
+                .or(body_token)
+                .filter(|token| !token.is_empty())
+                .map(super::accounts::token_hash),
         }
+    }
+
+    /// Who the store records as a new build's submitter: the token only when it is a real
+    /// one (configured, or a library user's), so a made-up token owns nothing.
+    async fn submitter(&self, app: &App) -> Result<Submitter, ApiError> {
+        let token_hash = match &self.token_hash {
+            Some(hash) if self.trusted || app.store.token_user(hash).await?.is_some() => {
+                Some(hash.clone())
+            }
+            _ => None,
+        };
+        Ok(Submitter {
+            token_hash,
+            address: self.address.map(|address| address.to_string()),
+        })
     }
 }
 
@@ -119,26 +140,74 @@ pub async fn ensure_image(
     let running = latest
         .as_ref()
         .is_some_and(|build| build.status != BuildStatus::Done);
+    let submitter = caller.submitter(state).await?;
+    if !running {
+        check_queue_room(state, &caller, &submitter).await?;
+    }
     if !running && !caller.trusted {
         state.limiter.take(caller.address).map_err(|wait| {
             state.metrics.rate_limited();
-            ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: format!(
+            let mut refused = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
                     "this address has started its {} builds for today; images that exist \
                          are still served, new builds are allowed again in {} minutes (or \
                          send a token kiln is configured with)",
                     state.config.api.anonymous_builds_per_day,
                     wait.as_secs().div_ceil(60)
                 ),
-            }
+            );
+            refused.retry_after = Some(wait.as_secs().max(1));
+            refused
         })?;
     }
-    let submitted = state.queue.submit(new).await?;
+    let submitted = state.queue.submit_as(new, &submitter).await?;
     Ok(ImageState::Building {
         build: submitted.build,
         created: submitted.created,
     })
+}
+
+/// How long a client refused for a full queue is told to wait: builds take minutes.
+const QUEUE_FULL_RETRY_SECS: u64 = 60;
+
+/// Refuses a new build with 503 when too many wait for a worker: overall, or from this
+/// caller's address when the caller has no token (`build.max_queued`,
+/// `build.max_queued_per_address`).
+async fn check_queue_room(
+    state: &AppState,
+    caller: &Caller,
+    submitter: &Submitter,
+) -> Result<(), ApiError> {
+    let settings = &state.config.build;
+    let anonymous = !caller.trusted && submitter.token_hash.is_none();
+    let (all, theirs) = state
+        .store
+        .queued_builds(submitter.address.as_deref())
+        .await?;
+    if settings.max_queued > 0 && all >= settings.max_queued {
+        return Err(ApiError::busy(
+            format!(
+                "kiln has {all} builds waiting for a worker, as many as it queues; images that \
+                 exist are still served, try this one again in a minute"
+            ),
+            QUEUE_FULL_RETRY_SECS,
+        ));
+    }
+    if anonymous
+        && settings.max_queued_per_address > 0
+        && submitter.address.is_some()
+        && theirs >= settings.max_queued_per_address
+    {
+        return Err(ApiError::busy(
+            format!(
+                "this address has {theirs} builds waiting for a worker, as many as kiln queues \
+                 per client without a token; try again once they have started, or send a token"
+            ),
+            QUEUE_FULL_RETRY_SECS,
+        ));
+    }
+    Ok(())
 }
 
 /// `[oras://]host/repository:tag` → (`repository`, `tag`).

@@ -16,7 +16,7 @@ use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
 use super::AppState;
-use crate::store::{BuildRecord, BuildStatus, ContainerRequest, ImageOutput, StoreError};
+use crate::store::{BuildRecord, BuildStatus, ContainerRequest, ImageOutput, LOG_PAGE, StoreError};
 
 /// Shown in the footer and appended to the stylesheet URL, so a new release's CSS is never
 /// shadowed by a cached old one.
@@ -45,17 +45,24 @@ async fn build_page(
     let Some(record) = state.public_build(&id).await.map_err(store_failed)? else {
         return Err(not_found("build", &id));
     };
-    // Read after the record: once the record says DONE, the log is complete.
+    // Read after the record: once the record says DONE, the log is complete. The page shows
+    // the log's last page (where a failure shows), never the whole log, and links to it.
+    let length = state
+        .store
+        .read_log(&id, u64::MAX)
+        .await
+        .map_err(store_failed)?
+        .next_offset;
+    let from = length.saturating_sub(LOG_PAGE as u64);
     let log = state
         .store
-        .read_log(&id, 0)
+        .read_log(&id, from)
         .await
         .map_err(store_failed)?
         .text;
-    Ok(page(
-        StatusCode::OK,
-        &BuildPage::new(record, log, Utc::now()),
-    ))
+    let mut page_data = BuildPage::new(record, log, Utc::now());
+    page_data.log_skipped = from;
+    Ok(page(StatusCode::OK, &page_data))
 }
 
 /// One container request and, if it needed one, the state of its build.
@@ -230,6 +237,8 @@ struct BuildPage {
     environment: String,
     lock: Option<String>,
     log: String,
+    /// Bytes at the start of the log the page leaves out (it shows the last page).
+    log_skipped: u64,
 }
 
 impl BuildPage {
@@ -270,6 +279,7 @@ impl BuildPage {
             environment: record.environment,
             lock: record.lock,
             log,
+            log_skipped: 0,
             id: record.id,
             key: record.key,
             attempt: record.attempt,
@@ -375,7 +385,7 @@ mod tests {
     use crate::registry::RegistryState;
     use crate::store::{
         ArchTag, BuildOutcome, ImageKey, LibraryImage, LibraryItem, LibraryKey, LibraryLevel,
-        LibraryPath, LogSlice, NewBuild, SqliteStore, Store, Submitted,
+        LibraryPath, LogSlice, NewBuild, SqliteStore, Store, Submitted, Submitter,
     };
 
     /// kiln's state over a fresh database in a temporary directory.
@@ -652,7 +662,19 @@ mod tests {
 
     #[async_trait]
     impl Store for BrokenStore {
-        async fn submit(&self, _: NewBuild) -> Result<Submitted, StoreError> {
+        async fn submit_as(&self, _: NewBuild, _: &Submitter) -> Result<Submitted, StoreError> {
+            Err(broken())
+        }
+        async fn submitter(&self, _: &str) -> Result<Option<Submitter>, StoreError> {
+            Err(broken())
+        }
+        async fn queued_builds(&self, _: Option<&str>) -> Result<(u64, u64), StoreError> {
+            Err(broken())
+        }
+        async fn prune_requests(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            Err(broken())
+        }
+        async fn prune_logs(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
             Err(broken())
         }
         async fn build(&self, _: &str) -> Result<Option<BuildRecord>, StoreError> {

@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::Command;
 
+use super::log::{BoundedLines, MAX_LINE_LIMIT};
 use crate::config::{BuildSettings, Isolation};
 use crate::spec::Platform;
 
@@ -263,8 +264,9 @@ impl Buildah {
         let mut group = ProcessGroupGuard(child.id());
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let mut stdout = BufReader::new(stdout).lines();
-        let mut stderr = BufReader::new(stderr).lines();
+        // Bounded: a step printing one endless line costs one capped line of memory.
+        let mut stdout = BoundedLines::new(BufReader::new(stdout), MAX_LINE_LIMIT);
+        let mut stderr = BoundedLines::new(BufReader::new(stderr), MAX_LINE_LIMIT);
         let (mut out_open, mut err_open) = (true, true);
         while out_open || err_open {
             tokio::select! {

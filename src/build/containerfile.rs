@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use super::buildah::{BuildOptions, Buildah, BuildahError, Credentials};
 use super::{Backend, BuildLog};
@@ -165,7 +164,10 @@ impl Backend for ContainerfileBuilder {
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
         let work = self.settings.work_dir.join(&build.id);
         let local = local_tag(&build.id);
-        let result = self.build(build, &work, &local, log).await;
+        let result = match super::fresh_work_dir(&work).await {
+            Ok(()) => self.build(build, &work, &local, log).await,
+            Err(reason) => Err(reason),
+        };
         // A Dockerfile's work directory is small: removed before answering.
         super::remove_work_dir(&work).await;
         finish(&self.buildah, &local, result).await
@@ -324,33 +326,54 @@ pub(super) async fn finish(
 
 /// Runs a buildah step whose output arrives through a sync callback, appending each line to
 /// `log` as it comes (so clients following the log watch the build) and returning the last
-/// ones for a failure reason. `step` gets the channel lines cross to the async log by (see
-/// [`forward`]); its end, when the step's future drops the sender, ends the writing.
-pub(super) async fn streamed<T>(
-    log: &BuildLog,
-    step: impl FnOnce(mpsc::UnboundedSender<String>) -> T,
-) -> (T::Output, Tail)
+/// ones for a failure reason. `step` gets the [`Lines`] its callback ([`forward`]) queues lines
+/// on; what waits for the store is bounded by the log's cap, and while a batch is being
+/// stored the step is not polled, so a fast printer waits on its pipe.
+pub(super) async fn streamed<T>(log: &BuildLog, step: impl FnOnce(Lines) -> T) -> (T::Output, Tail)
 where
     T: Future,
 {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
-    let running = step(sender);
-    let writing = async {
-        let mut tail = Tail::default();
-        while let Some(line) = receiver.recv().await {
-            tail.push(&line);
-            log.line(line).await;
-        }
-        tail
+    let lines = Lines {
+        log: log.clone(),
+        tail: Arc::default(),
+        queued: Arc::default(),
     };
-    tokio::join!(running, writing)
+    let (tail, queued) = (Arc::clone(&lines.tail), Arc::clone(&lines.queued));
+    let mut running = std::pin::pin!(step(lines));
+    let output = loop {
+        tokio::select! {
+            output = &mut running => break output,
+            () = queued.notified() => log.flush().await,
+        }
+    };
+    log.flush().await;
+    let tail = std::mem::take(
+        &mut *tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    (output, tail)
 }
 
-/// buildah's line callback for [`streamed`]: sends each line on.
-pub(super) fn forward(lines: mpsc::UnboundedSender<String>) -> impl FnMut(&str) + Send {
+/// What [`forward`] hands buildah's lines to: the log's queue and the failure tail.
+pub(super) struct Lines {
+    log: BuildLog,
+    tail: Arc<std::sync::Mutex<Tail>>,
+    /// Wakes [`streamed`] to store what was queued.
+    queued: Arc<tokio::sync::Notify>,
+}
+
+/// buildah's line callback for [`streamed`]: queues each line for the log and keeps the last
+/// ones (also those a full log drops) for the failure reason.
+pub(super) fn forward(lines: Lines) -> impl FnMut(&str) + Send {
     move |line| {
-        // The receiver lives until every sender is gone; a send cannot fail.
-        let _ = lines.send(line.to_owned());
+        lines
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(line);
+        lines.log.push(line);
+        lines.queued.notify_one();
     }
 }
 

@@ -153,7 +153,10 @@ impl Backend for DefinitionBuilder {
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
         let work = self.settings.work_dir.join(&build.id);
         let local = format!("localhost/kiln-definition:{}", build.id.replace('_', "-"));
-        let result = self.build(build, &work, &local, log).await;
+        let result = match super::fresh_work_dir(&work).await {
+            Ok(()) => self.build(build, &work, &local, log).await,
+            Err(reason) => Err(reason),
+        };
         super::remove_work_dir_later(work);
         finish(&self.buildah, &local, result).await
     }

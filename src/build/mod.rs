@@ -9,6 +9,7 @@
 pub mod buildah;
 pub mod containerfile;
 pub mod definition;
+pub mod log;
 pub mod native;
 pub mod python;
 pub mod queue;
@@ -16,47 +17,25 @@ mod sif;
 
 use async_trait::async_trait;
 
-use crate::store::{BuildOutcome, BuildRecord, Store};
+pub use log::{BuildLog, LogLimits};
 
-/// Where a running build writes its log: the store, line by line, so clients can follow it.
-#[derive(Clone)]
-pub struct BuildLog {
-    store: std::sync::Arc<dyn Store>,
-    id: String,
-}
-
-impl std::fmt::Debug for BuildLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuildLog")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl BuildLog {
-    /// The log of build `id`.
-    pub fn new(store: std::sync::Arc<dyn Store>, id: impl Into<String>) -> Self {
-        BuildLog {
-            store,
-            id: id.into(),
-        }
-    }
-
-    /// Appends one line. A log that cannot be written is reported, never fatal to the build.
-    pub async fn line(&self, text: impl AsRef<str>) {
-        let mut line = text.as_ref().to_owned();
-        line.push('\n');
-        if let Err(err) = self.store.append_log(&self.id, &line).await {
-            tracing::warn!(build = %self.id, error = %err, "writing the build log failed");
-        }
-    }
-}
+use crate::store::{BuildOutcome, BuildRecord};
 
 /// Something that can build an image from a build record.
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Builds `build`, writing progress to `log`. The outcome is recorded by the caller.
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome;
+}
+
+/// Gives a build an empty work directory: whatever an earlier attempt of the same build left
+/// there (kiln was killed mid-build, a lease ran out) is removed, never trusted; a staging
+/// prefix with packages already in it once made a retried build install nothing.
+pub(crate) async fn fresh_work_dir(work: &std::path::Path) -> Result<(), String> {
+    remove_work_dir(work).await;
+    tokio::fs::create_dir_all(work)
+        .await
+        .map_err(|err| format!("cannot create the work directory {}: {err}", work.display()))
 }
 
 /// Deletes a build's work directory in the background: a SIF build leaves a gigabyte of staged

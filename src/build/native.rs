@@ -172,6 +172,9 @@ pub(super) type Failure = String;
 impl Backend for NativeBuilder {
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
         let work = self.work_dir.join(&build.id);
+        if let Err(reason) = super::fresh_work_dir(&work).await {
+            return BuildOutcome::Failed { reason };
+        }
         let outcome = match self.build(build, &work, log).await {
             Ok(outcome) => outcome,
             Err(reason) => BuildOutcome::Failed { reason },

@@ -17,10 +17,13 @@ use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, BuildLog};
+use super::containerfile::ContainerfileRequest;
+use super::definition::DefinitionRequest;
+use super::{Backend, BuildLog, LogLimits};
+use crate::config::BuildSettings;
 use crate::metrics::Metrics;
 use crate::store::{
-    BuildOutcome, BuildRecord, BuildStatus, NewBuild, Store, StoreError, Submitted,
+    BuildOutcome, BuildRecord, BuildStatus, NewBuild, Store, StoreError, Submitted, Submitter,
 };
 
 /// How long a claim lasts without a heartbeat. Long enough to ride out a slow database write,
@@ -31,6 +34,55 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(45);
 /// through this queue wake them at once.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 
+/// What every build is bounded by: its time, how often it is taken up, its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildBounds {
+    /// The time limit of builds whose kind has none of its own.
+    pub timeout: Duration,
+    /// Time limits of package builds, `containerFile` builds and definition files.
+    pub native_timeout: Option<Duration>,
+    pub containerfile_timeout: Option<Duration>,
+    pub definition_timeout: Option<Duration>,
+    /// How often a build is taken up at most; a build whose workers stopped (crashed, lost
+    /// the lease) this often fails instead.
+    pub max_attempts: u32,
+    /// Bounds of each build's log.
+    pub log: LogLimits,
+}
+
+impl Default for BuildBounds {
+    fn default() -> Self {
+        Self::from_settings(&BuildSettings::default())
+    }
+}
+
+impl BuildBounds {
+    /// The bounds `settings` give.
+    pub fn from_settings(settings: &BuildSettings) -> Self {
+        let secs = |secs: Option<u64>| secs.map(Duration::from_secs);
+        BuildBounds {
+            timeout: Duration::from_secs(settings.timeout_secs),
+            native_timeout: secs(settings.timeouts.native),
+            containerfile_timeout: secs(settings.timeouts.containerfile),
+            definition_timeout: secs(settings.timeouts.definition),
+            max_attempts: settings.max_attempts.max(1),
+            log: settings.log_limits(),
+        }
+    }
+
+    /// The time limit of `build`, by its kind.
+    pub fn timeout_of(&self, build: &BuildRecord) -> Duration {
+        let own = if ContainerfileRequest::is_containerfile(&build.request) {
+            self.containerfile_timeout
+        } else if DefinitionRequest::is_definition(&build.request) {
+            self.definition_timeout
+        } else {
+            self.native_timeout
+        };
+        own.unwrap_or(self.timeout)
+    }
+}
+
 /// Submits builds and runs them on a pool of workers. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
@@ -38,6 +90,7 @@ pub struct Queue {
     workers: usize,
     lease: Duration,
     poll: Duration,
+    bounds: BuildBounds,
     /// Where workers count the builds they run, when set.
     metrics: Option<Arc<Metrics>>,
 }
@@ -92,8 +145,15 @@ impl Queue {
             workers,
             lease: DEFAULT_LEASE,
             poll: DEFAULT_POLL,
+            bounds: BuildBounds::default(),
             metrics: None,
         }
+    }
+
+    /// Sets the time limits, the cap on attempts and the log bounds of the builds workers run.
+    pub fn with_bounds(mut self, bounds: BuildBounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     /// Sets how long a claim lasts without a heartbeat (renewed every third of it). Shorter
@@ -123,7 +183,13 @@ impl Queue {
     /// Records a build for `new.key`, or joins the unfinished one (the store keeps one per key,
     /// across processes), and wakes the workers when the build is new.
     pub async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError> {
-        let submitted = self.shared.store.submit(new).await?;
+        self.submit_as(new, &Submitter::default()).await
+    }
+
+    /// [`submit`](Self::submit), recording `by` as the submitter of a new build (who may
+    /// cancel it, whose queued builds it counts among).
+    pub async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError> {
+        let submitted = self.shared.store.submit_as(new, by).await?;
         if submitted.created {
             self.shared.wake.notify_waiters();
         }
@@ -297,10 +363,38 @@ impl Worker {
     /// shut down meanwhile.
     async fn build(&self, build: BuildRecord) -> Result<(), Stopped> {
         let shared = &self.queue.shared;
+        let bounds = self.queue.bounds;
         let id = build.id.clone();
-        let log = BuildLog::new(Arc::clone(&shared.store), &id);
-        tracing::info!(build = %id, worker = %self.id, "build started");
-        log.line(format!("build {id} started")).await;
+        let log = BuildLog::with_limits(Arc::clone(&shared.store), &id, bounds.log);
+        if build.claims > bounds.max_attempts {
+            let reason = format!(
+                "gave up after {} attempts: each time, the worker building it stopped before \
+                 the end (kiln restarted or lost the build's lease)",
+                bounds.max_attempts
+            );
+            tracing::warn!(build = %id, reason = %reason, "build failed");
+            log.status_line(format!("build failed: {reason}")).await;
+            if let Err(err) = shared
+                .store
+                .finish(&id, BuildOutcome::Failed { reason })
+                .await
+            {
+                tracing::error!(build = %id, error = %err, "recording the build's outcome failed");
+            }
+            return Ok(());
+        }
+        tracing::info!(build = %id, worker = %self.id, attempt = build.claims, "build started");
+        if build.claims > 1 {
+            log.status_line(format!(
+                "build {id} started again (attempt {} of {}): an earlier worker stopped \
+                 before the end; its leftovers are removed",
+                build.claims, bounds.max_attempts
+            ))
+            .await;
+        } else {
+            log.status_line(format!("build {id} started")).await;
+        }
+        let timeout = bounds.timeout_of(&build);
         let started = Instant::now();
         // A guard: a build abandoned below (lease lost, shutdown, task aborted) comes off the
         // in-progress gauge without counting as finished.
@@ -317,6 +411,14 @@ impl Worker {
 
         let outcome = tokio::select! {
             result = running.join_next() => outcome_of(result),
+            () = tokio::time::sleep(timeout) => {
+                // Aborted and waited for, so the backend's processes are gone (a dropped
+                // buildah run kills its process group) before the build is recorded.
+                running.shutdown().await;
+                BuildOutcome::Failed {
+                    reason: format!("timed out after {} s", timeout.as_secs()),
+                }
+            }
             () = cancelled.cancelled() => {
                 tracing::info!(build = %id, worker = %self.id, "build cancelled");
                 return Ok(());
@@ -324,18 +426,18 @@ impl Worker {
             lost = self.heartbeat(&id) => {
                 if matches!(shared.store.build(&id).await, Ok(Some(b)) if b.status == BuildStatus::Done) {
                     tracing::info!(build = %id, worker = %self.id, "build ended elsewhere");
-                    log.line("the build was ended elsewhere (cancelled), so this worker stopped it")
+                    log.status_line("the build was ended elsewhere (cancelled), so this worker stopped it")
                         .await;
                     return Ok(());
                 }
                 tracing::warn!(build = %id, worker = %self.id, error = %lost, "build abandoned");
-                log.line("this worker lost the build's lease, so another worker builds it")
+                log.status_line("this worker lost the build's lease, so another worker builds it")
                     .await;
                 return Ok(());
             }
             () = self.stop.cancelled() => {
                 tracing::info!(build = %id, worker = %self.id, "build abandoned at shutdown");
-                log.line("kiln stopped during the build; it will be built again").await;
+                log.status_line("kiln stopped during the build; it will be built again").await;
                 return Err(Stopped);
             }
         };
@@ -345,13 +447,16 @@ impl Worker {
         match &outcome {
             BuildOutcome::Succeeded { .. } => {
                 tracing::info!(build = %id, seconds, "build succeeded");
-                log.line(format!("build succeeded in {seconds:.1} s")).await;
+                log.status_line(format!("build succeeded in {seconds:.1} s"))
+                    .await;
             }
             BuildOutcome::Failed { reason } => {
                 tracing::info!(build = %id, seconds, reason = %reason, "build failed");
-                log.line(format!("build failed: {reason}")).await;
+                log.status_line(format!("build failed: {reason}")).await;
             }
         }
+        // Last, so a log that reached its cap ends saying how much it dropped.
+        log.close().await;
         // Counted before the store says the build is done, so whoever sees it done (a waiter,
         // a test) also sees it counted.
         if let Some(running) = running_metric {
@@ -755,6 +860,173 @@ mod tests {
         }
         let next = store.build(&next).await.unwrap().unwrap();
         assert_eq!(next.status, BuildStatus::Building);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_build_past_its_time_limit_fails_and_the_worker_goes_on() {
+        let dir = TempDir::new().unwrap();
+        let backend = Counting::new(Duration::from_secs(600));
+        let bounds = BuildBounds {
+            native_timeout: Some(Duration::from_secs(1)),
+            ..BuildBounds::default()
+        };
+        let queue = Queue::new(open(&dir).await, backend.clone(), 1).with_bounds(bounds);
+        let _workers = queue.start();
+
+        let id = queue.submit(request(&key(11))).await.unwrap().build.id;
+        let done = queue.wait(&id, WAIT).await.unwrap();
+        assert_eq!(done.succeeded, Some(false));
+        assert_eq!(done.reason.as_deref(), Some("timed out after 1 s"));
+        let log = queue.store().read_log(&id, 0).await.unwrap().text;
+        assert!(
+            log.ends_with("build failed: timed out after 1 s\n"),
+            "{log}"
+        );
+
+        // The worker is free again: the next build runs (and times out too).
+        let next = queue.submit(request(&key(12))).await.unwrap().build.id;
+        queue.wait(&next, WAIT).await.unwrap();
+        assert_eq!(backend.runs(), 2);
+    }
+
+    #[test]
+    fn time_limits_go_by_the_kind_of_build() {
+        let settings = BuildSettings {
+            timeout_secs: 100,
+            timeouts: crate::config::KindTimeouts {
+                native: None,
+                containerfile: Some(5),
+                definition: Some(7),
+            },
+            ..BuildSettings::default()
+        };
+        let bounds = BuildBounds::from_settings(&settings);
+        let mut build = BuildRecord {
+            request: r#"{"entries":["samtools"]}"#.into(),
+            ..sample_record()
+        };
+        assert_eq!(bounds.timeout_of(&build), Duration::from_secs(100));
+        build.request = r#"{"containerfile":{"platform":"linux/amd64"}}"#.into();
+        assert_eq!(bounds.timeout_of(&build), Duration::from_secs(5));
+        assert_eq!(BuildBounds::default().timeout, Duration::from_secs(3600));
+        assert_eq!(BuildBounds::default().max_attempts, 3);
+    }
+
+    fn sample_record() -> BuildRecord {
+        BuildRecord {
+            id: "bd-0000000000000000_1".into(),
+            key: key(0),
+            attempt: 1,
+            image: String::new(),
+            format: "docker".into(),
+            platforms: vec![],
+            request: String::new(),
+            containerfile: String::new(),
+            environment: String::new(),
+            status: BuildStatus::Pending,
+            succeeded: None,
+            reason: None,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+            lock: None,
+            digest: None,
+            outputs: vec![],
+            claims: 0,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_build_whose_workers_keep_dying_fails_after_the_last_attempt() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir).await;
+        let backend = Counting::new(Duration::ZERO);
+        let id = store.submit(request(&key(13))).await.unwrap().build.id;
+        // Three workers took it and died (their leases run out at once).
+        for dead in ["dead-1", "dead-2", "dead-3"] {
+            let claimed = store.claim_next(dead, Duration::ZERO).await.unwrap();
+            assert_eq!(claimed.map(|b| b.id).as_deref(), Some(id.as_str()));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let queue = Queue::new(Arc::clone(&store), backend.clone(), 1);
+        let _workers = queue.start();
+        let done = queue.wait(&id, WAIT).await.unwrap();
+        assert_eq!(done.succeeded, Some(false));
+        let reason = done.reason.unwrap_or_default();
+        assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
+        assert_eq!(backend.runs(), 0, "a fourth attempt never ran");
+
+        // A build taken over once more is tried again, and its log says so.
+        let second = store.submit(request(&key(14))).await.unwrap().build.id;
+        store.claim_next("dead", Duration::ZERO).await.unwrap();
+        let done = queue.wait(&second, WAIT).await.unwrap();
+        assert_eq!(done.succeeded, Some(true));
+        let log = store.read_log(&second, 0).await.unwrap().text;
+        assert!(log.contains("started again (attempt 2 of 3)"), "{log}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_flooding_backend_leaves_a_capped_log() {
+        struct Flood;
+        #[async_trait]
+        impl Backend for Flood {
+            async fn run(&self, _build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+                log.line("x".repeat(100_000)).await;
+                for n in 0..10_000 {
+                    log.push(&format!("line {n}"));
+                }
+                log.flush().await;
+                BuildOutcome::Failed {
+                    reason: "flooded".into(),
+                }
+            }
+        }
+        let dir = TempDir::new().unwrap();
+        let bounds = BuildBounds {
+            log: LogLimits {
+                max_line: 1000,
+                max_total: 20_000,
+            },
+            ..BuildBounds::default()
+        };
+        let queue = Queue::new(open(&dir).await, Arc::new(Flood), 1).with_bounds(bounds);
+        let _workers = queue.start();
+        let id = queue.submit(request(&key(15))).await.unwrap().build.id;
+        queue.wait(&id, WAIT).await.unwrap();
+        let store = queue.store();
+        let mut log = String::new();
+        let mut offset = 0;
+        loop {
+            let page = store.read_log(&id, offset).await.unwrap();
+            if page.text.is_empty() {
+                break;
+            }
+            log.push_str(&page.text);
+            offset = page.next_offset;
+        }
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(
+            lines[1],
+            format!("{} [… 99000 bytes cut]", "x".repeat(1000))
+        );
+        assert_eq!(lines[lines.len() - 2], "build failed: flooded");
+        // Every line pushed: the cut line, then "line 0" … "line 9999" with newlines.
+        let total: usize = lines[1].len()
+            + 1
+            + (0..10_000)
+                .map(|n| format!("line {n}\n").len())
+                .sum::<usize>();
+        let kept: usize = lines[1..lines.len() - 2]
+            .iter()
+            .map(|line| line.len() + 1)
+            .sum();
+        assert!(log.len() < 21_000, "{}", log.len());
+        let first_line = lines[0].len() + 1;
+        assert_eq!(
+            lines[lines.len() - 1],
+            format!("log truncated, {} bytes dropped", total - kept),
+            "{first_line}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

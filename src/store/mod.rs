@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 pub use model::{
     ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, ImageOutput,
-    LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
-    Submitted, UnknownStatus, build_id, is_valid_key,
+    LOG_PAGE, LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
+    Submitted, Submitter, UnknownStatus, build_id, is_valid_key,
 };
 pub use sqlite::SqliteStore;
 
@@ -52,7 +52,25 @@ pub enum StoreError {
 pub trait Store: Send + Sync {
     /// Joins the unfinished build for `new.key` if there is one (single
     /// flight, also across processes); otherwise starts the next attempt.
-    async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError>;
+    async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError> {
+        self.submit_as(new, &Submitter::default()).await
+    }
+
+    /// [`submit`](Self::submit), recording `by` with a new build (a joined build keeps its
+    /// first submitter).
+    async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError>;
+
+    /// Who submitted build `id` (`None`: there is no such build).
+    async fn submitter(&self, id: &str) -> Result<Option<Submitter>, StoreError>;
+
+    /// How many builds wait to be claimed: all of them, and those submitted from `address`.
+    async fn queued_builds(&self, address: Option<&str>) -> Result<(u64, u64), StoreError>;
+
+    /// Deletes container requests recorded before `before`; returns how many.
+    async fn prune_requests(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Deletes the logs of builds that finished before `before`; returns how many builds'.
+    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// The build with this id, if there is one.
     async fn build(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
@@ -68,7 +86,7 @@ pub trait Store: Send + Sync {
 
     /// Takes the oldest PENDING build, or a BUILDING one whose lease ran out
     /// (its worker crashed), and makes it BUILDING for `worker` until
-    /// `now + lease`. Concurrent claimers, in any process, never get the same
+    /// `now + lease`, counting the claim in [`BuildRecord::claims`]. Concurrent claimers, in any process, never get the same
     /// build; `None` when there is nothing to do.
     async fn claim_next(
         &self,
@@ -87,11 +105,13 @@ pub trait Store: Send + Sync {
     /// Appends to the build's log and returns its new length in bytes.
     async fn append_log(&self, id: &str, chunk: &str) -> Result<u64, StoreError>;
 
-    /// The log from byte `offset` on. An offset inside a character is rounded
-    /// down to its start; one past the end gives empty text.
+    /// One page of the log from byte `offset` on (see [`LogSlice`]). An offset
+    /// inside a character is rounded down to its start; one past the end gives
+    /// empty text.
     async fn read_log(&self, id: &str, offset: u64) -> Result<LogSlice, StoreError>;
 
-    /// Records a container request; its id must be new.
+    /// Records a container request; one with the id of a recorded one (the same client asking
+    /// for the same thing again) only renews that one's time, so repeated requests add no rows.
     async fn add_request(&self, request: &ContainerRequest) -> Result<(), StoreError>;
 
     /// The container request with this id, if there is one.
@@ -189,6 +209,8 @@ pub(crate) mod contract {
                 expired_leases_are_reclaimed,
                 only_the_lease_holder_renews,
                 container_requests_round_trip,
+                submitters_are_kept_and_queued_builds_counted,
+                logs_are_read_in_pages_and_pruned,
                 users_are_claimed_once_and_tokens_name_them,
                 library_items_nest_and_creation_is_idempotent,
                 library_images_upload_and_get_arch_tags,
@@ -378,12 +400,115 @@ pub(crate) mod contract {
         );
         assert_eq!(
             again.request(&pass_through.id).await.unwrap(),
-            Some(pass_through)
+            Some(pass_through.clone())
         );
         assert_eq!(again.request("000000000000").await.unwrap(), None);
+        // Recording the same id again adds no row; it renews the record's time.
+        let later = ContainerRequest {
+            created_at: with_build.created_at + chrono::TimeDelta::days(3),
+            ..with_build.clone()
+        };
+        store.add_request(&later).await.unwrap();
+        assert_eq!(again.request(&with_build.id).await.unwrap(), Some(later));
+
+        // Pruning deletes records last used before the cut.
+        let cut = with_build.created_at + chrono::TimeDelta::days(1);
+        assert_eq!(store.prune_requests(cut).await.unwrap(), 1);
+        assert_eq!(again.request(&pass_through.id).await.unwrap(), None);
+        assert!(again.request(&with_build.id).await.unwrap().is_some());
+    }
+
+    pub(crate) async fn submitters_are_kept_and_queued_builds_counted(h: &impl Harness) {
+        let store = h.open().await;
+        let alice = Submitter {
+            token_hash: Some("a1".repeat(32)),
+            address: Some("192.0.2.1".into()),
+        };
+        let first = store.submit_as(request(&key(60)), &alice).await.unwrap();
+        // Joining keeps the first submitter.
+        let joined = store.submit(request(&key(60))).await.unwrap();
+        assert!(!joined.created);
+        assert_eq!(
+            store.submitter(&first.build.id).await.unwrap(),
+            Some(alice.clone())
+        );
+        store.submit(request(&key(61))).await.unwrap();
+        let other = store.submit(request(&key(62))).await.unwrap().build;
+        assert_eq!(
+            store.submitter(&other.id).await.unwrap(),
+            Some(Submitter::default())
+        );
+        assert_eq!(
+            store.submitter("bd-0000000000000000_1").await.unwrap(),
+            None
+        );
+
+        assert_eq!(
+            store.queued_builds(Some("192.0.2.1")).await.unwrap(),
+            (3, 1)
+        );
+        assert_eq!(store.queued_builds(None).await.unwrap(), (3, 0));
+        // Claimed builds wait no more.
+        let claimed = store.claim_next("w1", LEASE).await.unwrap().unwrap();
+        assert_eq!(claimed.id, first.build.id);
+        assert_eq!(claimed.claims, 1);
+        assert_eq!(
+            store.queued_builds(Some("192.0.2.1")).await.unwrap(),
+            (2, 0)
+        );
+    }
+
+    pub(crate) async fn logs_are_read_in_pages_and_pruned(h: &impl Harness) {
+        let store = h.open().await;
+        let id = store.submit(request(&key(63))).await.unwrap().build.id;
+        let line = format!("{}\n", "z".repeat(999));
+        for _ in 0..200 {
+            store.append_log(&id, &line).await.unwrap();
+        }
+        let mut offset = 0;
+        let mut pages = 0;
+        let mut read = 0;
+        loop {
+            let page = store.read_log(&id, offset).await.unwrap();
+            if page.text.is_empty() {
+                assert_eq!(page.next_offset, 200_000);
+                break;
+            }
+            assert!(page.text.len() <= LOG_PAGE + 1000, "{}", page.text.len());
+            assert_eq!(page.next_offset, offset + page.text.len() as u64);
+            read += page.text.len();
+            offset = page.next_offset;
+            pages += 1;
+        }
+        assert_eq!((read, pages), (200_000, 200_000usize.div_ceil(LOG_PAGE)));
+
+        // Only logs of builds finished before the cut go.
+        let running = store.submit(request(&key(64))).await.unwrap().build.id;
+        store.append_log(&running, "still going\n").await.unwrap();
+        store.finish(&id, failed()).await.unwrap();
+        let now = chrono::Utc::now();
+        assert_eq!(
+            store
+                .prune_logs(now - chrono::TimeDelta::hours(1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_logs(now + chrono::TimeDelta::hours(1))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.read_log(&id, 0).await.unwrap().text, "");
         assert!(
-            store.add_request(&with_build).await.is_err(),
-            "request ids are unique"
+            store.build(&id).await.unwrap().is_some(),
+            "the record stays"
+        );
+        assert_eq!(
+            store.read_log(&running, 0).await.unwrap().text,
+            "still going\n"
         );
     }
 

@@ -67,6 +67,15 @@ pub struct NewBuild {
     pub environment: String,
 }
 
+/// Who submitted a build: what cancelling and the caps on queued builds go by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Submitter {
+    /// sha256 (lowercase hex) of the token the request came with; `None` without one.
+    pub token_hash: Option<String>,
+    /// The client's IP address, when known.
+    pub address: Option<String>,
+}
+
 /// One pushed image, per platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageOutput {
@@ -107,6 +116,10 @@ pub struct BuildRecord {
     /// Manifest or index digest of the pushed image.
     pub digest: Option<String>,
     pub outputs: Vec<ImageOutput>,
+    /// How often a worker has taken the build; more than one means earlier workers stopped
+    /// (a crash, a lost lease). Internal, not shown.
+    #[serde(skip)]
+    pub claims: u32,
 }
 
 /// A client's request for a container (Wave's `POST /v1alpha2/container`), kept so its status
@@ -151,12 +164,17 @@ pub struct Submitted {
     pub created: bool,
 }
 
-/// Log text from some offset to the end; poll again from `next_offset`.
+/// One page of log text from some offset: at most about [`LOG_PAGE`] bytes (or one longer
+/// chunk). Read on from `next_offset`; an empty page means the log has no more yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogSlice {
     pub text: String,
+    /// Where the next page starts: the end of `text`, or the log's length when it is empty.
     pub next_offset: u64,
 }
+
+/// The size a log page stops growing at; readers never hold a whole log.
+pub const LOG_PAGE: usize = 64 << 10;
 
 /// A level of the Singularity library, `library://entity/collection/container`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -15,9 +15,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, LibraryImage,
-    LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild, Store, StoreError,
-    Submitted, build_id, is_valid_key,
+    ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, LOG_PAGE,
+    LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild, Store,
+    StoreError, Submitted, Submitter, build_id, is_valid_key,
 };
 
 /// How often `submit` re-reads after losing an insert race; one retry finds
@@ -103,6 +103,11 @@ fn migrator() -> Migrator {
             "accounts",
             include_str!("../../migrations/sqlite/0004_accounts.sql"),
         ),
+        migration(
+            5,
+            "bounds",
+            include_str!("../../migrations/sqlite/0005_bounds.sql"),
+        ),
     ])
 }
 
@@ -149,7 +154,7 @@ macro_rules! select_container {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError> {
+    async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError> {
         if !is_valid_key(&new.key) {
             return Err(StoreError::InvalidKey { key: new.key });
         }
@@ -170,8 +175,9 @@ impl Store for SqliteStore {
             let attempt = last.unwrap_or(0) + 1;
             let inserted = sqlx::query(
                 "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
-                                     containerfile, environment, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10)
+                                     containerfile, environment, status, created_at,
+                                     owner_token, submitter_address)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12)
                  RETURNING *",
             )
             .bind(build_id(&new.key, attempt))
@@ -184,6 +190,8 @@ impl Store for SqliteStore {
             .bind(&new.containerfile)
             .bind(&new.environment)
             .bind(time_text(now()))
+            .bind(&by.token_hash)
+            .bind(&by.address)
             .fetch_one(&self.pool)
             .await;
             match inserted {
@@ -199,6 +207,60 @@ impl Store for SqliteStore {
             }
         }
         unreachable!("the last try returns")
+    }
+
+    async fn submitter(&self, id: &str) -> Result<Option<Submitter>, StoreError> {
+        let row = sqlx::query("SELECT owner_token, submitter_address FROM builds WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Submitter {
+                token_hash: row.try_get("owner_token")?,
+                address: row.try_get("submitter_address")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn queued_builds(&self, address: Option<&str>) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total,
+                    COALESCE(SUM(submitter_address IS NOT NULL AND submitter_address = $1), 0)
+                        AS theirs
+             FROM builds WHERE status = 'PENDING'",
+        )
+        .bind(address)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("total")?, row.try_get("theirs")?))
+    }
+
+    async fn prune_requests(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let pruned = sqlx::query("DELETE FROM container_requests WHERE created_at < $1")
+            .bind(time_text(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(pruned.rows_affected())
+    }
+
+    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        // Per build, so one pass never holds the write lock for millions of rows at once.
+        let old: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM builds b
+             WHERE status = 'DONE' AND finished_at < $1
+               AND EXISTS (SELECT 1 FROM build_logs l WHERE l.build_id = b.id)",
+        )
+        .bind(time_text(before))
+        .fetch_all(&self.pool)
+        .await?;
+        for id in &old {
+            sqlx::query("DELETE FROM build_logs WHERE build_id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(old.len() as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -244,7 +306,8 @@ impl Store for SqliteStore {
         // on one row. Builds `start`ed without a lease (NULL) never expire.
         let now = now();
         let row = sqlx::query(
-            "UPDATE builds SET status = 'BUILDING', worker = $1, lease_until = $2, started_at = $3
+            "UPDATE builds SET status = 'BUILDING', worker = $1, lease_until = $2, started_at = $3,
+                               claims = claims + 1
              WHERE id = (SELECT id FROM builds
                          WHERE status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3)
                          ORDER BY created_at, id
@@ -317,9 +380,12 @@ impl Store for SqliteStore {
         // One statement: SQLite runs it atomically, so concurrent appends cannot
         // pick the same seq (Postgres will need a row lock or a retry here).
         let end = sqlx::query_scalar(
+            // The last chunk by the primary key, not MAX over all of them: appending to a
+            // long log stays one index lookup.
             "INSERT INTO build_logs (build_id, seq, end_offset, chunk)
-             SELECT $1, COALESCE(MAX(seq), 0) + 1, COALESCE(MAX(end_offset), 0) + $2, $3
-             FROM build_logs WHERE build_id = $1
+             SELECT $1, COALESCE(last.seq, 0) + 1, COALESCE(last.end_offset, 0) + $2, $3
+             FROM (SELECT 1) LEFT JOIN (SELECT seq, end_offset FROM build_logs
+                                        WHERE build_id = $1 ORDER BY seq DESC LIMIT 1) last
              RETURNING end_offset",
         )
         .bind(id)
@@ -337,37 +403,47 @@ impl Store for SqliteStore {
     }
 
     async fn read_log(&self, id: &str, from: u64) -> Result<LogSlice, StoreError> {
-        // The build row is always there (or the build is unknown); chunk
-        // columns are NULL when nothing lies past `from`.
-        let rows = sqlx::query(
-            "SELECT (SELECT COALESCE(MAX(end_offset), 0) FROM build_logs WHERE build_id = b.id)
-                        AS total,
-                    l.end_offset, l.chunk
-             FROM builds b
-             LEFT JOIN build_logs l ON l.build_id = b.id AND l.end_offset > $2
-             WHERE b.id = $1
-             ORDER BY l.seq",
+        use futures_util::TryStreamExt as _;
+        // The log's length from its last chunk (NULL without one; no row: no such build).
+        let total: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT (SELECT end_offset FROM build_logs WHERE build_id = b.id
+                     ORDER BY seq DESC LIMIT 1)
+             FROM builds b WHERE b.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(total) = total else {
+            return Err(StoreError::BuildNotFound { id: id.into() });
+        };
+        let total = total.map_or(0, |total| total as u64);
+        // Chunks stream in seq order and the read stops once a page is full, so a page holds
+        // at most LOG_PAGE bytes and one chunk, whatever the log's length.
+        let mut rows = sqlx::query(
+            "SELECT end_offset, chunk FROM build_logs
+             WHERE build_id = $1 AND end_offset > $2 ORDER BY seq",
         )
         .bind(id)
         .bind(i64::try_from(from).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        let Some(first) = rows.first() else {
-            return Err(StoreError::BuildNotFound { id: id.into() });
-        };
-        let next_offset = first.try_get("total")?;
+        .fetch(&self.pool);
         let mut text = String::new();
-        for row in &rows {
-            let end: Option<u64> = row.try_get("end_offset")?;
-            let (Some(end), Some(chunk)) = (end, row.try_get::<Option<String>, _>("chunk")?) else {
-                break;
-            };
+        let mut page_start = None;
+        while let Some(row) = rows.try_next().await? {
+            let end: u64 = row.try_get("end_offset")?;
+            let chunk: String = row.try_get("chunk")?;
             let start = end.saturating_sub(chunk.len() as u64);
             // Only the first chunk can start before `from`; chunk starts are
             // char boundaries, so rounding down stays inside it.
-            let skip = usize::try_from(from.saturating_sub(start)).unwrap_or(usize::MAX);
-            text.push_str(&chunk[chunk.floor_char_boundary(skip)..]);
+            let skip = chunk.floor_char_boundary(
+                usize::try_from(from.saturating_sub(start)).unwrap_or(usize::MAX),
+            );
+            page_start.get_or_insert(start + skip as u64);
+            text.push_str(&chunk[skip..]);
+            if text.len() >= LOG_PAGE {
+                break;
+            }
         }
+        let next_offset = page_start.map_or(total, |start| start + text.len() as u64);
         Ok(LogSlice { text, next_offset })
     }
 
@@ -375,7 +451,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO container_requests
                (id, build_id, target_image, container_image, format, cached, freeze, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(&request.id)
         .bind(&request.build_id)
@@ -841,6 +918,7 @@ fn decode_columns(row: &SqliteRow, id: &str) -> Result<BuildRecord, String> {
         lock: get(row, "conda_lock")?,
         digest: get(row, "digest")?,
         outputs: json(row, "outputs")?,
+        claims: get(row, "claims")?,
     })
 }
 
