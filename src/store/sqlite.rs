@@ -31,8 +31,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating the file, not its directory) and migrates `path`.
+    /// Opens (creating the file, not its directory) and migrates `path`. The file is created
+    /// readable by kiln's user alone, and an existing one is made so (see [`restrict_modes`]).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        restrict_modes(path).map_err(|err| StoreError::Database(sqlx::Error::Io(err)))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -147,6 +149,27 @@ macro_rules! select_container {
     };
 }
 
+/// Makes the database file (and its WAL and shared-memory files, if there are any) mode 0600:
+/// it holds token hashes and users' recipes. A new file is created so before SQLite opens it;
+/// SQLite gives the `-wal` and `-shm` files it creates the database file's mode.
+fn restrict_modes(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = path.with_file_name(format!("{name}{suffix}"));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, new: NewBuild) -> Result<Submitted, StoreError> {
@@ -202,7 +225,17 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // A real write that changes nothing: the header's user version, set to what it is. It
+        // appends a frame to the WAL, so a read-only, locked or full database fails here.
+        let mut connection = self.pool.acquire().await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *connection)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {version}"
+        )))
+        .execute(&mut *connection)
+        .await?;
         Ok(())
     }
 
