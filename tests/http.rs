@@ -267,7 +267,7 @@ async fn health_reports_a_database_that_cannot_write() {
 
     let database = data.path().join("kiln.db");
     let read_only = Immutable::set(&[database.clone(), data.path().join("kiln.db-wal")]);
-    let (status, body) = health(&app.url("/health"), Duration::from_secs(10)).await;
+    let (status, body) = health(&app.url("/health"), Duration::from_secs(20)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable");
     let reason = body["reason"].as_str().expect("a reason");
@@ -295,7 +295,7 @@ async fn health_reports_a_database_that_cannot_write() {
     );
 
     drop(read_only);
-    let (status, body) = health(&app.url("/health"), Duration::from_secs(10)).await;
+    let (status, body) = health(&app.url("/health"), Duration::from_secs(20)).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -319,13 +319,13 @@ async fn health_reports_a_locked_database() {
     .expect("take the lock");
     // sqlite3 holds the lock while its input stays open.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, body) = health(&app.url("/health"), Duration::from_secs(10)).await;
+    let (status, body) = health(&app.url("/health"), Duration::from_secs(20)).await;
     assert_eq!(status, 503, "{body}");
     let reason = body["reason"].as_str().expect("a reason");
     assert!(reason.contains("locked"), "{reason}");
     drop(stdin);
     let _ = holder.wait();
-    let (status, body) = health(&app.url("/health"), Duration::from_secs(10)).await;
+    let (status, body) = health(&app.url("/health"), Duration::from_secs(20)).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -398,6 +398,8 @@ async fn failure_reasons_show_no_server_paths() {
         config.build.workers = 0;
     })
     .await;
+    let (status, _) = health(&app.url("/health"), Duration::from_secs(20)).await;
+    assert_eq!(status, 200, "kiln has migrated its database");
     let store = SqliteStore::open(&data.path().join("kiln.db"))
         .await
         .expect("the store opens beside kiln");
@@ -542,7 +544,7 @@ async fn forms_need_their_pages_csrf_token() {
         (
             None,
             format!("user=alice&form_token={token}"),
-            "without kiln's cookie",
+            "came without",
         ),
         (
             Some(cookie.as_str()),

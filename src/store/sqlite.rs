@@ -25,6 +25,11 @@ use super::{
 const SUBMIT_TRIES: usize = 3;
 
 /// Builds and logs in a SQLite database; cheap to clone (shares one pool).
+///
+/// Statements with `RETURNING` are run to their end (`fetch_all`), never stopped at their first
+/// row: the commit of such a statement happens after that row, and stopping early loses its
+/// error — on a full disk (`SQLITE_FULL`) a rolled-back insert looked done, and the next write
+/// that referred to it failed with "FOREIGN KEY constraint failed".
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -207,8 +212,9 @@ impl Store for SqliteStore {
             .bind(&new.containerfile)
             .bind(&new.environment)
             .bind(time_text(now()))
-            .fetch_one(&self.pool)
-            .await;
+            .fetch_all(&self.pool)
+            .await
+            .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
             match inserted {
                 Ok(row) => {
                     return Ok(Submitted {
@@ -255,8 +261,10 @@ impl Store for SqliteStore {
         )
         .bind(id)
         .bind(time_text(now()))
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         match row {
             Some(row) => decode(&row),
             None => Err(self.refused(id, BuildStatus::Building).await),
@@ -288,8 +296,10 @@ impl Store for SqliteStore {
         .bind(worker)
         .bind(time_text(lease_end(now, lease)))
         .bind(time_text(now))
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         row.as_ref().map(decode).transpose()
     }
 
@@ -338,8 +348,10 @@ impl Store for SqliteStore {
         .bind(digest)
         .bind(outputs)
         .bind(lock)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         match row {
             Some(row) => decode(&row),
             None => Err(self.refused(id, BuildStatus::Done).await),
@@ -358,8 +370,9 @@ impl Store for SqliteStore {
         .bind(id)
         .bind(i64::try_from(chunk.len()).expect("chunk fits in memory"))
         .bind(chunk)
-        .fetch_one(&self.pool)
-        .await;
+        .fetch_all(&self.pool)
+        .await
+        .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
         match end {
             Ok(end) => Ok(end),
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
@@ -670,8 +683,10 @@ impl Store for SqliteStore {
         .bind(arch)
         .bind(i64::try_from(size).unwrap_or(i64::MAX))
         .bind(time_text(at))
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         match row {
             Some(row) => decode_image(&row),
             None => Err(StoreError::ImageNotFound { id: id.into() }),
