@@ -123,9 +123,10 @@ pub struct HttpSettings {
     /// start to fit the process's open-file limit (`ulimit -n`), keeping a quarter of that
     /// limit (at least 64) for the database, blobs and builds.
     pub max_connections: usize,
-    /// Connections one client address may hold at once; further ones are answered 503. `0`
-    /// means no limit. Behind a reverse proxy every client has the proxy's address: raise it
-    /// or set `0` there, and let the proxy limit clients.
+    /// Connections one client address may hold while more than half of `max_connections` are
+    /// in use; further ones are answered 503 (when kiln is less busy a client may hold more).
+    /// `0` means no limit. Behind a reverse proxy every client has the proxy's address: raise
+    /// it or set `0` there, and let the proxy limit clients.
     pub max_connections_per_client: usize,
     /// Largest request body kiln's own APIs and forms take, in bytes; larger ones are answered
     /// 413. Registry uploads, SIF pushes and build contexts have limits of their own.

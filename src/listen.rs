@@ -8,8 +8,10 @@
 //!   closed.
 //! - At most `http.max_connections` connections are served at once, lowered to fit the open-file
 //!   limit; beyond that kiln stops accepting until one closes.
-//! - One client address holds at most `http.max_connections_per_client`; further connections
-//!   get a 503 at once, so a single client cannot take every slot.
+//! - While more than half of those are in use, a client address holding
+//!   `http.max_connections_per_client` or more gets a 503 at once for further connections, so a
+//!   single client cannot take every slot; while kiln is not busy, a client may open more (a
+//!   pipeline's burst of requests from one host).
 //!
 //! Depends on `config` only; `server` hands it the router.
 
@@ -54,7 +56,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
-    /// Connections per client address; `0` for no limit.
+    /// Connections per client address while more than half of `max_connections` are in use;
+    /// `0` for no limit.
     pub per_client: usize,
 }
 
@@ -122,7 +125,13 @@ pub async fn serve(
                 }
             },
         };
-        let Some(client) = clients.enter(peer.ip(), limits.per_client) else {
+        let busy = limits.max_connections - slots.available_permits();
+        let share = if busy * 2 > limits.max_connections {
+            limits.per_client
+        } else {
+            0
+        };
+        let Some(client) = clients.enter(peer.ip(), share) else {
             tokio::spawn(refuse(stream));
             continue;
         };
