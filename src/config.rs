@@ -37,6 +37,8 @@ pub struct Config {
     pub embedded_registry: EmbeddedRegistry,
     /// Settings of the HTTP APIs.
     pub api: ApiSettings,
+    /// Limits of HTTP connections and requests, and what `/health` checks.
+    pub http: HttpSettings,
     /// Registry hosts spoken to over plain HTTP besides loopback ones (`host:port`).
     pub insecure_registries: Vec<String>,
     /// How long request records and build logs are kept.
@@ -103,6 +105,47 @@ impl Default for ApiSettings {
             tokens: Vec::new(),
             open_signup: true,
             user_builds_per_day: 50,
+        }
+    }
+}
+
+/// Limits of HTTP connections and requests: what a client can hold of kiln without sending a
+/// whole request, and how much it may send. `/health`'s free-space threshold is here too.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Seconds a client has to send a request's headers, counted from when the connection is
+    /// opened or its previous answer was sent; a connection that has not sent them by then is
+    /// closed. This is also how long an idle kept-alive connection stays open.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may send and receive nothing while a request is under way (a
+    /// stalled upload, a client that stopped reading) before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections kiln serves at once; further ones wait until one closes. It is lowered at
+    /// start to fit the process's open-file limit (`ulimit -n`), keeping a quarter of that
+    /// limit (at least 64) for the database, blobs and builds.
+    pub max_connections: usize,
+    /// Connections one client address may hold while more than half of `max_connections` are
+    /// in use; further ones are answered 503 (when kiln is less busy a client may hold more).
+    /// `0` means no limit. Behind a reverse proxy every client has the proxy's address: raise
+    /// it or set `0` there, and let the proxy limit clients.
+    pub max_connections_per_client: usize,
+    /// Largest request body kiln's own APIs and forms take, in bytes; larger ones are answered
+    /// 413. Registry uploads, SIF pushes and build contexts have limits of their own.
+    pub max_body_bytes: usize,
+    /// Free space on the data directory's disk, in MiB, below which `/health` answers 503.
+    pub health_min_free_mb: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            max_body_bytes: 2 << 20,
+            health_min_free_mb: 512,
         }
     }
 }
@@ -304,6 +347,7 @@ impl Default for Config {
             build: BuildSettings::default(),
             embedded_registry: EmbeddedRegistry::default(),
             api: ApiSettings::default(),
+            http: HttpSettings::default(),
             insecure_registries: Vec::new(),
             retention: Retention::default(),
         }
@@ -464,6 +508,25 @@ impl Config {
         }
         if let Some(value) = env("KILN_BUILD_ISOLATION") {
             self.build.isolation = parsed("KILN_BUILD_ISOLATION", &value)?;
+        }
+        if let Some(value) = env("KILN_HTTP_HEADER_TIMEOUT_SECS") {
+            self.http.header_timeout_secs = parsed("KILN_HTTP_HEADER_TIMEOUT_SECS", &value)?;
+        }
+        if let Some(value) = env("KILN_HTTP_IDLE_TIMEOUT_SECS") {
+            self.http.idle_timeout_secs = parsed("KILN_HTTP_IDLE_TIMEOUT_SECS", &value)?;
+        }
+        if let Some(value) = env("KILN_HTTP_MAX_CONNECTIONS") {
+            self.http.max_connections = parsed("KILN_HTTP_MAX_CONNECTIONS", &value)?;
+        }
+        if let Some(value) = env("KILN_HTTP_MAX_CONNECTIONS_PER_CLIENT") {
+            self.http.max_connections_per_client =
+                parsed("KILN_HTTP_MAX_CONNECTIONS_PER_CLIENT", &value)?;
+        }
+        if let Some(value) = env("KILN_HTTP_MAX_BODY_BYTES") {
+            self.http.max_body_bytes = parsed("KILN_HTTP_MAX_BODY_BYTES", &value)?;
+        }
+        if let Some(value) = env("KILN_HEALTH_MIN_FREE_MB") {
+            self.http.health_min_free_mb = parsed("KILN_HEALTH_MIN_FREE_MB", &value)?;
         }
         if let Some(value) = env("KILN_BLOCKED_NETWORKS") {
             self.build.blocked_networks = value

@@ -8,6 +8,7 @@ pub mod base;
 pub mod build;
 pub mod config;
 pub mod install;
+pub mod listen;
 pub mod metrics;
 pub mod plan;
 pub mod recipe;

@@ -29,9 +29,9 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+    private_data_dir(&config.data_dir).with_context(|| {
         format!(
-            "cannot create the data directory {}",
+            "cannot create the data directory {} readable by kiln's user alone",
             config.data_dir.display()
         )
     })?;
@@ -71,17 +71,23 @@ pub async fn run(
         queue,
         metrics,
     });
-    let served = axum::serve(
-        listener,
-        api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("the server failed");
+    let limits = crate::listen::Limits::new(&state.config.http);
+    crate::listen::serve(listener, api::router(state), limits, shutdown).await;
     cleaner.abort();
     pruner.abort();
     workers.shutdown().await;
-    served
+    Ok(())
+}
+
+/// Creates the data directory mode 0700, or makes an existing one so: it holds the database,
+/// blobs and users' build contexts, which other users of the host have no business reading.
+fn private_data_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 /// The build backends: they push to this process's own registry, over loopback, with the

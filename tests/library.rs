@@ -156,11 +156,14 @@ async fn token_form(
     app: &TestApp,
     fields: &[(&str, &str)],
 ) -> (StatusCode, Option<String>, String) {
+    let (cookie, form_token) = form_session(&app.url("/auth/tokens")).await;
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
+        .append_pair("form_token", &form_token)
         .finish();
     let response = reqwest::Client::new()
         .post(app.url("/auth/tokens"))
+        .header("cookie", cookie)
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(body)
         .send()
@@ -984,4 +987,22 @@ async fn push_to_registry(
         )
         .await
         .expect("manifest");
+}
+
+/// The form token of the page at `url` and the cookie it belongs to (`name=value`), as a
+/// browser gets them: kiln's forms refuse posts without both.
+async fn form_session(url: &str) -> (String, String) {
+    let page = reqwest::get(url).await.expect("the form's page");
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .expect("ASCII")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let html = page.text().await.expect("HTML");
+    let marker = r#"name="form_token" value=""#;
+    let start = html.find(marker).expect("the form has a token") + marker.len();
+    let token = html[start..].split('"').next().expect("a value").to_owned();
+    (cookie, token)
 }

@@ -49,9 +49,11 @@ async fn start() -> (TestApp, String) {
 
 /// Gets a token from the `/auth/tokens` page, as a user would.
 async fn token_for(app: &TestApp, user: &str) -> String {
+    let (cookie, form_token) = form_session(&app.url("/auth/tokens")).await;
     let page = reqwest::Client::new()
         .post(app.url("/auth/tokens"))
-        .form(&[("user", user)])
+        .header("cookie", cookie)
+        .form(&[("user", user), ("form_token", &form_token)])
         .send()
         .await
         .expect("token page answers");
@@ -597,4 +599,22 @@ async fn each_submission_is_a_new_build_within_the_daily_allowance() {
             .is_some_and(|r| r.starts_with("library://library/remote-builds/rb-")),
         "{operator}"
     );
+}
+
+/// The form token of the page at `url` and the cookie it belongs to (`name=value`), as a
+/// browser gets them: kiln's forms refuse posts without both.
+async fn form_session(url: &str) -> (String, String) {
+    let page = reqwest::get(url).await.expect("the form's page");
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .expect("ASCII")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let html = page.text().await.expect("HTML");
+    let marker = r#"name="form_token" value=""#;
+    let start = html.find(marker).expect("the form has a token") + marker.len();
+    let token = html[start..].split('"').next().expect("a value").to_owned();
+    (cookie, token)
 }

@@ -449,10 +449,12 @@ async fn without_javascript(base: &str) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("HTTP client");
+    let (cookie, form_token) = form_session(&format!("{base}/")).await;
     let post = |body: &'static str| {
         http.post(format!("{base}/ui/container"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
+            .header("cookie", &cookie)
+            .body(format!("{body}&form_token={form_token}"))
             .send()
     };
     let answer = post("packages=kiln-test%3A%3Akiln-hello%3D2.0&format=sif&platform=linux%2Famd64")
@@ -478,4 +480,22 @@ async fn without_javascript(base: &str) {
     );
     assert!(html.contains("numpy;rm\nsamtools</textarea>"), "{html}");
     assert!(html.contains(r#"value="linux/arm64" checked"#), "{html}");
+}
+
+/// The form token of the page at `url` and the cookie it belongs to (`name=value`), as a
+/// browser gets them: kiln's forms refuse posts without both.
+async fn form_session(url: &str) -> (String, String) {
+    let page = reqwest::get(url).await.expect("the form's page");
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .expect("ASCII")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let html = page.text().await.expect("HTML");
+    let marker = r#"name="form_token" value=""#;
+    let start = html.find(marker).expect("the form has a token") + marker.len();
+    let token = html[start..].split('"').next().expect("a value").to_owned();
+    (cookie, token)
 }

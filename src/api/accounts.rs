@@ -30,6 +30,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::csrf::{self, FormToken};
 use super::error::ApiError;
 use super::library::LibraryError;
 use super::{App, AppState, views};
@@ -232,6 +233,8 @@ struct TokensPage {
     public_url: String,
     /// The token just made, shown once.
     created: Option<Created>,
+    /// The form's CSRF token ([`csrf`]).
+    form_token: String,
 }
 
 #[derive(Debug)]
@@ -241,8 +244,9 @@ struct Created {
 }
 
 impl TokensPage {
-    fn new(app: &App) -> Self {
+    fn new(app: &App, form_token: &FormToken) -> Self {
         TokensPage {
+            form_token: form_token.field.clone(),
             user: String::new(),
             user_error: None,
             token_error: None,
@@ -253,8 +257,12 @@ impl TokensPage {
     }
 }
 
-async fn token_page(State(state): State<AppState>) -> Response {
-    views::page(StatusCode::OK, &TokensPage::new(&state))
+async fn token_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let token = FormToken::issue(&headers);
+    token.attach(views::page(
+        StatusCode::OK,
+        &TokensPage::new(&state, &token),
+    ))
 }
 
 /// The form as posted: `user` and, for a name already held, `current_token`.
@@ -311,9 +319,17 @@ impl From<ApiError> for Refusal {
     }
 }
 
-async fn token_form(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+async fn token_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(refused) = csrf::verify(&headers, csrf::field_of(&body).as_deref()) {
+        return refused.page();
+    }
+    let token = FormToken::issue(&headers);
     let form = TokenForm::parse(&body);
-    let mut page = TokensPage::new(&state);
+    let mut page = TokensPage::new(&state, &token);
     match mint(&state, &form).await {
         Ok(token) => {
             page.created = Some(Created {

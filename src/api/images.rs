@@ -176,7 +176,12 @@ pub(super) async fn build(
     state
         .public_build(&id)
         .await?
-        .map(Json)
+        .map(|mut build| {
+            build.reason = build
+                .reason
+                .map(|reason| super::redact::public_text(&state.config, &reason));
+            Json(build)
+        })
         .ok_or_else(|| ApiError::not_found(format!("build {id}")))
 }
 
@@ -296,7 +301,9 @@ fn follow(state: AppState, id: String) -> impl Stream<Item = Result<Event, Infal
                     let done = serde_json::json!({
                         "status": build.status.to_string(),
                         "succeeded": build.succeeded,
-                        "reason": build.reason,
+                        "reason": build
+                            .reason
+                            .map(|reason| super::redact::public_text(&state.config, &reason)),
                     });
                     return Some((
                         Ok(Event::default().event("done").data(done.to_string())),

@@ -5,6 +5,8 @@
 //! `main`.
 
 pub mod accounts;
+mod csrf;
+pub mod edge;
 pub mod error;
 mod images;
 pub(crate) mod library;
@@ -13,6 +15,7 @@ mod library_push;
 pub mod limit;
 mod openapi;
 mod ops;
+pub mod redact;
 mod remote_build;
 
 pub use remote_build::{CONTEXT_TTL, remove_stale_contexts};
@@ -115,9 +118,12 @@ fn base64_text(encoded: &str, what: &str, max: usize) -> Result<String, String> 
 }
 
 /// Every route kiln serves: the Wave-compatible API, kiln's own API and its OpenAPI document,
-/// the human pages, operations endpoints, and the embedded registry under `/v2/`.
+/// the human pages, operations endpoints, and the embedded registry under `/v2/`. Every answer
+/// carries a request id ([`edge`]); kiln's own routes take bodies up to `http.max_body_bytes`
+/// and refuse larger ones in kiln's JSON shape (the registry answers in its own).
 pub fn router(state: AppState) -> Router {
     let registry = registry::router(state.registry.clone());
+    let max_body = state.config.http.max_body_bytes;
     Router::new()
         .merge(ops::routes())
         .merge(wave::routes())
@@ -132,8 +138,14 @@ pub fn router(state: AppState) -> Router {
         .merge(search::routes())
         .merge(ui::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            edge::body_too_large,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
         .merge(registry)
+        .layer(axum::middleware::from_fn(edge::request_id))
 }
 
 /// Counts every answered request by route template and status, for `/metrics`.

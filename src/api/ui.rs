@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
+use super::csrf::{self, FormToken};
 use super::images::plan_image;
 use super::submit::{Caller, ClientAddress, ensure_image};
 use super::{AppState, views};
@@ -52,11 +53,14 @@ struct IndexPage {
     error: Option<String>,
     /// An image that already existed and has no build to show (no-JavaScript path only).
     ready_image: Option<String>,
+    /// The form's CSRF token ([`csrf`]).
+    form_token: String,
 }
 
 impl IndexPage {
-    fn new(form: &FormInput, channels: Vec<String>) -> Self {
+    fn new(form: &FormInput, channels: Vec<String>, form_token: &FormToken) -> Self {
         IndexPage {
+            form_token: form_token.field.clone(),
             channels,
             packages: form.entries.join("\n"),
             format: form.format.clone(),
@@ -77,11 +81,10 @@ impl IndexPage {
     }
 }
 
-async fn index(State(state): State<AppState>) -> Response {
-    views::page(
-        StatusCode::OK,
-        &IndexPage::new(&FormInput::default(), configured_channels(&state)),
-    )
+async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let token = FormToken::issue(&headers);
+    let page = IndexPage::new(&FormInput::default(), configured_channels(&state), &token);
+    token.attach(views::page(StatusCode::OK, &page))
 }
 
 /// The channels kiln is configured with, which the page sends with every request so that
@@ -150,6 +153,10 @@ async fn submit_form(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Err(refused) = csrf::verify(&headers, csrf::field_of(&body).as_deref()) {
+        return refused.page();
+    }
+    let token = FormToken::issue(&headers);
     let form = FormInput::parse(&body);
     let channels = if form.channels.is_empty() {
         configured_channels(&state)
@@ -177,13 +184,13 @@ async fn submit_form(
             None => {
                 // An image kiln has no build record for (pushed by hand, or its record
                 // expired): there is no build page, so say where the image is.
-                let mut page = IndexPage::new(&form, channels.clone());
+                let mut page = IndexPage::new(&form, channels.clone(), &token);
                 page.ready_image = Some(plan.image.to_string());
                 views::page(StatusCode::OK, &page)
             }
         },
         Err(err) => {
-            let mut page = IndexPage::new(&form, channels.clone());
+            let mut page = IndexPage::new(&form, channels.clone(), &token);
             page.error = Some(err.message);
             views::page(err.status, &page)
         }
@@ -237,6 +244,7 @@ mod tests {
                 platforms: vec!["linux/arm64".into()],
             },
             vec!["kiln-test".into()],
+            &FormToken::issue(&HeaderMap::new()),
         );
         page.error = Some("`packages`: <bad>".into());
         let html = page.render().unwrap();
@@ -246,9 +254,13 @@ mod tests {
         assert!(!html.contains(r#"value="linux/amd64" checked"#), "{html}");
         assert!(html.contains("`packages`: &#60;bad&#62;"), "{html}");
         assert!(html.contains(r#"<input type="hidden" name="channel" value="kiln-test">"#));
-        let fresh = IndexPage::new(&FormInput::default(), Vec::new())
-            .render()
-            .unwrap();
+        let fresh = IndexPage::new(
+            &FormInput::default(),
+            Vec::new(),
+            &FormToken::issue(&HeaderMap::new()),
+        )
+        .render()
+        .unwrap();
         assert!(fresh.contains(r#"value="docker" checked"#), "{fresh}");
         assert!(fresh.contains(r#"value="linux/amd64" checked"#), "{fresh}");
         assert!(fresh.contains(r#"id="entry-error" class="error" role="alert" hidden"#));

@@ -62,6 +62,9 @@ async fn build_page(
         .text;
     let mut page_data = BuildPage::new(record, log, Utc::now());
     page_data.log_skipped = from;
+    page_data.reason = page_data
+        .reason
+        .map(|reason| super::redact::public_text(&state.config, &reason));
     Ok(page(StatusCode::OK, &page_data))
 }
 
@@ -77,10 +80,11 @@ async fn container_page(
         Some(build_id) => state.store.build(build_id).await.map_err(store_failed)?,
         None => None,
     };
-    Ok(page(
-        StatusCode::OK,
-        &ContainerPage::new(request, build.as_ref()),
-    ))
+    let mut page_data = ContainerPage::new(request, build.as_ref());
+    page_data.build_reason = page_data
+        .build_reason
+        .map(|reason| super::redact::public_text(&state.config, &reason));
+    Ok(page(StatusCode::OK, &page_data))
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -95,20 +99,37 @@ async fn stylesheet() -> impl IntoResponse {
 }
 
 /// Renders `template` as the response body; a template that fails to render (a bug, not a
-/// user error) still answers with a plain-text 500 rather than an empty page.
+/// user error) still answers with a plain-text 500, with the request id its cause is logged
+/// under, rather than an empty page.
 pub(super) fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => {
-            let chain = crate::error_chain(&err);
-            tracing::error!(error = %chain, "a page failed to render");
+            let (status, message) = super::error::failure(&err);
             (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("kiln could not render this page: {chain}\n"),
+                status,
+                format!("kiln could not render this page: {message}\n"),
             )
                 .into_response()
         }
     }
+}
+
+/// A page saying what went wrong: a heading, a sentence and, if given, the detail.
+pub(super) fn error_page(
+    status: StatusCode,
+    heading: &str,
+    message: &str,
+    detail: Option<String>,
+) -> Response {
+    page(
+        status,
+        &ErrorPage {
+            heading: heading.into(),
+            message: message.into(),
+            detail,
+        },
+    )
 }
 
 /// A 404 that says what was looked for, since users arrive here from links in error messages
@@ -124,17 +145,16 @@ fn not_found(what: &str, id: &str) -> Response {
     )
 }
 
-/// A 500 with the whole error chain: the cause ("database is locked", "disk full") is usually
-/// in the sources, and the person reading is often the operator.
+/// A 500 (507 for a full data disk) naming the request id the cause is logged under: the cause
+/// names server files, which the public does not see.
 fn store_failed(err: StoreError) -> Response {
-    let chain = crate::error_chain(&err);
-    tracing::error!(error = %chain, "a status page could not read the store");
+    let (status, message) = super::error::failure(&err);
     page(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         &ErrorPage {
             heading: "Store error".into(),
             message: "kiln could not read its store.".into(),
-            detail: Some(chain),
+            detail: Some(message),
         },
     )
 }
@@ -768,15 +788,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn store_errors_are_500_pages_with_the_cause() {
+    async fn store_errors_are_500_pages_with_a_request_id() {
         let data = tempfile::tempdir().unwrap();
         let config = Config {
             data_dir: data.path().to_owned(),
             ..Config::default()
         };
         let setup = Setup::with_store(data, config, Arc::new(BrokenStore)).await;
-        let expected = crate::error_chain(&broken());
-        assert!(expected.contains(": "), "the chain has a cause: {expected}");
         for path in [
             "/view/builds/bd-0000000000000000_1",
             "/view/containers/0123456789ab",
@@ -784,7 +802,8 @@ mod tests {
             let (status, content_type, html) = setup.get(path).await;
             assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
             assert!(content_type.starts_with("text/html"));
-            assert!(html.contains("the database failed: "), "{html}");
+            assert!(html.contains("internal error; request id "), "{html}");
+            assert!(!html.contains("the database failed"), "{html}");
         }
     }
 

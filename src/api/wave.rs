@@ -535,6 +535,7 @@ async fn container_status(
             if build.succeeded != Some(true) {
                 status.reason = Some(match &build.reason {
                     Some(reason) => {
+                        let reason = super::redact::public_text(&state.config, reason);
                         format!("Container build did not complete successfully: {reason}")
                     }
                     None => "Container build did not complete successfully".to_owned(),
@@ -687,7 +688,9 @@ async fn build_record(
         },
         digest: build.digest,
         status: build.status.to_string(),
-        reason: build.reason,
+        reason: build
+            .reason
+            .map(|reason| super::redact::public_text(&state.config, &reason)),
         build_id: build.id,
     }))
 }

@@ -75,7 +75,7 @@ pub trait Store: Send + Sync {
     /// The build with this id, if there is one.
     async fn build(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
 
-    /// Succeeds when the database answers; for health checks.
+    /// Succeeds when the database answers and takes a write; for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// The highest attempt for `key`, finished or not.

@@ -25,14 +25,21 @@ use super::{
 const SUBMIT_TRIES: usize = 3;
 
 /// Builds and logs in a SQLite database; cheap to clone (shares one pool).
+///
+/// Statements with `RETURNING` are run to their end (`fetch_all`), never stopped at their first
+/// row: the commit of such a statement happens after that row, and stopping early loses its
+/// error — on a full disk (`SQLITE_FULL`) a rolled-back insert looked done, and the next write
+/// that referred to it failed with "FOREIGN KEY constraint failed".
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
 }
 
 impl SqliteStore {
-    /// Opens (creating the file, not its directory) and migrates `path`.
+    /// Opens (creating the file, not its directory) and migrates `path`. The file is created
+    /// readable by kiln's user alone, and an existing one is made so (see [`restrict_modes`]).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        restrict_modes(path).map_err(|err| StoreError::Database(sqlx::Error::Io(err)))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -152,6 +159,27 @@ macro_rules! select_container {
     };
 }
 
+/// Makes the database file (and its WAL and shared-memory files, if there are any) mode 0600:
+/// it holds token hashes and users' recipes. A new file is created so before SQLite opens it;
+/// SQLite gives the `-wal` and `-shm` files it creates the database file's mode.
+fn restrict_modes(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = path.with_file_name(format!("{name}{suffix}"));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError> {
@@ -192,8 +220,9 @@ impl Store for SqliteStore {
             .bind(time_text(now()))
             .bind(&by.token_hash)
             .bind(&by.address)
-            .fetch_one(&self.pool)
-            .await;
+            .fetch_all(&self.pool)
+            .await
+            .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
             match inserted {
                 Ok(row) => {
                     return Ok(Submitted {
@@ -264,7 +293,17 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // A real write that changes nothing: the header's user version, set to what it is. It
+        // appends a frame to the WAL, so a read-only, locked or full database fails here.
+        let mut connection = self.pool.acquire().await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *connection)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {version}"
+        )))
+        .execute(&mut *connection)
+        .await?;
         Ok(())
     }
 
@@ -284,8 +323,10 @@ impl Store for SqliteStore {
         )
         .bind(id)
         .bind(time_text(now()))
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         match row {
             Some(row) => decode(&row),
             None => Err(self.refused(id, BuildStatus::Building).await),
@@ -318,8 +359,10 @@ impl Store for SqliteStore {
         .bind(worker)
         .bind(time_text(lease_end(now, lease)))
         .bind(time_text(now))
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         row.as_ref().map(decode).transpose()
     }
 
@@ -368,8 +411,10 @@ impl Store for SqliteStore {
         .bind(digest)
         .bind(outputs)
         .bind(lock)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         match row {
             Some(row) => decode(&row),
             None => Err(self.refused(id, BuildStatus::Done).await),
@@ -391,8 +436,9 @@ impl Store for SqliteStore {
         .bind(id)
         .bind(i64::try_from(chunk.len()).expect("chunk fits in memory"))
         .bind(chunk)
-        .fetch_one(&self.pool)
-        .await;
+        .fetch_all(&self.pool)
+        .await
+        .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
         match end {
             Ok(end) => Ok(end),
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
@@ -714,8 +760,10 @@ impl Store for SqliteStore {
         .bind(arch)
         .bind(i64::try_from(size).unwrap_or(i64::MAX))
         .bind(time_text(at))
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         match row {
             Some(row) => decode_image(&row),
             None => Err(StoreError::ImageNotFound { id: id.into() }),
