@@ -5,6 +5,8 @@
 //! `main`.
 
 pub mod accounts;
+mod base_hosts;
+mod build_contexts;
 pub mod error;
 mod images;
 pub(crate) mod library;
