@@ -104,8 +104,9 @@ pub struct ApiSettings {
     pub context_max_unpacked_bytes: u64,
     /// Most entries (files, directories, links) a build context may hold.
     pub context_max_files: u64,
-    /// Most a build context may grow when unpacked: unpacked bytes over uploaded bytes. Source
-    /// trees compress about tenfold; a decompression bomb a thousandfold and more.
+    /// Most a build context may grow when unpacked, beyond its first 16 MiB: unpacked bytes
+    /// over uploaded bytes. Source trees compress about tenfold; a decompression bomb a
+    /// thousandfold and more.
     pub context_max_expansion: u64,
     /// Seconds the lookup of a base image's registry host may take at submit.
     pub resolve_timeout_secs: u64,

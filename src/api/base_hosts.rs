@@ -22,6 +22,10 @@ const DOCKER_HUB: &str = "registry-1.docker.io";
 /// The port looked up when a registry names none (HTTPS).
 const DEFAULT_PORT: u16 = 443;
 
+/// Most distinct registries one recipe may pull from: each is a lookup of up to
+/// `api.resolve_timeout_secs` (they run at once).
+pub const MAX_REGISTRIES: usize = 8;
+
 /// An image a recipe pulls, and where the recipe names it, for messages ("at line 3").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseImage {
@@ -66,6 +70,8 @@ pub enum BaseHostError {
         host: String,
         secs: u64,
     },
+    #[error("the recipe pulls images from {count} registries; kiln takes up to {MAX_REGISTRIES}")]
+    TooManyRegistries { count: usize },
     #[error(
         "`{host}` in the base image `{image}` {place} is not a registry host (`name[:port]` or \
          `[IPv6 address][:port]`)"
@@ -77,21 +83,28 @@ pub enum BaseHostError {
     },
 }
 
-/// Checks the registry host of every image in `images`, in order; the first refused one is the
-/// error.
+/// Checks the registry host of every image in `images`, each distinct one once, all at once;
+/// the first refused image, in the recipe's order, is the error.
 pub async fn check_base_images(config: &Config, images: &[BaseImage]) -> Result<(), BaseHostError> {
-    for image in images {
-        check_one(config, image).await?;
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&BaseImage> = images
+        .iter()
+        .filter(|image| !image.reference.eq_ignore_ascii_case("scratch"))
+        .filter(|image| seen.insert(registry_of(&image.reference)))
+        .collect();
+    if distinct.len() > MAX_REGISTRIES {
+        return Err(BaseHostError::TooManyRegistries {
+            count: distinct.len(),
+        });
     }
-    Ok(())
+    let checked =
+        futures_util::future::join_all(distinct.into_iter().map(|image| check_one(config, image)))
+            .await;
+    checked.into_iter().collect()
 }
 
 async fn check_one(config: &Config, image: &BaseImage) -> Result<(), BaseHostError> {
-    let reference = image.reference.as_str();
-    if reference.eq_ignore_ascii_case("scratch") {
-        return Ok(());
-    }
-    let registry = registry_of(reference);
+    let registry = registry_of(&image.reference);
     let listed = |entry: &String| is_listed(entry, registry);
     if registry == config.registry.as_str() || config.insecure_registries.iter().any(listed) {
         return Ok(());
@@ -320,5 +333,24 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, BaseHostError::Unresolved { .. }), "{err}");
+
+        // `scratch` pulls nothing, and never hides a Docker Hub image behind it.
+        let image = |reference: &str| BaseImage {
+            reference: reference.to_owned(),
+            place: "at line 1".to_owned(),
+        };
+        // Every address blocked: refused whether or not this machine resolves Docker Hub.
+        let mut nowhere = config.clone();
+        nowhere.build.blocked_networks =
+            vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        let hub = check_base_images(&nowhere, &[image("scratch"), image("debian:12")]).await;
+        assert!(hub.is_err_and(|err| err.to_string().contains("docker.io")));
+        let many: Vec<BaseImage> = (1..=MAX_REGISTRIES + 1)
+            .map(|n| image(&format!("127.0.0.1:{n}/x")))
+            .collect();
+        assert_eq!(
+            check_base_images(&config, &many).await,
+            Err(BaseHostError::TooManyRegistries { count: 9 })
+        );
     }
 }

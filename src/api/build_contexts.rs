@@ -9,6 +9,10 @@ use std::io::Read;
 use std::path::Path;
 use std::rc::Rc;
 
+/// What any context may unpack to, whatever its expansion: tiny archives expand a lot (GNU tar
+/// pads to 10 KiB records of zeros) and are harmless.
+const EXPANSION_FLOOR: u64 = 16 << 20;
+
 /// How much a build context may unpack to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextLimits {
@@ -16,7 +20,7 @@ pub struct ContextLimits {
     pub max_unpacked: u64,
     /// Most tar entries.
     pub max_entries: u64,
-    /// Most unpacked bytes per compressed byte.
+    /// Most unpacked bytes per compressed byte, beyond the first 16 MiB.
     pub max_expansion: u64,
 }
 
@@ -56,9 +60,11 @@ pub fn check_context(path: &Path, limits: ContextLimits) -> Result<ContextSummar
     let not_tar = |err: std::io::Error| ContextError::NotTar(err.to_string());
     let file = std::fs::File::open(path).map_err(not_tar)?;
     let compressed = file.metadata().map_err(not_tar)?.len();
-    let budget = limits
-        .max_unpacked
-        .min(compressed.saturating_mul(limits.max_expansion));
+    let budget = limits.max_unpacked.min(
+        compressed
+            .saturating_mul(limits.max_expansion)
+            .max(EXPANSION_FLOOR),
+    );
     let read = Rc::new(Cell::new(0u64));
     let counter = Counting {
         inner: flate2::read::GzDecoder::new(file),
@@ -155,12 +161,18 @@ mod tests {
         let summary = check_context(&path, GENEROUS).unwrap();
         assert_eq!(summary.entries, 2);
         assert!(summary.unpacked >= 2010, "{summary:?}");
+        // A small archive expands far more than tenfold, and is fine.
+        let strict = ContextLimits {
+            max_expansion: 10,
+            ..GENEROUS
+        };
+        assert!(check_context(&path, strict).is_ok());
     }
 
     #[test]
     fn each_limit_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let big = archive(dir.path(), "big.tar.gz", &[("zeros", 4 << 20)]);
+        let big = archive(dir.path(), "big.tar.gz", &[("zeros", 2 * EXPANSION_FLOOR)]);
         let small = ContextLimits {
             max_unpacked: 1 << 20,
             ..GENEROUS

@@ -4,6 +4,10 @@
 //! Bodies are Wave's (null fields accepted, unknown ones ignored; nulls left out of answers).
 //! kiln always answers with the durable image in its registry — there are no ephemeral `/wt/`
 //! tokens — so `freeze` is echoed but changes nothing.
+//!
+//! A `containerFile` runs its user's commands, so it needs a token unless
+//! `api.anonymous_recipes` is on, and it is checked (as its builder checks it, and where its
+//! images come from) before it costs a build; package requests stay anonymous.
 
 use axum::Json;
 use axum::Router;
