@@ -96,6 +96,24 @@ pub struct ApiSettings {
     /// Remote builds (`singularity build --remote`) a library user may start per day; `0`
     /// means no limit. Operators are never limited.
     pub user_builds_per_day: u32,
+    /// Whether requests that run a user's recipe (Wave's `containerFile`) are taken without a
+    /// token. Recipes are strangers' code, so by default they need one: an operator's (`tokens`)
+    /// or a library user's from `/auth/tokens`. Package requests never need one. Remote builds
+    /// of definition files always do (the result goes to the user's library entity).
+    pub anonymous_recipes: bool,
+    /// Most conda channels one request may name.
+    pub max_channels: usize,
+    /// Most bytes a build context (`%files` of a remote build) may unpack to, tar headers
+    /// included.
+    pub context_max_unpacked_bytes: u64,
+    /// Most entries (files, directories, links) a build context may hold.
+    pub context_max_files: u64,
+    /// Most a build context may grow when unpacked, beyond its first 16 MiB: unpacked bytes
+    /// over uploaded bytes. Source trees compress about tenfold; a decompression bomb a
+    /// thousandfold and more.
+    pub context_max_expansion: u64,
+    /// Seconds the lookup of a base image's registry host may take at submit.
+    pub resolve_timeout_secs: u64,
 }
 
 impl Default for ApiSettings {
@@ -105,6 +123,12 @@ impl Default for ApiSettings {
             tokens: Vec::new(),
             open_signup: true,
             user_builds_per_day: 50,
+            anonymous_recipes: false,
+            max_channels: 16,
+            context_max_unpacked_bytes: 2 << 30,
+            context_max_files: 100_000,
+            context_max_expansion: 100,
+            resolve_timeout_secs: 5,
         }
     }
 }
@@ -500,6 +524,25 @@ impl Config {
         if let Some(value) = env("KILN_OPEN_SIGNUP") {
             self.api.open_signup = parsed("KILN_OPEN_SIGNUP", &value)?;
         }
+        if let Some(value) = env("KILN_ANONYMOUS_RECIPES") {
+            self.api.anonymous_recipes = parsed("KILN_ANONYMOUS_RECIPES", &value)?;
+        }
+        if let Some(value) = env("KILN_MAX_CHANNELS") {
+            self.api.max_channels = parsed("KILN_MAX_CHANNELS", &value)?;
+        }
+        if let Some(value) = env("KILN_CONTEXT_MAX_UNPACKED_BYTES") {
+            self.api.context_max_unpacked_bytes =
+                parsed("KILN_CONTEXT_MAX_UNPACKED_BYTES", &value)?;
+        }
+        if let Some(value) = env("KILN_CONTEXT_MAX_FILES") {
+            self.api.context_max_files = parsed("KILN_CONTEXT_MAX_FILES", &value)?;
+        }
+        if let Some(value) = env("KILN_CONTEXT_MAX_EXPANSION") {
+            self.api.context_max_expansion = parsed("KILN_CONTEXT_MAX_EXPANSION", &value)?;
+        }
+        if let Some(value) = env("KILN_RESOLVE_TIMEOUT_SECS") {
+            self.api.resolve_timeout_secs = parsed("KILN_RESOLVE_TIMEOUT_SECS", &value)?;
+        }
         if let Some(value) = env("KILN_UV") {
             self.build.uv = PathBuf::from(value);
         }
@@ -653,6 +696,35 @@ mod tests {
         );
         assert_eq!(config.python_base_image().as_str(), "python:3.12-slim");
         assert!(config.api.open_signup);
+        assert!(!config.api.anonymous_recipes);
+        assert_eq!(config.api.max_channels, 16);
+    }
+
+    #[test]
+    fn submit_limits_can_be_set_by_environment() {
+        let env = |name: &str| match name {
+            "KILN_ANONYMOUS_RECIPES" => Some("true".to_owned()),
+            "KILN_MAX_CHANNELS" => Some("4".to_owned()),
+            "KILN_CONTEXT_MAX_UNPACKED_BYTES" => Some("1048576".to_owned()),
+            "KILN_CONTEXT_MAX_FILES" => Some("10".to_owned()),
+            "KILN_CONTEXT_MAX_EXPANSION" => Some("20".to_owned()),
+            "KILN_RESOLVE_TIMEOUT_SECS" => Some("2".to_owned()),
+            _ => None,
+        };
+        let api = Config::load(None, env).expect("loads").api;
+        assert!(api.anonymous_recipes);
+        assert_eq!(
+            (
+                api.max_channels,
+                api.context_max_unpacked_bytes,
+                api.context_max_files,
+                api.context_max_expansion,
+                api.resolve_timeout_secs
+            ),
+            (4, 1 << 20, 10, 20, 2)
+        );
+        let env = |name: &str| (name == "KILN_MAX_CHANNELS").then(|| "many".to_owned());
+        assert!(Config::load(None, env).is_err());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! definition's `%files`, `%post` (and its `$SINGULARITY_ENVIRONMENT`), `%environment`,
 //! `%runscript`, `%labels` and `%help` made, for amd64 and (under qemu-user) arm64; a second
 //! definition builds on the first SIF with `Bootstrap: localimage`. Then what clients see when it
-//! goes wrong: no token, a definition kiln cannot build, a failing `%post`, and a cancelled build,
-//! over the websocket and the status call as `singularity build --remote` reads them.
+//! goes wrong: no token, a definition kiln refuses, a missing base, a failing `%post`, and a
+//! cancelled build, over the websocket and the status call as `singularity build --remote`
+//! reads them.
 
 #[path = "support/debian_base.rs"]
 mod debian_base;
@@ -401,8 +402,9 @@ async fn failures_end_as_the_clients_expect() {
     let envelope: Value = response.json().await.expect("JSON");
     assert_eq!(envelope["error"]["code"], 401);
 
-    // A section kiln cannot honor: the build fails, its log naming the section, for scs-build
-    // and for singularity (which submits without asking kiln to parse first) alike.
+    // A section kiln cannot honor: refused when submitted, naming the section, before any
+    // build, for scs-build and for singularity (which submits without asking kiln to parse
+    // first) alike.
     let setup = good.replace(
         "%post\n",
         "%setup\n    touch ${SINGULARITY_ROOTFS}/x\n\n%post\n",
@@ -414,22 +416,44 @@ async fn failures_end_as_the_clients_expect() {
     let (stdout, stderr) = text(&output);
     assert!(!output.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("the %setup section at line 9 is not supported"),
-        "{stdout}"
+        format!("{stdout}{stderr}").contains("the %setup section at line 9 is not supported"),
+        "{stdout}\n{stderr}"
     );
-    assert!(stderr.contains("failed to build image"), "{stderr}");
-    let build = submit(&app, &token, &setup).await;
+    let response = api(&app, reqwest::Method::POST, "/v1/build", &token)
+        .json(&json!({
+            "definitionRaw": base64::engine::general_purpose::STANDARD.encode(&setup),
+            "libraryRef": "",
+        }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status(), 400);
+    let envelope: Value = response.json().await.expect("JSON");
+    assert!(
+        envelope["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("%setup")),
+        "{envelope}"
+    );
+
+    // A build that fails: its base image is not in kiln's registry. The log says so and the
+    // build is alice's alone.
+    let missing = format!(
+        "Bootstrap: docker\nFrom: {}/kiln/no-such-base:1\n\n%post\n    echo kiln-private-marker\n",
+        app.address
+    );
+    let build = submit(&app, &token, &missing).await;
     let id = build["id"].as_str().expect("id");
     assert!(
         build["libraryRef"]
             .as_str()
             .is_some_and(|r| r.starts_with("library://alice/remote-builds/rb-"))
     );
-    assert_failed(&app, &token, id, "%setup").await;
+    assert_failed(&app, &token, id, "no-such-base").await;
     // Connecting again after the end replays the whole log.
     let (again, close) = follow(&app, &token, id).await;
     assert_eq!(close, Some(CloseCode::Normal));
-    assert!(again.contains("%setup"), "{again}");
+    assert!(again.contains("no-such-base"), "{again}");
     // Someone else's token sees no such build.
     let bob = token_for(&app, "bob").await;
     let response = api(&app, reqwest::Method::GET, &format!("/v1/build/{id}"), &bob)
@@ -449,7 +473,7 @@ async fn failures_end_as_the_clients_expect() {
         assert_eq!(response.status(), 404, "{path}");
         let body = response.text().await.expect("body");
         assert!(
-            !body.contains("%setup"),
+            !body.contains("kiln-private-marker"),
             "{path} shows the definition: {body}"
         );
     }
@@ -563,6 +587,8 @@ async fn each_submission_is_a_new_build_within_the_daily_allowance() {
     let app = TestApp::start_with(|config| {
         config.api.user_builds_per_day = 2;
         config.api.tokens = vec!["operator-secret".into()];
+        // A loopback registry kiln may pull from only because it is listed.
+        config.insecure_registries = vec!["127.0.0.1:1".into()];
     })
     .await;
     let token = token_for(&app, "carol").await;

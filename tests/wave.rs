@@ -1,7 +1,8 @@
 //! The Wave-compatible API as Nextflow's Wave client uses it: the exact bodies it sends (nulls
 //! included), its readiness logic (requestId → status until DONE), every field it reads; plus
-//! a containerFile built with buildah, 200 identical requests at once, the rate limit, errors,
-//! kiln's own API with its log stream, `/metrics`, `/service-info` and `/openapi.json`.
+//! a containerFile built with buildah (with a token), 200 identical requests at once, the rate
+//! limit, errors, kiln's own API with its log stream, `/metrics`, `/service-info` and
+//! `/openapi.json`.
 
 #[path = "support/conda_channel.rs"]
 #[expect(dead_code, reason = "the channel is served here, never corrupted")]
@@ -425,7 +426,16 @@ async fn a_containerfile_is_built_with_buildah() {
         "packages": null,
         "containerFile": base64::engine::general_purpose::STANDARD.encode(dockerfile),
     }));
+    // A Dockerfile runs its commands on kiln: not without a token.
     let (code, answer) = post(&app, &body, None).await;
+    assert_eq!(code, 401, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/auth/tokens")),
+        "{answer}"
+    );
+    let (code, answer) = post(&app, &body, Some(TOKEN)).await;
     assert_eq!(code, 200, "{answer}");
     let status = until_ready(&app, &answer).await;
     assert_eq!(status["succeeded"], json!(true), "{status}");

@@ -82,7 +82,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The user `token` belongs to, if it is valid.
-async fn user_of(app: &App, token: &str) -> Result<Option<User>, ApiError> {
+pub(crate) async fn user_of(app: &App, token: &str) -> Result<Option<User>, ApiError> {
     let configured = app
         .config
         .api

@@ -133,9 +133,28 @@ pub(super) fn configured_channels(state: &AppState) -> Vec<String> {
         .collect()
 }
 
+/// Refuses a request naming more channels than `api.max_channels`; the message names `field`.
+/// kiln's configured channels, used when a request names none, are the operator's and never
+/// counted here.
+pub(super) fn check_channel_count(
+    state: &AppState,
+    channels: &[String],
+    field: &str,
+) -> Result<(), ApiError> {
+    let limit = state.config.api.max_channels;
+    if channels.len() > limit {
+        return Err(ApiError::bad_request(format!(
+            "{field}: the request names {} channels; kiln takes up to {limit}",
+            channels.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a request and plans its one image, with errors that name the field at fault. Shared
 /// with the HTML form (`ui.rs`), so both front doors accept and reject exactly the same input.
 pub(super) fn plan_image(state: &AppState, mut input: RequestInput) -> Result<ImagePlan, ApiError> {
+    check_channel_count(state, &input.channels, "`channels`")?;
     if input.channels.is_empty() {
         input.channels = configured_channels(state);
     }

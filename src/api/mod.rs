@@ -5,6 +5,8 @@
 //! `main`.
 
 pub mod accounts;
+mod base_hosts;
+mod build_contexts;
 mod csrf;
 pub mod edge;
 pub mod error;

@@ -7,6 +7,11 @@
 //! library under `libraryRef`, where the client downloads it with a library pull. Every call
 //! needs a token (`Authorization: BEARER …`, any casing), and a build is only visible to the
 //! user who submitted it (and operators).
+//!
+//! A definition is checked when submitted, as the builder checks it, and its `From:` registry
+//! with [`check_base_images`]: one that could only fail costs no build and no allowance. Build
+//! contexts are checked before they are kept ([`check_context`]) and belong to the user who
+//! uploaded them: kept under that user's directory, found and deleted only by them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,10 +34,12 @@ use tokio::io::AsyncWriteExt as _;
 
 use super::AppState;
 use super::accounts::{User, authenticate, is_library_name, new_secret};
+use super::base_hosts::{BaseImage, check_base_images};
+use super::build_contexts::{ContextError, ContextLimits, check_context};
 use super::library::{LibraryError, registry_repository};
 use crate::build::definition::DefinitionRequest;
 use crate::registry::path::Reference;
-use crate::spec::{Definition, Platform};
+use crate::spec::{Bootstrap, Definition, Platform};
 use crate::store::{BuildRecord, BuildStatus, NewBuild, StoreError};
 
 /// The largest definition file accepted.
@@ -68,6 +75,8 @@ pub struct ContextUploads {
 
 #[derive(Debug, Clone)]
 struct Ticket {
+    /// The user who announced it, whose context it becomes.
+    user: String,
     /// Hex sha256 the upload must have.
     digest: String,
     /// Bytes it must have.
@@ -76,13 +85,14 @@ struct Ticket {
 }
 
 impl ContextUploads {
-    fn issue(&self, digest: &str, size: u64) -> String {
+    fn issue(&self, user: &str, digest: &str, size: u64) -> String {
         let ticket = new_secret();
         let mut tickets = self.lock();
         tickets.retain(|_, t| t.issued.elapsed() < UPLOAD_TTL);
         tickets.insert(
             ticket.clone(),
             Ticket {
+                user: user.to_owned(),
                 digest: digest.to_owned(),
                 size,
                 issued: Instant::now(),
@@ -120,8 +130,8 @@ async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, LibraryErro
 
 /// `scs-build` asks the service to parse the definition before submitting it, to learn which
 /// `%files` sources to upload. It shows no message from an error here, only the status, so a
-/// definition kiln cannot build is answered with no files and refused when submitted, where the
-/// client shows why (the build fails with the reason in its log). Parsing needs no token.
+/// definition kiln cannot build is answered with no files and refused when submitted, with a
+/// 400 whose message the client shows. Parsing needs no token.
 async fn convert_definition(body: Bytes) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
         return LibraryError::bad_request("the definition file is not UTF-8 text").into_response();
@@ -180,11 +190,23 @@ async fn submit_build(
         LibraryError::bad_request(format!("the build request is not valid: {err}"))
     })?;
     let definition = decode_definition(body.definition_raw.as_deref())?;
+    let parsed = Definition::parse(&definition).map_err(|err| {
+        LibraryError::bad_request(format!("the definition file cannot be built: {err}"))
+    })?;
+    if parsed.bootstrap == Bootstrap::Docker {
+        let from = BaseImage {
+            reference: parsed.from.clone(),
+            place: "in `From:`".to_owned(),
+        };
+        check_base_images(&state.config, &[from])
+            .await
+            .map_err(|err| LibraryError::bad_request(err.to_string()))?;
+    }
     let platform = platform_of(body.builder_requirements.as_ref())?;
     let context = match body.context_digest.as_deref().filter(|d| !d.is_empty()) {
         Some(digest) => {
             let hex = context_hex(digest)?;
-            if !tokio::fs::try_exists(context_path(state, hex))
+            if !tokio::fs::try_exists(context_path(state, &user.name, hex))
                 .await
                 .unwrap_or(false)
             {
@@ -193,6 +215,12 @@ async fn submit_build(
                 )));
             }
             Some(digest.to_owned())
+        }
+        None if !parsed.files.is_empty() => {
+            return Err(LibraryError::bad_request(
+                "the definition has a %files section, but no build context was uploaded \
+                 (contextDigest is missing)",
+            ));
         }
         None => None,
     };
@@ -521,7 +549,7 @@ async fn start_context_upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, LibraryError> {
-    user(&state, &headers).await?;
+    let user = user(&state, &headers).await?;
     let announced: ContextAnnouncement = serde_json::from_slice(&body).map_err(|err| {
         LibraryError::bad_request(format!("the build context request is not valid: {err}"))
     })?;
@@ -538,11 +566,11 @@ async fn start_context_upload(
     }
     let mut response = Json(json!({"data": {}})).into_response();
     // Without a Location the client takes the context as already here.
-    let present = tokio::fs::try_exists(context_path(&state, hex))
+    let present = tokio::fs::try_exists(context_path(&state, &user.name, hex))
         .await
         .unwrap_or(false);
     if !present {
-        let ticket = state.contexts.issue(hex, announced.size);
+        let ticket = state.contexts.issue(&user.name, hex, announced.size);
         let location = format!(
             "{}/v1/build-context/uploads/{ticket}",
             state.config.public_url()
@@ -555,7 +583,8 @@ async fn start_context_upload(
 }
 
 /// The PUT to an upload URL: the ticket is the credential. The bytes must be what was
-/// announced; only then do they become the context.
+/// announced and unpack within the limits ([`check_context`]); only then do they become the
+/// context of the user who announced them.
 async fn upload_context(
     State(state): State<AppState>,
     Path(ticket): Path<String>,
@@ -612,9 +641,24 @@ async fn receive_context(
                 ticket.size, ticket.digest
             )));
         }
-        tokio::fs::rename(&temp, dir.join(format!("{}.tar.gz", ticket.digest)))
+        let limits = ContextLimits {
+            max_unpacked: state.config.api.context_max_unpacked_bytes,
+            max_entries: state.config.api.context_max_files,
+            max_expansion: state.config.api.context_max_expansion,
+        };
+        let checked = temp.clone();
+        tokio::task::spawn_blocking(move || check_context(&checked, limits))
             .await
-            .map_err(internal)
+            .map_err(|err| internal(std::io::Error::other(err)))?
+            .map_err(|err| match err {
+                ContextError::NotTar(_) => LibraryError::bad_request(err.to_string()),
+                _ => LibraryError::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),
+            })?;
+        let kept = context_path(state, &ticket.user, &ticket.digest);
+        if let Some(parent) = kept.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(internal)?;
+        }
+        tokio::fs::rename(&temp, kept).await.map_err(internal)
     };
     let result = received.await;
     if result.is_err() {
@@ -628,9 +672,11 @@ async fn delete_context(
     headers: HeaderMap,
     Path(digest): Path<String>,
 ) -> Result<StatusCode, LibraryError> {
-    user(&state, &headers).await?;
+    let user = user(&state, &headers).await?;
     let hex = context_hex(&digest)?;
-    match tokio::fs::remove_file(context_path(&state, hex)).await {
+    // Only the caller's own contexts are looked at: another user's is "not found", never
+    // "forbidden", which would tell that it exists.
+    match tokio::fs::remove_file(context_path(&state, &user.name, hex)).await {
         Ok(()) => Ok(StatusCode::OK),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(LibraryError::new(
             StatusCode::NOT_FOUND,
@@ -647,8 +693,25 @@ async fn delete_context(
 /// died mid-build): a day, as Sylabs keeps build artifacts.
 pub const CONTEXT_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Removes build contexts (and broken-off uploads) in `dir` older than `ttl`; returns how many.
+/// Removes build contexts (and broken-off uploads) in `dir` older than `ttl`, also in each
+/// user's directory under it; returns how many.
 pub async fn remove_stale_contexts(dir: &std::path::Path, ttl: Duration) -> std::io::Result<usize> {
+    let mut removed = remove_stale_files(dir, ttl).await?;
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(err),
+    };
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.file_type().await.is_ok_and(|kind| kind.is_dir()) {
+            removed += remove_stale_files(&entry.path(), ttl).await?;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the files (not directories) in `dir` older than `ttl`; returns how many.
+async fn remove_stale_files(dir: &std::path::Path, ttl: Duration) -> std::io::Result<usize> {
     let mut entries = match tokio::fs::read_dir(dir).await {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -656,6 +719,9 @@ pub async fn remove_stale_contexts(dir: &std::path::Path, ttl: Duration) -> std:
     };
     let mut removed = 0;
     while let Some(entry) = entries.next_entry().await? {
+        if !entry.file_type().await.is_ok_and(|kind| kind.is_file()) {
+            continue;
+        }
         let old = entry
             .metadata()
             .await
@@ -684,10 +750,14 @@ fn context_hex(digest: &str) -> Result<&str, LibraryError> {
         })
 }
 
-fn context_path(state: &AppState, hex: &str) -> PathBuf {
+/// Where `user`'s build context with sha256 `hex` is kept: each user's in a directory of their
+/// own (user names are library names, safe as one path component), so a context is only ever
+/// found, used or deleted by its owner.
+fn context_path(state: &AppState, user: &str, hex: &str) -> PathBuf {
     state
         .config
         .build_contexts_dir()
+        .join(user)
         .join(format!("{hex}.tar.gz"))
 }
 
@@ -701,22 +771,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join(format!("{}.tar.gz", "a".repeat(64)));
         let fresh = dir.path().join(format!("{}.tar.gz", "b".repeat(64)));
+        std::fs::create_dir(dir.path().join("alice")).unwrap();
+        let old_of_alice = dir
+            .path()
+            .join("alice")
+            .join(format!("{}.tar.gz", "c".repeat(64)));
+        std::fs::write(&old_of_alice, b"old").unwrap();
         std::fs::write(&old, b"old").unwrap();
         std::fs::write(&fresh, b"fresh").unwrap();
         let two_days_ago = std::time::SystemTime::now() - 2 * CONTEXT_TTL;
-        std::fs::File::options()
-            .write(true)
-            .open(&old)
-            .unwrap()
-            .set_modified(two_days_ago)
-            .unwrap();
+        for path in [&old, &old_of_alice] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(two_days_ago)
+                .unwrap();
+        }
         assert_eq!(
             remove_stale_contexts(dir.path(), CONTEXT_TTL)
                 .await
                 .unwrap(),
-            1
+            2
         );
-        assert!(!old.exists() && fresh.exists());
+        assert!(!old.exists() && !old_of_alice.exists() && fresh.exists());
         let missing = dir.path().join("none");
         assert_eq!(
             remove_stale_contexts(&missing, CONTEXT_TTL).await.unwrap(),

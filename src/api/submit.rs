@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, StatusCode, header};
 
+use super::accounts::{authenticate, user_of};
 use super::error::ApiError;
 use super::{App, AppState};
 use crate::metrics::RequestResult;
@@ -70,6 +71,38 @@ impl Caller {
             address: self.address.map(|address| address.to_string()),
         })
     }
+}
+
+/// Lets a request that runs a user's recipe (Wave's `containerFile`) through only with a valid
+/// token — an operator's from `api.tokens` or a library user's from `/auth/tokens`, sent as
+/// `Authorization: Bearer …` or as Wave's `towerAccessToken` (`body_token`) — unless
+/// `api.anonymous_recipes` lets anyone in. Recipes are strangers' code run on kiln's machines;
+/// package requests run none and never come here.
+pub async fn require_recipe_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    body_token: Option<&str>,
+) -> Result<(), ApiError> {
+    if state.config.api.anonymous_recipes {
+        return Ok(());
+    }
+    if authenticate(state, headers).await?.is_some() {
+        return Ok(());
+    }
+    if let Some(token) = body_token.map(str::trim).filter(|token| !token.is_empty())
+        && user_of(state, token).await?.is_some()
+    {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "a `containerFile` runs its commands on kiln's build machines, so it needs a \
+             token: get one at {}/auth/tokens (or ask the operator for one), and send it as \
+             `Authorization: Bearer <token>` or, from Nextflow, as `tower.accessToken`",
+            state.config.public_url()
+        ),
+    ))
 }
 
 /// The client's address when the server was started with connection info (`kiln serve`

@@ -4,6 +4,10 @@
 //! Bodies are Wave's (null fields accepted, unknown ones ignored; nulls left out of answers).
 //! kiln always answers with the durable image in its registry — there are no ephemeral `/wt/`
 //! tokens — so `freeze` is echoed but changes nothing.
+//!
+//! A `containerFile` runs its user's commands, so it needs a token unless
+//! `api.anonymous_recipes` is on, and it is checked (as its builder checks it, and where its
+//! images come from) before it costs a build; package requests stay anonymous.
 
 use axum::Json;
 use axum::Router;
@@ -17,12 +21,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::AppState;
+use super::base_hosts::{BaseImage, check_base_images};
 use super::error::ApiError;
-use super::submit::{Caller, ClientAddress, ImageState, ensure_image};
+use super::submit::{Caller, ClientAddress, ImageState, ensure_image, require_recipe_token};
 use crate::build::containerfile::ContainerfileRequest;
 use crate::metrics::RequestResult;
 use crate::plan::ImagePlan;
-use crate::spec::{Format, Platform, Request, RequestInput};
+use crate::spec::{Dockerfile, Format, MAX_PLATFORMS, Platform, Request, RequestInput};
 use crate::store::{BuildRecord, BuildStatus, ContainerRequest, NewBuild};
 
 /// The largest Dockerfile accepted, decoded (Wave allows 10 000 bytes).
@@ -152,7 +157,8 @@ async fn submit(
         )),
         (Some(image), None, None) => pass_through(&state, address, image, freeze).await,
         (None, Some(file), None) => {
-            let new = containerfile_build(&state, file, &request)?;
+            require_recipe_token(&state, &headers, request.tower_access_token.as_deref()).await?;
+            let new = containerfile_build(&state, file, &request).await?;
             answer(&state, caller, new, freeze, dry_run).await
         }
         (None, None, Some(packages)) => {
@@ -287,6 +293,7 @@ fn packages_plan(
             ));
         }
     };
+    super::images::check_channel_count(state, &channels, "`packages.channels`")?;
     if entries.iter().any(|entry| entry.contains("://")) {
         return Err(ApiError::bad_request(
             "`packages.entries`: remote conda lock files are not supported; list the packages",
@@ -371,6 +378,12 @@ fn platforms(text: Option<&str>) -> Result<Vec<String>, ApiError> {
     let Some(text) = text.filter(|text| !text.trim().is_empty()) else {
         return Ok(Vec::new());
     };
+    let count = text.split(',').count();
+    if count > MAX_PLATFORMS {
+        return Err(ApiError::bad_request(format!(
+            "`containerPlatform` lists {count} platforms; the limit is {MAX_PLATFORMS}"
+        )));
+    }
     text.split(',')
         .map(|one| {
             let name = one.trim().trim_start_matches("linux/");
@@ -393,8 +406,10 @@ fn format(text: Option<&str>) -> String {
     }
 }
 
-/// A user's Dockerfile, built with buildah on one platform and named by its content.
-fn containerfile_build(
+/// A user's Dockerfile, built with buildah on one platform and named by its content. It is
+/// checked as the builder checks it, and the registries of the images it pulls are checked, so
+/// a Dockerfile that could only fail costs no build.
+async fn containerfile_build(
     state: &AppState,
     encoded: &str,
     request: &SubmitRequest,
@@ -407,6 +422,20 @@ fn containerfile_build(
     }
     let text = super::base64_text(encoded, "`containerFile`", MAX_CONTAINER_FILE)
         .map_err(ApiError::bad_request)?;
+    let refused =
+        |err: &dyn std::fmt::Display| ApiError::bad_request(format!("`containerFile`: {err}"));
+    let dockerfile = Dockerfile::parse(&text).map_err(|err| refused(&err))?;
+    let images: Vec<BaseImage> = dockerfile
+        .images
+        .into_iter()
+        .map(|image| BaseImage {
+            reference: image.reference,
+            place: format!("at line {}", image.line),
+        })
+        .collect();
+    check_base_images(&state.config, &images)
+        .await
+        .map_err(|err| refused(&err))?;
     let platforms = platforms(request.container_platform.as_deref())?;
     let platform = match platforms.as_slice() {
         [] => Platform::LinuxAmd64,
@@ -738,6 +767,9 @@ mod tests {
         );
         assert_eq!(platforms(Some("aarch64")).unwrap(), ["linux/arm64"]);
         assert_eq!(platforms(Some("linux/arm64/v8")).unwrap(), ["linux/arm64"]);
+        let many = ["linux/amd64"; MAX_PLATFORMS + 1].join(",");
+        let err = platforms(Some(&many)).unwrap_err();
+        assert!(err.message.contains("9 platforms"), "{}", err.message);
         let err = platforms(Some("linux/s390x")).unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert!(err.message.contains("containerPlatform"), "{}", err.message);

@@ -18,7 +18,7 @@ use super::buildah::{BuildOptions, Buildah, BuildahError, Credentials};
 use super::{Backend, BuildLog};
 use crate::assemble::MEDIA_TYPE_MANIFEST;
 use crate::registry::client::{Auth, ClientError, RegistryClient};
-use crate::spec::Platform;
+use crate::spec::{Dockerfile, Platform};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
 /// Docker's schema 2 manifest, which buildah pushes when a base image made it keep that format.
@@ -190,9 +190,8 @@ impl ContainerfileBuilder {
                 build.format
             ));
         }
-        if build.containerfile.trim().is_empty() {
-            return Err("the Dockerfile is empty".into());
-        }
+        // The check kiln's API made before taking it: stored text is not trusted either.
+        Dockerfile::parse(&build.containerfile).map_err(|err| err.to_string())?;
         let (repository, tag) = split_image(&build.image)?;
         let context = fresh_context(work).await?;
         let dockerfile = write_containerfile(work, &build.containerfile).await?;

@@ -101,7 +101,7 @@ pub struct DefinitionSettings {
     pub public_registry: String,
     /// The URL clients reach kiln at, for download links.
     pub public_url: String,
-    /// Uploaded build contexts, `<hex>.tar.gz` by digest.
+    /// Uploaded build contexts, `<user>/<hex>.tar.gz` by owner and digest.
     pub contexts_dir: PathBuf,
     /// Scratch space: each build gets `<work_dir>/<build id>/`, removed afterwards.
     pub work_dir: PathBuf,
@@ -293,7 +293,11 @@ impl DefinitionBuilder {
             );
         };
         let hex = digest.strip_prefix("sha256.").unwrap_or(digest);
-        let archive = self.settings.contexts_dir.join(format!("{hex}.tar.gz"));
+        let archive = self
+            .settings
+            .contexts_dir
+            .join(&request.user)
+            .join(format!("{hex}.tar.gz"));
         let target = context.to_path_buf();
         let unpacked = tokio::task::spawn_blocking(move || unpack_context(&archive, &target))
             .await

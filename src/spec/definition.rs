@@ -6,6 +6,7 @@
 //! than what its author wrote. In the Containerfile every user string is a JSON string inside an
 //! exec-form array: it never becomes shell or Containerfile syntax.
 
+use super::dockerfile::MAX_CONTAINERFILE_LINE;
 use super::entry::printable;
 
 /// The longest definition file kiln accepts, in bytes (1 MiB).
@@ -16,11 +17,6 @@ pub const MAX_FROM_LEN: usize = 512;
 
 /// The longest `%files` path kiln accepts, in bytes: Linux's `PATH_MAX`.
 const MAX_PATH_LEN: usize = 4096;
-
-/// The longest Containerfile line buildah 1.28 reads: its parser scans with Go's default
-/// `bufio.Scanner`, whose 64 KiB buffer must hold the line and its newline. A longer `RUN` line
-/// is not an error there: buildah 1.28.2 silently builds without it and everything after it.
-const MAX_CONTAINERFILE_LINE: usize = 64 * 1024 - 1;
 
 /// Header keys SingularityCE knows that serve only the bootstrap agents kiln does not offer,
 /// besides `otherurl<N>`.

@@ -102,6 +102,22 @@ impl FromStr for ImageRef {
     }
 }
 
+/// The registry (`host[:port]`) an image reference is pulled from, by Docker's rules: the first
+/// path component when it holds a `.` or a `:`, is `localhost`, or is a bracketed IPv6
+/// address; otherwise Docker Hub, `docker.io` (`debian:12`, `library/debian`). A leading
+/// `docker://` is ignored.
+pub fn registry_of(reference: &str) -> &str {
+    let reference = reference.strip_prefix("docker://").unwrap_or(reference);
+    match reference.split_once('/') {
+        Some((first, _))
+            if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') =>
+        {
+            first
+        }
+        _ => "docker.io",
+    }
+}
+
 impl TryFrom<String> for ImageRef {
     type Error = ImageRefError;
 
@@ -119,6 +135,24 @@ impl From<ImageRef> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registries_follow_dockers_rules() {
+        for (reference, registry) in [
+            ("debian:12", "docker.io"),
+            ("library/debian", "docker.io"),
+            ("docker://alpine", "docker.io"),
+            ("localhost/x", "localhost"),
+            ("localhost:5000/x:1", "localhost:5000"),
+            ("127.0.0.1:5000/x", "127.0.0.1:5000"),
+            ("[::1]:5000/x", "[::1]:5000"),
+            ("[::1]/x", "[::1]"),
+            ("docker://quay.io/biocontainers/samtools:1.21", "quay.io"),
+            ("169.254.169.254/latest", "169.254.169.254"),
+        ] {
+            assert_eq!(registry_of(reference), registry, "{reference}");
+        }
+    }
 
     #[test]
     fn references() {

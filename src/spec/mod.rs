@@ -9,6 +9,7 @@
 
 mod conda;
 mod definition;
+mod dockerfile;
 mod entry;
 mod image_ref;
 mod name;
@@ -21,8 +22,9 @@ pub use definition::{
     Bootstrap, ContextSource, Definition, DefinitionError, FileCopy, MAX_DEFINITION_LEN,
     MAX_FROM_LEN, POST_ENVIRONMENT, Script,
 };
+pub use dockerfile::{Dockerfile, DockerfileError, MAX_CONTAINERFILE_LINE, PulledImage};
 pub use entry::{EntryError, MAX_ENTRY_LEN, PackageEntry};
-pub use image_ref::{ImageRef, ImageRefError};
+pub use image_ref::{ImageRef, ImageRefError, registry_of};
 pub use name::{
     IMAGE_FORMAT_VERSION, ImageKey, ImageKeyError, ImageName, KeyInputs, RegistryHost,
     RegistryHostError,
@@ -30,5 +32,6 @@ pub use name::{
 pub use pip::PipSpec;
 pub use platform::{Format, FormatError, Platform, PlatformError};
 pub use request::{
-    Channel, ChannelError, DEFAULT_CHANNELS, MAX_ENTRIES, Request, RequestError, RequestInput,
+    Channel, ChannelError, DEFAULT_CHANNELS, MAX_ENTRIES, MAX_PLATFORMS, Request, RequestError,
+    RequestInput,
 };

@@ -16,6 +16,10 @@ pub const DEFAULT_CHANNELS: [&str; 2] = ["conda-forge", "bioconda"];
 /// The most packages one request may list.
 pub const MAX_ENTRIES: usize = 200;
 
+/// The most platforms one request may list (kiln builds two; repeats are allowed, endless ones
+/// not).
+pub const MAX_PLATFORMS: usize = 8;
+
 /// A conda channel name, lowercase.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -117,6 +121,9 @@ pub enum RequestError {
     /// More entries than [`MAX_ENTRIES`].
     #[error("the request lists {0} packages; the limit is {MAX_ENTRIES}")]
     TooManyPackages(usize),
+    /// More platforms than [`MAX_PLATFORMS`].
+    #[error("the request lists {0} platforms; the limit is {MAX_PLATFORMS}")]
+    TooManyPlatforms(usize),
     /// An entry was refused.
     #[error(transparent)]
     Entry(#[from] EntryError),
@@ -142,6 +149,13 @@ impl TryFrom<RequestInput> for Request {
     type Error = RequestError;
 
     fn try_from(input: RequestInput) -> Result<Self, Self::Error> {
+        // Counted before anything is parsed: a long list costs nothing but this refusal.
+        if input.entries.len() > MAX_ENTRIES {
+            return Err(RequestError::TooManyPackages(input.entries.len()));
+        }
+        if input.platforms.len() > MAX_PLATFORMS {
+            return Err(RequestError::TooManyPlatforms(input.platforms.len()));
+        }
         let entries = input
             .entries
             .iter()
@@ -367,6 +381,13 @@ mod tests {
         assert_eq!(
             request(&refs, &[], &[]),
             Err(RequestError::TooManyPackages(MAX_ENTRIES + 1))
+        );
+        let platforms = vec!["linux/amd64"; MAX_PLATFORMS + 1];
+        assert_eq!(
+            request(&["samtools"], &[], &platforms)
+                .unwrap_err()
+                .to_string(),
+            "the request lists 9 platforms; the limit is 8"
         );
     }
 
