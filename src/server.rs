@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::RegistryState;
 use crate::registry::client::{Auth, RegistryClient};
+use crate::registry::gc::GcReport;
 use crate::store::{SqliteStore, Store};
 
 /// Serves kiln on `listener` until `shutdown` resolves, then lets running builds finish their
@@ -41,6 +42,7 @@ pub async fn run(
         .await
         .context("cannot open the embedded registry's storage")?;
     let cleaner = tokio::spawn(clean_uploads(registry.clone(), config.build_contexts_dir()));
+    let collector = tokio::spawn(collect_periodically(config.clone(), registry.clone()));
     let metrics = Arc::new(Metrics::default());
     let queue = Queue::new(
         store.clone(),
@@ -72,6 +74,7 @@ pub async fn run(
     .await
     .context("the server failed");
     cleaner.abort();
+    collector.abort();
     workers.shutdown().await;
     served
 }
@@ -133,6 +136,61 @@ async fn clean_uploads(registry: RegistryState, contexts: std::path::PathBuf) {
         }
         if let Err(err) = api::remove_stale_contexts(&contexts, api::CONTEXT_TTL).await {
             tracing::warn!(error = %err, "removing stale build contexts failed");
+        }
+    }
+}
+
+/// What one garbage collection removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// From the embedded registry.
+    pub registry: GcReport,
+    /// Expired build contexts of remote builds.
+    pub contexts: usize,
+}
+
+impl std::fmt::Display for Collected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, {} expired build contexts",
+            self.registry, self.contexts
+        )
+    }
+}
+
+/// One garbage collection: the embedded registry's (see [`crate::registry::gc`]) and expired
+/// build contexts. `kiln gc` and the scheduled pass both run this.
+pub async fn collect_garbage(
+    config: &Config,
+    registry: &RegistryState,
+) -> anyhow::Result<Collected> {
+    let report = registry
+        .collect_garbage(&config.gc_policy())
+        .await
+        .context("collecting the registry's garbage failed")?;
+    let contexts = api::remove_stale_contexts(&config.build_contexts_dir(), api::CONTEXT_TTL)
+        .await
+        .context("removing expired build contexts failed")?;
+    Ok(Collected {
+        registry: report,
+        contexts,
+    })
+}
+
+/// Runs [`collect_garbage`] every `embedded_registry.gc_interval_secs` (never when `0`).
+async fn collect_periodically(config: Config, registry: RegistryState) {
+    let interval = config.embedded_registry.gc_interval_secs;
+    if interval == 0 {
+        return;
+    }
+    let period = std::time::Duration::from_secs(interval);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        every.tick().await;
+        match collect_garbage(&config, &registry).await {
+            Ok(collected) => tracing::info!(%collected, "garbage collected"),
+            Err(err) => tracing::warn!(error = %format!("{err:#}"), "garbage collection failed"),
         }
     }
 }
