@@ -627,6 +627,54 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
     }
 
     #[test]
+    fn registry_operators_and_collection_settings() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(
+            &path,
+            "[embedded_registry]\ngc_grace_secs = 60\nremote_build_retention_secs = 0\n\n\
+             [[embedded_registry.users]]\nuser = \"ops\"\npassword = \"x\"\noperator = true\n\n\
+             [[embedded_registry.users]]\nuser = \"me\"\npassword = \"y\"\n",
+        )
+        .expect("write config");
+        let config = Config::load(Some(&path), no_env).expect("config loads");
+        let operators: Vec<bool> = config
+            .embedded_registry
+            .users
+            .iter()
+            .map(|u| u.operator)
+            .collect();
+        assert_eq!(operators, [true, false]);
+        let policy = config.gc_policy();
+        assert_eq!(policy.grace.as_secs(), 60);
+        assert_eq!(policy.remote_build_retention, None);
+        assert_eq!(config.embedded_registry.token_ttl_secs, 3600);
+
+        let env = |name: &str| match name {
+            "KILN_REGISTRY_USERS" => Some("a:1,b:2".to_owned()),
+            "KILN_REGISTRY_OPERATORS" => Some("b".to_owned()),
+            "KILN_REGISTRY_MAX_UPLOAD_SESSIONS" => Some("3".to_owned()),
+            _ => None,
+        };
+        let config = Config::load(None, env).expect("loads");
+        let roles: Vec<_> = config
+            .registry_config()
+            .users
+            .iter()
+            .map(|c| (c.user.clone(), c.role))
+            .collect();
+        use crate::registry::auth::Role;
+        assert_eq!(
+            roles,
+            [
+                ("a".to_owned(), Role::User),
+                ("b".to_owned(), Role::Operator)
+            ]
+        );
+        assert_eq!(config.registry_config().max_upload_sessions, 3);
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let env = |name: &str| (name == "KILN_REGISTRY").then(|| "http://x".to_owned());
         let err = Config::load(None, env).unwrap_err();
