@@ -165,6 +165,7 @@ impl KilnServer {
         config.embedded_registry.users = vec![RegistryUser {
             user: PUSHER.0.into(),
             password: PUSHER.1.into(),
+            operator: false,
         }];
         let address = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

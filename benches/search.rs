@@ -159,6 +159,8 @@ async fn over_http(
     config.embedded_registry.users = vec![RegistryUser {
         user: "kiln-bench".to_owned(),
         password: uuid::Uuid::new_v4().simple().to_string(),
+        // It pushes bases and images into kiln's own namespaces.
+        operator: true,
     }];
     tokio::spawn(async move {
         if let Err(err) = kiln::server::run(config, listener, std::future::pending()).await {

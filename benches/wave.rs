@@ -212,6 +212,8 @@ fn start_kiln(channel: &Channel) -> Result<(KilnServer, tokio::runtime::Runtime)
         config.embedded_registry.users = vec![RegistryUser {
             user: PUSH_USER.to_owned(),
             password: config_password,
+            // It pushes bases and images into kiln's own namespaces.
+            operator: true,
         }];
         config.base.conda = BaseProfile {
             image: Some(format!("{address}/{BASE_REPOSITORY}:{BASE_TAG}").parse()?),

@@ -56,6 +56,19 @@ pub struct EmbeddedRegistry {
     /// Who may push and delete (HTTP Basic, or a token from `/registry/token`); anyone may
     /// pull. kiln's builders have a credential of their own besides these.
     pub users: Vec<RegistryUser>,
+    /// How long a token from `/registry/token` is good for, in seconds.
+    pub token_ttl_secs: u64,
+    /// Upload sessions one registry user may hold open at once; past it, 429 TOOMANYREQUESTS.
+    pub max_upload_sessions: usize,
+    /// Seconds between garbage collections by `kiln serve`; `0` turns them off (`kiln gc`
+    /// still works with the server stopped).
+    pub gc_interval_secs: u64,
+    /// Unreferenced blobs younger than this many seconds are kept: longer than the longest push
+    /// takes from its first blob to its manifest.
+    pub gc_grace_secs: u64,
+    /// Remote-build results (`library/<user>/remote-builds/…`) are removed this many seconds
+    /// after they were pushed; `0` keeps them.
+    pub remote_build_retention_secs: u64,
 }
 
 /// A registry user allowed to write.
@@ -66,6 +79,10 @@ pub struct RegistryUser {
     pub user: String,
     /// Password or token.
     pub password: String,
+    /// Whether this user may also write into kiln's own namespaces (`library/`, `kiln/`,
+    /// `mirror/`), e.g. to push bases with `kiln base bootstrap`.
+    #[serde(default)]
+    pub operator: bool,
 }
 
 impl Default for EmbeddedRegistry {
@@ -74,6 +91,11 @@ impl Default for EmbeddedRegistry {
             max_blob_size: 16 << 30,
             upload_ttl_secs: 3600,
             users: Vec::new(),
+            token_ttl_secs: 3600,
+            max_upload_sessions: 16,
+            gc_interval_secs: 3600,
+            gc_grace_secs: 3600,
+            remote_build_retention_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -486,6 +508,7 @@ impl Config {
                         Ok(RegistryUser {
                             user: user.to_owned(),
                             password: password.to_owned(),
+                            operator: false,
                         })
                     }
                     _ => Err(ConfigError::Env {
@@ -494,6 +517,29 @@ impl Config {
                     }),
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(value) = env("KILN_REGISTRY_OPERATORS") {
+            let operators: Vec<&str> = value.split(',').map(str::trim).collect();
+            for user in &mut self.embedded_registry.users {
+                user.operator = operators.contains(&user.user.as_str());
+            }
+        }
+        if let Some(value) = env("KILN_REGISTRY_TOKEN_TTL_SECS") {
+            self.embedded_registry.token_ttl_secs = parsed("KILN_REGISTRY_TOKEN_TTL_SECS", &value)?;
+        }
+        if let Some(value) = env("KILN_REGISTRY_MAX_UPLOAD_SESSIONS") {
+            self.embedded_registry.max_upload_sessions =
+                parsed("KILN_REGISTRY_MAX_UPLOAD_SESSIONS", &value)?;
+        }
+        if let Some(value) = env("KILN_GC_INTERVAL_SECS") {
+            self.embedded_registry.gc_interval_secs = parsed("KILN_GC_INTERVAL_SECS", &value)?;
+        }
+        if let Some(value) = env("KILN_GC_GRACE_SECS") {
+            self.embedded_registry.gc_grace_secs = parsed("KILN_GC_GRACE_SECS", &value)?;
+        }
+        if let Some(value) = env("KILN_REMOTE_BUILD_RETENTION_SECS") {
+            self.embedded_registry.remote_build_retention_secs =
+                parsed("KILN_REMOTE_BUILD_RETENTION_SECS", &value)?;
         }
         if let Some(value) = env("KILN_BUILD_WORKERS") {
             self.build.workers = parsed("KILN_BUILD_WORKERS", &value)?;
@@ -662,11 +708,28 @@ impl Config {
                 .embedded_registry
                 .users
                 .iter()
-                .map(|u| crate::registry::Credentials {
-                    user: u.user.clone(),
-                    password: u.password.clone(),
+                .map(|u| {
+                    let role = if u.operator {
+                        crate::registry::auth::Role::Operator
+                    } else {
+                        crate::registry::auth::Role::User
+                    };
+                    crate::registry::Credentials::new(&u.user, &u.password, role)
                 })
                 .collect(),
+            token_ttl: std::time::Duration::from_secs(self.embedded_registry.token_ttl_secs),
+            max_upload_sessions: self.embedded_registry.max_upload_sessions,
+        }
+    }
+
+    /// What the embedded registry's garbage collection may remove.
+    pub fn gc_policy(&self) -> crate::registry::gc::GcPolicy {
+        let secs = std::time::Duration::from_secs;
+        let retention = self.embedded_registry.remote_build_retention_secs;
+        crate::registry::gc::GcPolicy {
+            grace: secs(self.embedded_registry.gc_grace_secs),
+            upload_ttl: secs(self.embedded_registry.upload_ttl_secs),
+            remote_build_retention: (retention > 0).then(|| secs(retention)),
         }
     }
 
@@ -801,6 +864,54 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
         );
         assert_eq!(config.base.python.python.as_deref(), Some("3.11"));
         assert!(config.build.ca_bundle.is_some());
+    }
+
+    #[test]
+    fn registry_operators_and_collection_settings() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(
+            &path,
+            "[embedded_registry]\ngc_grace_secs = 60\nremote_build_retention_secs = 0\n\n\
+             [[embedded_registry.users]]\nuser = \"ops\"\npassword = \"x\"\noperator = true\n\n\
+             [[embedded_registry.users]]\nuser = \"me\"\npassword = \"y\"\n",
+        )
+        .expect("write config");
+        let config = Config::load(Some(&path), no_env).expect("config loads");
+        let operators: Vec<bool> = config
+            .embedded_registry
+            .users
+            .iter()
+            .map(|u| u.operator)
+            .collect();
+        assert_eq!(operators, [true, false]);
+        let policy = config.gc_policy();
+        assert_eq!(policy.grace.as_secs(), 60);
+        assert_eq!(policy.remote_build_retention, None);
+        assert_eq!(config.embedded_registry.token_ttl_secs, 3600);
+
+        let env = |name: &str| match name {
+            "KILN_REGISTRY_USERS" => Some("a:1,b:2".to_owned()),
+            "KILN_REGISTRY_OPERATORS" => Some("b".to_owned()),
+            "KILN_REGISTRY_MAX_UPLOAD_SESSIONS" => Some("3".to_owned()),
+            _ => None,
+        };
+        let config = Config::load(None, env).expect("loads");
+        let roles: Vec<_> = config
+            .registry_config()
+            .users
+            .iter()
+            .map(|c| (c.user.clone(), c.role))
+            .collect();
+        use crate::registry::auth::Role;
+        assert_eq!(
+            roles,
+            [
+                ("a".to_owned(), Role::User),
+                ("b".to_owned(), Role::Operator)
+            ]
+        );
+        assert_eq!(config.registry_config().max_upload_sessions, 3);
     }
 
     #[test]

@@ -50,6 +50,11 @@ enum Command {
         #[arg(long, value_name = "FILE.sif")]
         output: Option<PathBuf>,
     },
+    /// Remove what nothing needs from the embedded registry and data directory: blobs no
+    /// manifest references, expired uploads, build contexts and remote-build results. `kiln
+    /// serve` does this itself every `embedded_registry.gc_interval_secs`; run this one while
+    /// it is stopped.
+    Gc,
     /// Base images kiln builds on.
     Base {
         #[command(subcommand)]
@@ -164,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             runtime()?.block_on(build(config, plans, output))
         }
+        Command::Gc => runtime()?.block_on(gc(config)),
         Command::Base { command } => runtime()?.block_on(base(config, command)),
         Command::Token {
             command: TokenCommand::Create { user },
@@ -280,6 +286,16 @@ async fn save_sif(client: &RegistryClient, plan: &ImagePlan, path: &Path) -> any
     tokio::fs::rename(&temp, path)
         .await
         .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `kiln gc`: one garbage collection, and what it removed.
+async fn gc(config: Config) -> anyhow::Result<()> {
+    let registry = kiln::registry::RegistryState::new(config.registry_config())
+        .await
+        .context("cannot open the embedded registry's storage")?;
+    let collected = kiln::server::collect_garbage(&config, &registry).await?;
+    println!("{collected}");
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::RegistryState;
 use crate::registry::client::{Auth, RegistryClient};
+use crate::registry::gc::GcReport;
 use crate::store::{SqliteStore, Store};
 
 /// Serves kiln on `listener` until `shutdown` resolves, then lets running builds finish their
@@ -42,6 +43,7 @@ pub async fn run(
         .context("cannot open the embedded registry's storage")?;
     let cleaner = tokio::spawn(clean_uploads(registry.clone(), config.build_contexts_dir()));
     let pruner = tokio::spawn(prune_periodically(store.clone(), config.retention));
+    let collector = tokio::spawn(collect_periodically(config.clone(), registry.clone()));
     let metrics = Arc::new(Metrics::default());
     let queue = Queue::new(
         store.clone(),
@@ -75,6 +77,7 @@ pub async fn run(
     crate::listen::serve(listener, api::router(state), limits, shutdown).await;
     cleaner.abort();
     pruner.abort();
+    collector.abort();
     workers.shutdown().await;
     Ok(())
 }
@@ -202,4 +205,59 @@ pub async fn prune(
         );
     }
     Ok(pruned)
+}
+
+/// What one garbage collection removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// From the embedded registry.
+    pub registry: GcReport,
+    /// Expired build contexts of remote builds.
+    pub contexts: usize,
+}
+
+impl std::fmt::Display for Collected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, {} expired build contexts",
+            self.registry, self.contexts
+        )
+    }
+}
+
+/// One garbage collection: the embedded registry's (see [`crate::registry::gc`]) and expired
+/// build contexts. `kiln gc` and the scheduled pass both run this.
+pub async fn collect_garbage(
+    config: &Config,
+    registry: &RegistryState,
+) -> anyhow::Result<Collected> {
+    let report = registry
+        .collect_garbage(&config.gc_policy())
+        .await
+        .context("collecting the registry's garbage failed")?;
+    let contexts = api::remove_stale_contexts(&config.build_contexts_dir(), api::CONTEXT_TTL)
+        .await
+        .context("removing expired build contexts failed")?;
+    Ok(Collected {
+        registry: report,
+        contexts,
+    })
+}
+
+/// Runs [`collect_garbage`] every `embedded_registry.gc_interval_secs` (never when `0`).
+async fn collect_periodically(config: Config, registry: RegistryState) {
+    let interval = config.embedded_registry.gc_interval_secs;
+    if interval == 0 {
+        return;
+    }
+    let period = std::time::Duration::from_secs(interval);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        every.tick().await;
+        match collect_garbage(&config, &registry).await {
+            Ok(collected) => tracing::info!(%collected, "garbage collected"),
+            Err(err) => tracing::warn!(error = %format!("{err:#}"), "garbage collection failed"),
+        }
+    }
 }

@@ -5,7 +5,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{PUSHER, TestApp};
+use support::{PUSHER, REGISTRY_USER, TestApp};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn passes_the_oci_conformance_suite() {
@@ -24,8 +24,9 @@ async fn passes_the_oci_conformance_suite() {
         .env("OCI_ROOT_URL", app.url(""))
         .env("OCI_NAMESPACE", "conformance/repo1")
         .env("OCI_CROSSMOUNT_NAMESPACE", "conformance/repo2")
-        .env("OCI_USERNAME", PUSHER.0)
-        .env("OCI_PASSWORD", PUSHER.1)
+        // An ordinary registry user: everything but kiln's own namespaces is theirs.
+        .env("OCI_USERNAME", REGISTRY_USER.0)
+        .env("OCI_PASSWORD", REGISTRY_USER.1)
         .env("OCI_TEST_PULL", "1")
         .env("OCI_TEST_PUSH", "1")
         .env("OCI_TEST_CONTENT_DISCOVERY", "1")
@@ -140,6 +141,102 @@ async fn pushes_without_credentials_are_refused() {
         .push_blob_bytes("library/anonymous", Bytes::from_static(b"x"), None)
         .await;
     assert!(pushed.is_err(), "a push with a wrong password went through");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_users_cannot_write_into_kilns_namespaces() {
+    let app = TestApp::start().await;
+    let http = reqwest::Client::new();
+    let digest = sha256_digest(b"poison");
+    for repository in [
+        "library/samtools",
+        "kiln/base/debian",
+        "mirror/docker.io/library/x",
+    ] {
+        let refused = http
+            .post(app.url(&format!("/v2/{repository}/blobs/uploads/?digest={digest}")))
+            .basic_auth(REGISTRY_USER.0, Some(REGISTRY_USER.1))
+            .body(&b"poison"[..])
+            .send()
+            .await
+            .expect("push");
+        assert_eq!(refused.status(), 403);
+        let body: serde_json::Value = refused.json().await.expect("json");
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        let message = body["errors"][0]["message"].as_str().expect("message");
+        let namespace = repository.split('/').next().expect("namespace");
+        assert!(
+            message.contains(&format!("{namespace}/")) && message.contains("operators"),
+            "{message}"
+        );
+    }
+    // The same user pushes elsewhere, and the operator anywhere.
+    for (user, repository) in [(REGISTRY_USER, "alice/tools"), (PUSHER, "library/samtools")] {
+        let pushed = http
+            .post(app.url(&format!("/v2/{repository}/blobs/uploads/?digest={digest}")))
+            .basic_auth(user.0, Some(user.1))
+            .body(&b"poison"[..])
+            .send()
+            .await
+            .expect("push");
+        assert_eq!(pushed.status(), 201, "{} to {repository}", user.0);
+    }
+}
+
+/// `kiln gc` refuses to run beside a server on the same data directory, and with the server
+/// stopped removes unreferenced blobs, which then no route serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn kiln_gc_removes_unreferenced_blobs() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let http = reqwest::Client::new();
+    let orphan = b"an orphaned layer".to_vec();
+    let digest = sha256_digest(&orphan);
+    let gc = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("gc")
+            .env_clear()
+            .env("KILN_DATA_DIR", data.path())
+            .env("KILN_GC_GRACE_SECS", "0")
+            .output()
+            .expect("kiln gc runs")
+    };
+
+    let server = ServeProcess::start(data.path()).await;
+    let pushed = http
+        .post(server.url(&format!("/v2/alice/tools/blobs/uploads/?digest={digest}")))
+        .basic_auth(PUSHER.0, Some(PUSHER.1))
+        .body(orphan.clone())
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(pushed.status(), 201);
+    let busy = gc();
+    assert!(!busy.status.success());
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        stderr.contains("in use by another kiln process"),
+        "{stderr}"
+    );
+    drop(server);
+
+    let collected = gc();
+    let stdout = String::from_utf8_lossy(&collected.stdout);
+    assert!(
+        collected.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&collected.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("removed 1 blobs ({} bytes)", orphan.len())),
+        "{stdout}"
+    );
+
+    let server = ServeProcess::start(data.path()).await;
+    let link = kiln::registry::blob_download_path(&digest).expect("a sha256 digest");
+    for path in [format!("/v2/alice/tools/blobs/{digest}"), link] {
+        let gone = http.get(server.url(&path)).send().await.expect("get");
+        assert_eq!(gone.status(), 404, "{path}");
+    }
 }
 
 /// Pushes a two-platform image the way kiln's builder will (layers streamed from files, configs
@@ -336,6 +433,7 @@ impl ServeProcess {
             .env("KILN_LISTEN", address.to_string())
             .env("KILN_DATA_DIR", data)
             .env("KILN_REGISTRY_USERS", format!("{}:{}", PUSHER.0, PUSHER.1))
+            .env("KILN_REGISTRY_OPERATORS", PUSHER.0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

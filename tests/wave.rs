@@ -526,3 +526,104 @@ async fn kilns_own_api_streams_the_build_log() {
         "{document}"
     );
 }
+
+/// The cache is kiln's word, not the registry's: a manifest pushed at the deterministic tag of
+/// a request kiln has not built yet (the name is known from `dryRun`) is never served as
+/// `cached: true`. A registry user cannot push there at all; a tag written behind kiln's back
+/// (here by an operator) is a miss, and kiln builds the image over it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_kiln_did_not_build_is_not_served_as_cached() {
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let app = start(&server.url, 3).await;
+    let (code, dry) = post(&app, &nextflow_body(json!({"dryRun": true})), None).await;
+    assert_eq!(code, 200, "{dry}");
+    let target = dry["targetImage"].as_str().expect("targetImage").to_owned();
+    let (repository, tag) = target
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
+        .expect("host/repository:tag");
+
+    // A poisoned image: a config and a layer of the attacker's choosing.
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = |config_digest: &str| {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": [],
+        })
+        .to_string()
+    };
+    let config_digest = kiln::registry::client::sha256_digest(config);
+    let http = reqwest::Client::new();
+    let user = support::REGISTRY_USER;
+    for path in [
+        format!("/v2/{repository}/blobs/uploads/?digest={config_digest}"),
+        format!("/v2/{repository}/manifests/{tag}"),
+    ] {
+        let body = if path.contains("manifests") {
+            manifest(&config_digest).into_bytes()
+        } else {
+            config.to_vec()
+        };
+        let refused = http
+            .request(
+                if path.contains("manifests") {
+                    reqwest::Method::PUT
+                } else {
+                    reqwest::Method::POST
+                },
+                app.url(&path),
+            )
+            .basic_auth(user.0, Some(user.1))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body)
+            .send()
+            .await
+            .expect("push");
+        assert_eq!(refused.status(), 403, "{path}");
+        let error: Value = refused.json().await.expect("json");
+        assert_eq!(error["errors"][0]["code"], "DENIED", "{error}");
+    }
+
+    let operator = RegistryClient::new(
+        &app.address.to_string(),
+        Auth::Basic {
+            user: PUSHER.0.into(),
+            password: PUSHER.1.into(),
+        },
+        &[],
+    )
+    .expect("client");
+    operator
+        .push_blob_bytes(repository, bytes::Bytes::from_static(config), None)
+        .await
+        .expect("config pushed");
+    let poisoned = operator
+        .push_manifest(
+            repository,
+            tag,
+            bytes::Bytes::from(manifest(&config_digest)),
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .await
+        .expect("poisoned manifest pushed");
+
+    let (code, answer) = post(&app, &nextflow_body(json!({})), None).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["targetImage"], json!(target));
+    assert_eq!(answer["cached"], json!(false), "{answer}");
+    let status = until_ready(&app, &answer).await;
+    assert_eq!(status["succeeded"], json!(true), "{status}");
+    let built = operator
+        .tag_digest(repository, tag)
+        .await
+        .expect("HEAD")
+        .expect("the tag exists");
+    assert_ne!(built, poisoned, "kiln's build replaced the poisoned tag");
+
+    let (_, again) = post(&app, &nextflow_body(json!({})), None).await;
+    assert_eq!(again["cached"], json!(true), "{again}");
+}

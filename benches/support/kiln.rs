@@ -37,6 +37,8 @@ impl Kiln {
         config.embedded_registry.users = vec![RegistryUser {
             user: BENCH_USER.to_owned(),
             password: password.clone(),
+            // Benchmarks push bases and images into kiln's own namespaces.
+            operator: true,
         }];
         tokio::spawn(async move {
             if let Err(err) = kiln::server::run(config, listener, std::future::pending()).await {

@@ -195,6 +195,10 @@ async fn receive(
             .map_err(registry_failure)?;
         return Err(not_a_sif());
     };
+    // An untagged artifact references the file until it is tagged, so that garbage collection
+    // keeps it.
+    let title = format!("{}.sif", path.item().name);
+    push_artifact(state, &repository, &image.hash, size, &title, None).await?;
     Ok(state
         .store
         .finish_upload(&image.id, arch.as_str(), size, Utc::now())
@@ -275,19 +279,36 @@ pub(super) async fn publish(
 ) -> Result<(), LibraryError> {
     let repository = repository_of(path);
     let title = format!("{}_{tag}.sif", path.item().name);
-    let (config, manifest) = sif_artifact(&format!("sha256:{hash}"), size, &title);
+    push_artifact(state, &repository, hash, size, &title, Some(tag)).await
+}
+
+/// Pushes the ORAS artifact of the SIF with sha256 `hash` into `repository`: at `tag`, or by
+/// its digest alone.
+async fn push_artifact(
+    state: &AppState,
+    repository: &str,
+    hash: &str,
+    size: u64,
+    title: &str,
+    tag: Option<&str>,
+) -> Result<(), LibraryError> {
+    let (config, manifest) = sif_artifact(&format!("sha256:{hash}"), size, title);
     let storage = state.registry.storage();
     let config_digest = Digest::parse(&config.digest).map_err(registry_failure)?;
     let config_bytes =
         futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(config.bytes)) });
     storage
-        .put_blob(&repository, &config_digest, Box::pin(config_bytes))
+        .put_blob(repository, &config_digest, Box::pin(config_bytes))
         .await
         .map_err(registry_failure)?;
+    let reference = match tag {
+        Some(tag) => Reference::Tag(tag.to_owned()),
+        None => Reference::Digest(Digest::parse(&manifest.digest).map_err(registry_failure)?),
+    };
     storage
         .put_manifest(
-            &repository,
-            &Reference::Tag(tag.to_owned()),
+            repository,
+            &reference,
             Some(MEDIA_TYPE_MANIFEST),
             &manifest.bytes,
         )

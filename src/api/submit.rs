@@ -160,10 +160,9 @@ pub async fn ensure_image(
 ) -> Result<ImageState, ApiError> {
     let (repository, tag) = repository_and_tag(&new.image)
         .ok_or_else(|| ApiError::bad_request(format!("`{}` is not an image name", new.image)))?;
-    if state.registry.tag_exists(repository, tag).await {
+    if let Some(build) = trusted_hit(state, &new.key, repository, tag).await? {
         state.metrics.container_request(RequestResult::Hit);
-        let build = state.store.latest_for_key(&new.key).await?;
-        return Ok(ImageState::Ready { build });
+        return Ok(ImageState::Ready { build: Some(build) });
     }
     state.metrics.container_request(RequestResult::Miss);
     // One decision at a time: requests racing for the same new image must see each other's
@@ -241,6 +240,35 @@ async fn check_queue_room(
         ));
     }
     Ok(())
+}
+
+/// The build that made the image at `repository:tag`, when the tag exists and kiln vouches for
+/// what it points at: its last build of `key` succeeded and pushed exactly that digest. A tag
+/// written behind kiln's back (another digest, or no build of the key) is a miss: kiln builds
+/// the image and overwrites the tag.
+async fn trusted_hit(
+    state: &AppState,
+    key: &str,
+    repository: &str,
+    tag: &str,
+) -> Result<Option<BuildRecord>, ApiError> {
+    let Some(digest) = state.registry.tag_digest(repository, tag).await else {
+        return Ok(None);
+    };
+    let build = state.store.latest_for_key(key).await?;
+    let trusted = build.filter(|build| {
+        build.status == BuildStatus::Done
+            && build.succeeded == Some(true)
+            && build.digest.as_deref() == Some(digest.as_str())
+    });
+    if trusted.is_none() {
+        tracing::warn!(
+            image = %format!("{repository}:{tag}"),
+            %digest,
+            "a tag kiln did not build is ignored; the image is built again"
+        );
+    }
+    Ok(trusted)
 }
 
 /// `[oras://]host/repository:tag` → (`repository`, `tag`).

@@ -5,70 +5,190 @@
 //! token. The `/v2/` check answers callers without credentials with a Bearer challenge, the
 //! flow every client knows: docker, podman, skopeo, crane and oras fetch an anonymous pull
 //! token and read; given credentials they fetch a push token and write.
+//!
+//! kiln's own namespaces ([`RESERVED_NAMESPACES`]) hold what kiln vouches for: only kiln's
+//! builders and operators write there; ordinary users write everywhere else.
+//!
+//! Tokens are signed, not remembered: a token names its holder, role and expiry, followed by
+//! an HMAC-SHA256 over them with a key made at start. Issuing and checking one costs the same
+//! however many were issued, nothing grows with them, and a restart invalidates them all
+//! (clients then ask for a new one).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use sha2::Sha256;
 
 use super::Credentials;
-
-/// How long a token is good for. Clients ask for a new one when it runs out.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The path of the token endpoint.
 pub const TOKEN_PATH: &str = "/registry/token";
 
-/// What a request may do.
+/// The first path components of repositories that hold what kiln itself made or keeps: its
+/// images and library (`library/`, remote-build results included), its bases (`kiln/`) and
+/// its copies of upstream images (`mirror/`).
+pub const RESERVED_NAMESPACES: [&str; 3] = ["library", "kiln", "mirror"];
+
+/// The reserved namespace repository `name` lies in, if any.
+pub fn reserved_namespace(name: &str) -> Option<&'static str> {
+    let first = name.split('/').next().unwrap_or_default();
+    RESERVED_NAMESPACES.into_iter().find(|n| *n == first)
+}
+
+/// What a writer is to kiln.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A configured registry user: writes outside kiln's own namespaces.
+    User,
+    /// A configured user marked `operator = true`: writes everywhere (pushes bases).
+    Operator,
+    /// kiln's own builders: write everywhere, and their uploads are not capped (the number of
+    /// workers bounds them).
+    Builder,
+}
+
+impl Role {
+    /// Whether this role may write into kiln's own namespaces.
+    pub fn writes_reserved(self) -> bool {
+        !matches!(self, Role::User)
+    }
+
+    fn code(self) -> char {
+        match self {
+            Role::User => 'u',
+            Role::Operator => 'o',
+            Role::Builder => 'b',
+        }
+    }
+
+    fn from_code(code: char) -> Option<Self> {
+        match code {
+            'u' => Some(Role::User),
+            'o' => Some(Role::Operator),
+            'b' => Some(Role::Builder),
+            _ => None,
+        }
+    }
+}
+
+/// What a request may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// Pull only.
     Read,
-    /// Push and delete as well.
-    Write,
+    /// Push and delete as well, as `user` in `role`.
+    Write { user: String, role: Role },
+}
+
+impl Access {
+    /// Whether this may write (anywhere at all).
+    pub fn writes(&self) -> bool {
+        matches!(self, Access::Write { .. })
+    }
 }
 
 /// What a token endpoint request turned out to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
     /// No credentials: a pull token.
     Anonymous,
-    /// Valid credentials: a push token.
-    User,
+    /// Valid credentials of `user` in `role`: a push token.
+    Known { user: String, role: Role },
     /// Credentials that match no user: refused.
     Invalid,
 }
 
-/// Issued Bearer tokens, in memory: a restart costs clients one more token request.
-#[derive(Debug, Default)]
+/// Issues and checks signed Bearer tokens.
 pub struct Tokens {
-    issued: Mutex<HashMap<String, (Access, Instant)>>,
+    key: [u8; 32],
+    lifetime: Duration,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Tokens {
-    /// Issues a token granting `access` for [`TOKEN_LIFETIME`].
-    pub fn issue(&self, access: Access) -> String {
-        let token = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let now = Instant::now();
-        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        issued.retain(|_, (_, expires)| *expires > now);
-        issued.insert(token.clone(), (access, now + TOKEN_LIFETIME));
-        token
+    /// Tokens good for `lifetime`, signed with a fresh random key.
+    pub fn new(lifetime: Duration) -> Self {
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Tokens { key, lifetime }
     }
 
-    /// What `token` grants, if it is one of ours and still valid.
+    /// How long a token is good for.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(payload);
+        mac
+    }
+
+    /// A token granting `access` until `now` + the lifetime.
+    pub fn issue_at(&self, access: &Access, now: SystemTime) -> String {
+        let expires = unix_millis(now)
+            .saturating_add(u64::try_from(self.lifetime.as_millis()).unwrap_or(u64::MAX));
+        let payload = match access {
+            Access::Read => format!("r:{expires}:"),
+            Access::Write { user, role } => format!("{}:{expires}:{user}", role.code()),
+        };
+        let signature = self.mac(payload.as_bytes()).finalize().into_bytes();
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}",
+            engine.encode(payload.as_bytes()),
+            engine.encode(signature)
+        )
+    }
+
+    /// A token granting `access` for the configured lifetime.
+    pub fn issue(&self, access: &Access) -> String {
+        self.issue_at(access, SystemTime::now())
+    }
+
+    /// What `token` grants at `now`, if kiln signed it and it has not expired.
+    pub fn grant_at(&self, token: &str, now: SystemTime) -> Option<Access> {
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (payload, signature) = token.split_once('.')?;
+        let payload = engine.decode(payload).ok()?;
+        let signature = engine.decode(signature).ok()?;
+        // Constant-time comparison of the signature.
+        self.mac(&payload).verify_slice(&signature).ok()?;
+        let payload = String::from_utf8(payload).ok()?;
+        let mut parts = payload.splitn(3, ':');
+        let (role, expires, user) = (parts.next()?, parts.next()?, parts.next()?);
+        if expires.parse::<u64>().ok()? <= unix_millis(now) {
+            return None;
+        }
+        let mut role = role.chars();
+        match (role.next()?, role.next()) {
+            ('r', None) => Some(Access::Read),
+            (code, None) => Some(Access::Write {
+                user: user.to_owned(),
+                role: Role::from_code(code)?,
+            }),
+            _ => None,
+        }
+    }
+
     fn grant(&self, token: &str) -> Option<Access> {
-        let issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        issued
-            .get(token)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(access, _)| *access)
+        self.grant_at(token, SystemTime::now())
     }
 }
 
@@ -84,7 +204,7 @@ pub fn access(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap) -> Ac
         return tokens.grant(token.trim()).unwrap_or(Access::Read);
     }
     match identify(users, headers) {
-        Identity::User => Access::Write,
+        Identity::Known { user, role } => Access::Write { user, role },
         Identity::Anonymous | Identity::Invalid => Access::Read,
     }
 }
@@ -98,7 +218,7 @@ pub fn authenticated(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap
         .and_then(|v| strip_scheme(v, "Bearer"));
     match bearer {
         Some(token) => tokens.grant(token.trim()).is_some(),
-        None => identify(users, headers) == Identity::User,
+        None => matches!(identify(users, headers), Identity::Known { .. }),
     }
 }
 
@@ -119,15 +239,17 @@ pub fn identify(users: &[Credentials], headers: &HeaderMap) -> Identity {
         return Identity::Invalid;
     };
     // Every user is compared, in constant time, so timing tells nothing about which matched.
-    let known = users.iter().fold(false, |found, c| {
-        found
-            | (constant_time_eq(c.user.as_bytes(), user.as_bytes())
-                & constant_time_eq(c.password.as_bytes(), password.as_bytes()))
+    let known = users.iter().fold(None, |found, c| {
+        let matches = constant_time_eq(c.user.as_bytes(), user.as_bytes())
+            & constant_time_eq(c.password.as_bytes(), password.as_bytes());
+        found.or(matches.then_some(c))
     });
-    if known {
-        Identity::User
-    } else {
-        Identity::Invalid
+    match known {
+        Some(c) => Identity::Known {
+            user: c.user.clone(),
+            role: c.role,
+        },
+        None => Identity::Invalid,
     }
 }
 
@@ -180,32 +302,43 @@ mod tests {
         format!("Basic {encoded}")
     }
 
+    fn writer(user: &str, role: Role) -> Access {
+        Access::Write {
+            user: user.into(),
+            role,
+        }
+    }
+
     #[test]
     fn who_may_write() {
-        let users = vec![Credentials {
-            user: "u".into(),
-            password: "p".into(),
-        }];
-        let tokens = Tokens::default();
+        let users = vec![
+            Credentials::new("u", "p", Role::User),
+            Credentials::new("op", "secret", Role::Operator),
+        ];
+        let tokens = Tokens::new(Duration::from_secs(60));
         assert_eq!(access(&users, &tokens, &HeaderMap::new()), Access::Read);
         assert_eq!(
             access(&users, &tokens, &headers(&basic("u", "p"))),
-            Access::Write
+            writer("u", Role::User)
+        );
+        assert_eq!(
+            access(&users, &tokens, &headers(&basic("op", "secret"))),
+            writer("op", Role::Operator)
         );
         assert_eq!(
             access(&users, &tokens, &headers(&basic("u", "x"))),
             Access::Read
         );
         assert_eq!(access(&users, &tokens, &headers("Basic !!!")), Access::Read);
-        let push = tokens.issue(Access::Write);
-        let pull = tokens.issue(Access::Read);
+        let push = tokens.issue(&writer("u", Role::User));
+        let pull = tokens.issue(&Access::Read);
         assert_eq!(
             access(&users, &tokens, &headers(&format!("Bearer {push}"))),
-            Access::Write
+            writer("u", Role::User)
         );
         assert_eq!(
             access(&users, &tokens, &headers(&format!("bearer {push}"))),
-            Access::Write
+            writer("u", Role::User)
         );
         assert_eq!(
             access(&users, &tokens, &headers(&format!("Bearer {pull}"))),
@@ -219,6 +352,47 @@ mod tests {
             identify(&users, &headers(&basic("v", "p"))),
             Identity::Invalid
         );
+    }
+
+    #[test]
+    fn tokens_cannot_be_altered_or_outlive_their_lifetime() {
+        let tokens = Tokens::new(Duration::from_secs(3600));
+        let start = SystemTime::now();
+        let push = tokens.issue_at(&writer("u", Role::User), start);
+        assert_eq!(
+            tokens.grant_at(&push, start + Duration::from_secs(3599)),
+            Some(writer("u", Role::User))
+        );
+        assert_eq!(
+            tokens.grant_at(&push, start + Duration::from_secs(3600)),
+            None
+        );
+        // Raising one's role, or another kiln's token, is refused.
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (payload, signature) = push.split_once('.').expect("two parts");
+        let payload = String::from_utf8(engine.decode(payload).expect("base64")).expect("text");
+        let raised = engine.encode(payload.replacen('u', "o", 1));
+        assert_eq!(
+            tokens.grant_at(&format!("{raised}.{signature}"), start),
+            None
+        );
+        let other = Tokens::new(Duration::from_secs(3600));
+        assert_eq!(other.grant_at(&push, start), None);
+    }
+
+    #[test]
+    fn kilns_namespaces_are_reserved() {
+        for name in [
+            "library/samtools",
+            "kiln/base/debian",
+            "mirror/docker.io/x",
+            "library",
+        ] {
+            assert!(reserved_namespace(name).is_some(), "{name}");
+        }
+        for name in ["alice/tools", "libraryx/a", "kilnx", "team/library/a"] {
+            assert_eq!(reserved_namespace(name), None, "{name}");
+        }
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn json_err(e: serde_json::Error) -> RegistryError {
 
 /// Digests of every descriptor the manifest references (config, layers,
 /// artifact blobs, index children); `subject` is deliberately excluded.
-fn referenced(doc: &Map<String, Value>) -> Result<Vec<Digest>> {
+pub(super) fn referenced(doc: &Map<String, Value>) -> Result<Vec<Digest>> {
     let mut descs: Vec<&Value> = Vec::new();
     if let Some(c) = doc.get("config") {
         descs.push(c);
@@ -140,7 +140,11 @@ impl Storage {
             .or_else(|| doc.get("mediaType").and_then(Value::as_str))
             .ok_or_else(|| invalid("no Content-Type or mediaType"))?
             .to_owned();
-        for d in referenced(&doc)? {
+        let references = referenced(&doc)?;
+        // From here on what this manifest references must not be collected.
+        let _shared = self.guard().read().await;
+        self.touch(references.iter().chain([&digest]));
+        for d in references {
             if !self.is_linked(name, &d).await && self.manifest_meta(name, &d).await?.is_none() {
                 return Err(RegistryError::new(
                     ErrorCode::ManifestBlobUnknown,
@@ -229,6 +233,7 @@ impl Storage {
             .await?
             .ok_or_else(|| manifest_unknown(d))?;
         remove_opt(&self.manifest_path(name, d)).await?;
+        self.forget_blob(d).await?;
         let wanted = d.to_string();
         for tag in self.tag_names(name).await? {
             let path = self.tag_path(name, &tag);

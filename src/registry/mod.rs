@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod gc;
 pub mod manifest;
 pub mod path;
 pub mod server;
@@ -42,11 +43,32 @@ pub fn library_repository(entity: &str, collection: &str, container: &str) -> St
 
 pub use storage::Storage;
 
-/// A user allowed to write (push, delete).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A user allowed to write (push, delete), and where.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
     pub password: String,
+    pub role: auth::Role,
+}
+
+impl Credentials {
+    /// `user` with `password`, in `role`.
+    pub fn new(user: &str, password: &str, role: auth::Role) -> Self {
+        Credentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            role,
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Registry settings.
@@ -60,6 +82,10 @@ pub struct RegistryConfig {
     pub upload_ttl: Duration,
     /// Users allowed to write.
     pub users: Vec<Credentials>,
+    /// How long a token from the token endpoint is good for.
+    pub token_ttl: Duration,
+    /// Upload sessions one user may hold open at once (kiln's builders are not limited).
+    pub max_upload_sessions: usize,
 }
 
 #[derive(Debug)]
@@ -69,6 +95,7 @@ struct Inner {
     /// The configured users, then kiln's own builder.
     users: Vec<Credentials>,
     tokens: auth::Tokens,
+    max_upload_sessions: usize,
 }
 
 /// Shared registry state; cheap to clone.
@@ -92,12 +119,14 @@ impl RegistryState {
                 uuid::Uuid::new_v4().simple(),
                 uuid::Uuid::new_v4().simple()
             ),
+            role: auth::Role::Builder,
         });
         let inner = Inner {
             storage,
             upload_ttl: config.upload_ttl,
             users,
-            tokens: auth::Tokens::default(),
+            tokens: auth::Tokens::new(config.token_ttl),
+            max_upload_sessions: config.max_upload_sessions,
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -114,13 +143,14 @@ impl RegistryState {
         &self.inner.users
     }
 
-    /// Whether `repository:tag` exists: the cache-hit check of every image request, answered
-    /// from storage without a round trip through HTTP.
-    pub async fn tag_exists(&self, repository: &str, tag: &str) -> bool {
+    /// The digest `repository:tag` points at, if it exists: the cache-hit check of every
+    /// image request, answered from storage without a round trip through HTTP.
+    pub async fn tag_digest(&self, repository: &str, tag: &str) -> Option<String> {
         self.storage()
             .get_manifest(repository, &path::Reference::Tag(tag.to_owned()))
             .await
-            .is_ok()
+            .ok()
+            .map(|m| m.digest.to_string())
     }
 
     /// The credential kiln's own builders push with.
@@ -141,12 +171,24 @@ impl RegistryState {
         auth::access(&self.inner.users, &self.inner.tokens, headers)
     }
 
+    /// Upload sessions one user may hold open at once.
+    pub fn max_upload_sessions(&self) -> usize {
+        self.inner.max_upload_sessions
+    }
+
     /// Removes upload sessions older than the configured TTL; the caller
     /// schedules this (e.g. every few minutes). Returns how many were removed.
     pub async fn cleanup_expired_uploads(&self) -> error::Result<usize> {
-        self.inner
+        let (removed, _) = self
+            .inner
             .storage
             .cleanup_expired_uploads(self.inner.upload_ttl)
-            .await
+            .await?;
+        Ok(removed)
+    }
+
+    /// Collects garbage as `policy` allows (see [`gc`]).
+    pub async fn collect_garbage(&self, policy: &gc::GcPolicy) -> error::Result<gc::GcReport> {
+        self.inner.storage.collect_garbage(policy).await
     }
 }

@@ -1,6 +1,7 @@
 //! axum handlers: one catch-all route under `/v2/` whose path is parsed by
 //! [`super::path`] and dispatched on (method, route) to [`Storage`].
-//! Reads are anonymous; every write needs HTTP Basic credentials.
+//! Reads are anonymous; every write needs HTTP Basic credentials or a push token, and writes
+//! into kiln's own namespaces need kiln's builders or an operator.
 //!
 //! Next to `/v2/`, `/blobs/sha256/<aa>/<hex>/data` serves any stored blob by its digest alone,
 //! the shape of docker/distribution's storage layout that Seqera Containers links to: plain
@@ -22,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::RegistryState;
-use super::auth::{self, Access, Identity};
+use super::auth::{self, Access, Identity, Role};
 use super::error::{ErrorCode, RegistryError, Result};
 use super::manifest::{MAX_MANIFEST_SIZE, OCI_INDEX};
 use super::path::{self, Digest, Route};
@@ -137,14 +138,14 @@ async fn base(State(state): State<RegistryState>, headers: HeaderMap) -> Respons
 async fn token(State(state): State<RegistryState>, headers: HeaderMap) -> Response {
     let access = match auth::identify(state.users(), &headers) {
         Identity::Invalid => return unauthorized(&headers),
-        Identity::User => Access::Write,
+        Identity::Known { user, role } => Access::Write { user, role },
         Identity::Anonymous => Access::Read,
     };
-    let token = state.tokens().issue(access);
+    let token = state.tokens().issue(&access);
     Json(json!({
         "token": token,
         "access_token": token,
-        "expires_in": auth::TOKEN_LIFETIME.as_secs(),
+        "expires_in": state.tokens().lifetime().as_secs(),
         "issued_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     }))
     .into_response()
@@ -191,7 +192,8 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let reading = matches!(method, Method::GET | Method::HEAD);
-    if !reading && state.access(&parts.headers) != Access::Write {
+    let access = state.access(&parts.headers);
+    if !reading && !access.writes() {
         // Clients send the body before they see the 401 and retry with credentials on the
         // same connection; reading it keeps that connection usable.
         drain(body).await;
@@ -206,6 +208,13 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
             err
         }
     })?;
+    if let Access::Write { user, role } = &access
+        && !reading
+        && let Err(err) = may_write(route.name(), user, *role)
+    {
+        drain(body).await;
+        return Err(err);
+    }
     let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default();
@@ -257,6 +266,9 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
             reply(StatusCode::ACCEPTED, vec![], Body::empty())
         }
         (&Method::GET | &Method::HEAD, Route::Blob { name, digest }) => {
+            if head && access.writes() {
+                st.refresh_link(&name, &digest).await?;
+            }
             get_blob(&state, &name, &digest, &parts.headers, head).await
         }
         (&Method::DELETE, Route::Blob { name, digest }) => {
@@ -277,7 +289,14 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
                     return blob_created(&name, &d);
                 }
             }
-            let id = st.start_upload(&name).await?;
+            // kiln's own builders are bounded by the number of workers.
+            let owner = match &access {
+                Access::Write { user, role } if *role != Role::Builder => {
+                    Some((user.as_str(), state.max_upload_sessions()))
+                }
+                _ => None,
+            };
+            let id = st.start_upload(&name, owner).await?;
             reply(
                 StatusCode::ACCEPTED,
                 upload_headers(&name, &id, 0),
@@ -353,6 +372,26 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
             ErrorCode::Unsupported,
             format!("{m} is not supported on {}", route_kind(&r)),
         )),
+    }
+}
+
+/// Whether `user` in `role` may write to repository `name`: DENIED for ordinary users in
+/// kiln's own namespaces, whose content kiln serves as its own (cached builds, bases, library).
+fn may_write(name: &str, user: &str, role: Role) -> Result<()> {
+    match auth::reserved_namespace(name) {
+        Some(namespace) if !role.writes_reserved() => Err(RegistryError::new(
+            ErrorCode::Denied,
+            format!(
+                "repository {name} is in {namespace}/, one of kiln's own namespaces ({}): only \
+                 kiln's builders and registry operators write there; {user} may push to \
+                 repositories outside them, e.g. {user}/{}",
+                auth::RESERVED_NAMESPACES
+                    .map(|n| format!("{n}/"))
+                    .join(", "),
+                name.rsplit('/').next().unwrap_or(name)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -4,8 +4,13 @@
 //! `repositories/<name>/{_links,_manifests,_tags,_referrers}` (the leading
 //! `_` can never start a name component, so nested names cannot collide).
 //! Every write goes to `tmp/` first, is fsynced, then renamed into place.
+//!
+//! Garbage collection ([`super::gc`]) removes blobs while pushes run: every operation that
+//! makes a blob referenced (linking it, storing a manifest) holds [`Storage::guard`] shared and
+//! notes the digests it touched, and the collector deletes only under the exclusive guard and
+//! never what was touched since it started looking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -27,6 +32,9 @@ pub struct UploadMeta {
     pub name: String,
     /// Unix seconds when the session started.
     pub started: u64,
+    /// The user who opened it, when their open sessions are capped.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// The filesystem store.
@@ -36,6 +44,14 @@ pub struct Storage {
     max_blob_size: u64,
     /// Running sha256 of open uploads, keyed by session, with the offset it covers.
     hashers: Mutex<HashMap<String, (u64, Sha256)>>,
+    /// Open upload sessions of capped users: session id → owner.
+    owners: Mutex<HashMap<String, String>>,
+    /// Held shared by whatever makes a blob referenced, exclusively by the collector's sweep.
+    guard: tokio::sync::RwLock<()>,
+    /// While a collection runs, the digests made referenced since it started.
+    touched: Mutex<Option<HashSet<Digest>>>,
+    /// An exclusive lock on `root/lock`, held while this store is open: one process at a time.
+    _lock: std::fs::File,
 }
 
 fn now_secs() -> u64 {
@@ -111,8 +127,25 @@ where
 }
 
 impl Storage {
-    /// Opens (creating) a store under `root`.
+    /// Opens (creating) a store under `root`. Fails when another process has it open: two
+    /// would clear each other's temporary files and collect each other's fresh blobs.
     pub async fn new(root: PathBuf, max_blob_size: u64) -> std::io::Result<Self> {
+        fs::create_dir_all(&root).await?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("lock"))?;
+        if let Err(err) = lock.try_lock() {
+            return Err(std::io::Error::new(
+                ErrorKind::WouldBlock,
+                format!(
+                    "the registry storage {} is in use by another kiln process ({err}); stop \
+                     it first, or let it do the work (kiln serve collects garbage itself)",
+                    root.display()
+                ),
+            ));
+        }
         // Temporary files left by writes a crash interrupted: nothing refers to them, since a
         // file becomes visible only by its final rename. One process owns this directory.
         match fs::remove_dir_all(root.join("tmp")).await {
@@ -122,11 +155,50 @@ impl Storage {
         for d in ["blobs/sha256", "repositories", "uploads", "tmp"] {
             fs::create_dir_all(root.join(d)).await?;
         }
+        let owners = open_sessions(&root.join("uploads")).await?;
         Ok(Self {
             root,
             max_blob_size,
             hashers: Mutex::default(),
+            owners: Mutex::new(owners),
+            guard: tokio::sync::RwLock::new(()),
+            touched: Mutex::new(None),
+            _lock: lock,
         })
+    }
+
+    /// The directory everything lives under.
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Shared by writers that make blobs referenced; exclusive for the collector's deletions.
+    pub(super) fn guard(&self) -> &tokio::sync::RwLock<()> {
+        &self.guard
+    }
+
+    /// Notes that `digests` were just made referenced, for a collection that is running.
+    pub(super) fn touch<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = touched.as_mut() {
+            set.extend(digests.into_iter().cloned());
+        }
+    }
+
+    /// Starts (`true`) or ends (`false`) noting touched digests; ending returns them.
+    pub(super) fn watch_touches(&self, on: bool) -> HashSet<Digest> {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = touched.take().unwrap_or_default();
+        if on {
+            *touched = Some(HashSet::new());
+        }
+        seen
+    }
+
+    /// The digests touched since [`Self::watch_touches`] started, without ending it.
+    pub(super) fn touched(&self) -> HashSet<Digest> {
+        let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        touched.clone().unwrap_or_default()
     }
 
     pub(super) fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -213,13 +285,38 @@ impl Storage {
             .unwrap_or(false)
     }
 
+    /// Marks the link from `name` to blob `d` as just used, when it exists: a pusher that
+    /// checked the blob is there (`HEAD`) and skips uploading it is about to reference it in a
+    /// manifest, so the collector keeps it for another grace period.
+    pub async fn refresh_link(&self, name: &str, d: &Digest) -> Result<()> {
+        let _shared = self.guard.read().await;
+        let link = self.link_path(name, d);
+        self.touch([d]);
+        let refreshed = tokio::task::spawn_blocking(move || {
+            std::fs::File::options()
+                .write(true)
+                .open(link)
+                .and_then(|file| file.set_modified(SystemTime::now()))
+        })
+        .await
+        .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        match refreshed {
+            Err(e) if !is_not_found(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Links blob `d` into `name`; the caller holds [`Self::guard`] shared.
     async fn link(&self, name: &str, d: &Digest) -> Result<()> {
+        self.touch([d]);
         self.atomic_write(&self.link_path(name, d), b"").await
     }
 
-    /// Removes the link from `name` to blob `d` (the data stays shared).
+    /// Removes the link from `name` to blob `d`; the data goes too unless another repository
+    /// still links it, so that deleted content is not served by any route.
     pub async fn unlink_blob(&self, name: &str, d: &Digest) -> Result<()> {
         if remove_opt(&self.link_path(name, d)).await? {
+            self.forget_blob(d).await?;
             Ok(())
         } else {
             Err(RegistryError::new(
@@ -229,8 +326,30 @@ impl Storage {
         }
     }
 
+    /// Deletes blob `d`'s data if no repository links it or holds it as a manifest any more.
+    pub(super) async fn forget_blob(&self, d: &Digest) -> Result<()> {
+        let _exclusive = self.guard.write().await;
+        let root = self.root.clone();
+        let hex = d.hex().to_owned();
+        let used = tokio::task::spawn_blocking(move || {
+            super::gc::repositories(&root.join("repositories"))
+                .into_iter()
+                .any(|repo| {
+                    repo.join("_links").join(&hex).exists()
+                        || repo.join("_manifests").join(&hex).exists()
+                })
+        })
+        .await
+        .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        if !used {
+            remove_opt(&self.blob_path(d)).await?;
+        }
+        Ok(())
+    }
+
     /// Moves a verified, fsynced file into the blob store and links it.
     async fn publish_blob(&self, name: &str, file: &Path, d: &Digest) -> Result<()> {
+        let _shared = self.guard.read().await;
         let dest = self.blob_path(d);
         if fs::try_exists(&dest).await.unwrap_or(false) {
             let _ = fs::remove_file(file).await;
@@ -242,6 +361,7 @@ impl Storage {
 
     /// Links a blob of repository `from` into `to`; false if `from` lacks it.
     pub async fn mount(&self, from: &str, to: &str, d: &Digest) -> Result<bool> {
+        let _shared = self.guard.read().await;
         if self.blob(from, d).await?.is_none() {
             return Ok(false);
         }
@@ -277,18 +397,49 @@ impl Storage {
         res
     }
 
-    /// Starts an upload session for `name`; returns its id.
-    pub async fn start_upload(&self, name: &str) -> Result<String> {
+    /// Starts an upload session for `name`; returns its id. With `owner`, `(user, cap)`, the
+    /// session counts against the user's open sessions, and a user holding `cap` already is
+    /// refused with TOOMANYREQUESTS.
+    pub async fn start_upload(&self, name: &str, owner: Option<(&str, usize)>) -> Result<String> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        fs::File::create(self.upload_data(&id)).await?;
-        let meta = UploadMeta {
-            name: name.to_owned(),
-            started: now_secs(),
-        };
-        let json = serde_json::to_vec(&meta).map_err(|e| RegistryError::Internal(e.to_string()))?;
-        self.atomic_write(&self.upload_meta(&id), &json).await?;
+        if let Some((user, cap)) = owner {
+            let mut owners = self.lock_owners();
+            let open = owners.values().filter(|o| *o == user).count();
+            if open >= cap {
+                return Err(RegistryError::new(
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "user {user} has {open} upload sessions open, the most one user may \
+                         hold (embedded_registry.max_upload_sessions); finish or cancel \
+                         (DELETE) one first, or wait until idle ones expire"
+                    ),
+                ));
+            }
+            owners.insert(id.clone(), user.to_owned());
+        }
+        let started = async {
+            fs::File::create(self.upload_data(&id)).await?;
+            let meta = UploadMeta {
+                name: name.to_owned(),
+                started: now_secs(),
+                owner: owner.map(|(user, _)| user.to_owned()),
+            };
+            let json =
+                serde_json::to_vec(&meta).map_err(|e| RegistryError::Internal(e.to_string()))?;
+            self.atomic_write(&self.upload_meta(&id), &json).await
+        }
+        .await;
+        if let Err(err) = started {
+            self.lock_owners().remove(&id);
+            let _ = remove_opt(&self.upload_data(&id)).await;
+            return Err(err);
+        }
         self.lock_hashers().insert(id.clone(), (0, Sha256::new()));
         Ok(id)
+    }
+
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_hashers(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Sha256)>> {
@@ -406,6 +557,7 @@ impl Storage {
         fs::File::open(&data).await?.sync_all().await?;
         self.publish_blob(name, &data, d).await?;
         remove_opt(&self.upload_meta(id)).await?;
+        self.lock_owners().remove(id);
         Ok(())
     }
 
@@ -413,16 +565,18 @@ impl Storage {
     pub async fn cancel_upload(&self, name: &str, id: &str) -> Result<()> {
         self.upload_offset(name, id).await?;
         self.lock_hashers().remove(id);
+        self.lock_owners().remove(id);
         remove_opt(&self.upload_data(id)).await?;
         remove_opt(&self.upload_meta(id)).await?;
         Ok(())
     }
 
     /// Removes upload sessions (and stray temp files) older than `ttl`.
-    /// Returns how many upload sessions were removed.
-    pub async fn cleanup_expired_uploads(&self, ttl: Duration) -> Result<usize> {
+    /// Returns how many upload sessions were removed and the bytes they held.
+    pub async fn cleanup_expired_uploads(&self, ttl: Duration) -> Result<(usize, u64)> {
         let now = now_secs();
         let mut removed = 0;
+        let mut bytes = 0;
         let mut dir = fs::read_dir(self.root.join("uploads")).await?;
         while let Some(entry) = dir.next_entry().await? {
             let file_name = entry.file_name();
@@ -435,6 +589,10 @@ impl Storage {
             };
             if now.saturating_sub(started) >= ttl.as_secs() {
                 self.lock_hashers().remove(id);
+                self.lock_owners().remove(id);
+                if let Ok(meta) = fs::metadata(self.upload_data(id)).await {
+                    bytes += meta.len();
+                }
                 remove_opt(&self.upload_data(id)).await?;
                 remove_opt(&entry.path()).await?;
                 removed += 1;
@@ -453,6 +611,30 @@ impl Storage {
                 remove_opt(&entry.path()).await?;
             }
         }
-        Ok(removed)
+        Ok((removed, bytes))
     }
+}
+
+/// The open upload sessions under `uploads` that have an owner: session id → owner.
+async fn open_sessions(uploads: &Path) -> std::io::Result<HashMap<String, String>> {
+    let mut owners = HashMap::new();
+    let mut dir = match fs::read_dir(uploads).await {
+        Ok(dir) => dir,
+        Err(e) if is_not_found(&e) => return Ok(owners),
+        Err(e) => return Err(e),
+    };
+    while let Some(entry) = dir.next_entry().await? {
+        let file_name = entry.file_name();
+        let Some(id) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let meta = fs::read(entry.path()).await.ok();
+        if let Some(owner) = meta
+            .and_then(|b| serde_json::from_slice::<UploadMeta>(&b).ok())
+            .and_then(|m| m.owner)
+        {
+            owners.insert(id.to_owned(), owner);
+        }
+    }
+    Ok(owners)
 }

@@ -2,8 +2,12 @@
 
 use kiln::config::{Config, RegistryUser};
 
-/// The registry user every test app accepts for pushes.
+/// The registry operator every test app accepts for pushes, into kiln's own namespaces too
+/// (bases under `kiln/base/…`, images made outside the app under `library/…`).
 pub const PUSHER: (&str, &str) = ("kiln-test", "test-password");
+
+/// An ordinary registry user of every test app: writes outside kiln's own namespaces.
+pub const REGISTRY_USER: (&str, &str) = ("alice", "alice-password");
 
 /// kiln running in-process on a free loopback port, with its data in a temporary directory.
 pub struct TestApp {
@@ -31,10 +35,18 @@ impl TestApp {
             registry: address.to_string().parse().expect("registry host"),
             ..Config::default()
         };
-        config.embedded_registry.users = vec![RegistryUser {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        }];
+        config.embedded_registry.users = vec![
+            RegistryUser {
+                user: PUSHER.0.into(),
+                password: PUSHER.1.into(),
+                operator: true,
+            },
+            RegistryUser {
+                user: REGISTRY_USER.0.into(),
+                password: REGISTRY_USER.1.into(),
+                operator: false,
+            },
+        ];
         configure(&mut config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

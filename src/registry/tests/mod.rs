@@ -1,7 +1,9 @@
 //! End-to-end tests: the router driven in-process with `oneshot`;
 //! shared helpers here, blob and manifest tests in the submodules.
 
+mod access;
 mod blobs;
+mod gc;
 mod manifests;
 
 use axum::Router;
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tower::ServiceExt;
 
+use super::auth::Role;
 use super::{Credentials, RegistryConfig, RegistryState, router};
 
 struct Reg {
@@ -43,17 +46,29 @@ impl Resp {
     }
 }
 
-async fn setup_with(max_blob_size: u64) -> Reg {
-    let dir = tempfile::tempdir().unwrap();
-    let config = RegistryConfig {
-        root: dir.path().to_path_buf(),
+/// A registry whose ordinary user is `u`/`p` and operator `op`/`op-secret`.
+fn config(dir: &std::path::Path, max_blob_size: u64) -> RegistryConfig {
+    RegistryConfig {
+        root: dir.to_path_buf(),
         max_blob_size,
         upload_ttl: std::time::Duration::from_secs(3600),
-        users: vec![Credentials {
-            user: "u".into(),
-            password: "p".into(),
-        }],
-    };
+        users: vec![
+            Credentials::new("u", "p", Role::User),
+            Credentials::new("op", "op-secret", Role::Operator),
+        ],
+        token_ttl: std::time::Duration::from_secs(3600),
+        max_upload_sessions: 4,
+    }
+}
+
+async fn setup_with(max_blob_size: u64) -> Reg {
+    setup_config(|c| c.max_blob_size = max_blob_size).await
+}
+
+async fn setup_config(change: impl FnOnce(&mut RegistryConfig)) -> Reg {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 1 << 20);
+    change(&mut config);
     let state = RegistryState::new(config).await.unwrap();
     Reg {
         _dir: dir,
@@ -87,9 +102,23 @@ impl Reg {
         headers: &[(&str, &str)],
         body: impl Into<Body>,
     ) -> Resp {
+        let authorization = (!matches!(method, "GET" | "HEAD")).then(|| basic("u", "p"));
+        self.req_as(authorization.as_deref(), method, uri, headers, body)
+            .await
+    }
+
+    /// A request with this `Authorization` header, if any.
+    async fn req_as(
+        &self,
+        authorization: Option<&str>,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Resp {
         let mut b = Request::builder().method(method).uri(uri);
-        if !matches!(method, "GET" | "HEAD") {
-            b = b.header("authorization", basic("u", "p"));
+        if let Some(authorization) = authorization {
+            b = b.header("authorization", authorization);
         }
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -212,13 +241,13 @@ async fn cleanup_and_concurrent_same_blob() {
     b.unwrap();
     assert!(st.blob("x", &d).await.unwrap().is_some() && st.blob("y", &d).await.unwrap().is_some());
 
-    st.start_upload("x").await.unwrap();
+    st.start_upload("x", None).await.unwrap();
     assert_eq!(reg.state.cleanup_expired_uploads().await.unwrap(), 0);
     assert_eq!(
         st.cleanup_expired_uploads(std::time::Duration::ZERO)
             .await
             .unwrap(),
-        1
+        (1, 0)
     );
     assert_eq!(
         std::fs::read_dir(reg._dir.path().join("uploads"))
