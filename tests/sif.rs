@@ -340,5 +340,46 @@ async fn pip_sifs_run_on_both_platforms() {
             "python3 -c 'import idna; print(idna.__version__)'",
         );
         assert!(checked.starts_with("3.10\n"), "{platform}: {checked}");
+        let sbom = sbom_of(&app, &image, &output).await;
+        assert!(
+            sbom.contains("\"pkg:pypi/idna@3.10\""),
+            "{platform}: {sbom}"
+        );
+        assert!(
+            sbom.contains("\"pkg:deb/debian/libc6@2.36-")
+                && sbom.contains(&format!("?arch={arch}&distro=bookworm\"")),
+            "{platform}: {sbom}"
+        );
     }
+}
+
+/// The SPDX document attached to a SIF's ORAS manifest, found through the referrers API.
+async fn sbom_of(app: &TestApp, image: &str, output: &ImageOutput) -> String {
+    let repository = image
+        .trim_start_matches("oras://")
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
+        .map(|(repository, _)| repository)
+        .expect("host/repository:tag");
+    let get = |path: String| async move {
+        let response = reqwest::get(app.url(&path)).await.expect("GET");
+        assert_eq!(response.status(), 200, "{path}");
+        response.text().await.expect("body")
+    };
+    let referrers: serde_json::Value = serde_json::from_str(
+        &get(format!(
+            "/v2/{repository}/referrers/{}?artifactType=application/spdx+json",
+            output.digest
+        ))
+        .await,
+    )
+    .expect("an index");
+    let referrer = referrers["manifests"][0]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the SIF has an SBOM referrer: {referrers}"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&get(format!("/v2/{repository}/manifests/{referrer}")).await)
+            .expect("a manifest");
+    let layer = manifest["layers"][0]["digest"].as_str().expect("one layer");
+    get(format!("/v2/{repository}/blobs/{layer}")).await
 }

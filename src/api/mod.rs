@@ -19,6 +19,7 @@ mod openapi;
 mod ops;
 pub mod redact;
 mod remote_build;
+mod sbom;
 
 pub use remote_build::{CONTEXT_TTL, remove_stale_contexts};
 mod search;
@@ -137,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .merge(remote_build::routes())
         .merge(openapi::routes())
         .merge(views::routes())
+        .merge(sbom::routes())
         .merge(search::routes())
         .merge(ui::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))

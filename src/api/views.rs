@@ -215,11 +215,14 @@ struct OutputRow {
     digest: String,
     size: String,
     download_url: Option<String>,
+    /// The SBOM download, for outputs of succeeded builds.
+    sbom_url: Option<String>,
 }
 
-impl From<ImageOutput> for OutputRow {
-    fn from(output: ImageOutput) -> Self {
+impl OutputRow {
+    fn new(output: ImageOutput, build_id: &str, succeeded: bool) -> Self {
         OutputRow {
+            sbom_url: succeeded.then(|| super::sbom::sbom_path(build_id, &output.platform)),
             platform: output.platform,
             digest: output.digest,
             size: human_size(output.size),
@@ -293,7 +296,11 @@ impl BuildPage {
             started: record.started_at.map(Stamp::from),
             finished: record.finished_at.map(Stamp::from),
             duration,
-            outputs: record.outputs.into_iter().map(OutputRow::from).collect(),
+            outputs: record
+                .outputs
+                .into_iter()
+                .map(|output| OutputRow::new(output, &record.id, record.succeeded == Some(true)))
+                .collect(),
             recipe_title,
             containerfile: record.containerfile,
             environment: record.environment,

@@ -18,6 +18,7 @@ pub mod flatten;
 mod group;
 mod image;
 mod layer;
+pub mod sbom;
 pub mod sif;
 pub mod singularity;
 pub mod squashfs;

@@ -13,6 +13,7 @@ pub mod log;
 pub mod native;
 pub mod python;
 pub mod queue;
+mod sbom;
 mod sif;
 
 use async_trait::async_trait;

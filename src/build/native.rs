@@ -12,6 +12,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::python::{ImagePython, installed_distributions};
+use super::sbom::SbomTarget;
 use super::{Backend, BuildLog};
 use crate::assemble::{self, Descriptor, Layer};
 use crate::base;
@@ -214,6 +215,7 @@ impl NativeBuilder {
         let request: Request = serde_json::from_str(&build.request)
             .map_err(|err| format!("the stored request cannot be read: {err}"))?;
         let (repository, tag) = split_image(&build.image)?;
+        let image_name = image_without_tag(&build.image);
         self.ensure_base(&request, work, log).await?;
         let mut lock = Lock::default();
         let mut images = Vec::new();
@@ -226,7 +228,16 @@ impl NativeBuilder {
             let staged = self
                 .stage_platform(&request, platform, work, log, &mut lock)
                 .await?;
-            images.push(self.push_image(&staged, &repository, log).await?);
+            let image = self.push_image(&staged, &repository, log).await?;
+            let target = SbomTarget {
+                image: &image_name,
+                repository: &repository,
+                platform,
+                subject: image.manifest.descriptor(),
+            };
+            self.attach_sbom(&target, &staged.base, &staged.base_repository, &lock, log)
+                .await?;
+            images.push(image);
         }
         let top = if let [only] = images.as_slice() {
             only.manifest.clone()
@@ -572,10 +583,7 @@ impl NativeBuilder {
             .fetch_all(&resolved)
             .await
             .map_err(|err| err.to_string())?;
-        lock.wheels.insert(
-            platform,
-            fetched.iter().map(|wheel| wheel.locked.clone()).collect(),
-        );
+        let mut locked: Vec<_> = fetched.iter().map(|wheel| wheel.locked.clone()).collect();
         let layout = python.layout.clone();
         let root = root.to_owned();
         let installed = tokio::task::spawn_blocking(move || {
@@ -589,6 +597,11 @@ impl NativeBuilder {
         })
         .await
         .map_err(|err| format!("installing wheels crashed: {err}"))??;
+        // A wheel's license is in its METADATA, read while installing it.
+        for (entry, wheel) in locked.iter_mut().zip(&installed) {
+            entry.license = wheel.license.clone();
+        }
+        lock.wheels.insert(platform, locked);
         log.line(format!(
             "{platform}: installed {} wheels in {:.1} s",
             installed.len(),
@@ -773,6 +786,15 @@ fn all_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     Ok(files)
 }
 
+/// `[oras://]host/library/name:tag` → `host/library/name`, the name an SBOM describes.
+pub(super) fn image_without_tag(image: &str) -> String {
+    let image = image.trim_start_matches("oras://");
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name.to_owned(),
+        _ => image.to_owned(),
+    }
+}
+
 /// `[oras://]host/library/name:tag` → (`library/name`, `tag`). The host in image names is the public
 /// one; the builder may reach the same registry by another address (its loopback listener).
 fn split_image(image: &str) -> Result<(String, String), Failure> {
@@ -829,5 +851,13 @@ mod tests {
             Ok(("library/samtools".to_owned(), "1.21--0123".to_owned()))
         );
         assert!(split_image("no-tag-or-host").is_err());
+        assert_eq!(
+            image_without_tag("oras://localhost:9090/library/samtools:1.21--0123"),
+            "localhost:9090/library/samtools"
+        );
+        assert_eq!(
+            image_without_tag("localhost:9090/library/samtools"),
+            "localhost:9090/library/samtools"
+        );
     }
 }

@@ -12,14 +12,15 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::BuildLog;
-use super::native::{Failure, NativeBuilder};
+use super::native::{Failure, NativeBuilder, image_without_tag};
+use super::sbom::SbomTarget;
 use crate::assemble::flatten::flatten;
 use crate::assemble::sif::{SifInput, SifSummary, uuid_from, write_sif};
 use crate::assemble::singularity::{
     DefinitionScripts, RuntimeConfig, write_definition_scripts, write_singularity_metadata,
 };
 use crate::assemble::squashfs::mksquashfs;
-use crate::assemble::{self, MEDIA_TYPE_MANIFEST};
+use crate::assemble::{self, Descriptor, MEDIA_TYPE_MANIFEST};
 use crate::registry::client::RegistryClient;
 use crate::resolve::Lock;
 use crate::spec::{Platform, Request};
@@ -90,11 +91,23 @@ impl NativeBuilder {
             started.elapsed().as_secs_f64()
         ))
         .await;
+        let target = SbomTarget {
+            image: &image_without_tag(&build.image),
+            repository,
+            platform,
+            subject: pushed.manifest.clone(),
+        };
+        self.attach_sbom(&target, &staged.base, &staged.base_repository, &lock, log)
+            .await?;
         Ok(pushed.outcome(platform, &summary, Some(lock.text(platform))))
     }
 
     /// A base layer blob on disk, downloaded from kiln's registry the first time.
-    async fn base_blob(&self, repository: &str, digest: &str) -> Result<PathBuf, Failure> {
+    pub(super) async fn base_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<PathBuf, Failure> {
         let path = self.blob_dir.join(digest.replace(':', "-"));
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Ok(path);
@@ -219,6 +232,8 @@ pub(super) async fn assemble_sif(
 pub(super) struct PushedSif {
     /// The digest of the ORAS manifest the tags point at.
     pub(super) manifest_digest: String,
+    /// The ORAS manifest's descriptor, what referrers such as the SBOM point at.
+    pub(super) manifest: Descriptor,
     /// Where the file downloads over plain HTTP(S).
     pub(super) download_url: Option<String>,
 }
@@ -281,6 +296,7 @@ pub(super) async fn push_sif(
             .map_err(|err| crate::error_chain(&err))?;
     }
     Ok(PushedSif {
+        manifest: manifest.descriptor(),
         manifest_digest: manifest.digest,
         download_url: crate::registry::blob_download_path(&sif_digest)
             .map(|path| format!("{public_url}{path}")),

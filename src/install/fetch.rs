@@ -83,6 +83,7 @@ impl WheelCache {
                 url: wheel.url.clone(),
                 sha256: wheel.sha256.clone(),
                 size,
+                license: None,
             },
             path,
         })

@@ -45,6 +45,9 @@ pub struct InstalledWheel {
     pub version: String,
     /// Every file written, relative to `root`, sorted.
     pub files: Vec<PathBuf>,
+    /// The license METADATA declares: `License-Expression` (an SPDX expression, metadata 2.4),
+    /// else the first line of the free-text `License`.
+    pub license: Option<String>,
 }
 
 /// Why a wheel was not installed; every message names the wheel, since a request installs many.
@@ -143,11 +146,17 @@ pub fn install_wheel(
     let dir = job.site.join(format!("{stem}.dist-info"));
     job.write_generated(&dir.join("INSTALLER"), b"kiln\n", false)?;
     let files = job.write_record(&dir.join("RECORD"))?;
-    let DistInfo { name, version, .. } = dist_info;
+    let DistInfo {
+        name,
+        version,
+        license,
+        ..
+    } = dist_info;
     Ok(InstalledWheel {
         name,
         version,
         files,
+        license,
     })
 }
 
@@ -156,6 +165,7 @@ pub fn install_wheel(
 struct DistInfo {
     name: String,
     version: String,
+    license: Option<String>,
     record: HashMap<String, Listed>,
     entry_points: Vec<EntryPoint>,
 }
@@ -349,9 +359,14 @@ impl<'a> Job<'a> {
             let wheel = self.wheel.to_owned();
             WheelError::EntryPoint { wheel, line }
         })?;
+        let license = ["License-Expression", "License"]
+            .into_iter()
+            .find_map(|key| header(&metadata, key).filter(|value| !value.is_empty()))
+            .map(str::to_owned);
         Ok(DistInfo {
             name: name.to_owned(),
             version: version.to_owned(),
+            license,
             record,
             entry_points,
         })
@@ -864,6 +879,31 @@ mod tests {
             }
         }
         out.sort();
+    }
+
+    #[test]
+    fn the_license_comes_from_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = wheel(dir.path(), &[]);
+        assert_eq!(install(&plain, dir.path()).unwrap().license, None);
+        for (headers, expected) in [
+            ("License: MIT License\n", "MIT License"),
+            (
+                "License: MIT License\nLicense-Expression: MIT OR Apache-2.0\n",
+                "MIT OR Apache-2.0",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let metadata =
+                format!("Metadata-Version: 2.4\nName: demo\nVersion: 1.0\n{headers}\nText.\n");
+            let files = [
+                ("demo-1.0.dist-info/WHEEL", WHEEL, 0o644),
+                ("demo-1.0.dist-info/METADATA", metadata.as_str(), 0o644),
+            ];
+            let wheel = wheel_with_record(dir.path(), &files, &record_of(&files));
+            let installed = install(&wheel, dir.path()).unwrap();
+            assert_eq!(installed.license.as_deref(), Some(expected), "{headers}");
+        }
     }
 
     #[test]

@@ -358,8 +358,12 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
             list_tags(&state, &name, q("n"), q("last")).await
         }
         (&Method::GET | &Method::HEAD, Route::Referrers { name, digest }) => {
-            let filter = q("artifactType").filter(|a| !a.is_empty());
-            let manifests = st.referrers(&name, &digest, filter).await?;
+            // Media types have no spaces but often a `+` (`application/spdx+json`), which
+            // form decoding turns into a space when a client does not percent-encode it.
+            let filter = q("artifactType")
+                .filter(|a| !a.is_empty())
+                .map(|a| a.replace(' ', "+"));
+            let manifests = st.referrers(&name, &digest, filter.as_deref()).await?;
             let body =
                 json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
             let mut headers = vec![(header::CONTENT_TYPE, OCI_INDEX.to_owned())];

@@ -329,5 +329,6 @@ fn locked(record: &RepoDataRecord) -> Result<LockedPackage, ResolveError> {
         url: record.url.to_string(),
         sha256: hex::encode(sha256),
         size: package.size.unwrap_or(0),
+        license: package.license.clone(),
     })
 }

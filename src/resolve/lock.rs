@@ -23,6 +23,9 @@ pub struct LockedPackage {
     pub sha256: String,
     /// Archive size in bytes.
     pub size: u64,
+    /// The license its repodata record declares (free text, often an SPDX expression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
 }
 
 impl LockedPackage {
@@ -45,6 +48,10 @@ pub struct LockedWheel {
     pub sha256: String,
     /// Wheel size in bytes.
     pub size: u64,
+    /// The license its METADATA declares (`License-Expression`, else `License`), known once
+    /// the wheel is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
 }
 
 /// The locked packages of every target platform, sorted by name.
@@ -126,6 +133,7 @@ mod tests {
                     .into(),
                 sha256: "ab".repeat(32),
                 size: 10,
+                license: None,
             }],
         );
         let text = lock.explicit(Platform::LinuxArm64);
@@ -152,6 +160,7 @@ mod tests {
                 url: "https://files.example.org/requests-2.32.3-py3-none-any.whl".into(),
                 sha256: "cd".repeat(32),
                 size: 64928,
+                license: None,
             }],
         );
         let text = lock.text(Platform::LinuxAmd64);

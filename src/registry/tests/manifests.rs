@@ -186,6 +186,20 @@ async fn referrers_listing() {
     let want = json!([{"mediaType": OCI_MANIFEST, "digest": digest(&sig), "size": sig.len(),
         "artifactType": "application/x-sig", "annotations": {"k": "v"}}]);
     assert_eq!(r.json()["manifests"], want);
+    // Media types hold `+`: percent-encoded as clients send it, or typed as it is (which
+    // form decoding would read as a space).
+    for plus in ["%2B", "+"] {
+        let r = reg
+            .req(
+                "GET",
+                &format!("/v2/a/referrers/{sd}?artifactType=application/vnd.oci.image.config.v1{plus}json"),
+                &[],
+                Body::empty(),
+            )
+            .await;
+        let found = r.json()["manifests"].as_array().unwrap().len();
+        assert_eq!(found, 1, "artifactType with {plus}");
+    }
     // Deleting a referrer removes it from the listing.
     let r = reg
         .req(

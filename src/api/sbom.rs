@@ -1,0 +1,120 @@
+//! A build's SBOM as a download: the SPDX document attached to its image as an OCI referrer,
+//! found through the registry's referrers index, so the page serves exactly what `oras
+//! discover` lists.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::assemble::sbom::MEDIA_TYPE_SPDX;
+use crate::registry::path::{Digest, Reference};
+use crate::store::BuildRecord;
+
+/// The download route.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/view/builds/{id}/sbom.spdx.json", get(download))
+}
+
+/// The link the build page shows for one output.
+pub(crate) fn sbom_path(build_id: &str, platform: &str) -> String {
+    format!("/view/builds/{build_id}/sbom.spdx.json?platform={platform}")
+}
+
+#[derive(Debug, Deserialize)]
+struct PlatformQuery {
+    /// `linux/amd64`; may be left out when the build has one output.
+    platform: Option<String>,
+}
+
+async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<PlatformQuery>,
+) -> Result<Response, ApiError> {
+    let build = state
+        .public_build(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("build {id}")))?;
+    let (repository, subject) = subject_of(&build, query.platform.as_deref())?;
+    let storage = state.registry.storage();
+    let no_sbom = || {
+        ApiError::not_found(format!(
+            "an SBOM of build {id} (images built from a Dockerfile or definition have none yet)"
+        ))
+    };
+    let referrers = storage
+        .referrers(&repository, &subject, Some(MEDIA_TYPE_SPDX))
+        .await
+        .map_err(|err| ApiError::internal(&err))?;
+    let referrer = referrers
+        .first()
+        .and_then(|descriptor| descriptor["digest"].as_str())
+        .and_then(|digest| Digest::parse(digest).ok())
+        .ok_or_else(no_sbom)?;
+    let manifest = storage
+        .get_manifest(&repository, &Reference::Digest(referrer))
+        .await
+        .map_err(|_| no_sbom())?;
+    let document = serde_json::from_slice::<serde_json::Value>(&manifest.bytes)
+        .ok()
+        .and_then(|value| value["layers"][0]["digest"].as_str().map(str::to_owned))
+        .and_then(|digest| Digest::parse(&digest).ok())
+        .ok_or_else(no_sbom)?;
+    let (path, size) = storage
+        .blob(&repository, &document)
+        .await
+        .map_err(|err| ApiError::internal(&err))?
+        .ok_or_else(no_sbom)?;
+    let file = tokio::fs::File::open(&path).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, MEDIA_TYPE_SPDX.to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
+}
+
+/// The repository of `build`'s image and the manifest digest of its output for `platform`
+/// (the only output when no platform is given).
+fn subject_of(build: &BuildRecord, platform: Option<&str>) -> Result<(String, Digest), ApiError> {
+    let id = &build.id;
+    if build.succeeded != Some(true) {
+        return Err(ApiError::not_found(format!(
+            "an SBOM of build {id}, which has not succeeded"
+        )));
+    }
+    let output = match platform {
+        Some(platform) => build.outputs.iter().find(|o| o.platform == platform),
+        None if build.outputs.len() == 1 => build.outputs.first(),
+        None => {
+            let platforms: Vec<&str> = build.outputs.iter().map(|o| o.platform.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "build {id} has an image per platform; add ?platform= with one of {}",
+                platforms.join(", ")
+            )));
+        }
+    };
+    let output = output.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "an output of build {id} for platform {}",
+            platform.unwrap_or_default()
+        ))
+    })?;
+    let repository = build
+        .image
+        .trim_start_matches("oras://")
+        .split_once('/')
+        .map(|(_, rest)| rest.rsplit_once(':').map_or(rest, |(name, _)| name))
+        .ok_or_else(|| ApiError::not_found(format!("the repository of build {id}")))?;
+    let digest = Digest::parse(&output.digest)
+        .map_err(|_| ApiError::not_found(format!("the image of build {id} (it has no digest)")))?;
+    Ok((repository.to_owned(), digest))
+}
