@@ -12,6 +12,7 @@ pub mod definition;
 pub mod native;
 pub mod python;
 pub mod queue;
+pub mod sandbox;
 mod sif;
 
 use async_trait::async_trait;
