@@ -238,6 +238,16 @@ pub struct BuildSettings {
     pub pip_index_url: Option<String>,
     /// How buildah isolates the steps of Dockerfiles and definition files (`RUN`, `%post`).
     pub isolation: Isolation,
+    /// Acknowledges that `isolation = "chroot"` runs users' build steps as root on the host,
+    /// with no boundary at all; kiln refuses to start with chroot isolation without it.
+    pub allow_root_on_host: bool,
+    /// The user whose subordinate id ranges (`/etc/subuid`, `/etc/subgid`) the root of a
+    /// contained build step maps to; created (with a fresh range) if missing.
+    pub sandbox_user: String,
+    /// Memory a contained build's steps may use together, in MiB; past it they are killed.
+    pub memory_limit_mib: u64,
+    /// Processes and threads a contained build's steps may have at once.
+    pub pids_limit: u64,
     /// Networks that build steps may not reach and that `FROM`/`From:` hosts may not resolve
     /// into, besides loopback and link-local addresses, which are always blocked. Private
     /// ranges are not blocked by default: resolvers and proxies often live there.
@@ -312,18 +322,23 @@ impl BuildSettings {
     }
 }
 
-/// buildah's `--isolation`. Build steps are users' code: `chroot` needs nothing from the host
-/// but runs them as root in a chroot, which is no security boundary, so a public kiln should
-/// use `oci` or `rootless` (an OCI runtime with namespaces), or run its builders in a VM.
+/// How build steps are isolated. Build steps are users' code: `oci` (the default) runs them
+/// in an OCI runtime container with its own namespaces, in a user namespace whose root is an
+/// unprivileged host id, with a filtered network and a cgroup holding its limits. `chroot`
+/// needs nothing from the host but runs them as root in a chroot, which is no security
+/// boundary: it needs `allow_root_on_host`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
-    /// A chroot, as root, without namespaces: works anywhere (containers, CI).
-    #[default]
+    /// A chroot, as root, without namespaces: works anywhere (containers, CI), contains
+    /// nothing.
     Chroot,
-    /// An OCI runtime (runc, crun) with namespaces.
+    /// An OCI runtime (runc, crun) container in a user namespace, network and cgroup of
+    /// kiln's making.
+    #[default]
     Oci,
-    /// An OCI runtime in a user namespace.
+    /// As `oci`, with buildah's `rootless` isolation inside the same user namespace,
+    /// network and cgroup.
     Rootless,
 }
 
@@ -360,7 +375,11 @@ impl Default for BuildSettings {
             ca_bundle: None,
             uv: PathBuf::from("uv"),
             pip_index_url: None,
-            isolation: Isolation::Chroot,
+            isolation: Isolation::Oci,
+            allow_root_on_host: false,
+            sandbox_user: "kiln-build".into(),
+            memory_limit_mib: 4096,
+            pids_limit: 1024,
             blocked_networks: Vec::new(),
             timeout_secs: 3600,
             timeouts: KindTimeouts::default(),
@@ -617,6 +636,18 @@ impl Config {
         if let Some(value) = env("KILN_HEALTH_MIN_FREE_MB") {
             self.http.health_min_free_mb = parsed("KILN_HEALTH_MIN_FREE_MB", &value)?;
         }
+        if let Some(value) = env("KILN_ALLOW_ROOT_ON_HOST") {
+            self.build.allow_root_on_host = parsed("KILN_ALLOW_ROOT_ON_HOST", &value)?;
+        }
+        if let Some(value) = env("KILN_SANDBOX_USER") {
+            self.build.sandbox_user = value;
+        }
+        if let Some(value) = env("KILN_BUILD_MEMORY_LIMIT_MIB") {
+            self.build.memory_limit_mib = parsed("KILN_BUILD_MEMORY_LIMIT_MIB", &value)?;
+        }
+        if let Some(value) = env("KILN_BUILD_PIDS_LIMIT") {
+            self.build.pids_limit = parsed("KILN_BUILD_PIDS_LIMIT", &value)?;
+        }
         if let Some(value) = env("KILN_BLOCKED_NETWORKS") {
             self.build.blocked_networks = value
                 .split(',')
@@ -814,16 +845,17 @@ mod tests {
     }
 
     #[test]
-    fn build_isolation_is_chroot_unless_set() {
-        assert_eq!(Config::default().build.isolation, Isolation::Chroot);
+    fn build_isolation_is_oci_unless_set() {
+        assert_eq!(Config::default().build.isolation, Isolation::Oci);
+        assert!(!Config::default().build.allow_root_on_host);
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("kiln.toml");
         std::fs::write(&path, "[build]\nisolation = \"rootless\"\n").expect("write config");
         let config = Config::load(Some(&path), no_env).expect("config loads");
         assert_eq!(config.build.isolation, Isolation::Rootless);
-        let env = |name: &str| (name == "KILN_BUILD_ISOLATION").then(|| "oci".to_owned());
+        let env = |name: &str| (name == "KILN_BUILD_ISOLATION").then(|| "chroot".to_owned());
         let config = Config::load(Some(&path), env).expect("loads");
-        assert_eq!(config.build.isolation, Isolation::Oci);
+        assert_eq!(config.build.isolation, Isolation::Chroot);
         let env = |name: &str| (name == "KILN_BUILD_ISOLATION").then(|| "vm".to_owned());
         let err = Config::load(None, env).unwrap_err();
         assert!(err.to_string().contains("KILN_BUILD_ISOLATION"), "{err}");

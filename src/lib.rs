@@ -6,6 +6,7 @@ pub mod api;
 pub mod assemble;
 pub mod base;
 pub mod build;
+pub mod child;
 pub mod config;
 pub mod install;
 pub mod listen;

@@ -36,6 +36,13 @@ pub async fn run(
             config.data_dir.display()
         )
     })?;
+    let root_on_host = crate::build::sandbox::check_settings(&config.build)?;
+    if root_on_host {
+        tracing::warn!(
+            "build steps run as root on the host (isolation = \"chroot\"): anyone who may \
+             submit a Dockerfile or definition file can take over this machine"
+        );
+    }
     let address = listener.local_addr()?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
     let registry = RegistryState::new(config.registry_config())
@@ -47,7 +54,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let queue = Queue::new(
         store.clone(),
-        builders(&config, &registry, address)?,
+        builders(&config, &registry, address, buildah(&config).await)?,
         config.build.workers,
     )
     .with_metrics(metrics.clone())
@@ -93,12 +100,28 @@ fn private_data_dir(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
+/// The buildah runner of Dockerfile and definition builds, its containment set up (and
+/// abandoned builds swept) now. A host that cannot contain builds still serves native ones:
+/// the reason is logged here and given by each buildah build that fails for it.
+async fn buildah(config: &Config) -> Buildah {
+    let buildah = Buildah::new(&config.build).with_insecure_registries(&config.insecure_registries);
+    match buildah.prepare().await {
+        Ok(containment) => tracing::info!("{containment}"),
+        Err(err) => tracing::error!(
+            error = %crate::error_chain(&err),
+            "Dockerfile and definition builds will fail"
+        ),
+    }
+    buildah
+}
+
 /// The build backends: they push to this process's own registry, over loopback, with the
 /// builders' credential.
 fn builders(
     config: &Config,
     registry: &RegistryState,
     address: SocketAddr,
+    buildah: Buildah,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     let builder = registry.builder_credentials().clone();
     let loopback = SocketAddr::from(([127, 0, 0, 1], address.port()));
@@ -112,7 +135,7 @@ fn builders(
     )?;
     let native = NativeBuilder::from_config(config, client.clone()).map_err(anyhow::Error::msg)?;
     let containerfile = ContainerfileBuilder::new(
-        Buildah::new(&config.build),
+        buildah.clone(),
         ContainerfileSettings {
             registry: loopback.to_string(),
             user: registry.builder_credentials().user.clone(),
@@ -122,7 +145,7 @@ fn builders(
         },
     )?;
     let definition = DefinitionBuilder::new(
-        Buildah::new(&config.build),
+        buildah,
         client,
         DefinitionSettings {
             registry: loopback.to_string(),

@@ -73,7 +73,7 @@ pub async fn mksquashfs(root: &Path, out: &Path) -> Result<SquashfsStats, Squash
 
 async fn run(root: &Path, out: &Path, processors: usize) -> Result<SquashfsStats, SquashfsError> {
     let started = Instant::now();
-    let output = tokio::process::Command::new("mksquashfs")
+    let output = crate::child::command("mksquashfs")
         .args(args(root, out, processors))
         .stdin(Stdio::null())
         .kill_on_drop(true)

@@ -462,7 +462,7 @@ async fn run_mmdebstrap(
     include.sort_unstable();
     include.dedup();
 
-    let mut mmdebstrap = tokio::process::Command::new("mmdebstrap");
+    let mut mmdebstrap = crate::child::command("mmdebstrap");
     mmdebstrap
         .arg("--quiet")
         .arg(format!("--arch={}", platform.architecture()))
@@ -503,7 +503,7 @@ async fn run_mmdebstrap(
         .map_err(io_error("connecting mmdebstrap to mmtarfilter".to_owned()))?;
     let out =
         File::create(tar_path).map_err(io_error(format!("creating {}", tar_path.display())))?;
-    let filter = tokio::process::Command::new("mmtarfilter")
+    let filter = crate::child::command("mmtarfilter")
         .arg("--path-exclude=/dev/*")
         .stdin(pipe)
         .stdout(out)

@@ -1,17 +1,21 @@
-//! `buildah`, run as a child process: builds Dockerfiles without a daemon or root namespaces.
+//! `buildah`, run as a child process: builds Dockerfiles without a daemon.
 //!
-//! Steps run with the configured isolation (chroot by default: no user namespaces or cgroups
-//! needed, but no security boundary either, see [`Isolation`]), timestamps are
-//! pinned for reproducible layers, and the site's CA bundle, when configured, is bind-mounted
-//! over the image's bundle for RUN steps only, so it never ends up in a layer.
+//! Steps run contained by default (see [`super::sandbox`]): each `bud` in a jail of its own,
+//! with every `FROM` image pulled beforehand in the host's network, TLS verified except for
+//! loopback and configured insecure registries. Timestamps are pinned for reproducible layers,
+//! and the site's CA bundle, when configured, is bind-mounted over the image's bundle for RUN
+//! steps only, so it never ends up in a layer. Every buildah gets the allow-listed environment
+//! and SIGTERM when kiln dies.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use tokio::io::BufReader;
 use tokio::process::Command;
 
 use super::log::{BoundedLines, MAX_LINE_LIMIT};
+use super::sandbox::{Jail, Sandbox, SandboxError};
 use crate::config::{BuildSettings, Isolation};
 use crate::spec::Platform;
 
@@ -24,6 +28,11 @@ pub struct Buildah {
     program: PathBuf,
     ca_bundle: Option<PathBuf>,
     isolation: Isolation,
+    settings: Arc<BuildSettings>,
+    /// Registries pulled from without TLS verification besides loopback ones.
+    insecure_registries: Arc<Vec<String>>,
+    /// The containment, found on first use and shared by clones.
+    sandbox: Arc<tokio::sync::OnceCell<Result<Arc<Sandbox>, Arc<SandboxError>>>>,
 }
 
 /// A buildah invocation that failed.
@@ -40,6 +49,8 @@ pub enum BuildahError {
         step: &'static str,
         status: std::process::ExitStatus,
     },
+    #[error("build steps cannot be contained")]
+    Sandbox(#[source] Arc<SandboxError>),
     #[error("the CA bundle {0} does not exist")]
     MissingCaBundle(PathBuf),
     #[error("{what}")]
@@ -53,9 +64,6 @@ pub enum BuildahError {
 /// How `buildah bud` treats registries and failed steps, beyond [`Buildah::build`]'s defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BuildOptions {
-    /// Pull `FROM` images without TLS verification, falling back to plain HTTP: needed when
-    /// they come from a loopback or insecure registry (kiln's own, reached over loopback).
-    pub insecure_pull: bool,
     /// Remove the intermediate container even when a step fails, so a failed build leaves
     /// nothing behind in local storage.
     pub force_rm: bool,
@@ -83,11 +91,85 @@ impl Buildah {
             program: PathBuf::from("buildah"),
             ca_bundle: settings.ca_bundle.clone(),
             isolation: settings.isolation,
+            settings: Arc::new(settings.clone()),
+            insecure_registries: Arc::new(Vec::new()),
+            sandbox: Arc::default(),
         }
     }
 
+    /// This runner, pulling from `registries` (`host:port`) without TLS verification, as
+    /// from loopback ones.
+    pub fn with_insecure_registries(mut self, registries: &[String]) -> Self {
+        self.insecure_registries = Arc::new(registries.to_vec());
+        self
+    }
+
+    /// Sets up the containment now rather than at the first build (kiln does at start): refuses
+    /// chroot isolation the operator did not acknowledge, finds the runtime and id ranges and
+    /// sweeps abandoned builds. Returns the line build logs show about containment.
+    pub async fn prepare(&self) -> Result<String, BuildahError> {
+        Ok(match self.sandbox().await? {
+            Some(sandbox) => sandbox.describe(),
+            None => CHROOT_WARNING.to_owned(),
+        })
+    }
+
+    /// The containment of build steps: none for acknowledged chroot isolation.
+    async fn sandbox(&self) -> Result<Option<Arc<Sandbox>>, BuildahError> {
+        if super::sandbox::check_settings(&self.settings)
+            .map_err(|err| BuildahError::Sandbox(Arc::new(err)))?
+        {
+            return Ok(None);
+        }
+        let settings = self.settings.clone();
+        let prepared = self
+            .sandbox
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || Sandbox::prepare(&settings))
+                    .await
+                    .map_err(|err| SandboxError::Failed {
+                        what: "preparing the build sandbox".into(),
+                        detail: err.to_string(),
+                    })
+                    .and_then(|prepared| prepared)
+                    .map(Arc::new)
+                    .map_err(Arc::new)
+            })
+            .await;
+        prepared.clone().map(Some).map_err(BuildahError::Sandbox)
+    }
+
+    /// Whether pulls from `image`'s registry skip TLS verification: kiln's own loopback
+    /// registry and configured insecure ones only.
+    fn insecure_source(&self, image: &str) -> bool {
+        let host = registry_host(image);
+        super::containerfile::is_loopback(host)
+            || self.insecure_registries.iter().any(|h| h == host)
+    }
+
+    /// Pulls `image` for `platform` into local storage (fetching only what changed), in the
+    /// host's network: a contained build has no route to kiln's loopback registry.
+    async fn pull(
+        &self,
+        image: &str,
+        platform: Platform,
+        log: &mut impl FnMut(&str),
+    ) -> Result<(), BuildahError> {
+        let args = [
+            "pull".to_owned(),
+            "--policy=always".to_owned(),
+            "--quiet".to_owned(),
+            format!("--platform={platform}"),
+            format!("--tls-verify={}", !self.insecure_source(image)),
+            image.to_owned(),
+        ];
+        self.run("pull", self.command(), None, &args, |line| log(line))
+            .await
+    }
+
     /// Builds `dockerfile` with `context` as build context and tags the result `tag` in local
-    /// storage. Each line buildah prints goes to `log`.
+    /// storage. Each line buildah prints goes to `log`, after one saying how steps are
+    /// contained.
     pub async fn build(
         &self,
         context: &Path,
@@ -115,21 +197,31 @@ impl Buildah {
         tag: &str,
         platform: Platform,
         options: &BuildOptions,
-        log: impl FnMut(&str),
+        mut log: impl FnMut(&str),
     ) -> Result<(), BuildahError> {
+        let sandbox = self.sandbox().await?;
+        log(&match &sandbox {
+            Some(sandbox) => sandbox.describe(),
+            None => CHROOT_WARNING.to_owned(),
+        });
+        let text = std::fs::read_to_string(dockerfile).map_err(|source| BuildahError::Io {
+            what: format!("cannot read {}", dockerfile.display()),
+            source,
+        })?;
+        for image in base_images(&text) {
+            self.pull(&image, platform, &mut log).await?;
+        }
         let mut args: Vec<String> = [
             "bud",
             "--timestamp=0",
             "--identity-label=false",
             "--layers=false",
+            "--pull=never",
         ]
         .map(String::from)
         .to_vec();
         args.push(format!("--isolation={}", self.isolation.as_str()));
         args.push(format!("--platform={platform}"));
-        if options.insecure_pull {
-            args.push("--tls-verify=false".into());
-        }
         if options.force_rm {
             args.push("--force-rm".into());
         }
@@ -144,8 +236,21 @@ impl Buildah {
         }
         args.push(format!("--file={}", dockerfile.display()));
         args.push(format!("--tag={tag}"));
+        let Some(sandbox) = sandbox else {
+            args.push(context.display().to_string());
+            return self.run("bud", self.command(), None, &args, log).await;
+        };
+        let jail = sandbox
+            .open_jail()
+            .await
+            .map_err(|err| BuildahError::Sandbox(Arc::new(err)))?;
+        args.extend(sandbox.bud_args(&jail));
         args.push(context.display().to_string());
-        self.run("bud", &args, log).await.map(drop)
+        let built = self
+            .run("bud", jail.command(&self.program), Some(&jail), &args, log)
+            .await;
+        jail.close().await;
+        built
     }
 
     /// Pushes local `image` to `destination` (`host/repository:tag`) and returns the pushed
@@ -178,7 +283,7 @@ impl Buildah {
         }
         args.push(image.to_owned());
         args.push(format!("docker://{destination}"));
-        self.run("push", &args, log).await?;
+        self.run("push", self.command(), None, &args, log).await?;
         let digest = std::fs::read_to_string(&digest_file).map_err(|source| BuildahError::Io {
             what: format!(
                 "`buildah push` wrote no digest to {}",
@@ -199,27 +304,35 @@ impl Buildah {
             image.to_owned(),
             format!("oci:{}", dir.display()),
         ];
-        self.run("push", &args, |_| {}).await
+        self.run("push", self.command(), None, &args, |_| {}).await
     }
 
     /// Creates a working container from `image` and returns its name.
     pub async fn from_image(&self, image: &str) -> Result<String, BuildahError> {
         let args = ["from", "--pull=never", "--quiet", image].map(String::from);
         let mut name = String::new();
-        self.run("from", &args, |line| name = line.trim().to_owned())
-            .await?;
+        self.run("from", self.command(), None, &args, |line| {
+            name = line.trim().to_owned()
+        })
+        .await?;
         Ok(name)
     }
 
     /// Runs `command` in a working container and returns what it printed.
     pub async fn run_in(&self, container: &str, command: &[&str]) -> Result<String, BuildahError> {
-        let isolation = format!("--isolation={}", self.isolation.as_str());
-        let mut args = ["run", &isolation, container, "--"]
-            .map(String::from)
-            .to_vec();
+        let mut args = vec![
+            "run".to_owned(),
+            format!("--isolation={}", self.isolation.as_str()),
+        ];
+        if let Some(sandbox) = self.sandbox().await? {
+            args.push(format!("--runtime={}", sandbox.runtime()));
+            args.push("--network=none".into());
+        }
+        args.push(container.to_owned());
+        args.push("--".to_owned());
         args.extend(command.iter().map(|arg| arg.to_string()));
         let mut output = String::new();
-        self.run("run", &args, |line| {
+        self.run("run", self.command(), None, &args, |line| {
             output.push_str(line);
             output.push('\n');
         })
@@ -230,29 +343,45 @@ impl Buildah {
     /// Removes a working container.
     pub async fn remove_container(&self, container: &str) -> Result<(), BuildahError> {
         let args = ["rm", container].map(String::from);
-        self.run("rm", &args, |_| {}).await
+        self.run("rm", self.command(), None, &args, |_| {}).await
     }
 
     /// Removes an image from local storage.
     pub async fn remove_image(&self, image: &str) -> Result<(), BuildahError> {
         let args = ["rmi", "--force", image].map(String::from);
-        self.run("rmi", &args, |_| {}).await
+        self.run("rmi", self.command(), None, &args, |_| {}).await
     }
 
-    /// Runs buildah, passing its output line by line (stdout and stderr interleaved as they
-    /// come) to `log`.
+    /// buildah outside any jail, with the allow-listed environment, sent SIGTERM (which
+    /// makes it stop and clean up) when kiln dies.
+    fn command(&self) -> Command {
+        let mut command = crate::child::command("setpriv");
+        command
+            .args(["--pdeathsig", "TERM", "--"])
+            .arg(&self.program);
+        command
+    }
+
+    /// Runs buildah through `command` (from [`Buildah::command`] or [`Jail::command`]),
+    /// passing its output line by line (stdout and stderr interleaved as they come) to `log`.
+    /// Dropped before buildah exits, it stops buildah: a jailed one through the jail's
+    /// teardown, others by killing their process group.
     async fn run(
         &self,
         step: &'static str,
+        mut command: Command,
+        jail: Option<&Jail>,
         args: &[String],
         mut log: impl FnMut(&str),
     ) -> Result<(), BuildahError> {
-        let mut child = Command::new(&self.program)
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            // A jailed buildah is stopped by its jail, with SIGTERM, so it removes its
+            // working container; SIGKILL would leave it behind.
+            .kill_on_drop(jail.is_none())
             // Its own process group, so a cancelled build also stops what buildah started
             // (a RUN step's shell under chroot isolation is buildah's grandchild).
             .process_group(0)
@@ -261,7 +390,10 @@ impl Buildah {
                 program: self.program.display().to_string(),
                 source,
             })?;
-        let mut group = ProcessGroupGuard(child.id());
+        let mut group = ProcessGroupGuard(child.id().filter(|_| jail.is_none()));
+        if let (Some(jail), Some(pid)) = (jail, child.id()) {
+            jail.set_leader(pid);
+        }
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         // Bounded: a step printing one endless line costs one capped line of memory.
@@ -311,6 +443,55 @@ impl Drop for ProcessGroupGuard {
             tracing::warn!(group = group.as_raw_nonzero().get(), error = %err,
                 "cannot kill a cancelled buildah's processes");
         }
+    }
+}
+
+/// What build logs say when steps run under acknowledged chroot isolation.
+const CHROOT_WARNING: &str = "WARNING: build steps run as root on the host (isolation = \"chroot\", \
+    allow_root_on_host = true): nothing contains them";
+
+/// The images a Dockerfile's `FROM` lines name, in order, without `scratch` and earlier
+/// stages. `FROM` lines with variables cannot be pulled ahead; buildah names them when it
+/// finds no such local image.
+pub fn base_images(dockerfile: &str) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut images: Vec<String> = Vec::new();
+    for line in dockerfile.lines() {
+        let mut words = line.split_whitespace();
+        if !words
+            .next()
+            .is_some_and(|word| word.eq_ignore_ascii_case("FROM"))
+        {
+            continue;
+        }
+        let mut words = words.skip_while(|word| word.starts_with("--"));
+        let Some(image) = words.next() else { continue };
+        if words
+            .next()
+            .is_some_and(|word| word.eq_ignore_ascii_case("AS"))
+            && let Some(stage) = words.next()
+        {
+            stages.push(stage.to_ascii_lowercase());
+        }
+        let known = stages[..stages.len().saturating_sub(1)]
+            .iter()
+            .any(|stage| stage.eq_ignore_ascii_case(image));
+        if image.eq_ignore_ascii_case("scratch") || known || image.contains('$') {
+            continue;
+        }
+        if !images.iter().any(|seen| seen == image) {
+            images.push(image.to_owned());
+        }
+    }
+    images
+}
+
+/// The registry host of an image reference, as buildah reads it: the first component if it
+/// looks like a host, else Docker Hub.
+fn registry_host(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
     }
 }
 

@@ -4,8 +4,7 @@
 //!
 //! Such a build's record holds the Dockerfile in `containerfile`, the target image in `image`
 //! and a [`ContainerfileRequest`] in `request`. The Dockerfile is built in an empty context
-//! (clients send no files), with chroot isolation so no daemon, root namespaces or cgroups are
-//! needed, and the image is pushed to kiln's registry at the address the builder reaches it by.
+//! (clients send no files), its steps contained ([`super::sandbox`]), and the image is pushed to kiln's registry at the address the builder reaches it by.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -201,10 +200,7 @@ impl ContainerfileBuilder {
             "building the Dockerfile for {platform} with buildah"
         ))
         .await;
-        let options = BuildOptions {
-            insecure_pull: self.registry_insecure(),
-            force_rm: true,
-        };
+        let options = BuildOptions { force_rm: true };
         let (built, tail) = streamed(log, |lines| {
             self.buildah.build_with(
                 &context,

@@ -3,7 +3,7 @@
 //!
 //! The definition becomes a Containerfile ([`Definition::containerfile`]): its base image, the
 //! `%files` copies out of the client's uploaded build context and the `%post` script. buildah
-//! builds it with chroot isolation (arm64 under qemu-user binfmt), writes the image as an OCI
+//! builds it with its steps contained ([`super::sandbox`]; arm64 under qemu-user binfmt), writes the image as an OCI
 //! layout on disk, and the SIF is assembled from those layers like every other SIF kiln makes,
 //! with the definition's `%environment`, `%runscript`, `%startscript`, `%labels` and `%help`
 //! written where `singularity build` puts them and the definition itself stored in the file.
@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::buildah::{BuildOptions, Buildah};
 use super::containerfile::{
-    build_failure, finish, forward, fresh_context, is_loopback, streamed, write_containerfile,
+    build_failure, finish, forward, fresh_context, streamed, write_containerfile,
 };
 use super::native::Failure;
 use super::sif::{SifContents, assemble_sif, push_sif, singularity_labels};
@@ -205,10 +205,7 @@ impl DefinitionBuilder {
             "building the definition file for {platform} from {base} with buildah"
         ))
         .await;
-        let options = BuildOptions {
-            insecure_pull: is_loopback(&self.settings.registry),
-            force_rm: true,
-        };
+        let options = BuildOptions { force_rm: true };
         let (built, tail) = streamed(log, |lines| {
             self.buildah.build_with(
                 &context,
@@ -414,7 +411,7 @@ impl DefinitionBuilder {
         };
 
         let target = context.join(LOCAL_IMAGE_DIR);
-        let output = tokio::process::Command::new("unsquashfs")
+        let output = crate::child::command("unsquashfs")
             .args([
                 "-no-xattrs",
                 "-quiet",

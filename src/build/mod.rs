@@ -13,6 +13,7 @@ pub mod log;
 pub mod native;
 pub mod python;
 pub mod queue;
+pub mod sandbox;
 mod sbom;
 mod sif;
 

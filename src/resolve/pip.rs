@@ -106,7 +106,7 @@ impl PipResolver {
             .map_err(PipResolveError::Scratch)?;
 
         let tags = target.uv_platform();
-        let mut command = tokio::process::Command::new(&self.uv);
+        let mut command = crate::child::command(&self.uv);
         command
             .args(["pip", "compile", "--quiet", "--no-header", "--no-config"])
             .args(["--color", "never", "--no-progress", "--no-python-downloads"])
