@@ -36,6 +36,9 @@ const HEADER_LEN: usize = 128;
 const DESCRIPTORS_OFFSET: u64 = 4096;
 /// Number of descriptor slots (sif's default); unused slots are all zero.
 const DESCRIPTOR_CAPACITY: u64 = 48;
+/// The most descriptors [`read_descriptors`] reads from a file (any writer's), which bounds the
+/// table it allocates: about 600 KB.
+pub const MAX_DESCRIPTORS: i64 = 1024;
 /// Size of one packed descriptor.
 const DESCRIPTOR_LEN: usize = 585;
 /// Size of the descriptor table.
@@ -490,22 +493,23 @@ pub struct StoredObject {
 /// Reads the used descriptors of the SIF file at `path` (any writer's: offsets come from the
 /// header), so kiln can build on a SIF it holds.
 pub fn read_objects(path: &Path) -> Result<Vec<StoredObject>, SifError> {
-    let invalid = |what: &str| SifError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source: io::Error::new(
+    File::open(path)
+        .and_then(read_descriptors)
+        .map_err(io_err("read", path))
+}
+
+/// Reads the used descriptors of a SIF file from its bytes. Anything that is not a SIF file, or
+/// whose descriptor table is impossible, is an [`io::ErrorKind::InvalidData`] error saying why;
+/// nothing in the file can make this allocate more than the largest table kiln accepts.
+pub fn read_descriptors(mut sif: impl Read + Seek) -> io::Result<Vec<StoredObject>> {
+    let invalid = |what: &str| {
+        io::Error::new(
             io::ErrorKind::InvalidData,
             format!("not a SIF file: {what}"),
-        ),
+        )
     };
-    let io_error = |source| SifError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io_error)?;
     let mut header = [0u8; HEADER_LEN];
-    file.read_exact(&mut header).map_err(io_error)?;
+    sif.read_exact(&mut header)?;
     if &header[32..42] != MAGIC {
         return Err(invalid("no SIF_MAGIC"));
     }
@@ -515,13 +519,12 @@ pub fn read_objects(path: &Path) -> Result<Vec<StoredObject>, SifError> {
         i64::from_le_bytes(bytes)
     };
     let (total, offset) = (field(88), field(96));
-    if !(0..=1024).contains(&total) || offset < HEADER_LEN as i64 {
+    if !(0..=MAX_DESCRIPTORS).contains(&total) || offset < HEADER_LEN as i64 {
         return Err(invalid("impossible descriptor table"));
     }
     let mut table = vec![0u8; usize::try_from(total).unwrap_or(0) * DESCRIPTOR_LEN];
-    file.seek(SeekFrom::Start(offset.unsigned_abs()))
-        .and_then(|_| file.read_exact(&mut table))
-        .map_err(io_error)?;
+    sif.seek(SeekFrom::Start(offset.unsigned_abs()))?;
+    sif.read_exact(&mut table)?;
     let mut objects = Vec::new();
     for raw in table.chunks_exact(DESCRIPTOR_LEN) {
         if raw[4] == 0 {
@@ -670,6 +673,39 @@ mod tests {
         assert_eq!(seen, written);
         fs::write(&out, b"not a SIF, and longer than a header ".repeat(8)).unwrap();
         assert!(read_objects(&out).unwrap_err().to_string().contains("read"));
+    }
+
+    #[test]
+    fn impossible_descriptor_tables_are_refused_before_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let squashfs = fake_squashfs(dir.path(), 5_000, SQUASHFS_GZIP);
+        let out = dir.path().join("image.sif");
+        write_sif(&input(&squashfs, None), &out).unwrap();
+        let sif = fs::read(&out).unwrap();
+        let read = |bytes: &[u8]| read_descriptors(io::Cursor::new(bytes));
+        assert_eq!(read(&sif).unwrap(), read_objects(&out).unwrap());
+        let with_field = |at: usize, value: i64| {
+            let mut bytes = sif.clone();
+            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            bytes
+        };
+        for bytes in [with_field(88, MAX_DESCRIPTORS + 1), with_field(96, 0)] {
+            let err = read(&bytes).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(
+                err.to_string(),
+                "not a SIF file: impossible descriptor table"
+            );
+        }
+        let past_the_end = with_field(96, sif.len() as i64);
+        assert_eq!(
+            read(&past_the_end).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        assert_eq!(
+            read(&sif[..100]).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
     }
 
     #[test]

@@ -188,10 +188,12 @@ struct Entry {
 }
 
 /// How RECORD vouches for one file: `sha256=<urlsafe base64>` and size, each optional.
-#[derive(Debug)]
-struct Listed {
-    hash: Option<String>,
-    size: Option<u64>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// `sha256=<urlsafe base64>`, as RECORD spells it.
+    pub hash: Option<String>,
+    /// The size in bytes.
+    pub size: Option<u64>,
 }
 
 /// The RECORD form of a digest, so one comparison of strings checks a file.
@@ -513,10 +515,18 @@ impl<'a> Job<'a> {
             .written
             .iter()
             .map(|(path, (hash, size))| {
-                format!("{},{hash},{size}", csv(&from_site(&self.site, path)))
+                let listed = Listed {
+                    hash: Some(hash.clone()),
+                    size: Some(*size),
+                };
+                record_line(&from_site(&self.site, path), &listed)
             })
             .collect();
-        lines.push(format!("{},,", csv(&from_site(&self.site, record))));
+        let unlisted = Listed {
+            hash: None,
+            size: None,
+        };
+        lines.push(record_line(&from_site(&self.site, record), &unlisted));
         lines.sort();
         let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
         let mut out = self.create(record, false)?;
@@ -654,8 +664,9 @@ fn is_dotted_identifier(name: &str) -> bool {
     })
 }
 
-/// RECORD lines by path; RECORD is CSV, so paths with commas come quoted.
-fn parse_record(text: &str) -> Result<HashMap<String, Listed>, String> {
+/// RECORD lines by path; RECORD is CSV, so paths with commas come quoted. A path listed twice
+/// keeps its last line. Public so the fuzz targets can reach it.
+pub fn parse_record(text: &str) -> Result<HashMap<String, Listed>, String> {
     let mut record = HashMap::new();
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
         let bad = || format!("bad RECORD line {line:?}");
@@ -690,6 +701,13 @@ fn split_csv(line: &str) -> Option<Vec<String>> {
         }
     }
     (!quoted).then_some(fields)
+}
+
+/// One RECORD line, without its newline: what [`parse_record`] reads back as `listed`.
+pub fn record_line(path: &str, listed: &Listed) -> String {
+    let hash = listed.hash.as_deref().map(csv).unwrap_or_default();
+    let size = listed.size.map(|size| size.to_string()).unwrap_or_default();
+    format!("{},{hash},{size}", csv(path))
 }
 
 /// A CSV field, quoted only when it has to be.
@@ -1173,5 +1191,28 @@ mod tests {
         assert_eq!(split_csv("\"a,\"\"b\",,1").unwrap(), ["a,\"b", "", "1"]);
         assert_eq!(csv("a,\"b"), "\"a,\"\"b\"");
         assert_eq!(split_csv("\"open"), None);
+    }
+
+    #[test]
+    fn record_lines_read_back_as_written() {
+        let listed = |hash: Option<&str>, size: Option<u64>| Listed {
+            hash: hash.map(Into::into),
+            size,
+        };
+        let lines = [
+            ("demo/a,b.py", listed(Some("sha256=abc"), Some(3))),
+            ("demo/say \"hi\".txt", listed(None, Some(0))),
+            ("demo-1.0.dist-info/RECORD", listed(None, None)),
+        ];
+        let text: String = lines
+            .iter()
+            .map(|(path, listed)| record_line(path, listed) + "\r\n")
+            .collect();
+        let expected = lines.map(|(path, listed)| (path.to_owned(), listed));
+        assert_eq!(parse_record(&text), Ok(HashMap::from(expected)));
+        assert_eq!(
+            record_line("demo-1.0.dist-info/RECORD", &listed(None, None)),
+            "demo-1.0.dist-info/RECORD,,"
+        );
     }
 }
