@@ -326,6 +326,19 @@ mod tests {
     }
 
     #[test]
+    fn pip_names_with_a_trailing_dot_are_refused_not_panicked_on() {
+        // pep508_rs 0.9.2 panics on this one; found by the `entry` fuzz target.
+        for entry in ["pip:FoesBar.b.=1za0", "pip:foo.==1", "pip:foo-", "pip:_foo"] {
+            let message = refused(entry).to_string();
+            assert!(
+                message.contains("must start and end with a letter or digit"),
+                "{message}"
+            );
+        }
+        assert!("pip:foo.bar==1".parse::<PackageEntry>().is_ok());
+    }
+
+    #[test]
     fn long_entries_are_cut_in_messages() {
         let message = refused(&"a".repeat(300)).to_string();
         assert!(message.contains("is 300 bytes long; the limit is 256"));

@@ -20,6 +20,24 @@ pub struct PipSpec {
     pinned: Option<String>,
 }
 
+/// Refuses a project name that starts or ends with `.`, `_` or `-`: PEP 508 forbids it, and
+/// pep508_rs 0.9.2 accepts such a name when an operator follows it and then panics on its own
+/// name check (found by the `entry` fuzz target).
+fn check_name_ends(text: &str) -> Result<(), PipParseError> {
+    let name_len = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .unwrap_or(text.len());
+    let name = &text[..name_len];
+    let alphanumeric = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !name.is_empty() && !(alphanumeric(name.chars().next()) && alphanumeric(name.chars().last()))
+    {
+        return Err(PipParseError::Invalid(format!(
+            "the project name `{name}` must start and end with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
 /// Why a pip requirement was refused.
 #[derive(Debug)]
 pub(super) enum PipParseError {
@@ -39,6 +57,7 @@ impl PipSpec {
     }
 
     pub(super) fn parse(text: &str) -> Result<Self, PipParseError> {
+        check_name_ends(text)?;
         let mut requirement = Requirement::<pep508_rs::VerbatimUrl>::from_str(text)
             .map_err(|err| PipParseError::Invalid(first_line(&err.to_string())))?;
         let name = requirement.name.to_string();
