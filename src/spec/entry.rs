@@ -328,7 +328,13 @@ mod tests {
     #[test]
     fn pip_names_with_a_trailing_dot_are_refused_not_panicked_on() {
         // pep508_rs 0.9.2 panics on this one; found by the `entry` fuzz target.
-        for entry in ["pip:FoesBar.b.=1za0", "pip:foo.==1", "pip:foo-", "pip:_foo"] {
+        for entry in [
+            "pip:FoesBar.b.=1za0",
+            "pip:foo.==1",
+            "pip:foo-",
+            "pip:_foo",
+            "pip:requests[sock.,ssecuriTy]==2.32",
+        ] {
             let message = refused(entry).to_string();
             assert!(
                 message.contains("must start and end with a letter or digit"),
@@ -336,6 +342,11 @@ mod tests {
             );
         }
         assert!("pip:foo.bar==1".parse::<PackageEntry>().is_ok());
+        assert!(
+            "pip:requests[socks,security]==2.32"
+                .parse::<PackageEntry>()
+                .is_ok()
+        );
     }
 
     #[test]

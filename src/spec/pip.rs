@@ -20,20 +20,33 @@ pub struct PipSpec {
     pinned: Option<String>,
 }
 
-/// Refuses a project name that starts or ends with `.`, `_` or `-`: PEP 508 forbids it, and
-/// pep508_rs 0.9.2 accepts such a name when an operator follows it and then panics on its own
-/// name check (found by the `entry` fuzz target).
+/// Refuses a project or extra name that starts or ends with `.`, `_` or `-`: PEP 508 forbids
+/// it, and pep508_rs 0.9.2 accepts such a name when an operator or a comma follows it and then
+/// panics on its own name check (found by the `entry` fuzz target).
 fn check_name_ends(text: &str) -> Result<(), PipParseError> {
-    let name_len = text
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        .unwrap_or(text.len());
-    let name = &text[..name_len];
-    let alphanumeric = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if !name.is_empty() && !(alphanumeric(name.chars().next()) && alphanumeric(name.chars().last()))
-    {
-        return Err(PipParseError::Invalid(format!(
-            "the project name `{name}` must start and end with a letter or digit"
-        )));
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let check = |what: &str, name: &str| {
+        let alphanumeric = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        if name.is_empty()
+            || (alphanumeric(name.chars().next()) && alphanumeric(name.chars().last()))
+        {
+            Ok(())
+        } else {
+            Err(PipParseError::Invalid(format!(
+                "the {what} `{name}` must start and end with a letter or digit"
+            )))
+        }
+    };
+    let name_len = text.find(|c| !is_name_char(c)).unwrap_or(text.len());
+    check("project name", &text[..name_len])?;
+    let rest = text[name_len..].trim_start();
+    if let Some(extras) = rest.strip_prefix('[') {
+        let extras = extras.split(']').next().unwrap_or_default();
+        for extra in extras.split(',') {
+            let extra = extra.trim();
+            let extra_len = extra.find(|c| !is_name_char(c)).unwrap_or(extra.len());
+            check("extra", &extra[..extra_len])?;
+        }
     }
     Ok(())
 }

@@ -49,7 +49,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePool::connect_with(options).await?;
+        // Idle connections are recycled within a minute: one that met a read-only or full
+        // database keeps failing until it is reopened.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .idle_timeout(std::time::Duration::from_secs(60))
+            .max_lifetime(std::time::Duration::from_secs(600))
+            .connect_with(options)
+            .await?;
         migrator().run(&pool).await?;
         Ok(Self { pool })
     }
@@ -296,14 +302,23 @@ impl Store for SqliteStore {
         // A real write that changes nothing: the header's user version, set to what it is. It
         // appends a frame to the WAL, so a read-only, locked or full database fails here.
         let mut connection = self.pool.acquire().await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *connection)
-            .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {version}"
-        )))
-        .execute(&mut *connection)
-        .await?;
+        let written = async {
+            let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&mut *connection)
+                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {version}"
+            )))
+            .execute(&mut *connection)
+            .await
+        }
+        .await;
+        if let Err(err) = written {
+            // A connection that met a read-only file stays read-only: close it, so the next
+            // check (and the next request) opens a fresh one once the file is writable again.
+            let _ = connection.close().await;
+            return Err(err.into());
+        }
         Ok(())
     }
 
