@@ -6,11 +6,14 @@
 //!
 //! The SIFs are written with kiln's own writer over a tiny squashfs: no build needed.
 
+#[path = "support/forms.rs"]
+mod forms;
 #[expect(dead_code, reason = "every app here is started with its configuration")]
 mod support;
 
 use std::path::Path;
 
+use forms::form_session;
 use kiln::assemble::sif::{SifArch, SifInput, write_sif};
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::store::{SqliteStore, Store};
@@ -987,22 +990,4 @@ async fn push_to_registry(
         )
         .await
         .expect("manifest");
-}
-
-/// The form token of the page at `url` and the cookie it belongs to (`name=value`), as a
-/// browser gets them: kiln's forms refuse posts without both.
-async fn form_session(url: &str) -> (String, String) {
-    let page = reqwest::get(url).await.expect("the form's page");
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .expect("ASCII")
-        .split(';')
-        .next()
-        .expect("name=value")
-        .to_owned();
-    let html = page.text().await.expect("HTML");
-    let marker = r#"name="form_token" value=""#;
-    let start = html.find(marker).expect("the form has a token") + marker.len();
-    let token = html[start..].split('"').next().expect("a value").to_owned();
-    (cookie, token)
 }

@@ -10,6 +10,8 @@
 
 #[path = "support/debian_base.rs"]
 mod debian_base;
+#[path = "support/forms.rs"]
+mod forms;
 #[path = "support/go_tools.rs"]
 mod go_tools;
 mod support;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use debian_base::{DEBIAN_TAG, push_debian_python_base};
+use forms::form_session;
 use futures_util::StreamExt as _;
 use go_tools::tool;
 use kiln::registry::client::{Auth, RegistryClient};
@@ -625,22 +628,4 @@ async fn each_submission_is_a_new_build_within_the_daily_allowance() {
             .is_some_and(|r| r.starts_with("library://library/remote-builds/rb-")),
         "{operator}"
     );
-}
-
-/// The form token of the page at `url` and the cookie it belongs to (`name=value`), as a
-/// browser gets them: kiln's forms refuse posts without both.
-async fn form_session(url: &str) -> (String, String) {
-    let page = reqwest::get(url).await.expect("the form's page");
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .expect("ASCII")
-        .split(';')
-        .next()
-        .expect("name=value")
-        .to_owned();
-    let html = page.text().await.expect("HTML");
-    let marker = r#"name="form_token" value=""#;
-    let start = html.find(marker).expect("the form has a token") + marker.len();
-    let token = html[start..].split('"').next().expect("a value").to_owned();
-    (cookie, token)
 }

@@ -11,6 +11,8 @@
 mod conda_channel;
 #[path = "support/debian_base.rs"]
 mod debian_base;
+#[path = "support/forms.rs"]
+mod forms;
 #[expect(dead_code, reason = "the app here starts with a configuration")]
 mod support;
 
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use conda_channel::{CHANNEL_NAME, CondaChannel};
 use fantoccini::{Client, ClientBuilder, Locator};
+use forms::form_session;
 use futures_util::FutureExt as _;
 use kiln::registry::client::{Auth, RegistryClient};
 use serde_json::json;
@@ -480,22 +483,4 @@ async fn without_javascript(base: &str) {
     );
     assert!(html.contains("numpy;rm\nsamtools</textarea>"), "{html}");
     assert!(html.contains(r#"value="linux/arm64" checked"#), "{html}");
-}
-
-/// The form token of the page at `url` and the cookie it belongs to (`name=value`), as a
-/// browser gets them: kiln's forms refuse posts without both.
-async fn form_session(url: &str) -> (String, String) {
-    let page = reqwest::get(url).await.expect("the form's page");
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .expect("ASCII")
-        .split(';')
-        .next()
-        .expect("name=value")
-        .to_owned();
-    let html = page.text().await.expect("HTML");
-    let marker = r#"name="form_token" value=""#;
-    let start = html.find(marker).expect("the form has a token") + marker.len();
-    let token = html[start..].split('"').next().expect("a value").to_owned();
-    (cookie, token)
 }

@@ -1,0 +1,20 @@
+//! kiln's HTML forms as a browser meets them: a post needs the page's form token and the
+//! cookie it belongs to.
+
+/// The form token of the page at `url` and the cookie it belongs to (`name=value`), as a
+/// browser gets them: kiln's forms refuse posts without both.
+pub async fn form_session(url: &str) -> (String, String) {
+    let page = reqwest::get(url).await.expect("the form's page");
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .expect("ASCII")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let html = page.text().await.expect("HTML");
+    let marker = r#"name="form_token" value=""#;
+    let start = html.find(marker).expect("the form has a token") + marker.len();
+    let token = html[start..].split('"').next().expect("a value").to_owned();
+    (cookie, token)
+}
