@@ -108,10 +108,13 @@ impl FromStr for PackageEntry {
                 entry: printable(s),
             });
         }
-        if let Some(rest) = s.strip_prefix("pip::") {
+        // In any casing: channel names are lowercased, so `Pip::x` would become `pip::x`.
+        if s.get(..5)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("pip::"))
+        {
             return Err(EntryError::PipDoubleColon {
                 entry: s.to_owned(),
-                rest: rest.to_owned(),
+                rest: s[5..].to_owned(),
             });
         }
         match s.strip_prefix("pip:") {
@@ -322,6 +325,17 @@ mod tests {
         assert_eq!(
             refused("pip:requests@https://x.example/r.whl").to_string(),
             "package entry `pip:requests@https://x.example/r.whl` contains `@`, which is not allowed in a package entry"
+        );
+    }
+
+    #[test]
+    fn a_channel_called_pip_in_any_casing_is_the_pip_slip() {
+        // Found by the `entry` fuzz target: `Pip::x` was a conda entry whose canonical form,
+        // `pip::x`, was then refused.
+        let message = refused("Pip::smt=mt=.12*1*G*").to_string();
+        assert!(
+            message.contains("uses `pip::`; write `pip:smt=mt=.12*1*G*`"),
+            "{message}"
         );
     }
 
