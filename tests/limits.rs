@@ -509,7 +509,7 @@ impl Kiln {
              [channel_mirrors]\n\"{CHANNEL_NAME}\" = \"{channel_url}\"\n\
              [base.conda]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
              [base.python]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
-             [[embedded_registry.users]]\nuser = \"{}\"\npassword = \"{}\"\n\
+             [[embedded_registry.users]]\nuser = \"{}\"\npassword = \"{}\"\noperator = true\n\
              [build]\nworkers = 1\nlease_secs = 2\n",
             data.display(),
             PUSHER.0,

@@ -579,6 +579,7 @@ fn kiln_serve(address: &str, data: &Path) -> std::process::Child {
         .env("KILN_REGISTRY", address)
         .env("KILN_DATA_DIR", data)
         .env("KILN_REGISTRY_USERS", format!("{}:{}", PUSHER.0, PUSHER.1))
+        .env("KILN_REGISTRY_OPERATORS", PUSHER.0)
         .env("KILN_API_TOKENS", TOKEN)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
