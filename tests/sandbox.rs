@@ -8,6 +8,8 @@
 
 #[path = "support/debian_base.rs"]
 mod debian_base;
+#[path = "support/forms.rs"]
+mod forms;
 mod support;
 
 use std::net::{TcpListener, UdpSocket};
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use debian_base::{DEBIAN_TAG, push_debian_python_base};
+use forms::form_session;
 use futures_util::StreamExt as _;
 use kiln::build::buildah::Buildah;
 use kiln::build::containerfile::{
@@ -295,9 +298,11 @@ async fn a_dockerfile_run_step_cannot_reach_the_host() {
 
 /// Gets a library token from the `/auth/tokens` page, as a user would.
 async fn token_for(app: &TestApp, user: &str) -> String {
+    let (cookie, form_token) = form_session(&app.url("/auth/tokens")).await;
     let page = reqwest::Client::new()
         .post(app.url("/auth/tokens"))
-        .form(&[("user", user)])
+        .header("cookie", cookie)
+        .form(&[("user", user), ("form_token", form_token.as_str())])
         .send()
         .await
         .expect("token page answers");

@@ -6,6 +6,8 @@
 //!
 //! No build runs here (no workers): what is checked is what kiln answers and records.
 
+#[path = "support/forms.rs"]
+mod forms;
 #[expect(dead_code, reason = "every app here starts with a configuration")]
 mod support;
 
@@ -13,6 +15,7 @@ use std::io::Read as _;
 use std::path::Path;
 
 use base64::Engine as _;
+use forms::form_session;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use support::TestApp;
@@ -48,9 +51,11 @@ async fn build_rows(data: &Path) -> i64 {
 
 /// Gets a library token from the `/auth/tokens` page, as a user would.
 async fn token_for(app: &TestApp, user: &str) -> String {
+    let (cookie, form_token) = form_session(&app.url("/auth/tokens")).await;
     let page = reqwest::Client::new()
         .post(app.url("/auth/tokens"))
-        .form(&[("user", user)])
+        .header("cookie", cookie)
+        .form(&[("user", user), ("form_token", form_token.as_str())])
         .send()
         .await
         .expect("token page answers");
