@@ -195,6 +195,11 @@ fn host_address() -> String {
     socket.local_addr().expect("address").ip().to_string()
 }
 
+/// The tests here run one at a time: they count the host's buildah containers, jails and
+/// processes, and buildah lists a container under the first name of its image, which another
+/// test's base (the same bytes under another name) may have given it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// kiln under its default build settings, with its data in the returned directory, the
 /// Debian base in its registry under `repository`, and an operator token.
 async fn start(repository: &str) -> (TestApp, tempfile::TempDir) {
@@ -243,6 +248,7 @@ fn remove_pulled_base(app: &TestApp, repository: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dockerfile_run_step_cannot_reach_the_host() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let (app, data) = start(BASE_REPOSITORY).await;
     let data_dir = data.path();
     let probe = Probe::new();
@@ -317,6 +323,7 @@ async fn token_for(app: &TestApp, user: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_definitions_post_cannot_reach_the_host() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let repository = "kiln/base/debian-definition";
     let (app, data) = start(repository).await;
     let data_dir = data.path();
@@ -423,6 +430,7 @@ async fn started(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pip_install_works_in_a_contained_step() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let repository = "kiln/base/debian-pip";
     let (app, work) = start_plain(repository).await;
     let settings = BuildSettings {
@@ -516,6 +524,7 @@ fn own_jails() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_build_leaves_no_process_and_no_container() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let repository = "kiln/base/debian-cancel";
     let (app, work) = start_plain(repository).await;
     let base = format!("{}/{repository}:{DEBIAN_TAG}", app.address);
@@ -605,6 +614,7 @@ async fn until_healthy(address: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_kiln_leaves_no_build_running() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let address = {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("address").to_string()
