@@ -169,6 +169,15 @@ pub async fn ensure_image(
     // build, so that only the first is charged to an allowance (submitting takes milliseconds).
     let _one_at_a_time = state.submitting.lock().await;
     let latest = state.store.latest_for_key(&new.key).await?;
+    // The build may have finished while this request waited for the lock: its image is a hit
+    // now, not a new build to charge for.
+    if latest
+        .as_ref()
+        .is_some_and(|build| build.status == BuildStatus::Done && build.succeeded == Some(true))
+        && let Some(build) = trusted_hit(state, &new.key, repository, tag).await?
+    {
+        return Ok(ImageState::Ready { build: Some(build) });
+    }
     let running = latest
         .as_ref()
         .is_some_and(|build| build.status != BuildStatus::Done);
