@@ -6,6 +6,7 @@
 //!
 //! The SIFs are written with kiln's own writer over a tiny squashfs: no build needed.
 
+#[expect(dead_code, reason = "tokens here come from the form itself")]
 #[path = "support/forms.rs"]
 mod forms;
 #[expect(dead_code, reason = "every app here is started with its configuration")]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use debian_base::{DEBIAN_TAG, push_debian_python_base};
-use forms::form_session;
+use forms::signup_token;
 use futures_util::StreamExt as _;
 use go_tools::tool;
 use kiln::registry::client::{Auth, RegistryClient};
@@ -53,21 +53,7 @@ async fn start() -> (TestApp, String) {
 
 /// Gets a token from the `/auth/tokens` page, as a user would.
 async fn token_for(app: &TestApp, user: &str) -> String {
-    let (cookie, form_token) = form_session(&app.url("/auth/tokens")).await;
-    let page = reqwest::Client::new()
-        .post(app.url("/auth/tokens"))
-        .header("cookie", cookie)
-        .form(&[("user", user), ("form_token", &form_token)])
-        .send()
-        .await
-        .expect("token page answers");
-    assert!(page.status().is_success(), "{}", page.status());
-    let html = page.text().await.expect("page");
-    let start = html.find("kiln_").expect("the page shows the token");
-    html[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect()
+    signup_token(&app.url("/auth/tokens"), user).await
 }
 
 /// The files the client's directory holds for [`definition`]'s `%files`.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use debian_base::{DEBIAN_TAG, push_debian_python_base};
-use forms::form_session;
+use forms::signup_token;
 use futures_util::StreamExt as _;
 use kiln::build::buildah::Buildah;
 use kiln::build::containerfile::{
@@ -304,21 +304,7 @@ async fn a_dockerfile_run_step_cannot_reach_the_host() {
 
 /// Gets a library token from the `/auth/tokens` page, as a user would.
 async fn token_for(app: &TestApp, user: &str) -> String {
-    let (cookie, form_token) = form_session(&app.url("/auth/tokens")).await;
-    let page = reqwest::Client::new()
-        .post(app.url("/auth/tokens"))
-        .header("cookie", cookie)
-        .form(&[("user", user), ("form_token", form_token.as_str())])
-        .send()
-        .await
-        .expect("token page answers");
-    assert!(page.status().is_success(), "{}", page.status());
-    let html = page.text().await.expect("page");
-    let start = html.find("kiln_").expect("the page shows the token");
-    html[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect()
+    signup_token(&app.url("/auth/tokens"), user).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

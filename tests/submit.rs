@@ -15,7 +15,7 @@ use std::io::Read as _;
 use std::path::Path;
 
 use base64::Engine as _;
-use forms::form_session;
+use forms::signup_token;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use support::TestApp;
@@ -51,21 +51,7 @@ async fn build_rows(data: &Path) -> i64 {
 
 /// Gets a library token from the `/auth/tokens` page, as a user would.
 async fn token_for(app: &TestApp, user: &str) -> String {
-    let (cookie, form_token) = form_session(&app.url("/auth/tokens")).await;
-    let page = reqwest::Client::new()
-        .post(app.url("/auth/tokens"))
-        .header("cookie", cookie)
-        .form(&[("user", user), ("form_token", form_token.as_str())])
-        .send()
-        .await
-        .expect("token page answers");
-    assert!(page.status().is_success(), "{}", page.status());
-    let html = page.text().await.expect("page");
-    let start = html.find("kiln_").expect("the page shows the token");
-    html[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect()
+    signup_token(&app.url("/auth/tokens"), user).await
 }
 
 fn base64(text: &str) -> String {

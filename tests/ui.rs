@@ -11,6 +11,7 @@
 mod conda_channel;
 #[path = "support/debian_base.rs"]
 mod debian_base;
+#[expect(dead_code, reason = "tokens here come from the form itself")]
 #[path = "support/forms.rs"]
 mod forms;
 #[expect(dead_code, reason = "the app here starts with a configuration")]

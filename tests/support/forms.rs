@@ -18,3 +18,23 @@ pub async fn form_session(url: &str) -> (String, String) {
     let token = html[start..].split('"').next().expect("a value").to_owned();
     (cookie, token)
 }
+
+/// Takes user name `user` on the token page at `tokens_page` and returns the token it shows,
+/// as a person signing up would.
+pub async fn signup_token(tokens_page: &str, user: &str) -> String {
+    let (cookie, form_token) = form_session(tokens_page).await;
+    let page = reqwest::Client::new()
+        .post(tokens_page)
+        .header("cookie", cookie)
+        .form(&[("user", user), ("form_token", form_token.as_str())])
+        .send()
+        .await
+        .expect("token page answers");
+    assert!(page.status().is_success(), "{}", page.status());
+    let html = page.text().await.expect("page");
+    let start = html.find("kiln_").expect("the page shows the token");
+    html[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
