@@ -202,8 +202,17 @@ impl Default for HttpSettings {
 pub struct BaseProfiles {
     /// The base of conda environments; by default kiln's own Debian base in its registry.
     pub conda: BaseProfile,
-    /// The base of pip-only requests: it must have python3 and pip.
+    /// The base of pip-only requests: it must have python3; by default kiln's own Debian
+    /// Python base.
     pub python: BaseProfile,
+    /// The Debian mirror kiln makes its own bases from (plain HTTP is normal: the archive's
+    /// signature, not the transport, is what is trusted).
+    pub debian_mirror: url::Url,
+    /// The Debian suite (codename) of kiln's own bases, and their tag.
+    pub debian_suite: String,
+    /// An OpenPGP keyring (binary or armored) that replaces Debian's archive keys embedded in
+    /// kiln, for a mirror signed by a key of its own.
+    pub debian_keyring: Option<PathBuf>,
 }
 
 /// A base image and the facts about it that resolvers need.
@@ -428,10 +437,15 @@ impl Default for BaseProfiles {
                 python: None,
             },
             python: BaseProfile {
-                image: Some("python:3.12-slim".parse().expect("default image is valid")),
+                image: None,
                 glibc: "2.36".into(),
-                python: Some("3.12".into()),
+                python: Some("3.11".into()),
             },
+            debian_mirror: crate::base::DEFAULT_MIRROR
+                .parse()
+                .expect("the default mirror is a URL"),
+            debian_suite: crate::base::DEFAULT_SUITE.to_owned(),
+            debian_keyring: None,
         }
     }
 }
@@ -449,6 +463,11 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("environment variable {var} is not valid: {message}")]
     Env { var: &'static str, message: String },
+    #[error("setting {setting} is not valid: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 impl Config {
@@ -471,7 +490,37 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(env)?;
+        config.check()?;
         Ok(config)
+    }
+
+    /// Refuses values that parse but cannot work.
+    fn check(&self) -> Result<(), ConfigError> {
+        let suite = &self.base.debian_suite;
+        let suite_ok = !suite.is_empty()
+            && suite.len() <= 64
+            && !suite.starts_with(['-', '.'])
+            && suite
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        if !suite_ok {
+            return Err(ConfigError::Invalid {
+                setting: "base.debian_suite",
+                message: format!(
+                    "`{suite}` is not a Debian suite name; use a codename such as bookworm"
+                ),
+            });
+        }
+        if !matches!(self.base.debian_mirror.scheme(), "http" | "https") {
+            return Err(ConfigError::Invalid {
+                setting: "base.debian_mirror",
+                message: format!(
+                    "`{}` is not an http(s) URL; use one such as http://deb.debian.org/debian",
+                    self.base.debian_mirror
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Loads from the process environment and the file `KILN_CONFIG` names, if any.
@@ -517,6 +566,12 @@ impl Config {
         }
         if let Some(value) = env("KILN_PYTHON_BASE_IMAGE") {
             self.base.python.image = Some(parsed("KILN_PYTHON_BASE_IMAGE", &value)?);
+        }
+        if let Some(value) = env("KILN_DEBIAN_MIRROR") {
+            self.base.debian_mirror = parsed("KILN_DEBIAN_MIRROR", &value)?;
+        }
+        if let Some(value) = env("KILN_DEBIAN_SUITE") {
+            self.base.debian_suite = value;
         }
         if let Some(value) = env("KILN_REGISTRY_USERS") {
             self.embedded_registry.users = value
@@ -705,7 +760,12 @@ impl Config {
     /// The conda base image: the configured one, or kiln's Debian base in its own registry.
     pub fn conda_base_image(&self) -> ImageRef {
         self.base.conda.image.clone().unwrap_or_else(|| {
-            format!("{}/kiln/base/debian:bookworm", self.registry)
+            format!(
+                "{}/{}:{}",
+                self.registry,
+                crate::base::CONDA_BASE_REPOSITORY,
+                self.base.debian_suite
+            )
                 .parse()
                 .expect("a registry host and a fixed path make a valid reference")
         })
@@ -714,7 +774,12 @@ impl Config {
     /// The Python base image: the configured one, or kiln's Debian Python base.
     pub fn python_base_image(&self) -> ImageRef {
         self.base.python.image.clone().unwrap_or_else(|| {
-            format!("{}/kiln/base/debian-python:bookworm", self.registry)
+            format!(
+                "{}/{}:{}",
+                self.registry,
+                crate::base::PYTHON_BASE_REPOSITORY,
+                self.base.debian_suite
+            )
                 .parse()
                 .expect("a registry host and a fixed path make a valid reference")
         })
@@ -788,7 +853,14 @@ mod tests {
             config.conda_base_image().as_str(),
             "localhost:9090/kiln/base/debian:bookworm"
         );
-        assert_eq!(config.python_base_image().as_str(), "python:3.12-slim");
+        assert_eq!(
+            config.python_base_image().as_str(),
+            "localhost:9090/kiln/base/debian-python:bookworm"
+        );
+        assert_eq!(
+            config.base.debian_mirror.as_str(),
+            "http://deb.debian.org/debian"
+        );
         assert!(config.api.open_signup);
         assert!(!config.api.anonymous_recipes);
         assert_eq!(config.api.max_channels, 16);

@@ -36,6 +36,15 @@ use crate::spec::Platform;
 /// Debian's mirror network, the default package source.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
+/// The Debian suite kiln's own bases are made from by default.
+pub const DEFAULT_SUITE: &str = "bookworm";
+
+/// Where kiln keeps its own conda base, tagged by suite.
+pub const CONDA_BASE_REPOSITORY: &str = "kiln/base/debian";
+
+/// Where kiln keeps its own Python base (the conda base plus python3), tagged by suite.
+pub const PYTHON_BASE_REPOSITORY: &str = "kiln/base/debian-python";
+
 /// Label: the image's human-readable name.
 pub const LABEL_TITLE: &str = "org.opencontainers.image.title";
 /// Label: the Debian suite the base was bootstrapped from.
@@ -327,17 +336,46 @@ async fn bootstrap_platform(
     ));
 
     let step = Instant::now();
-    let repository = options.repository.as_str();
+    let title = format!("{}:{}", options.repository, options.tag);
+    let manifest = push_platform(
+        client,
+        &options.repository,
+        &title,
+        &options.suite,
+        platform,
+        &facts,
+        &layer,
+        &gz_path,
+    )
+    .await?;
+    log(&format!(
+        "{platform}: pushed manifest {} in {:.1}s",
+        manifest.digest,
+        step.elapsed().as_secs_f64()
+    ));
+    Ok((manifest, facts))
+}
+
+/// Pushes one platform's base image: its single gzip `layer` (the file `gz_path`), a config
+/// with kiln's base labels and `facts`, and the manifest, by digest.
+#[expect(clippy::too_many_arguments, reason = "each is one part of the image")]
+async fn push_platform(
+    client: &RegistryClient,
+    repository: &str,
+    title: &str,
+    suite: &str,
+    platform: Platform,
+    facts: &Facts,
+    layer: &Compressed,
+    gz_path: &Path,
+) -> Result<Blob, BaseError> {
     client
-        .push_blob_file(repository, &layer.digest, &gz_path, None)
+        .push_blob_file(repository, &layer.digest, gz_path, None)
         .await
         .map_err(registry(format!("{platform}: pushing the layer")))?;
     let mut labels = BTreeMap::from([
-        (
-            LABEL_TITLE.to_owned(),
-            format!("{}:{}", options.repository, options.tag),
-        ),
-        (LABEL_SUITE.to_owned(), options.suite.clone()),
+        (LABEL_TITLE.to_owned(), title.to_owned()),
+        (LABEL_SUITE.to_owned(), suite.to_owned()),
         (LABEL_GLIBC.to_owned(), facts.glibc.clone()),
     ]);
     if let Some(python) = &facts.python {
@@ -391,12 +429,7 @@ async fn bootstrap_platform(
         )
         .await
         .map_err(registry(format!("{platform}: pushing the manifest")))?;
-    log(&format!(
-        "{platform}: pushed manifest {} in {:.1}s",
-        manifest.digest,
-        step.elapsed().as_secs_f64()
-    ));
-    Ok((manifest, facts))
+    Ok(manifest)
 }
 
 /// Refuses values that would not be single, literal mmdebstrap arguments (separators, option

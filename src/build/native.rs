@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use super::{Backend, BuildLog};
 use crate::assemble::{self, Descriptor, Layer};
 use crate::base;
 use crate::base::copy::Upstream;
+use crate::base::debian::{BaseMaker, DebianBase};
 use crate::config::{BaseProfile, Config};
 use crate::install::fetch::WheelCache;
 use crate::install::wheel::install_wheel;
@@ -46,6 +48,9 @@ pub struct NativeBase {
     /// Where the image comes from when it lives in another registry: it is copied into
     /// kiln's registry (under `mirror/<host>/…`) before the first build that needs it.
     pub upstream: Option<Upstream>,
+    /// For kiln's own default bases: the Debian packages beyond the essentials it is made
+    /// of, when a build finds it missing.
+    pub made_by_kiln: Option<Vec<String>>,
 }
 
 impl NativeBase {
@@ -92,6 +97,7 @@ impl NativeBase {
             glibc: profile.glibc.clone(),
             python: profile.python.clone(),
             upstream,
+            made_by_kiln: None,
         })
     }
 }
@@ -121,6 +127,8 @@ pub struct NativeBuilder {
     pub blob_dir: PathBuf,
     /// The URL clients reach kiln at, for SIF download links.
     pub public_url: String,
+    /// Makes kiln's default bases from Debian's packages the first time a build needs them.
+    pub bases: Arc<BaseMaker>,
 }
 
 impl NativeBuilder {
@@ -144,20 +152,35 @@ impl NativeBuilder {
                 cache_dir: cache.join("uv"),
                 index_url: config.build.pip_index_url.clone(),
             },
-            wheels: WheelCache::new(cache.join("pkgs/wheels"), http),
+            wheels: WheelCache::new(cache.join("pkgs/wheels"), http.clone()),
+            bases: Arc::new(
+                BaseMaker::from_config(config, http, client.clone())
+                    .map_err(|err| crate::error_chain(&err))?,
+            ),
             client,
-            conda_base: NativeBase::from_profile(
-                config.conda_base_image().as_str(),
-                &config.base.conda,
-                &config.registry,
-                &config.insecure_registries,
-            )?,
-            python_base: NativeBase::from_profile(
-                config.python_base_image().as_str(),
-                &config.base.python,
-                &config.registry,
-                &config.insecure_registries,
-            )?,
+            conda_base: NativeBase {
+                made_by_kiln: config.base.conda.image.is_none().then(Vec::new),
+                ..NativeBase::from_profile(
+                    config.conda_base_image().as_str(),
+                    &config.base.conda,
+                    &config.registry,
+                    &config.insecure_registries,
+                )?
+            },
+            python_base: NativeBase {
+                made_by_kiln: config
+                    .base
+                    .python
+                    .image
+                    .is_none()
+                    .then(|| vec!["python3".to_owned()]),
+                ..NativeBase::from_profile(
+                    config.python_base_image().as_str(),
+                    &config.base.python,
+                    &config.registry,
+                    &config.insecure_registries,
+                )?
+            },
             work_dir: config.data_dir.join("work"),
             layer_dir: cache.join("layers"),
             blob_dir: cache.join("blobs"),
@@ -452,7 +475,9 @@ impl NativeBuilder {
         })
     }
 
-    /// The base `request` builds on, copied into kiln's registry first if it lives elsewhere.
+    /// Makes sure the base `request` builds on is in kiln's registry: kiln's own default
+    /// bases are made on first use, bases from other registries copied in, and a configured
+    /// base that is missing is reported with what to do.
     async fn ensure_base(
         &self,
         request: &Request,
@@ -460,8 +485,11 @@ impl NativeBuilder {
         log: &BuildLog,
     ) -> Result<(), Failure> {
         let profile = self.base_for(request);
+        if let Some(packages) = &profile.made_by_kiln {
+            return self.make_base(profile, packages, log).await;
+        }
         let Some(upstream) = &profile.upstream else {
-            return Ok(());
+            return self.check_configured_base(profile).await;
         };
         let started = Instant::now();
         let scratch = work.join("base");
@@ -489,6 +517,67 @@ impl NativeBuilder {
         ))
         .await;
         Ok(())
+    }
+
+    /// Makes one of kiln's default bases unless it is in the registry already.
+    async fn make_base(
+        &self,
+        profile: &NativeBase,
+        packages: &[String],
+        log: &BuildLog,
+    ) -> Result<(), Failure> {
+        let wanted = DebianBase {
+            repository: profile.repository.clone(),
+            tag: profile.tag.clone(),
+            packages: packages.to_vec(),
+            platforms: Platform::ALL.to_vec(),
+        };
+        let mut lines = Vec::new();
+        let made = self
+            .bases
+            .ensure(&wanted, |line| lines.push(line.to_owned()))
+            .await;
+        for line in lines {
+            log.line(format!("base: {line}")).await;
+        }
+        match made {
+            Ok(Some(image)) => {
+                log.line(format!(
+                    "made kiln's base {} on first use ({})",
+                    image.reference, image.digest
+                ))
+                .await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(err) => Err(format!(
+                "kiln's base {}:{} is not in the registry yet and making it failed: {}",
+                profile.repository,
+                profile.tag,
+                crate::error_chain(&err)
+            )),
+        }
+    }
+
+    /// A configured base on kiln's own registry must have been pushed there.
+    async fn check_configured_base(&self, profile: &NativeBase) -> Result<(), Failure> {
+        let found = self
+            .client
+            .tag_digest(&profile.repository, &profile.tag)
+            .await
+            .map_err(|err| crate::error_chain(&err))?;
+        if found.is_some() {
+            return Ok(());
+        }
+        Err(format!(
+            "the configured base image {registry}/{repository}:{tag} does not exist. kiln makes \
+             its default bases itself (leave base.conda.image and base.python.image unset); to \
+             use your own, push it first, e.g. `kiln base create --name {repository}:{tag} \
+             --package <debian package>` or `skopeo copy` an image to {registry}/{repository}:{tag}",
+            registry = self.client.registry(),
+            repository = profile.repository,
+            tag = profile.tag,
+        ))
     }
 
     /// conda environments (with or without pip packages) go onto the conda base; pip-only

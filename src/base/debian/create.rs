@@ -1,0 +1,222 @@
+//! Making a base image from Debian's binary packages: resolve the package set against the
+//! signed index, fetch and verify the `.deb`s, unpack them into one layer, push.
+//!
+//! Nothing of the target architecture runs, so arm64 is made exactly like amd64: no qemu, no
+//! root, no mmdebstrap.
+
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::deb::data_tar;
+use super::mirror::Mirror;
+use super::packages::Stanza;
+use super::rootfs::{PackageControl, Rootfs};
+use crate::assemble::{self, MEDIA_TYPE_INDEX};
+use crate::base::{
+    BaseError, BaseImage, Compressed, Facts, io_error, lowest, push_platform, registry,
+    upstream_major_minor,
+};
+use crate::registry::client::RegistryClient;
+use crate::spec::Platform;
+
+/// What every kiln-made base holds: a shell and `/bin/sh`, accounts, the C library, the core
+/// utilities, `ps`/`kill` (Nextflow's task wrapper uses them), TLS roots and time zones.
+/// `dash`, `base-passwd` and `usr-is-merged` are named because packages never declare a
+/// dependency on what is Essential, and kiln lays out merged `/usr` itself.
+pub const ESSENTIAL_PACKAGES: [&str; 10] = [
+    "base-files",
+    "base-passwd",
+    "bash",
+    "ca-certificates",
+    "coreutils",
+    "dash",
+    "libc6",
+    "procps",
+    "tzdata",
+    "usr-is-merged",
+];
+
+/// A base to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianBase {
+    /// Repository in kiln's registry, e.g. `kiln/base/debian`.
+    pub repository: String,
+    /// Tag of the index, e.g. `bookworm`.
+    pub tag: String,
+    /// Packages on top of [`ESSENTIAL_PACKAGES`], e.g. `python3`.
+    pub packages: Vec<String>,
+    /// Platforms; the index has one image per platform.
+    pub platforms: Vec<Platform>,
+}
+
+/// Makes `base` from `mirror`'s packages and pushes it with `client` as an OCI index under
+/// its tag. `work_dir` holds each platform's layer while it is pushed; `log` gets one line per
+/// step with its time.
+pub async fn create(
+    base: &DebianBase,
+    mirror: &Mirror,
+    client: &RegistryClient,
+    work_dir: &Path,
+    mut log: impl FnMut(&str),
+) -> Result<BaseImage, BaseError> {
+    let started = Instant::now();
+    let mut platforms = base.platforms.clone();
+    platforms.sort();
+    platforms.dedup();
+    if platforms.is_empty() {
+        return Err(BaseError::NoPlatforms);
+    }
+    let mut roots: Vec<&str> = ESSENTIAL_PACKAGES.to_vec();
+    roots.extend(base.packages.iter().map(String::as_str));
+    roots.sort_unstable();
+    roots.dedup();
+
+    let mut manifests = Vec::new();
+    let mut facts = Vec::new();
+    for platform in platforms {
+        let (manifest, platform_facts) =
+            create_platform(base, &roots, platform, mirror, client, work_dir, &mut log).await?;
+        manifests.push((platform, manifest));
+        facts.push(platform_facts);
+    }
+    let index = assemble::image_index(&manifests);
+    let reference = format!("{}/{}:{}", client.registry(), base.repository, base.tag);
+    let digest = client
+        .push_manifest(
+            &base.repository,
+            &base.tag,
+            Bytes::from(index.bytes),
+            MEDIA_TYPE_INDEX,
+        )
+        .await
+        .map_err(registry(format!("pushing the index {reference}")))?;
+    log(&format!(
+        "made {reference} ({digest}) from Debian {} in {:.1} s",
+        mirror.suite(),
+        started.elapsed().as_secs_f64()
+    ));
+    let glibc = lowest(facts.iter().map(|f: &Facts| f.glibc.as_str())).ok_or(BaseError::NoPlatforms)?;
+    let python = lowest(facts.iter().filter_map(|f| f.python.as_deref()));
+    Ok(BaseImage {
+        reference,
+        digest,
+        glibc,
+        python,
+    })
+}
+
+async fn create_platform(
+    base: &DebianBase,
+    roots: &[&str],
+    platform: Platform,
+    mirror: &Mirror,
+    client: &RegistryClient,
+    work_dir: &Path,
+    log: &mut impl FnMut(&str),
+) -> Result<(assemble::Blob, Facts), BaseError> {
+    let arch = platform.architecture();
+    let step = Instant::now();
+    let index = mirror.packages(arch).await?;
+    let stanzas = super::closure::closure(&index, roots)?;
+    let facts = facts(platform, &stanzas)?;
+    let debs = mirror.debs(&stanzas).await?;
+    let download_bytes: u64 = stanzas.iter().map(|s| s.size).sum();
+    log(&format!(
+        "{platform}: {} packages ({:.1} MiB) resolved, fetched and verified in {:.1} s",
+        stanzas.len(),
+        download_bytes as f64 / (1024.0 * 1024.0),
+        step.elapsed().as_secs_f64()
+    ));
+
+    let step = Instant::now();
+    let dir = work_dir.join(arch);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(io_error(format!("creating {}", dir.display())))?;
+    let gz_path = dir.join("layer.tar.gz");
+    let out = gz_path.clone();
+    let arch_name = arch.to_owned();
+    let written = tokio::task::spawn_blocking(move || -> Result<_, BaseError> {
+        let mut rootfs = Rootfs::new(&arch_name);
+        for (stanza, deb) in stanzas.iter().zip(&debs) {
+            let step = format!("unpacking {} {} ({})", stanza.package, stanza.version, deb.display());
+            let mut data = data_tar(deb).map_err(io_error(step.clone()))?;
+            let control = PackageControl {
+                name: &stanza.package,
+                architecture: &stanza.architecture,
+                multi_arch_same: stanza.multi_arch.as_deref() == Some("same"),
+                stanza: &stanza.text,
+            };
+            rootfs
+                .add_package(control, &mut data)
+                .map_err(io_error(step))?;
+        }
+        rootfs.finish();
+        let entries = rootfs.len();
+        let layer = rootfs
+            .write_layer(&out)
+            .map_err(io_error(format!("writing {}", out.display())))?;
+        Ok((layer, entries))
+    })
+    .await
+    .map_err(|err| BaseError::Io {
+        step: format!("{platform}: assembling the root file system"),
+        source: std::io::Error::other(err),
+    })??;
+    let (layer, entries) = written;
+    log(&format!(
+        "{platform}: {entries} files in one layer {} ({:.1} MiB) in {:.1} s",
+        layer.digest,
+        layer.size as f64 / (1024.0 * 1024.0),
+        step.elapsed().as_secs_f64()
+    ));
+
+    let title = format!("{}:{}", base.repository, base.tag);
+    let compressed = Compressed {
+        diff_id: layer.diff_id,
+        digest: layer.digest,
+        size: layer.size,
+    };
+    let manifest = push_platform(
+        client,
+        &base.repository,
+        &title,
+        mirror.suite(),
+        platform,
+        &facts,
+        &compressed,
+        &gz_path,
+    )
+    .await?;
+    // The blob is in the registry now; the local copy only took disk.
+    let _ = tokio::fs::remove_file(&gz_path).await;
+    Ok((manifest, facts))
+}
+
+/// The glibc and python3 versions, from the resolved package set.
+fn facts(platform: Platform, stanzas: &[Stanza]) -> Result<Facts, BaseError> {
+    let version_of = |name: &'static str| {
+        stanzas
+            .iter()
+            .find(|s| s.package == name)
+            .map(|s| (name, s.version.as_str()))
+    };
+    let major_minor = |(name, version): (&'static str, &str)| {
+        upstream_major_minor(version).ok_or_else(|| BaseError::Facts {
+            platform,
+            package: name,
+            got: version.to_owned(),
+        })
+    };
+    let libc6 = version_of("libc6").ok_or_else(|| BaseError::Facts {
+        platform,
+        package: "libc6",
+        got: "not in the package set".to_owned(),
+    })?;
+    Ok(Facts {
+        glibc: major_minor(libc6)?,
+        python: version_of("python3").map(major_minor).transpose()?,
+    })
+}
