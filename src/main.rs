@@ -79,7 +79,21 @@ enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 enum BaseCommand {
-    /// Build a Debian base image with mmdebstrap and push it into the registry.
+    /// Make a base image from Debian's packages (kiln's essentials plus --package ones) and
+    /// push it into the registry. Runs nothing from the packages, so needs no root or qemu.
+    Create {
+        /// Repository and tag in the registry, e.g. kiln/base/gl:bookworm.
+        #[arg(long)]
+        name: String,
+        /// Extra Debian packages; repeat or separate with commas (e.g. libgl1).
+        #[arg(long = "package", value_delimiter = ',')]
+        packages: Vec<String>,
+        /// Platforms; repeat for several. Default: linux/amd64 and linux/arm64.
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+    },
+    /// Build a Debian base image with mmdebstrap and push it into the registry, for bases
+    /// that need maintainer scripts to run.
     Bootstrap {
         /// Repository and tag in the registry, e.g. kiln/base/debian:bookworm.
         #[arg(long, default_value = "kiln/base/debian:bookworm")]
@@ -323,44 +337,91 @@ async fn create_token(config: Config, user: &str) -> anyhow::Result<()> {
 
 /// `kiln base …`.
 async fn base(config: Config, command: BaseCommand) -> anyhow::Result<()> {
-    let BaseCommand::Bootstrap {
-        name,
-        suite,
-        include,
-        platforms,
-        mirror,
-    } = command;
-    let (repository, tag) = name.rsplit_once(':').ok_or_else(|| {
-        anyhow::Error::new(Refused(format!(
-            "--name {name} needs a tag, e.g. {name}:bookworm"
-        )))
-    })?;
-    let platforms = platforms
+    match command {
+        BaseCommand::Create {
+            name,
+            packages,
+            platforms,
+        } => {
+            let (repository, tag) = repository_and_tag(&name)?;
+            let mut platforms = parse_platforms(&platforms)?;
+            if platforms.is_empty() {
+                platforms = Platform::ALL.to_vec();
+            }
+            let client = push_client(&config)?;
+            let http = kiln::base::debian::http_client()?;
+            let maker = kiln::base::debian::BaseMaker::from_config(&config, http, client.clone())?;
+            let work = tempfile_dir(&config.data_dir.join("work"))?;
+            let image = kiln::base::debian::create(
+                &kiln::base::debian::DebianBase {
+                    repository,
+                    tag,
+                    packages,
+                    platforms,
+                },
+                maker.mirror(),
+                &client,
+                &work,
+                |line| eprintln!("{line}"),
+            )
+            .await;
+            let _ = std::fs::remove_dir_all(&work);
+            let image = image?;
+            println!("{}@{}", image.reference, image.digest);
+            Ok(())
+        }
+        BaseCommand::Bootstrap {
+            name,
+            suite,
+            include,
+            platforms,
+            mirror,
+        } => {
+            let (repository, tag) = repository_and_tag(&name)?;
+            let platforms = parse_platforms(&platforms)?;
+            let work = tempfile_dir(&config.data_dir.join("work"))?;
+            let image = kiln::base::bootstrap(
+                &kiln::base::BootstrapOptions {
+                    repository,
+                    tag,
+                    suite,
+                    include,
+                    platforms,
+                    mirror,
+                },
+                &push_client(&config)?,
+                &work,
+                |line| eprintln!("{line}"),
+            )
+            .await;
+            let _ = std::fs::remove_dir_all(&work);
+            let image = image?;
+            println!("{}@{}", image.reference, image.digest);
+            Ok(())
+        }
+    }
+}
+
+/// `REPO:TAG` split, or a usage error saying what is missing.
+fn repository_and_tag(name: &str) -> anyhow::Result<(String, String)> {
+    match name.rsplit_once(':') {
+        Some((repository, tag)) if !repository.is_empty() && !tag.contains('/') => {
+            Ok((repository.to_owned(), tag.to_owned()))
+        }
+        _ => Err(anyhow::Error::new(Refused(format!(
+            "--name {name} needs a repository and a tag, e.g. kiln/base/gl:bookworm"
+        )))),
+    }
+}
+
+fn parse_platforms(platforms: &[String]) -> anyhow::Result<Vec<Platform>> {
+    platforms
         .iter()
         .map(|p| {
             p.parse::<Platform>()
                 .map_err(|err| anyhow::Error::new(Refused(err.to_string())))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let work = tempfile_dir(&config.data_dir.join("work"))?;
-    let image = kiln::base::bootstrap(
-        &kiln::base::BootstrapOptions {
-            repository: repository.to_owned(),
-            tag: tag.to_owned(),
-            suite,
-            include,
-            platforms,
-            mirror,
-        },
-        &push_client(&config)?,
-        &work,
-        |line| eprintln!("{line}"),
-    )
-    .await;
-    let _ = std::fs::remove_dir_all(&work);
-    let image = image?;
-    println!("{}@{}", image.reference, image.digest);
-    Ok(())
+        .collect()
 }
 
 /// A fresh work directory under `parent`.

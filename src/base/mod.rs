@@ -194,6 +194,9 @@ pub enum BaseError {
         #[source]
         source: ClientError,
     },
+    /// Reading Debian's archive failed (unreachable, bad signature, missing package, …).
+    #[error(transparent)]
+    Debian(#[from] debian::error::DebianError),
     /// The bootstrap has nothing to build.
     #[error("no platforms to bootstrap")]
     NoPlatforms,

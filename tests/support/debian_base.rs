@@ -1,42 +1,56 @@
-//! kiln's Debian test base (bookworm with python3 and pip, amd64 and arm64), bootstrapped with
-//! `kiln::base::bootstrap` once per `target/` and replayed from a saved copy after, so every
-//! test binary that builds on a base does not spend minutes in mmdebstrap.
+//! kiln's Debian test base (bookworm with python3 and pip, amd64 and arm64), made from Debian's
+//! packages with `kiln::base::debian::create` once per `target/` and replayed from a saved copy
+//! after, so test binaries share one download and one assembly.
 
 use std::path::PathBuf;
 
 use bytes::Bytes;
 use kiln::assemble::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
-use kiln::base::{BootstrapOptions, bootstrap};
+use kiln::base::debian::keyring::Keyring;
+use kiln::base::debian::mirror::Mirror;
+use kiln::base::debian::{DebianBase, create, http_client};
 use kiln::registry::client::RegistryClient;
 use kiln::spec::Platform;
 
 /// The tag every copy of the base is pushed under.
 pub const DEBIAN_TAG: &str = "bookworm";
 
-/// One bootstrap at a time in a test binary; the others wait and replay its copy.
-static BOOTSTRAPPING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One creation at a time in a test binary; the others wait and replay its copy.
+static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Debian's archive, read through kiln's mirror reader with its embedded keys; indexes and
+/// `.deb`s are cached under `target/` for every test binary.
+pub fn debian_mirror() -> Mirror {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    Mirror::new(
+        http_client().expect("HTTP client"),
+        "http://deb.debian.org/debian".parse().expect("URL"),
+        DEBIAN_TAG,
+        Keyring::debian(),
+        tmp.join("kiln-debian-cache"),
+    )
+}
 
 /// Makes `repository:bookworm` in `client`'s registry the Debian base with python3 and pip.
 pub async fn push_debian_python_base(client: &RegistryClient, repository: &str) {
-    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-debian-python-base");
-    let _guard = BOOTSTRAPPING.lock().await;
+    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-debian-python-native");
+    let _guard = CREATING.lock().await;
     if !saved.join("index.json").is_file() {
         let work = tempfile::tempdir().expect("temp dir");
-        let base = bootstrap(
-            &BootstrapOptions {
+        let base = create(
+            &DebianBase {
                 repository: repository.to_owned(),
                 tag: DEBIAN_TAG.to_owned(),
-                suite: "bookworm".into(),
-                include: vec!["python3".into(), "python3-pip".into()],
+                packages: vec!["python3".into(), "python3-pip".into()],
                 platforms: vec![Platform::LinuxAmd64, Platform::LinuxArm64],
-                mirror: "http://deb.debian.org/debian".into(),
             },
+            &debian_mirror(),
             client,
             work.path(),
-            |line| println!("bootstrap: {line}"),
+            |line| println!("base: {line}"),
         )
         .await
-        .expect("the Debian base bootstraps");
+        .expect("the Debian base is made");
         assert_eq!(base.glibc, "2.36");
         save(client, repository, &saved).await;
         return;

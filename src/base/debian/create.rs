@@ -73,14 +73,22 @@ pub async fn create(
     roots.sort_unstable();
     roots.dedup();
 
-    let mut manifests = Vec::new();
-    let mut facts = Vec::new();
-    for platform in platforms {
-        let (manifest, platform_facts) =
-            create_platform(base, &roots, platform, mirror, client, work_dir, &mut log).await?;
-        manifests.push((platform, manifest));
-        facts.push(platform_facts);
-    }
+    // Platforms are made side by side: downloads overlap, and each unpacks on its own core.
+    let shared_log = std::sync::Mutex::new(&mut log);
+    let say = |line: &str| {
+        if let Ok(mut log) = shared_log.lock() {
+            (*log)(line);
+        }
+    };
+    let made = futures_util::future::try_join_all(platforms.iter().map(|&platform| {
+        create_platform(base, &roots, platform, mirror, client, work_dir, &say)
+    }))
+    .await?;
+    let (manifests, facts): (Vec<_>, Vec<_>) = platforms
+        .iter()
+        .zip(made)
+        .map(|(&platform, (manifest, facts))| ((platform, manifest), facts))
+        .unzip();
     let index = assemble::image_index(&manifests);
     let reference = format!("{}/{}:{}", client.registry(), base.repository, base.tag);
     let digest = client
@@ -114,7 +122,7 @@ async fn create_platform(
     mirror: &Mirror,
     client: &RegistryClient,
     work_dir: &Path,
-    log: &mut impl FnMut(&str),
+    log: &(impl Fn(&str) + Sync),
 ) -> Result<(assemble::Blob, Facts), BaseError> {
     let arch = platform.architecture();
     let step = Instant::now();
