@@ -11,6 +11,7 @@
 //! (platforms).
 
 pub mod copy;
+pub mod debian;
 pub mod dpkg;
 
 use std::collections::BTreeMap;
