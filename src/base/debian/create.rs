@@ -59,7 +59,7 @@ pub async fn create(
     mirror: &Mirror,
     client: &RegistryClient,
     work_dir: &Path,
-    mut log: impl FnMut(&str),
+    mut log: impl FnMut(&str) + Send,
 ) -> Result<BaseImage, BaseError> {
     let started = Instant::now();
     let mut platforms = base.platforms.clone();

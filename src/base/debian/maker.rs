@@ -72,7 +72,7 @@ impl BaseMaker {
     pub async fn ensure(
         &self,
         base: &DebianBase,
-        log: impl FnMut(&str),
+        log: impl FnMut(&str) + Send,
     ) -> Result<Option<BaseImage>, BaseError> {
         let key = format!("{}:{}", base.repository, base.tag);
         let flight = {
