@@ -95,6 +95,30 @@ pub enum DebianError {
         /// The file looked for.
         file: String,
     },
+    /// The signed `Release` is of another suite than the one asked for (a mirror may not pass
+    /// off an older suite's signed files as the one configured).
+    #[error(
+        "{url} is the Release of suite {found}, not {expected}; the mirror serves the wrong \
+         suite, check `[base] debian_mirror` and `[base] debian_suite`"
+    )]
+    WrongSuite {
+        /// The `InRelease` URL.
+        url: String,
+        /// The suite configured.
+        expected: String,
+        /// `Suite`/`Codename` of the Release found.
+        found: String,
+    },
+    /// A suite, architecture or file name that cannot be part of a mirror URL.
+    #[error("`{value}` is not a valid Debian {what}{hint}")]
+    Invalid {
+        /// What the value is: `suite`, `architecture`, `Filename`.
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// What to do, starting with `; `, or empty.
+        hint: &'static str,
+    },
     /// A Debian control document (Release, Packages) could not be read.
     #[error("{what} is not a valid Debian control file: {reason}")]
     Malformed {

@@ -6,12 +6,13 @@
 //! [`closure`] picks the packages a base needs, and [`mirror`] downloads and caches the index
 //! and every `.deb` (each checked against the signed index) over any HTTP mirror.
 //!
-//! Depends on nothing else in kiln; `reqwest` clients come from the caller.
+//! Depends on nothing else in kiln but `error_chain`; `reqwest` clients come from the caller.
 
 pub mod closure;
 mod deb822;
 pub mod error;
 pub mod keyring;
+pub mod mirror;
 pub mod packages;
 pub mod release;
 pub mod version;
