@@ -160,7 +160,7 @@ async fn a_deb_changed_after_signing_is_refused_by_name() {
     assert!(
         matches!(error, DebianError::Mismatch { .. })
             && message.contains(&shell.filename)
-            && message.contains("Packages index of kiln"),
+            && message.contains("signed Packages index"),
         "{message}"
     );
     assert!(

@@ -68,10 +68,8 @@ pub struct Mirror {
 
 /// What a download is checked against.
 struct Expected<'a> {
-    /// The file as the signed document names it.
-    file: &'a str,
-    /// The signed document: `Release of bookworm`, `Packages index of bookworm/amd64`.
-    signed_by: &'a str,
+    /// The signed document: `Release` or `Packages index`.
+    signed_by: &'static str,
     size: u64,
     sha256: &'a str,
 }
@@ -163,10 +161,8 @@ impl Mirror {
                 limit: self.limits.packages_xz_bytes,
             });
         }
-        let signed_by = format!("Release of {}", self.suite);
         let expected = Expected {
-            file: &file,
-            signed_by: &signed_by,
+            signed_by: "Release",
             size,
             sha256: &sha256,
         };
@@ -212,14 +208,13 @@ impl Mirror {
     /// returns the paths in the order of `stanzas`. Files already cached are hashed again and
     /// reused.
     pub async fn debs(&self, stanzas: &[Stanza]) -> Result<Vec<PathBuf>, DebianError> {
-        let signed_by = format!("Packages index of {}", self.suite);
-        futures_util::stream::iter(stanzas.iter().map(|stanza| self.deb(stanza, &signed_by)))
+        futures_util::stream::iter(stanzas.iter().map(|stanza| self.deb(stanza)))
             .buffered(self.limits.parallel_downloads.max(1))
             .try_collect()
             .await
     }
 
-    async fn deb(&self, stanza: &Stanza, signed_by: &str) -> Result<PathBuf, DebianError> {
+    async fn deb(&self, stanza: &Stanza) -> Result<PathBuf, DebianError> {
         let plain = !stanza.filename.starts_with('/')
             && stanza.filename.split('/').all(|segment| {
                 !segment.is_empty()
@@ -242,8 +237,7 @@ impl Mirror {
             });
         }
         let expected = Expected {
-            file: &stanza.filename,
-            signed_by,
+            signed_by: "Packages index",
             size: stanza.size,
             sha256: &stanza.sha256,
         };
@@ -421,10 +415,8 @@ impl Mirror {
 fn mismatch(url: &Url, expected: &Expected<'_>, actual: String) -> DebianError {
     DebianError::Mismatch {
         url: url.to_string(),
-        file: expected.file.to_owned(),
-        signed_by: expected.signed_by.to_owned(),
-        expected_size: expected.size,
-        expected_sha256: expected.sha256.to_owned(),
+        signed_by: expected.signed_by,
+        expected: format!("{} bytes with sha256 {}", expected.size, expected.sha256),
         actual,
     }
 }
@@ -493,15 +485,8 @@ fn decompress(
         if bytes.len() as u64 != *size || &actual != sha256 {
             return Err(DebianError::Mismatch {
                 url: url.to_owned(),
-                file: url
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or(url)
-                    .trim_end_matches(".xz")
-                    .to_owned(),
-                signed_by: "Release".into(),
-                expected_size: *size,
-                expected_sha256: sha256.clone(),
+                signed_by: "Release",
+                expected: format!("{size} bytes with sha256 {sha256} once decompressed"),
                 actual: format!(
                     "{} bytes with sha256 {actual} once decompressed",
                     bytes.len()
