@@ -198,7 +198,7 @@ impl Mirror {
         let arch = arch.to_owned();
         blocking(move || {
             let text = decompress(&cached, &url, limit, uncompressed.as_ref())?;
-            Ok(PackageIndex::parse(&text)?.with_origin(&suite, &arch))
+            Ok(PackageIndex::parse_owned(text)?.with_origin(&suite, &arch))
         })
         .await
     }
