@@ -16,7 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::error::DebianError;
+use super::error::{DebianError, Unsatisfiable};
 use super::packages::{PackageIndex, Relation, Stanza, display_group};
 use super::version::compare_versions;
 
@@ -76,10 +76,10 @@ struct Resolver<'a> {
 impl<'a> Resolver<'a> {
     /// Whether a chosen package (by name, or by a `Provides`) meets `relation`.
     fn is_met(&self, relation: &Relation) -> bool {
-        if let Some(stanza) = self.chosen.get(relation.name.as_str()) {
-            if relation.allows_version(Some(&stanza.version)) {
-                return true;
-            }
+        if let Some(stanza) = self.chosen.get(relation.name.as_str())
+            && relation.allows_version(Some(&stanza.version))
+        {
+            return true;
         }
         self.index
             .providers(&relation.name)
@@ -174,12 +174,12 @@ impl<'a> Resolver<'a> {
             self.index.versions(&relation.name).next().is_none()
                 && self.index.providers(&relation.name).next().is_none()
         };
-        if let [only] = group {
-            if absent(only) {
-                return self.missing(&only.name, Some(&stanza.package));
-            }
+        if let [only] = group
+            && absent(only)
+        {
+            return self.missing(&only.name, Some(&stanza.package));
         }
-        DebianError::Unsatisfiable {
+        DebianError::Unsatisfiable(Box::new(Unsatisfiable {
             package: format!("{} {}", stanza.package, stanza.version),
             dependency: display_group(group),
             needed_by: self
@@ -194,7 +194,7 @@ impl<'a> Resolver<'a> {
             } else {
                 format!(": {}", reasons.join("; "))
             },
-        }
+        }))
     }
 }
 

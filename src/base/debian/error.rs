@@ -65,23 +65,18 @@ pub enum DebianError {
     },
     /// A file's bytes are not the ones the signed `Release` (or signed index) names.
     #[error(
-        "{url} does not match the signed {signed_by}: {file} should be {expected_size} bytes \
-         with sha256 {expected_sha256}, it is {actual}; the mirror serves an altered or \
-         half-updated file, try again later or use another mirror"
+        "{url} does not match the signed {signed_by}: it should be {expected}, it is {actual}; \
+         the mirror serves an altered or half-updated file, try again later or use another \
+         mirror"
     )]
     Mismatch {
-        /// The URL downloaded.
+        /// The URL downloaded, which names the file.
         url: String,
-        /// The file as the signed document names it (`main/binary-amd64/Packages.xz`,
-        /// `pool/main/b/bash/bash_5.2.15-2+b9_amd64.deb`).
-        file: String,
-        /// What vouched for it: `Release of bookworm` or `Packages index of bookworm/amd64`.
-        signed_by: String,
-        /// The size it should have.
-        expected_size: u64,
-        /// The sha256 it should have.
-        expected_sha256: String,
-        /// What was found: `N bytes with sha256 …`.
+        /// What vouched for it: `Release` or `Packages index`.
+        signed_by: &'static str,
+        /// `N bytes with sha256 …`.
+        expected: String,
+        /// What was found: `N bytes with sha256 …`, `more than N bytes`.
         actual: String,
     },
     /// The signed `Release` does not list a file kiln needs.
@@ -94,6 +89,30 @@ pub enum DebianError {
         url: String,
         /// The file looked for.
         file: String,
+    },
+    /// The signed `Release` is of another suite than the one asked for (a mirror may not pass
+    /// off an older suite's signed files as the one configured).
+    #[error(
+        "{url} is the Release of suite {found}, not {expected}; the mirror serves the wrong \
+         suite, check `[base] debian_mirror` and `[base] debian_suite`"
+    )]
+    WrongSuite {
+        /// The `InRelease` URL.
+        url: String,
+        /// The suite configured.
+        expected: String,
+        /// `Suite`/`Codename` of the Release found.
+        found: String,
+    },
+    /// A suite, architecture or file name that cannot be part of a mirror URL.
+    #[error("`{value}` is not a valid Debian {what}{hint}")]
+    Invalid {
+        /// What the value is: `suite`, `architecture`, `Filename`.
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// What to do, starting with `; `, or empty.
+        hint: &'static str,
     },
     /// A Debian control document (Release, Packages) could not be read.
     #[error("{what} is not a valid Debian control file: {reason}")]
@@ -119,24 +138,8 @@ pub enum DebianError {
         arch: String,
     },
     /// No package in the suite satisfies a dependency.
-    #[error(
-        "{package}{needed_by} depends on `{dependency}`, which no package in Debian {suite} for \
-         {arch} satisfies{reason}"
-    )]
-    Unsatisfiable {
-        /// The package that has the dependency.
-        package: String,
-        /// The dependency as written (`a (>= 1) | b`).
-        dependency: String,
-        /// ` (needed by a ← b)`, empty for a package asked for directly.
-        needed_by: String,
-        /// The suite.
-        suite: String,
-        /// The architecture.
-        arch: String,
-        /// Why the candidates failed, e.g. `: libc6 2.36-9 was chosen already`.
-        reason: String,
-    },
+    #[error(transparent)]
+    Unsatisfiable(Box<Unsatisfiable>),
     /// A keyring file could not be read.
     #[error(
         "cannot read the OpenPGP keyring {path} (set as `[base] debian_keyring`): {reason}; give \
@@ -158,6 +161,27 @@ pub enum DebianError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// The details of [`DebianError::Unsatisfiable`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{package}{needed_by} depends on `{dependency}`, which no package in Debian {suite} for \
+     {arch} satisfies{reason}"
+)]
+pub struct Unsatisfiable {
+    /// The package that has the dependency, with its version.
+    pub package: String,
+    /// The dependency as written (`a (>= 1) | b`).
+    pub dependency: String,
+    /// ` (needed by a ← b)`, empty for a package asked for directly.
+    pub needed_by: String,
+    /// The suite.
+    pub suite: String,
+    /// The architecture.
+    pub arch: String,
+    /// Why the candidates failed, e.g. `: libc6 2.36-9 was chosen already`.
+    pub reason: String,
 }
 
 impl DebianError {

@@ -4,6 +4,8 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 use super::deb822;
 use super::error::DebianError;
@@ -129,50 +131,88 @@ pub(crate) fn display_group(group: &[Relation]) -> String {
 }
 
 /// A parsed `Packages` index: every stanza, found by name or by what it provides.
+///
+/// The index keeps the file's text and, per stanza, only where it is: a stanza is turned into
+/// a [`Stanza`] the first time it is asked for. A closure reads a few hundred of the 63,000
+/// stanzas of a Debian suite, and holding them all parsed took five times the memory of the
+/// text. Every stanza is still checked when the index is parsed, so reading one never fails.
 #[derive(Debug, Clone, Default)]
 pub struct PackageIndex {
-    stanzas: Vec<Stanza>,
-    /// Stanza positions by package name, highest version first.
+    text: String,
+    entries: Vec<Entry>,
+    /// Entry positions by package name, highest version first.
     by_name: HashMap<String, Vec<usize>>,
-    /// `(stanza, position in its Provides)` by virtual name, in index order.
+    /// `(entry, position in its Provides)` by virtual name, in index order.
     provided: HashMap<String, Vec<(usize, usize)>>,
     suite: String,
     arch: String,
+}
+
+/// One stanza of the index: its place in the text, and the stanza once read.
+#[derive(Debug, Clone)]
+struct Entry {
+    range: Range<usize>,
+    stanza: OnceLock<Box<Stanza>>,
 }
 
 impl PackageIndex {
     /// Parses a `Packages` file. Every stanza needs `Package`, `Version`, `Architecture`,
     /// `Filename`, `Size` and `SHA256`; errors name the stanza and the field.
     pub fn parse(text: &str) -> Result<Self, DebianError> {
-        let mut index = PackageIndex::default();
-        for paragraph in deb822::paragraphs(text) {
-            let stanza =
-                Stanza::parse(paragraph.text).map_err(|reason| DebianError::Malformed {
-                    what: "the Packages index".into(),
-                    reason: format!("the stanza at line {}: {reason}", paragraph.line),
-                })?;
-            let position = index.stanzas.len();
-            for (i, provided) in stanza.provides.iter().enumerate() {
-                index
-                    .provided
-                    .entry(provided.name.clone())
+        PackageIndex::parse_owned(text.to_owned())
+    }
+
+    /// [`parse`](Self::parse) of a text the index may keep without copying it.
+    pub fn parse_owned(text: String) -> Result<Self, DebianError> {
+        let mut entries = Vec::new();
+        let mut versions = Vec::new();
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut provided: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        for paragraph in deb822::paragraphs(&text) {
+            let stanza = Stanza::read(paragraph.text).map_err(|reason| DebianError::Malformed {
+                what: "the Packages index".into(),
+                reason: format!("the stanza at line {}: {reason}", paragraph.line),
+            })?;
+            let position = entries.len();
+            for (i, relation) in stanza.provides.into_iter().enumerate() {
+                provided
+                    .entry(relation.name)
                     .or_default()
                     .push((position, i));
             }
-            index
-                .by_name
-                .entry(stanza.package.clone())
-                .or_default()
-                .push(position);
-            index.stanzas.push(stanza);
-        }
-        let stanzas = &index.stanzas;
-        for positions in index.by_name.values_mut() {
-            positions.sort_by(|a, b| {
-                compare_versions(&stanzas[*b].version, &stanzas[*a].version).then(a.cmp(b))
+            by_name.entry(stanza.package).or_default().push(position);
+            versions.push(stanza.version);
+            let start = paragraph.text.as_ptr() as usize - text.as_ptr() as usize;
+            entries.push(Entry {
+                range: start..start + paragraph.text.len(),
+                stanza: OnceLock::new(),
             });
         }
-        Ok(index)
+        for positions in by_name.values_mut() {
+            positions.sort_by(|a, b| compare_versions(&versions[*b], &versions[*a]).then(a.cmp(b)));
+        }
+        Ok(PackageIndex {
+            text,
+            entries,
+            by_name,
+            provided,
+            suite: String::new(),
+            arch: String::new(),
+        })
+    }
+
+    /// The stanza at `position`, read on first use.
+    fn stanza(&self, position: usize) -> &Stanza {
+        let entry = &self.entries[position];
+        entry.stanza.get_or_init(|| {
+            let text = &self.text[entry.range.clone()];
+            let mut stanza = Stanza::read(text).expect("every stanza was read when parsing");
+            stanza.text = text.to_owned();
+            if !stanza.text.ends_with('\n') {
+                stanza.text.push('\n');
+            }
+            Box::new(stanza)
+        })
     }
 
     /// Names the suite and architecture this index is of, for error messages.
@@ -203,7 +243,7 @@ impl PackageIndex {
             .get(name)
             .into_iter()
             .flatten()
-            .map(|&i| &self.stanzas[i])
+            .map(|&i| self.stanza(i))
     }
 
     /// The packages that provide `name`, each with its `Provides` entry (whose constraint is
@@ -213,31 +253,31 @@ impl PackageIndex {
             .get(name)
             .into_iter()
             .flatten()
-            .map(|&(stanza, entry)| {
-                let stanza = &self.stanzas[stanza];
-                (stanza, &stanza.provides[entry])
+            .map(|&(position, i)| {
+                let stanza = self.stanza(position);
+                (stanza, &stanza.provides[i])
             })
     }
 
-    /// Every stanza, in index order.
+    /// Every stanza, in index order (each read, and kept, as it is reached).
     pub fn iter(&self) -> impl Iterator<Item = &Stanza> {
-        self.stanzas.iter()
+        (0..self.entries.len()).map(|i| self.stanza(i))
     }
 
     /// How many stanzas the index has.
     pub fn len(&self) -> usize {
-        self.stanzas.len()
+        self.entries.len()
     }
 
     /// Whether the index has no stanza.
     pub fn is_empty(&self) -> bool {
-        self.stanzas.is_empty()
+        self.entries.is_empty()
     }
 }
 
 impl Stanza {
-    /// Reads one stanza; the error names the missing or invalid field.
-    fn parse(text: &str) -> Result<Stanza, String> {
+    /// Reads one stanza, leaving `text` empty; the error names the missing or invalid field.
+    fn read(text: &str) -> Result<Stanza, String> {
         let mut package = None;
         let mut version = None;
         let mut architecture = None;
@@ -256,7 +296,7 @@ impl Stanza {
             sha256: String::new(),
             installed_size: None,
             source: None,
-            text: text.to_owned(),
+            text: String::new(),
         };
         let mut size = None;
         for (name, value) in deb822::fields(text)? {
@@ -325,9 +365,6 @@ impl Stanza {
             return Err(missing("SHA256"));
         }
         stanza.size = size.ok_or_else(|| missing("Size"))?;
-        if !stanza.text.ends_with('\n') {
-            stanza.text.push('\n');
-        }
         Ok(stanza)
     }
 }

@@ -103,7 +103,7 @@ fn verify_in_release_at(
                     signature
                         .issuer_key_id()
                         .iter()
-                        .map(|id| hex::encode_upper(id))
+                        .map(hex::encode_upper)
                         .collect()
                 } else {
                     fingerprints
@@ -125,13 +125,13 @@ fn verify_in_release_at(
             what: url.to_owned(),
             reason,
         })?;
-    if let Some(valid_until) = release.valid_until {
-        if valid_until < now {
-            return Err(DebianError::Expired {
-                url: url.to_owned(),
-                valid_until: valid_until.to_rfc2822(),
-            });
-        }
+    if let Some(valid_until) = release.valid_until
+        && valid_until < now
+    {
+        return Err(DebianError::Expired {
+            url: url.to_owned(),
+            valid_until: valid_until.to_rfc2822(),
+        });
     }
     Ok(release)
 }
