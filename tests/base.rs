@@ -171,6 +171,8 @@ bash -c 'echo bash ok'
 grep -qx /bin/sh /etc/shells && grep -qx /usr/bin/bash /etc/shells && echo shells ok
 id root
 ps -e >/dev/null && echo ps ok
+echo 'a b' | awk '{print "awk", $2}'
+which sed find gzip >/dev/null && echo tools ok
 echo "zone $(date +%Z)"
 python3 -c '
 import os, ssl, sys
@@ -214,6 +216,8 @@ async fn makes_a_runnable_reproducible_python_base_from_debian_packages() {
             "shells ok",
             "uid=0(root) gid=0(root) groups=0(root)",
             "ps ok",
+            "awk b",
+            "tools ok",
             "zone UTC",
             "python 3.11",
         ] {

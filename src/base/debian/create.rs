@@ -22,18 +22,23 @@ use crate::registry::client::RegistryClient;
 use crate::spec::Platform;
 
 /// What every kiln-made base holds: a shell and `/bin/sh`, accounts, the C library, the core
-/// utilities, `ps`/`kill` (Nextflow's task wrapper uses them), TLS roots and time zones.
-/// `dash`, `base-passwd` and `usr-is-merged` are named because packages never declare a
-/// dependency on what is Essential, and kiln lays out merged `/usr` itself.
-pub const ESSENTIAL_PACKAGES: [&str; 10] = [
+/// utilities with grep, sed, awk, find and gzip (scripts and Nextflow's task wrapper use them),
+/// `ps`/`kill`, TLS roots and time zones. Essential packages are named because packages never
+/// declare a dependency on them, and `usr-is-merged` because kiln lays out merged `/usr` itself.
+pub const ESSENTIAL_PACKAGES: [&str; 15] = [
     "base-files",
     "base-passwd",
     "bash",
     "ca-certificates",
     "coreutils",
     "dash",
+    "findutils",
+    "grep",
+    "gzip",
     "libc6",
+    "mawk",
     "procps",
+    "sed",
     "tzdata",
     "usr-is-merged",
 ];
@@ -80,10 +85,15 @@ pub async fn create(
             (*log)(line);
         }
     };
-    let made = futures_util::future::try_join_all(platforms.iter().map(|&platform| {
-        create_platform(base, &roots, platform, mirror, client, work_dir, &say)
-    }))
-    .await?;
+    // A loop, not an iterator closure: the futures must be `Send` for any lifetime, which
+    // rustc cannot prove through a closure's borrows.
+    let mut making = Vec::new();
+    for &platform in &platforms {
+        making.push(create_platform(
+            base, &roots, platform, mirror, client, work_dir, &say,
+        ));
+    }
+    let made = futures_util::future::try_join_all(making).await?;
     let (manifests, facts): (Vec<_>, Vec<_>) = platforms
         .iter()
         .zip(made)
@@ -122,7 +132,7 @@ async fn create_platform(
     mirror: &Mirror,
     client: &RegistryClient,
     work_dir: &Path,
-    log: &(impl Fn(&str) + Sync),
+    log: &(dyn Fn(&str) + Sync),
 ) -> Result<(assemble::Blob, Facts), BaseError> {
     let arch = platform.architecture();
     let step = Instant::now();

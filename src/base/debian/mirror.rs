@@ -208,7 +208,13 @@ impl Mirror {
     /// returns the paths in the order of `stanzas`. Files already cached are hashed again and
     /// reused.
     pub async fn debs(&self, stanzas: &[Stanza]) -> Result<Vec<PathBuf>, DebianError> {
-        futures_util::stream::iter(stanzas.iter().map(|stanza| self.deb(stanza)))
+        // Collected in a loop rather than mapped with a closure: rustc cannot prove a future
+        // made in a closure `Send` for every lifetime, which spawned builds need.
+        let mut downloads = Vec::with_capacity(stanzas.len());
+        for stanza in stanzas {
+            downloads.push(self.deb(stanza));
+        }
+        futures_util::stream::iter(downloads)
             .buffered(self.limits.parallel_downloads.max(1))
             .try_collect()
             .await

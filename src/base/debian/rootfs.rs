@@ -28,6 +28,15 @@ const EXCLUDED_PREFIXES: [&str; 4] = [
     "usr/share/locale/",
 ];
 
+/// Links `update-alternatives` would make in maintainer scripts, for the programs whose
+/// generic name people call: (link, target), made when the target exists and the link does not.
+const ALTERNATIVES: [(&str, &str); 4] = [
+    ("usr/bin/awk", "/usr/bin/mawk"),
+    ("usr/bin/which", "/usr/bin/which.debianutils"),
+    ("usr/bin/w", "/usr/bin/w.procps"),
+    ("usr/bin/pager", "/usr/bin/less"),
+];
+
 /// Control fields that describe the archive copy of a package, not an installed one.
 const ARCHIVE_ONLY_FIELDS: [&str; 7] = [
     "Filename",
@@ -261,12 +270,22 @@ impl Rootfs {
                 self.put(dir, Kind::Symlink(format!("usr/{dir}").into_bytes()), 0o777);
             }
         }
+        self.alternatives();
         self.accounts();
         self.shells();
         self.certificates();
         self.time_zone();
         self.skeleton();
         self.dpkg_database();
+    }
+
+    /// The generic names of programs that several packages can provide.
+    fn alternatives(&mut self) {
+        for (link, target) in ALTERNATIVES {
+            if self.exists(target.trim_start_matches('/')) {
+                self.put_missing(link, Kind::Symlink(target.as_bytes().to_vec()), 0o777);
+            }
+        }
     }
 
     /// `/etc/passwd` and `/etc/group`: base-passwd's preinst copies its master files.
