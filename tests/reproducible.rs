@@ -208,10 +208,13 @@ async fn two_kilns_make_the_same_images_and_sifs() {
     let b = Kiln::start(&channel, Some(&pypi.url)).await;
     let forbidden: Vec<String> = a.own.iter().chain(&b.own).cloned().collect();
 
-    // OCI: the same index and the same manifest for each platform.
-    let (index_a, image_a, log_a) = build(&a.builder, &a.app, &ENTRIES, &PLATFORMS, "").await;
+    // OCI: the same index and the same manifest for each platform. (Both kilns build at once,
+    // as separate kilns would.)
+    let ((index_a, image_a, log_a), (index_b, _, log_b)) = tokio::join!(
+        build(&a.builder, &a.app, &ENTRIES, &PLATFORMS, ""),
+        build(&b.builder, &b.app, &ENTRIES, &PLATFORMS, ""),
+    );
     let (digest_a, outputs_a) = succeeded(index_a, &log_a);
-    let (index_b, _, log_b) = build(&b.builder, &b.app, &ENTRIES, &PLATFORMS, "").await;
     let (digest_b, outputs_b) = succeeded(index_b, &log_b);
     assert_eq!(outputs_a.len(), 2, "{log_a}");
     assert_eq!(digest_a, digest_b, "the same index on both kilns");
@@ -223,37 +226,40 @@ async fn two_kilns_make_the_same_images_and_sifs() {
 
     // SIF: the same file, whose metadata outside the squashfs (definition, labels, inspect
     // data, OCI config) names neither kiln.
-    let mut sifs = Vec::new();
-    for kiln in [&a, &b] {
-        let (outcome, image, log) = build_format(
-            &kiln.builder,
-            &kiln.app,
-            &ENTRIES,
-            &["linux/amd64"],
-            "sif",
-            "",
-        )
-        .await;
-        let (_, outputs) = succeeded(outcome, &log);
-        let url = outputs[0].download_url.clone().expect("a download link");
-        let bytes = reqwest::get(&url)
-            .await
-            .expect("download")
-            .bytes()
-            .await
-            .expect("SIF bytes");
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        assert!(url.contains(&sha256), "{url}");
-        assert_free_of(
-            &format!("the SIF {image}"),
-            &String::from_utf8_lossy(&bytes),
-            &forbidden,
-        );
-        sifs.push(sha256);
-    }
+    let (sif_a, sif_b) = tokio::join!(sif_sha256(&a, &forbidden), sif_sha256(&b, &forbidden));
     // (The ORAS manifests around the file differ: their title annotation is the file name,
     // which has the tag, whose key hashes the kiln's registry.)
-    assert_eq!(sifs[0], sifs[1], "the same SIF on both kilns");
+    assert_eq!(sif_a, sif_b, "the same SIF on both kilns");
+}
+
+/// Builds the request as a linux/amd64 SIF on `kiln`, checks that the file holds none of
+/// `forbidden` outside its (compressed) squashfs, and returns its sha256.
+async fn sif_sha256(kiln: &Kiln, forbidden: &[String]) -> String {
+    let (outcome, image, log) = build_format(
+        &kiln.builder,
+        &kiln.app,
+        &ENTRIES,
+        &["linux/amd64"],
+        "sif",
+        "",
+    )
+    .await;
+    let (_, outputs) = succeeded(outcome, &log);
+    let url = outputs[0].download_url.clone().expect("a download link");
+    let bytes = reqwest::get(&url)
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("SIF bytes");
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    assert!(url.contains(&sha256), "{url}");
+    assert_free_of(
+        &format!("the SIF {image}"),
+        &String::from_utf8_lossy(&bytes),
+        forbidden,
+    );
+    sha256
 }
 
 /// A site's PyPI mirror on 127.0.0.1: a PEP 503 simple index serving one release's wheel,
