@@ -132,6 +132,11 @@ async fn check_image(
     );
     let config_digest = manifest["config"]["digest"].as_str().expect("config");
     let config = json(&get(app, &format!("/v2/{repository}/blobs/{config_digest}")).await);
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+        manifest["layers"].as_array().map(Vec::len),
+        "one diff_id per layer"
+    );
     let labels = config["config"]["Labels"].as_object().expect("labels");
     assert_eq!(
         labels["org.opencontainers.image.base.name"],

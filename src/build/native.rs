@@ -343,8 +343,8 @@ impl NativeBuilder {
         ))
         .await;
 
-        let mut diff_ids = base.config.diff_ids.clone();
-        diff_ids.extend(layers.iter().map(|layer| layer.diff_id.clone()));
+        // kiln's layers only: the config lists the base's own diff_ids before them.
+        let diff_ids: Vec<String> = layers.iter().map(|layer| layer.diff_id.clone()).collect();
         let base_path = base.config.env_var("PATH").unwrap_or(DEFAULT_PATH);
         let env = if request.has_conda() {
             vec![
