@@ -408,6 +408,15 @@ fn resolver(url: &str, cache: &Path) -> CondaResolver {
     CondaResolver::new(reqwest::Client::new(), cache.to_owned(), mirrors)
 }
 
+/// An installer that downloads the test channel's canonical URLs from its server at `url`.
+fn installer(url: &str, cache: &Path) -> CondaInstaller {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mirrors = resolver(url, scratch.path())
+        .mirror_map()
+        .expect("the mirror is a URL");
+    CondaInstaller::new(cache.to_owned(), reqwest::Client::new(), mirrors)
+}
+
 fn target(platform: Platform) -> Target {
     Target {
         platform,
@@ -465,7 +474,11 @@ async fn solves_for_each_platform_and_prefers_the_newest_version() {
         for package in &solution.packages {
             let path = format!("{subdir}/{}", package.file_name());
             assert_eq!(package.sha256, channel.package_sha256(&path), "{path}");
-            assert!(package.url.starts_with(&server.url), "{}", package.url);
+            // Named by the channel's canonical URL; the mirror it came through is transport.
+            assert_eq!(
+                package.url,
+                format!("https://conda.anaconda.org/{CHANNEL_NAME}/{path}")
+            );
         }
     }
     let pinned = solve(&server.url, &["kiln-hello=1.0"], Platform::LinuxAmd64)
@@ -490,7 +503,7 @@ async fn installs_a_patched_prefix_with_no_trace_of_the_host() {
         let cache = tempfile::tempdir().expect("temp dir");
         let staging = tempfile::tempdir().expect("temp dir");
         let prefix = staging.path().join("opt/conda");
-        CondaInstaller::new(cache.path().to_owned(), reqwest::Client::new())
+        installer(&server.url, cache.path())
             .install(&solution, Platform::LinuxAmd64, &prefix)
             .await
             .expect("installs");
@@ -523,8 +536,22 @@ async fn installs_a_patched_prefix_with_no_trace_of_the_host() {
                         host.display()
                     );
                 }
+                assert!(
+                    !text.contains("127.0.0.1"),
+                    "{} mentions the mirror the packages came through",
+                    file.display()
+                );
             }
         }
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(prefix.join("conda-meta/kiln-hello-2.0-h0_0.json")).expect("record"),
+        )
+        .expect("JSON");
+        assert_eq!(
+            record["url"],
+            format!("https://conda.anaconda.org/{CHANNEL_NAME}/linux-64/kiln-hello-2.0-h0_0.conda"),
+            "conda-meta names the package by its canonical URL"
+        );
         let layer_dir = tempfile::tempdir().expect("temp dir");
         let layer = kiln::assemble::write_layer(&prefix, &files, layer_dir.path()).expect("layer");
         trees.push(layer.diff_id);
@@ -557,7 +584,7 @@ async fn failures_say_what_went_wrong() {
 
     let staging = tempfile::tempdir().expect("temp dir");
     let cache = tempfile::tempdir().expect("temp dir");
-    let installer = CondaInstaller::new(cache.path().to_owned(), reqwest::Client::new());
+    let installer = installer(&server.url, cache.path());
     let postlink = solve(&server.url, &["kiln-postlink"], Platform::LinuxAmd64)
         .await
         .expect("solves");

@@ -192,8 +192,9 @@ async fn native_images_carry_an_spdx_sbom_as_a_referrer() {
             "linux-aarch64"
         };
         assert!(
-            purl(hello).starts_with("pkg:conda/kiln-hello@2.0?build=h0_0&channel=")
-                && purl(hello).ends_with(&format!("&subdir={subdir}&type=conda")),
+            purl(hello).starts_with(&format!(
+                "pkg:conda/kiln-hello@2.0?build=h0_0&channel={CHANNEL_NAME}&"
+            )) && purl(hello).ends_with(&format!("&subdir={subdir}&type=conda")),
             "{}",
             purl(hello)
         );

@@ -23,6 +23,7 @@ use crate::config::{BaseProfile, Config};
 use crate::install::fetch::WheelCache;
 use crate::install::wheel::install_wheel;
 use crate::install::{CONDA_PREFIX, CondaInstaller};
+use crate::recipe::RecipeImages;
 use crate::registry::client::{Auth, RegistryClient};
 use crate::resolve::{CondaResolver, Libc, Lock, PipResolver, Solution, Target, WheelTarget};
 use crate::spec::{Format, PackageEntry, Platform, RegistryHost, Request};
@@ -129,6 +130,8 @@ pub struct NativeBuilder {
     pub public_url: String,
     /// Makes kiln's default bases from Debian's packages the first time a build needs them.
     pub bases: Arc<BaseMaker>,
+    /// The images the definition file stored in a SIF names, kiln's own without its host.
+    pub definition_images: RecipeImages,
 }
 
 impl NativeBuilder {
@@ -140,13 +143,15 @@ impl NativeBuilder {
             .build()
             .map_err(|err| format!("cannot set up the HTTP client: {err}"))?;
         let cache = config.data_dir.join("cache");
+        let resolver = CondaResolver::new(
+            http.clone(),
+            cache.join("repodata"),
+            config.channel_mirrors.clone(),
+        );
+        let mirrors = resolver.mirror_map().map_err(|err| err.to_string())?;
         Ok(NativeBuilder {
-            resolver: CondaResolver::new(
-                http.clone(),
-                cache.join("repodata"),
-                config.channel_mirrors.clone(),
-            ),
-            installer: CondaInstaller::new(cache.join("pkgs"), http.clone()),
+            resolver,
+            installer: CondaInstaller::new(cache.join("pkgs"), http.clone(), mirrors),
             pip: PipResolver {
                 uv: config.build.uv.clone(),
                 cache_dir: cache.join("uv"),
@@ -185,6 +190,7 @@ impl NativeBuilder {
             layer_dir: cache.join("layers"),
             blob_dir: cache.join("blobs"),
             public_url: config.public_url(),
+            definition_images: super::sif::definition_images(config),
         })
     }
 }
@@ -360,8 +366,8 @@ impl NativeBuilder {
         ))
         .await;
 
-        let mut diff_ids = base.config.diff_ids.clone();
-        diff_ids.extend(layers.iter().map(|layer| layer.diff_id.clone()));
+        // kiln's layers only: the config lists the base's own diff_ids before them.
+        let diff_ids: Vec<String> = layers.iter().map(|layer| layer.diff_id.clone()).collect();
         let base_path = base.config.env_var("PATH").unwrap_or(DEFAULT_PATH);
         let env = if request.has_conda() {
             vec![
@@ -378,14 +384,11 @@ impl NativeBuilder {
                 serde_json::to_string(request).map_err(|err| err.to_string())?,
             ),
             ("io.kiln.lock".to_owned(), lock.text(platform)),
+            // Named without kiln's host: the same image is made on every kiln, whatever
+            // address it serves its registry at.
             (
                 "org.opencontainers.image.base.name".to_owned(),
-                format!(
-                    "{}/{}:{}",
-                    self.client.registry(),
-                    profile.repository,
-                    profile.tag
-                ),
+                format!("{}:{}", profile.repository, profile.tag),
             ),
             (
                 "org.opencontainers.image.base.digest".to_owned(),

@@ -3,7 +3,8 @@
 //! the ORAS artifact `singularity pull oras://` reads (plus an https link to the same bytes).
 //!
 //! Everything that goes into the file is derived from the lock and the request (the UUID from
-//! the build key, every timestamp fixed), so the same lock gives the same SIF, byte for byte.
+//! the image config, every timestamp fixed, nothing of kiln's address or data directory), so
+//! the same lock gives the same SIF, byte for byte, on every kiln.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,9 +22,11 @@ use crate::assemble::singularity::{
 };
 use crate::assemble::squashfs::mksquashfs;
 use crate::assemble::{self, Descriptor, MEDIA_TYPE_MANIFEST};
+use crate::config::Config;
+use crate::recipe::{RecipeImages, Recipes};
 use crate::registry::client::RegistryClient;
 use crate::resolve::Lock;
-use crate::spec::{Platform, Request};
+use crate::spec::{ImageRef, Platform, Request};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
 /// The creation time written into every SIF: fixed, so rebuilding gives the same bytes.
@@ -65,10 +68,13 @@ impl NativeBuilder {
                 platform,
                 layers,
                 config,
-                definition: build.containerfile.clone(),
+                definition: self.stored_definition(request)?,
                 labels,
                 scripts: DefinitionScripts::default(),
-                seed: build.key.clone(),
+                // The config holds the request, the lock, the base and every layer: all that
+                // makes the image, and nothing of the kiln that made it (the build key hashes
+                // kiln's registry host).
+                seed: staged.config.digest.clone(),
             },
             work,
             log,
@@ -100,6 +106,18 @@ impl NativeBuilder {
         self.attach_sbom(&target, &staged.base, &staged.base_repository, &lock, log)
             .await?;
         Ok(pushed.outcome(platform, &summary, Some(lock.text(platform))))
+    }
+
+    /// The definition file stored in the SIF of `request`: its recipe, with the images in
+    /// kiln's registry named without kiln's host, so the file is the same on every kiln.
+    fn stored_definition(&self, request: &Request) -> Result<String, Failure> {
+        let recipes = Recipes::render(request, &self.definition_images)
+            .map_err(|err| crate::error_chain(&err))?;
+        Ok(format!(
+            "# Built natively by kiln; `kiln/...` images are in the registry of the kiln that \
+             built it.\n{}",
+            recipes.singularity
+        ))
     }
 
     /// A base layer blob on disk, downloaded from kiln's registry the first time.
@@ -301,6 +319,25 @@ pub(super) async fn push_sif(
         download_url: crate::registry::blob_download_path(&sif_digest)
             .map(|path| format!("{public_url}{path}")),
     })
+}
+
+/// The recipe images of `config`, those in kiln's own registry named without its host
+/// (`kiln/base/debian:bookworm`), for definition files stored in SIFs.
+pub(super) fn definition_images(config: &Config) -> RecipeImages {
+    let own = format!("{}/", config.registry);
+    let without_host = |image: ImageRef| {
+        image
+            .as_str()
+            .strip_prefix(&own)
+            .and_then(|path| path.parse().ok())
+            .unwrap_or(image)
+    };
+    let images = config.recipe_images();
+    RecipeImages {
+        micromamba: without_host(images.micromamba),
+        conda_base: without_host(images.conda_base),
+        python_base: without_host(images.python_base),
+    }
 }
 
 /// The parts of an OCI `config` object Singularity's runtime uses.

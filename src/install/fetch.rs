@@ -80,6 +80,7 @@ impl WheelCache {
             locked: LockedWheel {
                 name: wheel.name.clone(),
                 version: wheel.version.clone(),
+                file_name: wheel.file_name.clone(),
                 url: wheel.url.clone(),
                 sha256: wheel.sha256.clone(),
                 size,

@@ -4,16 +4,22 @@
 //! against the lock's sha256 there), patches prefix placeholders for `/opt/conda` instead of
 //! the staging path, and never runs link scripts. Afterwards everything that would tie the
 //! result to this host is removed, so the same lock gives the same bytes on any machine.
-//! Depends on `resolve`.
+//! Packages are named by their canonical URLs (what `conda-meta` records); a channel's
+//! mirror is only where the bytes come from, swapped in per request by rattler's mirror
+//! middleware. Depends on `resolve`.
 
 pub mod fetch;
 pub mod wheel;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use rattler::install::{Installer, LinkOptions};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::Subdir;
+use rattler_networking::MirrorMiddleware;
+use rattler_networking::mirror_middleware::Mirror;
+use url::Url;
 
 use crate::resolve::Solution;
 use crate::spec::Platform;
@@ -45,7 +51,7 @@ pub enum InstallError {
 #[derive(Clone)]
 pub struct CondaInstaller {
     cache: PackageCache,
-    http: reqwest::Client,
+    download: reqwest_middleware::ClientWithMiddleware,
 }
 
 impl std::fmt::Debug for CondaInstaller {
@@ -55,11 +61,28 @@ impl std::fmt::Debug for CondaInstaller {
 }
 
 impl CondaInstaller {
-    /// An installer whose package cache lives in `cache_dir`, shared by all builds.
-    pub fn new(cache_dir: PathBuf, http: reqwest::Client) -> Self {
+    /// An installer whose package cache lives in `cache_dir`, shared by all builds, that
+    /// downloads every package URL under a key of `mirrors` (a canonical channel URL) from the
+    /// mirror it maps to ([`crate::resolve::CondaResolver::mirror_map`]).
+    pub fn new(cache_dir: PathBuf, http: reqwest::Client, mirrors: BTreeMap<Url, Url>) -> Self {
+        let mirrors: HashMap<Url, Vec<Mirror>> = mirrors
+            .into_iter()
+            .map(|(canonical, url)| {
+                let mirror = Mirror {
+                    url,
+                    no_zstd: false,
+                    no_bz2: false,
+                    max_failures: None,
+                };
+                (canonical, vec![mirror])
+            })
+            .collect();
+        let download = reqwest_middleware::ClientBuilder::new(http)
+            .with(MirrorMiddleware::from_map(mirrors))
+            .build();
         CondaInstaller {
             cache: PackageCache::new(cache_dir),
-            http,
+            download,
         }
     }
 
@@ -78,7 +101,7 @@ impl CondaInstaller {
             .with_target_platform(subdir)
             .with_alternative_target_prefix(CONDA_PREFIX)
             .with_package_cache(self.cache.clone())
-            .with_download_client(self.http.clone())
+            .with_download_client(self.download.clone())
             .with_execute_link_scripts(false)
             // Copies, not hard or ref links into the shared cache: a layer must own its bytes.
             // A package's own symlinks (`bin/python3 -> python3.12`) stay symlinks; copied,

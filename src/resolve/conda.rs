@@ -3,6 +3,11 @@
 //! Repodata is downloaded over HTTP from each channel's URL (a configured mirror, or
 //! `https://conda.anaconda.org/<channel>`) for the target's subdir and `noarch`, and cached on
 //! disk with its ETag, so repeated builds revalidate instead of downloading again.
+//!
+//! A mirror is only transport, as pixi treats mirrors: records, locks and the `conda-meta` of
+//! images name every package by its channel's canonical URL, the channel as the user named it,
+//! so the same request gives the same image on every kiln, whatever mirror it reads. Downloads
+//! of those URLs go through the mirror again by [`CondaResolver::mirror_map`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -98,22 +103,26 @@ impl CondaResolver {
         }
     }
 
-    /// The URL a channel name is read from.
+    /// The URL a channel name is read from: its mirror, or its canonical URL.
     pub fn channel_url(&self, channel: &str) -> Result<Url, ResolveError> {
-        let text = self
-            .mirrors
-            .get(channel)
-            .cloned()
-            .unwrap_or_else(|| format!("{DEFAULT_CHANNEL_HOST}/{channel}"));
-        let with_slash = if text.ends_with('/') {
-            text
-        } else {
-            format!("{text}/")
-        };
-        Url::parse(&with_slash).map_err(|_| ResolveError::BadChannelUrl {
-            channel: channel.to_owned(),
-            url: with_slash,
-        })
+        match self.mirrors.get(channel) {
+            Some(mirror) => directory_url(channel, mirror),
+            None => canonical_channel_url(channel),
+        }
+    }
+
+    /// Canonical channel URL → mirror URL, for every channel with a mirror: how downloads of
+    /// the canonical package URLs in a solution reach the mirror.
+    pub fn mirror_map(&self) -> Result<BTreeMap<Url, Url>, ResolveError> {
+        self.mirrors
+            .iter()
+            .map(|(channel, mirror)| {
+                Ok((
+                    canonical_channel_url(channel)?,
+                    directory_url(channel, mirror)?,
+                ))
+            })
+            .collect()
     }
 
     /// Solves the conda entries of `request` for `target`.
@@ -135,10 +144,11 @@ impl CondaResolver {
         let mut channels = Vec::new();
         let mut repodata = Vec::new();
         for name in &channel_names {
-            let channel = Channel::from_url(self.channel_url(name)?);
+            let channel = Channel::from_url(canonical_channel_url(name)?);
+            let source = self.channel_url(name)?;
             let mut records = Vec::new();
             for subdir in [target.platform.conda_subdir(), "noarch"] {
-                records.extend(self.records(name, &channel, subdir).await?);
+                records.extend(self.records(name, &channel, &source, subdir).await?);
             }
             channels.push((name.clone(), channel));
             repodata.push(records);
@@ -175,20 +185,20 @@ impl CondaResolver {
         Ok(Solution { records, packages })
     }
 
-    /// The records of one channel subdir. A subdir the channel does not have is empty.
+    /// The records of one channel subdir, read from `source` and named by `channel`'s canonical
+    /// URL. A subdir the channel does not have is empty.
     async fn records(
         &self,
         name: &str,
         channel: &Channel,
+        source: &Url,
         subdir: &str,
     ) -> Result<Vec<RepoDataRecord>, ResolveError> {
-        let url = channel
-            .base_url
-            .url()
+        let url = source
             .join(&format!("{subdir}/repodata.json"))
             .map_err(|_| ResolveError::BadChannelUrl {
                 channel: name.to_owned(),
-                url: channel.base_url.to_string(),
+                url: source.to_string(),
             })?;
         let Some(bytes) = self.fetch_cached(name, &url).await? else {
             return Ok(Vec::new());
@@ -273,7 +283,26 @@ impl CondaResolver {
     }
 }
 
-/// The rattler spec of a validated entry, its channel pinned to the URL kiln reads it from.
+/// `https://conda.anaconda.org/<channel>/`: the channel as the user named it, whatever mirror
+/// serves it.
+fn canonical_channel_url(channel: &str) -> Result<Url, ResolveError> {
+    directory_url(channel, &format!("{DEFAULT_CHANNEL_HOST}/{channel}"))
+}
+
+/// `url` as a directory (with a trailing slash), so relative paths join below it.
+fn directory_url(channel: &str, url: &str) -> Result<Url, ResolveError> {
+    let with_slash = if url.ends_with('/') {
+        url.to_owned()
+    } else {
+        format!("{url}/")
+    };
+    Url::parse(&with_slash).map_err(|_| ResolveError::BadChannelUrl {
+        channel: channel.to_owned(),
+        url: with_slash,
+    })
+}
+
+/// The rattler spec of a validated entry, its channel pinned to the channel's canonical URL.
 fn match_spec(entry: &PackageEntry, channels: &[(String, Channel)]) -> MatchSpec {
     let PackageEntry::Conda(spec) = entry else {
         unreachable!("only conda entries are solved here");
@@ -331,4 +360,44 @@ fn locked(record: &RepoDataRecord) -> Result<LockedPackage, ResolveError> {
         size: package.size.unwrap_or(0),
         license: package.license.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_are_transport_and_channels_keep_their_canonical_url() {
+        let mirrors = BTreeMap::from([(
+            "bioconda".to_owned(),
+            "http://mirror.example.org/bc".to_owned(),
+        )]);
+        let resolver = CondaResolver::new(reqwest::Client::new(), PathBuf::new(), mirrors);
+        assert_eq!(
+            resolver.channel_url("bioconda").unwrap().as_str(),
+            "http://mirror.example.org/bc/"
+        );
+        assert_eq!(
+            resolver.channel_url("conda-forge").unwrap().as_str(),
+            "https://conda.anaconda.org/conda-forge/"
+        );
+        let map = resolver.mirror_map().unwrap();
+        let pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [(
+                "https://conda.anaconda.org/bioconda/",
+                "http://mirror.example.org/bc/"
+            )]
+        );
+        let broken = CondaResolver::new(
+            reqwest::Client::new(),
+            PathBuf::new(),
+            BTreeMap::from([("x".to_owned(), "not a url".to_owned())]),
+        );
+        assert!(matches!(
+            broken.mirror_map(),
+            Err(ResolveError::BadChannelUrl { .. })
+        ));
+    }
 }

@@ -17,7 +17,8 @@ pub struct LockedPackage {
     pub build: String,
     /// The channel subdirectory it comes from (`linux-64`, `noarch`, …).
     pub subdir: String,
-    /// Where it is downloaded from.
+    /// Its canonical URL, under the channel as the user named it
+    /// (`https://conda.anaconda.org/bioconda/linux-64/…`), never a mirror's.
     pub url: String,
     /// `sha256` of the archive, lowercase hex.
     pub sha256: String,
@@ -42,7 +43,10 @@ pub struct LockedWheel {
     pub name: String,
     /// Version.
     pub version: String,
-    /// Where it is downloaded from.
+    /// The wheel's file name, which says which of the version's wheels it is.
+    pub file_name: String,
+    /// Where it was downloaded from: PyPI's file URL, or the configured index's. Kept out of
+    /// the lock text, which must not depend on the index (see [`Lock::pip_requirements`]).
     pub url: String,
     /// `sha256` of the wheel, lowercase hex.
     pub sha256: String,
@@ -90,13 +94,20 @@ impl Lock {
     }
 
     /// A pip requirements file for `platform` that installs exactly the locked wheels
-    /// (`pip install --no-deps -r`): one `name @ url#sha256=…` line per wheel, with its size.
+    /// (`pip install --no-deps -r`): one `name==version --hash=sha256:…` line per wheel, with
+    /// its file name and size.
+    ///
+    /// A wheel is named by its project, version and hash, not by a URL: a `pip_index_url`
+    /// mirror's file URLs cannot be mapped back to PyPI's (whose paths are not derived from
+    /// anything in the lock), and the lock is in the image, which must be the same on every
+    /// kiln. pip installs these lines from whatever index it is given, and the hash admits
+    /// only the locked file.
     pub fn pip_requirements(&self, platform: Platform) -> String {
         let mut text = format!("# pip wheels for {platform}\n");
         for wheel in self.wheels(platform) {
             text.push_str(&format!(
-                "{} @ {}#sha256={}  # {} bytes\n",
-                wheel.name, wheel.url, wheel.sha256, wheel.size
+                "{}=={} --hash=sha256:{}  # {}, {} bytes\n",
+                wheel.name, wheel.version, wheel.sha256, wheel.file_name, wheel.size
             ));
         }
         text
@@ -157,6 +168,7 @@ mod tests {
             vec![LockedWheel {
                 name: "requests".into(),
                 version: "2.32.3".into(),
+                file_name: "requests-2.32.3-py3-none-any.whl".into(),
                 url: "https://files.example.org/requests-2.32.3-py3-none-any.whl".into(),
                 sha256: "cd".repeat(32),
                 size: 64928,
@@ -169,9 +181,13 @@ mod tests {
             "no conda packages, no explicit file"
         );
         assert!(text.ends_with(&format!(
-            "requests @ https://files.example.org/requests-2.32.3-py3-none-any.whl#sha256={}  # 64928 bytes\n",
+            "requests==2.32.3 --hash=sha256:{}  # requests-2.32.3-py3-none-any.whl, 64928 bytes\n",
             "cd".repeat(32)
         )));
+        assert!(
+            !text.contains("files.example.org"),
+            "the index a wheel came from is not in the lock: {text}"
+        );
         assert!(lock.text(Platform::LinuxArm64).is_empty());
     }
 }

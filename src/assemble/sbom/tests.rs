@@ -59,6 +59,7 @@ fn requests() -> LockedWheel {
     LockedWheel {
         name: "charset-normalizer".into(),
         version: "3.4.0+local".into(),
+        file_name: "charset_normalizer-3.4.0-py3-none-any.whl".into(),
         url: "https://files.pythonhosted.org/packages/charset_normalizer-3.4.0-py3-none-any.whl"
             .into(),
         sha256: "ef".repeat(32),
