@@ -15,6 +15,7 @@
 //! `cargo test --all-targets` runs it without `--bench`: then only the amd64 image is made,
 //! with `.deb`s from the test cache under `target/tmp`, and mmdebstrap is not timed.
 
+#[expect(dead_code, reason = "the channel is served here, never corrupted")]
 #[path = "../tests/support/conda_channel.rs"]
 mod conda_channel;
 #[path = "support/kiln.rs"]
@@ -49,12 +50,18 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for &platform in platforms {
         let elapsed = runtime.block_on(first_image(&server.url, platform, full))?;
-        rows.push((format!("kiln: empty data dir → first conda image, {platform}"), elapsed));
+        rows.push((
+            format!("kiln: empty data dir → first conda image, {platform}"),
+            elapsed,
+        ));
     }
     if full {
         for platform in Platform::ALL {
             let elapsed = mmdebstrap(platform)?;
-            rows.push((format!("mmdebstrap of the same packages, {platform}"), elapsed));
+            rows.push((
+                format!("mmdebstrap of the same packages, {platform}"),
+                elapsed,
+            ));
         }
     }
     println!("\nfirst run (base included)");
@@ -95,10 +102,9 @@ async fn first_image(channel_url: &str, platform: Platform, full: bool) -> Resul
             .or_else(|_| std::fs::create_dir_all(&cache))?;
         config.data_dir = data.path().to_owned();
     }
-    let builder = NativeBuilder::from_config(&config, kiln.pusher()?)
-        .map_err(anyhow::Error::msg)?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&data.path().join("bench.db")).await?);
+    let builder =
+        NativeBuilder::from_config(&config, kiln.pusher()?).map_err(anyhow::Error::msg)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path().join("bench.db")).await?);
     let request = Request::try_from(RequestInput {
         entries: vec!["kiln-hello=2.0".into()],
         channels: vec![CHANNEL_NAME.into()],
@@ -109,6 +115,12 @@ async fn first_image(channel_url: &str, platform: Platform, full: bool) -> Resul
     ensure!(
         log.contains("made kiln's base"),
         "the base was not made by this build:\n{log}"
+    );
+    eprintln!(
+        "{} ({}, {:.1} MiB with its base)",
+        build.image,
+        build.digest,
+        build.image_bytes as f64 / (1024.0 * 1024.0)
     );
     Ok(build.elapsed)
 }
@@ -128,6 +140,9 @@ fn mmdebstrap(platform: Platform) -> Result<Duration> {
         .stdout(Stdio::null())
         .status()
         .context("running mmdebstrap (apt-get install mmdebstrap)")?;
-    ensure!(status.success(), "mmdebstrap for {platform} failed: {status}");
+    ensure!(
+        status.success(),
+        "mmdebstrap for {platform} failed: {status}"
+    );
     Ok(started.elapsed())
 }

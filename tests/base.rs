@@ -3,6 +3,10 @@
 //! any (`kiln base create`, and kiln's defaults on first use), or with mmdebstrap
 //! (`kiln base bootstrap`, for bases that need maintainer scripts).
 
+#[expect(
+    dead_code,
+    reason = "only the mirror is used here; the base is made by the tests"
+)]
 #[path = "support/debian_base.rs"]
 mod debian_base;
 #[path = "support/run_image.rs"]
@@ -11,11 +15,11 @@ mod support;
 
 use std::process::Command;
 
+use debian_base::debian_mirror;
 use kiln::base::debian::{DebianBase, create};
 use kiln::base::{self, BaseImage, BootstrapOptions};
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::Platform;
-use debian_base::debian_mirror;
 use support::{PUSHER, TestApp};
 
 const REPOSITORY: &str = "kiln/base/debian-python";
@@ -221,14 +225,20 @@ async fn makes_a_runnable_reproducible_python_base_from_debian_packages() {
             "zone UTC",
             "python 3.11",
         ] {
-            assert!(output.lines().any(|l| l == line), "{platform}: no `{line}` in\n{output}");
+            assert!(
+                output.lines().any(|l| l == line),
+                "{platform}: no `{line}` in\n{output}"
+            );
         }
         let certificates: usize = output
             .lines()
             .find_map(|l| l.strip_prefix("certificates "))
             .and_then(|n| n.parse().ok())
             .expect("a certificate count");
-        assert!(certificates > 100, "{platform}: {certificates} CA certificates");
+        assert!(
+            certificates > 100,
+            "{platform}: {certificates} CA certificates"
+        );
     }
 
     let again = TestApp::start().await;
