@@ -6,6 +6,9 @@
 #[expect(dead_code, reason = "the channel is served here, never corrupted")]
 #[path = "support/conda_channel.rs"]
 mod conda_channel;
+#[expect(dead_code, reason = "only a tampered archive is served here")]
+#[path = "support/debian_mirror.rs"]
+mod debian_mirror;
 #[path = "support/run_image.rs"]
 mod run_image;
 
@@ -14,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conda_channel::{CHANNEL_NAME, CondaChannel};
+use debian_mirror::{DebianMirror, SUITE};
 use serde_json::{Value, json};
 
 /// `kiln serve` as a child process with a chosen PATH; stopped on drop.
@@ -202,4 +206,41 @@ async fn a_fresh_kiln_makes_its_bases_and_its_first_images_run() {
     let output = run_image::run_in_image(&image, "linux/amd64", &["cowsay", "-t", "kiln"]);
     assert!(output.contains("kiln"), "{output}");
     assert!(kiln.address.starts_with("127.0.0.1:"));
+}
+
+/// A site's own Debian mirror, signed with its own key given as `base.debian_keyring`, serves
+/// a `Packages` index altered after signing: the first build fails, naming that file, and no
+/// base is pushed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_mirror_index_fails_the_first_build_naming_the_file() {
+    let archive = DebianMirror::build();
+    let tampered = format!("dists/{SUITE}/main/binary-amd64/Packages.xz");
+    archive.tamper(&tampered);
+    let mirror = archive.serve();
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let kiln = Kiln::start(
+        &format!(
+            "[base]\ndebian_mirror = \"{}\"\ndebian_suite = \"{SUITE}\"\ndebian_keyring = \"{}\"\n\n\
+             [channel_mirrors]\n{CHANNEL_NAME} = \"{}\"\n",
+            mirror.url,
+            archive.keyring.display(),
+            server.url
+        ),
+        &std::env::var("PATH").expect("PATH"),
+    )
+    .await;
+    let (record, log) = kiln
+        .build(json!({"packages": ["kiln-hello=2.0"], "channels": [CHANNEL_NAME]}))
+        .await;
+    assert_eq!(record["succeeded"], json!(false), "{record}");
+    let reason = record["reason"].as_str().expect("a reason");
+    assert!(
+        reason.contains(&tampered) && reason.contains("kiln/base/debian:kiln"),
+        "the reason names the base and the file: {reason}\n{log}"
+    );
+    let tag = reqwest::get(format!("{}/v2/kiln/base/debian/manifests/{SUITE}", kiln.url))
+        .await
+        .expect("GET");
+    assert_ne!(tag.status(), 200, "no base was pushed");
 }
