@@ -327,7 +327,10 @@ async fn debian_bookworm_from_deb_debian_org() {
     println!("InRelease fetched and verified in {:?}", started.elapsed());
     for arch in ["amd64", "arm64"] {
         let started = Instant::now();
-        let index = mirror.packages(arch).await.expect("the index verifies");
+        let index = mirror
+            .packages_in(&release, arch)
+            .await
+            .expect("the index verifies");
         println!(
             "{arch}: index of {} packages fetched, verified and parsed in {:?}",
             index.len(),
