@@ -143,8 +143,19 @@ impl Mirror {
     /// the signed `Release`. The verified `Packages.xz` is cached by its sha256, so only the
     /// `InRelease` is downloaded again while the suite does not change.
     pub async fn packages(&self, arch: &str) -> Result<PackageIndex, DebianError> {
-        check_name("architecture", arch, "")?;
         let release = self.release().await?;
+        self.packages_in(&release, arch).await
+    }
+
+    /// [`packages`](Self::packages) for a `Release` already fetched with
+    /// [`release`](Self::release): the indices of several architectures then come from the
+    /// same signed Release, even if the mirror updates in between.
+    pub async fn packages_in(
+        &self,
+        release: &Release,
+        arch: &str,
+    ) -> Result<PackageIndex, DebianError> {
+        check_name("architecture", arch, "")?;
         let file = format!("main/binary-{arch}/Packages.xz");
         let in_release = self.join(&format!("dists/{}/InRelease", self.suite))?;
         let (sha256, size) = release

@@ -673,4 +673,35 @@ SHA256: 2222222222222222222222222222222222222222222222222222222222222222
         assert!(!wanted.allows_version(Some("0.9")));
         assert!(relation("awk", None).allows_version(None));
     }
+
+    proptest::proptest! {
+        /// Whatever a mirror serves, parsing returns a value or an error, never panics, and
+        /// every stanza it accepted reads back (the lazy read relies on that).
+        #[test]
+        fn any_text_parses_or_fails_cleanly(
+            input in "((Package|Version|Architecture|Depends|Provides|Filename|Size|SHA256| |[a-z]+): ?[ -~\u{80}-\u{10ffff}]{0,30}\n{1,2}){0,12}"
+        ) {
+            if let Ok(index) = PackageIndex::parse(&input) {
+                proptest::prop_assert_eq!(index.iter().count(), index.len());
+            }
+        }
+
+        /// A relation's text parses back to the same relation.
+        #[test]
+        fn relations_round_trip(
+            name in "[a-z0-9][a-z0-9+.-]{0,12}",
+            arch in proptest::option::of("(any|native|amd64)"),
+            constraint in proptest::option::of(("(<<|<=|=|>=|>>)", "([0-9]:)?[0-9][0-9a-z.+~]{0,6}(-[0-9a-z.+~]{1,4})?")),
+        ) {
+            let mut text = name.clone();
+            if let Some(arch) = &arch {
+                text.push_str(&format!(":{arch}"));
+            }
+            if let Some((op, version)) = &constraint {
+                text.push_str(&format!(" ({op} {version})"));
+            }
+            let relation = parse_relation(&text).map_err(proptest::test_runner::TestCaseError::fail)?;
+            proptest::prop_assert_eq!(relation.to_string(), text);
+        }
+    }
 }

@@ -160,4 +160,19 @@ mod tests {
         assert_eq!(compare_versions("1.0-rc-1", "1.0-rc-2"), Ordering::Less);
         assert_eq!(compare_versions("1.0-rc-1", "1.0-1"), Ordering::Greater);
     }
+
+    proptest::proptest! {
+        /// The order is a total order on any input: antisymmetric and transitive.
+        #[test]
+        fn ordering_is_consistent(
+            a in "([0-9]:)?[0-9a-z.+~-]{0,8}",
+            b in "([0-9]:)?[0-9a-z.+~-]{0,8}",
+            c in "([0-9]:)?[0-9a-z.+~-]{0,8}",
+        ) {
+            proptest::prop_assert_eq!(compare_versions(&a, &b), compare_versions(&b, &a).reverse());
+            if compare_versions(&a, &b).is_le() && compare_versions(&b, &c).is_le() {
+                proptest::prop_assert!(compare_versions(&a, &c).is_le());
+            }
+        }
+    }
 }
