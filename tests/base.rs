@@ -354,3 +354,53 @@ async fn a_failing_mmdebstrap_reports_its_stderr() {
         None
     );
 }
+
+/// Fifty builds finding kiln's base missing at once: one makes it, the others wait for it and
+/// find it made.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_uses_make_the_base_once() {
+    let app = TestApp::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    // The tests' download cache, so only the single flight is under test here.
+    std::fs::create_dir_all(data.path().join("cache")).expect("cache dir");
+    let shared = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-debian-cache");
+    std::fs::create_dir_all(&shared).expect("shared cache");
+    std::os::unix::fs::symlink(&shared, data.path().join("cache/debian")).expect("link");
+    let config = kiln::config::Config {
+        data_dir: data.path().to_owned(),
+        ..kiln::config::Config::default()
+    };
+    let maker = std::sync::Arc::new(
+        kiln::base::debian::BaseMaker::from_config(
+            &config,
+            kiln::base::debian::http_client().expect("client"),
+            client(&app),
+        )
+        .expect("maker"),
+    );
+    let base = DebianBase {
+        repository: "kiln/base/debian".into(),
+        tag: TAG.into(),
+        packages: Vec::new(),
+        platforms: vec![Platform::LinuxAmd64],
+    };
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (maker, base) = (maker.clone(), base.clone());
+        requests.spawn(async move { maker.ensure(&base, |_| {}).await });
+    }
+    let mut made = 0;
+    while let Some(outcome) = requests.join_next().await {
+        if outcome.expect("joined").expect("ensured").is_some() {
+            made += 1;
+        }
+    }
+    assert_eq!(made, 1, "the base is made once");
+    assert!(
+        client(&app)
+            .tag_digest("kiln/base/debian", TAG)
+            .await
+            .expect("HEAD")
+            .is_some()
+    );
+}

@@ -239,8 +239,11 @@ async fn a_tampered_mirror_index_fails_the_first_build_naming_the_file() {
         reason.contains(&tampered) && reason.contains("kiln/base/debian:kiln"),
         "the reason names the base and the file: {reason}\n{log}"
     );
-    let tag = reqwest::get(format!("{}/v2/kiln/base/debian/manifests/{SUITE}", kiln.url))
-        .await
-        .expect("GET");
+    let tag = reqwest::get(format!(
+        "{}/v2/kiln/base/debian/manifests/{SUITE}",
+        kiln.url
+    ))
+    .await
+    .expect("GET");
     assert_ne!(tag.status(), 200, "no base was pushed");
 }

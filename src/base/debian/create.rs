@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::deb::data_tar;
 use super::mirror::Mirror;
 use super::packages::Stanza;
+use super::release::Release;
 use super::rootfs::{PackageControl, Rootfs};
 use crate::assemble::{self, MEDIA_TYPE_INDEX};
 use crate::base::{
@@ -87,10 +88,12 @@ pub async fn create(
     };
     // A loop, not an iterator closure: the futures must be `Send` for any lifetime, which
     // rustc cannot prove through a closure's borrows.
+    // One signed Release for all platforms, so they come from the same snapshot of the suite.
+    let release = mirror.release().await?;
     let mut making = Vec::new();
     for &platform in &platforms {
         making.push(create_platform(
-            base, &roots, platform, mirror, client, work_dir, &say,
+            base, &release, &roots, platform, mirror, client, work_dir, &say,
         ));
     }
     let made = futures_util::future::try_join_all(making).await?;
@@ -126,8 +129,13 @@ pub async fn create(
     })
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the platform's share of `create`'s inputs"
+)]
 async fn create_platform(
     base: &DebianBase,
+    release: &Release,
     roots: &[&str],
     platform: Platform,
     mirror: &Mirror,
@@ -137,7 +145,7 @@ async fn create_platform(
 ) -> Result<(assemble::Blob, Facts), BaseError> {
     let arch = platform.architecture();
     let step = Instant::now();
-    let index = mirror.packages(arch).await?;
+    let index = mirror.packages_in(release, arch).await?;
     let stanzas = super::closure::closure(&index, roots)?;
     let facts = facts(platform, &stanzas)?;
     let debs = mirror.debs(&stanzas).await?;
