@@ -16,8 +16,10 @@
 //! with `.deb`s from the test cache under `target/tmp`, and mmdebstrap is not timed.
 
 #[path = "../tests/support/conda_channel.rs"]
+#[expect(dead_code, reason = "the channel is served here, never corrupted")]
 mod conda_channel;
 #[path = "support/kiln.rs"]
+#[expect(dead_code, reason = "this bench reads no built image")]
 mod kiln_app;
 
 use std::collections::BTreeMap;
@@ -49,12 +51,18 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for &platform in platforms {
         let elapsed = runtime.block_on(first_image(&server.url, platform, full))?;
-        rows.push((format!("kiln: empty data dir → first conda image, {platform}"), elapsed));
+        rows.push((
+            format!("kiln: empty data dir → first conda image, {platform}"),
+            elapsed,
+        ));
     }
     if full {
         for platform in Platform::ALL {
             let elapsed = mmdebstrap(platform)?;
-            rows.push((format!("mmdebstrap of the same packages, {platform}"), elapsed));
+            rows.push((
+                format!("mmdebstrap of the same packages, {platform}"),
+                elapsed,
+            ));
         }
     }
     println!("\nfirst run (base included)");
@@ -95,10 +103,9 @@ async fn first_image(channel_url: &str, platform: Platform, full: bool) -> Resul
             .or_else(|_| std::fs::create_dir_all(&cache))?;
         config.data_dir = data.path().to_owned();
     }
-    let builder = NativeBuilder::from_config(&config, kiln.pusher()?)
-        .map_err(anyhow::Error::msg)?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&data.path().join("bench.db")).await?);
+    let builder =
+        NativeBuilder::from_config(&config, kiln.pusher()?).map_err(anyhow::Error::msg)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path().join("bench.db")).await?);
     let request = Request::try_from(RequestInput {
         entries: vec!["kiln-hello=2.0".into()],
         channels: vec![CHANNEL_NAME.into()],
@@ -128,6 +135,9 @@ fn mmdebstrap(platform: Platform) -> Result<Duration> {
         .stdout(Stdio::null())
         .status()
         .context("running mmdebstrap (apt-get install mmdebstrap)")?;
-    ensure!(status.success(), "mmdebstrap for {platform} failed: {status}");
+    ensure!(
+        status.success(),
+        "mmdebstrap for {platform} failed: {status}"
+    );
     Ok(started.elapsed())
 }

@@ -766,8 +766,8 @@ impl Config {
                 crate::base::CONDA_BASE_REPOSITORY,
                 self.base.debian_suite
             )
-                .parse()
-                .expect("a registry host and a fixed path make a valid reference")
+            .parse()
+            .expect("a registry host and a fixed path make a valid reference")
         })
     }
 
@@ -780,8 +780,8 @@ impl Config {
                 crate::base::PYTHON_BASE_REPOSITORY,
                 self.base.debian_suite
             )
-                .parse()
-                .expect("a registry host and a fixed path make a valid reference")
+            .parse()
+            .expect("a registry host and a fixed path make a valid reference")
         })
     }
 

@@ -4,6 +4,7 @@
 //! the images run.
 
 #[path = "support/conda_channel.rs"]
+#[expect(dead_code, reason = "the channel is served here, never corrupted")]
 mod conda_channel;
 #[path = "support/run_image.rs"]
 mod run_image;
@@ -51,7 +52,12 @@ impl Kiln {
             .stdout(Stdio::null())
             .stderr(log);
         // The host's trust store (a TLS-intercepting proxy's CA here), for PyPI.
-        for var in ["HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"] {
+        for var in [
+            "HOME",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "REQUESTS_CA_BUNDLE",
+        ] {
             if let Some(value) = std::env::var_os(var) {
                 command.env(var, value);
             }
@@ -65,7 +71,11 @@ impl Kiln {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while reqwest::get(format!("{}/health", kiln.url)).await.is_err() {
-            assert!(Instant::now() < deadline, "kiln did not start:\n{}", kiln.log());
+            assert!(
+                Instant::now() < deadline,
+                "kiln did not start:\n{}",
+                kiln.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         kiln
@@ -105,7 +115,11 @@ impl Kiln {
                     .expect("log");
                 return (record, log);
             }
-            assert!(Instant::now() < deadline, "build {id} not done:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "build {id} not done:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -178,9 +192,7 @@ async fn a_fresh_kiln_makes_its_bases_and_its_first_images_run() {
         assert!(output.contains("hello"), "{platform}: {output}");
     }
 
-    let (record, log) = kiln
-        .build(json!({"packages": ["pip:cowsay==6.1"]}))
-        .await;
+    let (record, log) = kiln.build(json!({"packages": ["pip:cowsay==6.1"]})).await;
     assert_eq!(record["succeeded"], json!(true), "{record}\n{log}");
     assert!(
         log.contains("kiln/base/debian-python:bookworm"),

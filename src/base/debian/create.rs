@@ -115,7 +115,8 @@ pub async fn create(
         mirror.suite(),
         started.elapsed().as_secs_f64()
     ));
-    let glibc = lowest(facts.iter().map(|f: &Facts| f.glibc.as_str())).ok_or(BaseError::NoPlatforms)?;
+    let glibc =
+        lowest(facts.iter().map(|f: &Facts| f.glibc.as_str())).ok_or(BaseError::NoPlatforms)?;
     let python = lowest(facts.iter().filter_map(|f| f.python.as_deref()));
     Ok(BaseImage {
         reference,
@@ -159,7 +160,12 @@ async fn create_platform(
     let written = tokio::task::spawn_blocking(move || -> Result<_, BaseError> {
         let mut rootfs = Rootfs::new(&arch_name);
         for (stanza, deb) in stanzas.iter().zip(&debs) {
-            let step = format!("unpacking {} {} ({})", stanza.package, stanza.version, deb.display());
+            let step = format!(
+                "unpacking {} {} ({})",
+                stanza.package,
+                stanza.version,
+                deb.display()
+            );
             let mut data = data_tar(deb).map_err(io_error(step.clone()))?;
             let control = PackageControl {
                 name: &stanza.package,
