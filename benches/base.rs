@@ -111,6 +111,7 @@ async fn first_image(channel_url: &str, platform: Platform, full: bool) -> Resul
         channels: vec![CHANNEL_NAME.into()],
         platforms: vec![platform.to_string()],
         format: None,
+        base: None,
     })?;
     let (build, log) = timed_build(&builder, &store, &kiln, &request).await?;
     ensure!(
