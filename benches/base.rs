@@ -17,8 +17,10 @@
 
 #[expect(dead_code, reason = "the channel is served here, never corrupted")]
 #[path = "../tests/support/conda_channel.rs"]
+#[expect(dead_code, reason = "the channel is served here, never corrupted")]
 mod conda_channel;
 #[path = "support/kiln.rs"]
+#[expect(dead_code, reason = "this bench reads no built image")]
 mod kiln_app;
 
 use std::collections::BTreeMap;
@@ -110,6 +112,7 @@ async fn first_image(channel_url: &str, platform: Platform, full: bool) -> Resul
         channels: vec![CHANNEL_NAME.into()],
         platforms: vec![platform.to_string()],
         format: None,
+        base: None,
     })?;
     let (build, log) = timed_build(&builder, &store, &kiln, &request).await?;
     ensure!(

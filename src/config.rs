@@ -791,6 +791,7 @@ impl Config {
             micromamba: self.micromamba_image.clone(),
             conda_base: self.conda_base_image(),
             python_base: self.python_base_image(),
+            registry: Some(self.registry.clone()),
         }
     }
 

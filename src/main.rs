@@ -11,7 +11,7 @@ use kiln::build::queue::Queue;
 use kiln::config::Config;
 use kiln::plan::ImagePlan;
 use kiln::registry::client::{Auth, RegistryClient};
-use kiln::spec::{Channel, Format, PackageEntry, Platform, Request};
+use kiln::spec::{Channel, Format, KilnBase, PackageEntry, Platform, Request};
 use kiln::store::{SqliteStore, Store};
 
 /// kiln turns conda and pip package lists into container images, on demand.
@@ -125,6 +125,10 @@ struct RequestArgs {
     /// Conda channel; repeat for several, highest priority first.
     #[arg(long = "channel")]
     channels: Vec<String>,
+    /// A base in kiln's registry instead of the default, e.g. kiln/base/gl:bookworm (made
+    /// with `kiln base create`).
+    #[arg(long)]
+    base: Option<String>,
     /// Packages: `samtools=1.21`, `bioconda::bcftools=1.21`, `pip:requests==2.32.3`.
     #[arg(required = true, value_name = "ENTRY")]
     entries: Vec<String>,
@@ -468,7 +472,15 @@ fn parse_request(config: &Config, args: &RequestArgs) -> Result<Request, String>
         .map(|platform| platform.parse::<Platform>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| err.to_string())?;
-    Request::new(entries, channels, format, platforms).map_err(|err| err.to_string())
+    let base = args
+        .base
+        .as_deref()
+        .map(str::parse::<KilnBase>)
+        .transpose()
+        .map_err(|err| format!("--base: {err}"))?;
+    Request::new(entries, channels, format, platforms)
+        .map(|request| request.on_base(base))
+        .map_err(|err| err.to_string())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

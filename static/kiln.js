@@ -455,6 +455,11 @@ document.documentElement.classList.add('js');
       const platforms = platformBoxes.filter((box) => box.checked).map((box) => box.value);
       // The page carries kiln's configured channels: what the search offers is what gets solved.
       const channels = Array.from(form.querySelectorAll('input[name=channel]')).map((input) => input.value);
+      const body = { packages, channels, format, platforms };
+      // Sent only when given, so a request on the default base is the same request as before.
+      const baseField = form.querySelector('input[name=base]');
+      const base = baseField ? baseField.value.trim() : '';
+      if (base) body.base = base;
       hideError();
       button.disabled = true;
       const started = Date.now();
@@ -464,7 +469,7 @@ document.documentElement.classList.add('js');
         response = await fetch('/api/v1/images', {
           method: 'POST',
           headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-          body: JSON.stringify({ packages, channels, format, platforms }),
+          body: JSON.stringify(body),
         });
         answer = await response.json().catch(() => null);
       } catch (err) {

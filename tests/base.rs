@@ -1,25 +1,29 @@
 //! Base images kiln makes itself, checked as a user would: pushed under the tag, readable by
 //! the native builder, runnable, and reproducible. Made from Debian's packages without running
 //! any (`kiln base create`, and kiln's defaults on first use), or with mmdebstrap
-//! (`kiln base bootstrap`, for bases that need maintainer scripts).
+//! (`kiln base bootstrap`, for bases that need maintainer scripts). Requests that name such a
+//! base build on it.
 
-#[expect(
-    dead_code,
-    reason = "only the mirror is used here; the base is made by the tests"
-)]
+#[path = "support/conda_channel.rs"]
+#[expect(dead_code, reason = "the channel is served here, never corrupted")]
+mod conda_channel;
 #[path = "support/debian_base.rs"]
+#[expect(dead_code, reason = "only the shared mirror is used here")]
 mod debian_base;
 #[path = "support/run_image.rs"]
 mod run_image;
 mod support;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use conda_channel::{CHANNEL_NAME, CondaChannel};
 use debian_base::debian_mirror;
 use kiln::base::debian::{DebianBase, create};
 use kiln::base::{self, BaseImage, BootstrapOptions};
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::Platform;
+use serde_json::{Value, json};
 use support::{PUSHER, TestApp};
 
 const REPOSITORY: &str = "kiln/base/debian-python";
@@ -314,6 +318,145 @@ async fn kiln_base_create_adds_debian_packages() {
         stderr.contains("no-such-package-kiln") && stderr.contains("bookworm"),
         "the error names the package and the suite: {stderr}"
     );
+}
+
+/// `POST /api/v1/images` with `body`: the status and the answer.
+async fn ask(app: &TestApp, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(app.url("/api/v1/images"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+/// Asks for an image and waits for its build: the answer and the finished build record.
+async fn build(app: &TestApp, body: Value) -> (Value, Value) {
+    let (status, answer) = ask(app, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["build"]["id"].as_str().expect("a build").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let build: Value = reqwest::get(app.url(&format!("/api/v1/builds/{id}")))
+            .await
+            .expect("build record")
+            .json()
+            .await
+            .expect("JSON");
+        if build["status"] == "DONE" {
+            return (answer, build);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the build did not finish: {build}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A request that names a base made with an extra Debian package builds on it: the image runs
+/// both its conda package and the base's `jq`. A base that does not exist, and a pip-only
+/// request on a base without python3, fail saying what to do; a base outside `kiln/base/` is
+/// refused at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_build_on_a_base_they_name() {
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    let channel_url = server.url.clone();
+    let app = TestApp::start_with(move |config| {
+        config
+            .channel_mirrors
+            .insert(CHANNEL_NAME.to_owned(), channel_url);
+    })
+    .await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let jq = DebianBase {
+        repository: "kiln/base/jq".into(),
+        tag: TAG.into(),
+        packages: vec!["jq".into()],
+        platforms: vec![Platform::LinuxAmd64],
+    };
+    create(&jq, &debian_mirror(), &client(&app), work.path(), |line| {
+        println!("base: {line}")
+    })
+    .await
+    .expect("the jq base is made");
+
+    let (answer, done) = build(
+        &app,
+        json!({
+            "packages": ["kiln-hello=2.0"],
+            "channels": [CHANNEL_NAME],
+            "base": "kiln/base/jq:bookworm",
+        }),
+    )
+    .await;
+    assert_eq!(done["succeeded"], true, "{done}");
+    assert!(
+        done["request"]
+            .as_str()
+            .is_some_and(|request| request.ends_with(r#""base":"kiln/base/jq:bookworm"}"#)),
+        "the stored request names the base: {done}"
+    );
+    let image = answer["image"].as_str().expect("image");
+    let output = run_image::run_in_image(
+        image,
+        "linux/amd64",
+        &["sh", "-c", "kiln-hello && jq -n 1+1"],
+    );
+    assert_eq!(output, "hello from kiln-hello 2.0 on x86_64\n2\n");
+
+    let (_, missing) = build(
+        &app,
+        json!({
+            "packages": ["kiln-hello=2.0"],
+            "channels": [CHANNEL_NAME],
+            "base": "kiln/base/nope:bookworm",
+        }),
+    )
+    .await;
+    assert_eq!(missing["succeeded"], false, "{missing}");
+    let reason = missing["reason"].as_str().expect("a reason");
+    assert!(
+        reason.contains("/kiln/base/nope:bookworm named in the request does not exist")
+            && reason.contains("`kiln base create --name kiln/base/nope:bookworm --package"),
+        "{reason}"
+    );
+
+    let (_, pip_only) = build(
+        &app,
+        json!({"packages": ["pip:idna==3.10"], "base": "kiln/base/jq:bookworm"}),
+    )
+    .await;
+    assert_eq!(pip_only["succeeded"], false, "{pip_only}");
+    let reason = pip_only["reason"].as_str().expect("a reason");
+    assert!(
+        reason.starts_with(
+            "the base image kiln/base/jq:bookworm named in the request has no python3"
+        ),
+        "{reason}"
+    );
+
+    for refused in [
+        "docker.io/library/debian:12",
+        "library/samtools:1.21",
+        "kiln/base/jq",
+    ] {
+        let (status, answer) = ask(
+            &app,
+            json!({"packages": ["kiln-hello=2.0"], "base": refused}),
+        )
+        .await;
+        assert_eq!(status, 400, "{refused}: {answer}");
+        let message = answer["message"].as_str().expect("a message");
+        assert!(
+            message.starts_with(&format!("`base`: the base image `{refused}` was refused: "))
+                && message.contains("kiln/base/NAME:TAG"),
+            "{message}"
+        );
+    }
 }
 
 /// One amd64 base bootstrapped with mmdebstrap, checked through the registry and by running it.

@@ -165,6 +165,33 @@ fn hostile_entries_exit_2_naming_the_entry() {
             .code(),
         Some(2)
     );
+    let outside = kiln(&["recipe", "--base", "docker.io/library/debian:12", "numpy"]);
+    assert_eq!(outside.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&outside.stderr);
+    assert!(
+        stderr
+            .starts_with("error: --base: the base image `docker.io/library/debian:12` was refused")
+            && stderr.contains("kiln/base/NAME:TAG"),
+        "{stderr}"
+    );
+}
+
+/// `--base` names a base in kiln's registry: the recipe starts from it and the name differs
+/// from the same packages' on the default base only in its key.
+#[test]
+fn a_named_base_starts_the_recipe_and_changes_the_key() {
+    let recipe = stdout(&["recipe", "--base", "kiln/base/gl:bookworm", "numpy=2.1"]);
+    assert!(
+        recipe.contains("\nFROM localhost:9090/kiln/base/gl:bookworm\n"),
+        "{recipe}"
+    );
+    let default = stdout(&["name", "numpy=2.1"]);
+    let on_gl = stdout(&["name", "--base", "kiln/base/gl:bookworm", "numpy=2.1"]);
+    assert_ne!(default, on_gl);
+    assert_eq!(
+        default.rsplit_once("--").map(|(name, _)| name),
+        on_gl.rsplit_once("--").map(|(name, _)| name)
+    );
 }
 
 /// Golden files of every generated text, for conda-only, pip-only and mixed requests.

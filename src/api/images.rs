@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::submit::{Caller, ClientAddress, ImageState, ensure_image};
 use crate::build::definition::DefinitionRequest;
 use crate::plan::ImagePlan;
-use crate::spec::{Format, Request, RequestInput};
+use crate::spec::{Format, Request, RequestError, RequestInput};
 use crate::store::{BuildRecord, BuildStatus, StoreError};
 
 /// How often a log stream looks for new text while the build runs.
@@ -49,6 +49,11 @@ pub(super) struct ImageRequest {
     /// `linux/amd64` (default) and/or `linux/arm64`; a SIF holds one.
     #[serde(default)]
     platforms: Vec<String>,
+    /// A base image in kiln's registry, under `kiln/base/` (made with `kiln base create`),
+    /// instead of kiln's default base. It is part of the image's identity.
+    #[serde(default)]
+    #[schema(example = json!("kiln/base/gl:bookworm"))]
+    base: Option<String>,
 }
 
 /// Where a requested image stands.
@@ -112,6 +117,7 @@ pub(super) async fn request_image(
             channels: asked.channels,
             platforms: asked.platforms,
             format: asked.format,
+            base: asked.base,
         },
     )?;
     let caller = Caller::new(&state, &headers, address, None);
@@ -158,7 +164,10 @@ pub(super) fn plan_image(state: &AppState, mut input: RequestInput) -> Result<Im
     if input.channels.is_empty() {
         input.channels = configured_channels(state);
     }
-    let request = Request::try_from(input).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let request = Request::try_from(input).map_err(|err| match err {
+        RequestError::Base(_) => ApiError::bad_request(format!("`base`: {err}")),
+        err => ApiError::bad_request(err.to_string()),
+    })?;
     if request.format() == Format::Sif && request.platforms().len() != 1 {
         return Err(ApiError::bad_request(
             "`platforms`: a SIF holds one platform; ask for one",

@@ -46,6 +46,8 @@ struct IndexPage {
     format: String,
     /// `(platform, checked)` for each offered platform.
     platforms: Vec<(&'static str, bool)>,
+    /// The base image field, as typed (empty: kiln's default base).
+    base: String,
     /// The conda channels requests from this page use, in priority order: kiln's configured
     /// ones (the API's own default, when a request names none, is conda-forge and bioconda).
     channels: Vec<String>,
@@ -64,6 +66,7 @@ impl IndexPage {
             channels,
             packages: form.entries.join("\n"),
             format: form.format.clone(),
+            base: form.base.clone(),
             platforms: PLATFORMS
                 .iter()
                 .map(|&platform| {
@@ -99,13 +102,15 @@ fn configured_channels(state: &AppState) -> Vec<String> {
 }
 
 /// The form as posted: the `packages` textarea (whitespace-separated entries) and any
-/// `package` fields (one entry each, the chips), `format`, and repeated `platform`.
+/// `package` fields (one entry each, the chips), `format`, repeated `platform`, and the
+/// optional `base`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FormInput {
     entries: Vec<String>,
     channels: Vec<String>,
     format: String,
     platforms: Vec<String>,
+    base: String,
 }
 
 impl Default for FormInput {
@@ -115,6 +120,7 @@ impl Default for FormInput {
             channels: Vec::new(),
             format: "docker".into(),
             platforms: Vec::new(),
+            base: String::new(),
         }
     }
 }
@@ -137,6 +143,7 @@ impl FormInput {
                 "channel" if !value.trim().is_empty() => {
                     form.channels.push(value.trim().to_owned());
                 }
+                "base" => value.trim().clone_into(&mut form.base),
                 _ => {}
             }
         }
@@ -168,6 +175,8 @@ async fn submit_form(
         channels: channels.clone(),
         format: Some(form.format.clone()),
         platforms: form.platforms.clone(),
+        // An empty field is no base: the default, and the same request as without the field.
+        base: Some(form.base.clone()).filter(|base| !base.is_empty()),
     };
     let placed = match plan_image(&state, input) {
         Ok(plan) => {
@@ -216,7 +225,8 @@ mod tests {
     fn forms_collect_repeated_fields_and_split_the_textarea() {
         let form = FormInput::parse(
             b"packages=samtools%3D1.21%0D%0Apip%3Arequests%3D%3D2.32.3++&package=kiln-test%3A%3Akiln-hello%3D2.0\
-              &package=&format=sif&platform=linux%2Farm64&other=x&channel=bioconda",
+              &package=&format=sif&platform=linux%2Farm64&other=x&channel=bioconda\
+              &base=+kiln%2Fbase%2Fgl%3Abookworm+",
         );
         assert_eq!(
             form,
@@ -229,6 +239,7 @@ mod tests {
                 channels: vec!["bioconda".into()],
                 format: "sif".into(),
                 platforms: vec!["linux/arm64".into()],
+                base: "kiln/base/gl:bookworm".into(),
             }
         );
         assert_eq!(FormInput::parse(b""), FormInput::default());
@@ -242,6 +253,7 @@ mod tests {
                 channels: Vec::new(),
                 format: "sif".into(),
                 platforms: vec!["linux/arm64".into()],
+                base: "kiln/base/gl:\"x".into(),
             },
             vec!["kiln-test".into()],
             &FormToken::issue(&HeaderMap::new()),
@@ -253,6 +265,10 @@ mod tests {
         assert!(html.contains(r#"value="linux/arm64" checked"#), "{html}");
         assert!(!html.contains(r#"value="linux/amd64" checked"#), "{html}");
         assert!(html.contains("`packages`: &#60;bad&#62;"), "{html}");
+        assert!(
+            html.contains(r#"name="base" type="text" value="kiln/base/gl:&#34;x""#),
+            "{html}"
+        );
         assert!(html.contains(r#"<input type="hidden" name="channel" value="kiln-test">"#));
         let fresh = IndexPage::new(
             &FormInput::default(),

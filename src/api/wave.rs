@@ -309,6 +309,9 @@ fn packages_plan(
         channels,
         platforms: platforms(request.container_platform.as_deref())?,
         format: Some(format(request.format.as_deref())),
+        // Nextflow always sends `condaOpts.baseImage` (Wave's default, `ubuntu:24.04`), so it
+        // says nothing about what the user wants: Wave requests build on kiln's default base.
+        base: None,
     };
     let parsed = Request::try_from(input)
         .map_err(|err| ApiError::bad_request(format!("`packages`: {err}")))?;

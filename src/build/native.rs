@@ -5,6 +5,7 @@
 //! their contents, and the image is assembled on top of the base image's layers, which are
 //! mounted from the base's repository in the same registry, never downloaded.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::install::{CONDA_PREFIX, CondaInstaller};
 use crate::recipe::RecipeImages;
 use crate::registry::client::{Auth, RegistryClient};
 use crate::resolve::{CondaResolver, Libc, Lock, PipResolver, Solution, Target, WheelTarget};
-use crate::spec::{Format, PackageEntry, Platform, RegistryHost, Request};
+use crate::spec::{Format, KilnBase, PackageEntry, Platform, RegistryHost, Request};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
 /// The most layers kiln adds on top of a base image.
@@ -42,9 +43,10 @@ pub struct NativeBase {
     pub repository: String,
     /// Tag, e.g. `bookworm`.
     pub tag: String,
-    /// Its glibc version, for the solver's `__glibc` and the wheels' `manylinux` baseline.
-    pub glibc: String,
-    /// Its Python version, if it has one.
+    /// Its glibc version, for the solver's `__glibc` and the wheels' `manylinux` baseline,
+    /// when its `io.kiln.base.glibc` label does not say.
+    pub glibc: Option<String>,
+    /// Its Python version, if it has one and its labels do not say.
     pub python: Option<String>,
     /// Where the image comes from when it lives in another registry: it is copied into
     /// kiln's registry (under `mirror/<host>/…`) before the first build that needs it.
@@ -52,6 +54,9 @@ pub struct NativeBase {
     /// For kiln's own default bases: the Debian packages beyond the essentials it is made
     /// of, when a build finds it missing.
     pub made_by_kiln: Option<Vec<String>>,
+    /// Named by the request (`base`) rather than configured: only its labels give its facts,
+    /// and what to do when it is missing is said to the user, not the operator.
+    pub named_by_request: bool,
 }
 
 impl NativeBase {
@@ -95,11 +100,30 @@ impl NativeBase {
         Ok(NativeBase {
             repository: local,
             tag: tag.to_owned(),
-            glibc: profile.glibc.clone(),
+            glibc: Some(profile.glibc.clone()),
             python: profile.python.clone(),
             upstream,
             made_by_kiln: None,
+            named_by_request: false,
         })
+    }
+
+    /// The base a request names, in kiln's registry; its labels give the facts.
+    pub fn named(base: &KilnBase) -> NativeBase {
+        NativeBase {
+            repository: base.repository().to_owned(),
+            tag: base.tag().to_owned(),
+            glibc: None,
+            python: None,
+            upstream: None,
+            made_by_kiln: None,
+            named_by_request: true,
+        }
+    }
+
+    /// `repository:tag`, without kiln's host.
+    fn name(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
     }
 }
 
@@ -317,7 +341,18 @@ impl NativeBuilder {
         let base = base::inspect(&self.client, &profile.repository, &profile.tag, platform)
             .await
             .map_err(|err| err.to_string())?;
-        let glibc = base.glibc.clone().unwrap_or_else(|| profile.glibc.clone());
+        let glibc = base
+            .glibc
+            .clone()
+            .or_else(|| profile.glibc.clone())
+            .ok_or_else(|| {
+                format!(
+                    "the base image {} has no {} label, so kiln cannot tell which packages run \
+                     on it; bases made with `kiln base create` have it",
+                    profile.name(),
+                    base::LABEL_GLIBC
+                )
+            })?;
         let root = work.join(platform.architecture());
         let mut owned: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
 
@@ -341,6 +376,9 @@ impl NativeBuilder {
                 }
             }
         } else {
+            if profile.named_by_request && base.python.is_none() {
+                return Err(no_python_in_named_base(&profile));
+            }
             Some(ImagePython::of_base(&base, profile.python.as_deref())?)
         };
         if let Some(python) = python.filter(|_| request.has_pip()) {
@@ -388,7 +426,7 @@ impl NativeBuilder {
             // address it serves its registry at.
             (
                 "org.opencontainers.image.base.name".to_owned(),
-                format!("{}:{}", profile.repository, profile.tag),
+                profile.name(),
             ),
             (
                 "org.opencontainers.image.base.digest".to_owned(),
@@ -488,6 +526,7 @@ impl NativeBuilder {
         log: &BuildLog,
     ) -> Result<(), Failure> {
         let profile = self.base_for(request);
+        let profile = profile.as_ref();
         if let Some(packages) = &profile.made_by_kiln {
             return self.make_base(profile, packages, log).await;
         }
@@ -562,7 +601,8 @@ impl NativeBuilder {
         }
     }
 
-    /// A configured base on kiln's own registry must have been pushed there.
+    /// A configured base on kiln's own registry, or one a request names, must have been
+    /// pushed there; the message says who can make it and how.
     async fn check_configured_base(&self, profile: &NativeBase) -> Result<(), Failure> {
         let found = self
             .client
@@ -572,24 +612,32 @@ impl NativeBuilder {
         if found.is_some() {
             return Ok(());
         }
+        let registry = self.client.registry();
+        let name = profile.name();
+        if profile.named_by_request {
+            return Err(format!(
+                "the base image {registry}/{name} named in the request does not exist. Leave \
+                 `base` out to build on kiln's default base, which kiln makes itself, or have an \
+                 operator make this one first, e.g. `kiln base create --name {name} --package \
+                 <debian package>`"
+            ));
+        }
         Err(format!(
-            "the configured base image {registry}/{repository}:{tag} does not exist. kiln makes \
-             its default bases itself (leave base.conda.image and base.python.image unset); to \
-             use your own, push it first, e.g. `kiln base create --name {repository}:{tag} \
-             --package <debian package>` or `skopeo copy` an image to {registry}/{repository}:{tag}",
-            registry = self.client.registry(),
-            repository = profile.repository,
-            tag = profile.tag,
+            "the configured base image {registry}/{name} does not exist. kiln makes its default \
+             bases itself (leave base.conda.image and base.python.image unset); to use your own, \
+             push it first, e.g. `kiln base create --name {name} --package <debian package>` or \
+             `skopeo copy` an image to {registry}/{name}"
         ))
     }
 
-    /// conda environments (with or without pip packages) go onto the conda base; pip-only
+    /// A base the request names, for conda and pip-only requests alike; otherwise conda
+    /// environments (with or without pip packages) go onto the conda base, and pip-only
     /// requests onto the Python base, whose interpreter they use.
-    fn base_for(&self, request: &Request) -> &NativeBase {
-        if request.has_conda() {
-            &self.conda_base
-        } else {
-            &self.python_base
+    fn base_for(&self, request: &Request) -> Cow<'_, NativeBase> {
+        match request.base() {
+            Some(base) => Cow::Owned(NativeBase::named(base)),
+            None if request.has_conda() => Cow::Borrowed(&self.conda_base),
+            None => Cow::Borrowed(&self.python_base),
         }
     }
 
@@ -876,6 +924,19 @@ fn all_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     }
     files.sort();
     Ok(files)
+}
+
+/// Why a pip-only request cannot build on the base it names: pip packages go into the base's
+/// own python3.
+fn no_python_in_named_base(named: &NativeBase) -> Failure {
+    format!(
+        "the base image {} named in the request has no python3 (its {} label is not set), and a \
+         request of pip packages only installs them with the base's python3. Name a base that \
+         has it (e.g. made with `kiln base create --name kiln/base/<name>:<tag> --package \
+         python3 …`), add the conda package `python` to the request, or leave `base` out",
+        named.name(),
+        base::LABEL_PYTHON
+    )
 }
 
 /// `[oras://]host/library/name:tag` → `host/library/name`, the name an SBOM describes.

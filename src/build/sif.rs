@@ -337,6 +337,7 @@ pub(super) fn definition_images(config: &Config) -> RecipeImages {
         micromamba: without_host(images.micromamba),
         conda_base: without_host(images.conda_base),
         python_base: without_host(images.python_base),
+        registry: None,
     }
 }
 

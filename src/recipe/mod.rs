@@ -7,7 +7,7 @@
 
 use askama::Template;
 
-use crate::spec::{Format, IMAGE_FORMAT_VERSION, ImageRef, Request};
+use crate::spec::{Format, IMAGE_FORMAT_VERSION, ImageRef, RegistryHost, Request};
 
 /// The images recipes start from. They come from kiln's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,22 @@ pub struct RecipeImages {
     pub conda_base: ImageRef,
     /// The image with Python and pip that pip-only requests install onto.
     pub python_base: ImageRef,
+    /// kiln's registry, which a base the request names (`kiln/base/gl:bookworm`) is pulled
+    /// from; `None` names such a base without a host, as the definition files stored in SIFs
+    /// name kiln's own images.
+    pub registry: Option<RegistryHost>,
+}
+
+impl RecipeImages {
+    /// The base the request names, as recipes pull it, if it names one: it replaces both the
+    /// conda and the Python base.
+    fn named_base(&self, request: &Request) -> Option<String> {
+        let base = request.base()?;
+        Some(match &self.registry {
+            Some(registry) => format!("{registry}/{base}"),
+            None => base.to_string(),
+        })
+    }
 }
 
 /// The three generated texts of a request.
@@ -45,8 +61,9 @@ impl Recipes {
     ///
     /// Requests with conda packages install them with micromamba (pip packages of a mixed
     /// request go through the environment file's `pip:` section); pip-only requests install
-    /// with pip onto the Python base image.
+    /// with pip onto the Python base image. A base the request names replaces either.
     pub fn render(request: &Request, images: &RecipeImages) -> Result<Recipes, RecipeError> {
+        let named_base = images.named_base(request);
         let pip: Vec<String> = request.pip_entries().map(pip_requirement).collect();
         let environment = render(
             "conda environment",
@@ -60,7 +77,7 @@ impl Recipes {
             let conda = CondaRecipe {
                 format_version: IMAGE_FORMAT_VERSION,
                 micromamba_image: images.micromamba.as_str(),
-                base_image: images.conda_base.as_str(),
+                base_image: named_base.as_deref().unwrap_or(images.conda_base.as_str()),
             };
             (
                 render("conda Dockerfile", &CondaDockerfile { r: conda })?,
@@ -69,7 +86,7 @@ impl Recipes {
         } else {
             let pip = PipRecipe {
                 format_version: IMAGE_FORMAT_VERSION,
-                base_image: images.python_base.as_str(),
+                base_image: named_base.as_deref().unwrap_or(images.python_base.as_str()),
                 requirements: &pip,
             };
             (

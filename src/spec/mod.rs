@@ -1,5 +1,5 @@
-//! The request model: package entries, channels, formats and platforms, validated and put in
-//! canonical form, and the deterministic key and image name derived from them.
+//! The request model: package entries, channels, formats, platforms and a base, validated and
+//! put in canonical form, and the deterministic key and image name derived from them.
 //!
 //! Pure: no I/O, no async. Everything else in kiln depends on this module; it depends on
 //! nothing in kiln. Every type that holds user input validates in `FromStr`, and its
@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod base;
 mod conda;
 mod definition;
 mod dockerfile;
@@ -17,6 +18,7 @@ mod pip;
 mod platform;
 mod request;
 
+pub use base::{BASE_NAMESPACE, KilnBase, KilnBaseError, MAX_BASE_LEN};
 pub use conda::CondaSpec;
 pub use definition::{
     Bootstrap, ContextSource, Definition, DefinitionError, FileCopy, MAX_DEFINITION_LEN,

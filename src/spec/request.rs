@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::base::{KilnBase, KilnBaseError};
 use super::conda::parse_channel_part;
 use super::entry::{EntryError, PackageEntry, printable};
 use super::platform::{Format, FormatError, Platform, PlatformError};
@@ -89,6 +90,10 @@ pub struct Request {
     channels: Vec<Channel>,
     format: Format,
     platforms: Vec<Platform>,
+    /// Written only when named, so a request on the default base serializes (and is
+    /// labelled and stored) exactly as before bases could be named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base: Option<KilnBase>,
 }
 
 /// A request as a client sends it, before validation. Missing fields take defaults.
@@ -106,6 +111,9 @@ pub struct RequestInput {
     /// Platforms; empty means `linux/amd64`.
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// A base in kiln's registry (`kiln/base/gl:bookworm`); none means kiln's default base.
+    #[serde(default)]
+    pub base: Option<String>,
 }
 
 /// Why a request was refused.
@@ -143,6 +151,9 @@ pub enum RequestError {
     /// The format was refused.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// The base was refused.
+    #[error(transparent)]
+    Base(#[from] KilnBaseError),
 }
 
 impl TryFrom<RequestInput> for Request {
@@ -172,7 +183,8 @@ impl TryFrom<RequestInput> for Request {
             .iter()
             .map(|platform| platform.parse())
             .collect::<Result<Vec<Platform>, _>>()?;
-        Request::new(entries, channels, format.unwrap_or_default(), platforms)
+        let base = input.base.as_deref().map(str::parse).transpose()?;
+        Ok(Request::new(entries, channels, format.unwrap_or_default(), platforms)?.on_base(base))
     }
 }
 
@@ -234,7 +246,13 @@ impl Request {
             channels,
             format,
             platforms,
+            base: None,
         })
+    }
+
+    /// The same request on `base` instead of kiln's default base (`None` means the default).
+    pub fn on_base(self, base: Option<KilnBase>) -> Request {
+        Request { base, ..self }
     }
 
     /// All entries, conda first, each group sorted by name.
@@ -281,6 +299,11 @@ impl Request {
         &self.platforms
     }
 
+    /// The base the request names, if it names one.
+    pub fn base(&self) -> Option<&KilnBase> {
+        self.base.as_ref()
+    }
+
     /// The same request for one platform only (a SIF holds one architecture).
     pub fn for_platform(&self, platform: Platform) -> Request {
         Request {
@@ -308,6 +331,7 @@ mod tests {
             channels: channels.iter().map(|s| s.to_string()).collect(),
             format: None,
             platforms: platforms.iter().map(|s| s.to_string()).collect(),
+            base: None,
         })
     }
 
@@ -389,6 +413,44 @@ mod tests {
                 .to_string(),
             "the request lists 9 platforms; the limit is 8"
         );
+    }
+
+    #[test]
+    fn a_named_base_is_part_of_the_request_and_only_then_serialized() {
+        let default = request(&["samtools=1.21"], &[], &[]).expect("valid");
+        let on_gl = Request::try_from(RequestInput {
+            entries: vec!["samtools=1.21".into()],
+            base: Some("kiln/base/gl:bookworm".into()),
+            ..RequestInput::default()
+        })
+        .expect("valid");
+        assert_ne!(default, on_gl);
+        assert_eq!(
+            on_gl.base().map(KilnBase::as_str),
+            Some("kiln/base/gl:bookworm")
+        );
+        assert_eq!(default.base(), None);
+        assert_eq!(
+            serde_json::to_string(&default).expect("serializes"),
+            r#"{"entries":["samtools=1.21"],"channels":["conda-forge","bioconda"],"format":"docker","platforms":["linux/amd64"]}"#,
+            "a request on the default base serializes as before bases could be named"
+        );
+        let json = serde_json::to_string(&on_gl).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"entries":["samtools=1.21"],"channels":["conda-forge","bioconda"],"format":"docker","platforms":["linux/amd64"],"base":"kiln/base/gl:bookworm"}"#
+        );
+        let stored: Request = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(stored, on_gl);
+        assert_eq!(
+            on_gl.for_platform(Platform::LinuxArm64).base(),
+            on_gl.base()
+        );
+        let err = serde_json::from_str::<Request>(
+            r#"{"entries":["samtools"],"base":"docker.io/library/debian:12"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("registry host"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub async fn build_format(
         channels: vec![CHANNEL_NAME.to_owned()],
         platforms: platforms.iter().map(|p| p.to_string()).collect(),
         format: Some(format.to_owned()),
+        base: None,
     })
     .expect("valid request");
     let config = kiln::config::Config {
