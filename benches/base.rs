@@ -17,10 +17,8 @@
 
 #[expect(dead_code, reason = "the channel is served here, never corrupted")]
 #[path = "../tests/support/conda_channel.rs"]
-#[expect(dead_code, reason = "the channel is served here, never corrupted")]
 mod conda_channel;
 #[path = "support/kiln.rs"]
-#[expect(dead_code, reason = "this bench reads no built image")]
 mod kiln_app;
 
 use std::collections::BTreeMap;

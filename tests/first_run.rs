@@ -5,7 +5,6 @@
 
 #[expect(dead_code, reason = "the channel is served here, never corrupted")]
 #[path = "support/conda_channel.rs"]
-#[expect(dead_code, reason = "the channel is served here, never corrupted")]
 mod conda_channel;
 #[expect(dead_code, reason = "only a tampered archive is served here")]
 #[path = "support/debian_mirror.rs"]
