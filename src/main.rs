@@ -342,7 +342,7 @@ async fn base(config: Config, command: BaseCommand) -> anyhow::Result<()> {
                 .map_err(|err| anyhow::Error::new(Refused(err.to_string())))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let work = tempfile_dir(&config.data_dir.join("work"))?;
+    let work = tempfile_dir(&config.work_dir())?;
     let image = kiln::base::bootstrap(
         &kiln::base::BootstrapOptions {
             repository: repository.to_owned(),
