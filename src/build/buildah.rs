@@ -435,9 +435,11 @@ impl Buildah {
                 continue;
             };
             let name = container["containername"].as_str().unwrap_or(id).to_owned();
-            let args = ["rm", id].map(String::from);
-            self.run("rm", self.command(), None, &args, |_| {}).await?;
-            swept.containers.push(name);
+            match self.remove_container(id).await {
+                Ok(()) => swept.containers.push(name),
+                Err(err) => tracing::warn!(container = %name, error = %crate::error_chain(&err),
+                    "cannot remove a buildah container an interrupted build left"),
+            }
         }
         let listed = self.list("images", &["--all"]).await?;
         for image in listed.as_array().into_iter().flatten() {
