@@ -834,6 +834,16 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("kiln.db")
     }
+
+    /// buildah's image storage: kiln's alone, so a start can sweep what killed builds left.
+    pub fn buildah_storage_dir(&self) -> PathBuf {
+        self.data_dir.join("buildah")
+    }
+
+    /// Where builds work, one directory per build id.
+    pub fn work_dir(&self) -> PathBuf {
+        self.data_dir.join("work")
+    }
 }
 
 #[cfg(test)]

@@ -355,7 +355,7 @@ async fn base(config: Config, command: BaseCommand) -> anyhow::Result<()> {
             let client = push_client(&config)?;
             let http = kiln::base::debian::http_client()?;
             let maker = kiln::base::debian::BaseMaker::from_config(&config, http, client.clone())?;
-            let work = tempfile_dir(&config.data_dir.join("work"))?;
+            let work = tempfile_dir(&config.work_dir())?;
             let image = kiln::base::debian::create(
                 &kiln::base::debian::DebianBase {
                     repository,
@@ -383,7 +383,7 @@ async fn base(config: Config, command: BaseCommand) -> anyhow::Result<()> {
         } => {
             let (repository, tag) = repository_and_tag(&name)?;
             let platforms = parse_platforms(&platforms)?;
-            let work = tempfile_dir(&config.data_dir.join("work"))?;
+            let work = tempfile_dir(&config.work_dir())?;
             let image = kiln::base::bootstrap(
                 &kiln::base::BootstrapOptions {
                     repository,

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 
 use crate::api::{self, App, AppState};
 use crate::build::Backend;
-use crate::build::buildah::Buildah;
+use crate::build::buildah::{Buildah, Storage};
 use crate::build::containerfile::{ContainerfileBuilder, ContainerfileSettings, Dispatch};
 use crate::build::definition::{DefinitionBuilder, DefinitionSettings};
 use crate::build::native::NativeBuilder;
@@ -52,9 +52,11 @@ pub async fn run(
     let pruner = tokio::spawn(prune_periodically(store.clone(), config.retention));
     let collector = tokio::spawn(collect_periodically(config.clone(), registry.clone()));
     let metrics = Arc::new(Metrics::default());
+    let buildah = buildah(&config).await;
+    crate::build::leftovers::sweep(&buildah, store.as_ref(), &config.work_dir()).await;
     let queue = Queue::new(
         store.clone(),
-        builders(&config, &registry, address, buildah(&config).await)?,
+        builders(&config, &registry, address, buildah)?,
         config.build.workers,
     )
     .with_metrics(metrics.clone())
@@ -100,11 +102,14 @@ fn private_data_dir(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
-/// The buildah runner of Dockerfile and definition builds, its containment set up (and
-/// abandoned builds swept) now. A host that cannot contain builds still serves native ones:
-/// the reason is logged here and given by each buildah build that fails for it.
+/// The buildah runner of Dockerfile and definition builds, with a storage of its own in the
+/// data directory and its containment set up (and jails of dead kilns swept) now. A host that
+/// cannot contain builds still serves native ones: the reason is logged here and given by each
+/// buildah build that fails for it.
 async fn buildah(config: &Config) -> Buildah {
-    let buildah = Buildah::new(&config.build).with_insecure_registries(&config.insecure_registries);
+    let buildah = Buildah::new(&config.build)
+        .with_insecure_registries(&config.insecure_registries)
+        .with_storage(Storage::new(&config.buildah_storage_dir()));
     match buildah.prepare().await {
         Ok(containment) => tracing::info!("{containment}"),
         Err(err) => tracing::error!(
@@ -141,7 +146,7 @@ fn builders(
             user: registry.builder_credentials().user.clone(),
             password: registry.builder_credentials().password.clone(),
             insecure: false,
-            work_dir: config.data_dir.join("work"),
+            work_dir: config.work_dir(),
         },
     )?;
     let definition = DefinitionBuilder::new(
@@ -152,7 +157,7 @@ fn builders(
             public_registry: config.registry.to_string(),
             public_url: config.public_url(),
             contexts_dir: config.build_contexts_dir(),
-            work_dir: config.data_dir.join("work"),
+            work_dir: config.work_dir(),
         },
     );
     Ok(Arc::new(Dispatch::new(

@@ -238,6 +238,16 @@ async fn scs_build_builds_a_definition_for_amd64_and_arm64() {
         stdout.contains("pushed library://alice/remote-builds/rb-"),
         "{stdout}"
     );
+    // Each SIF got an SBOM of the Debian packages its layers hold, and no lock.
+    let sboms: Vec<u32> = stdout
+        .split("attached the SBOM (0 conda packages, 0 wheels, ")
+        .skip(1)
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        sboms.len() == 2 && sboms.iter().all(|&debian| debian > 50),
+        "{sboms:?}\n{stdout}"
+    );
     assert_eq!(
         stderr
             .matches("Image checksum verified successfully.")

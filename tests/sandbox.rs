@@ -22,7 +22,7 @@ use base64::Engine as _;
 use debian_base::{DEBIAN_TAG, push_debian_python_base};
 use forms::signup_token;
 use futures_util::StreamExt as _;
-use kiln::build::buildah::Buildah;
+use kiln::build::buildah::{Buildah, Storage};
 use kiln::build::containerfile::{
     ContainerfileBuilder, ContainerfileRequest, ContainerfileSettings,
 };
@@ -240,7 +240,8 @@ async fn start_plain(repository: &str) -> (TestApp, tempfile::TempDir) {
     (app, tempfile::tempdir().expect("temp dir"))
 }
 
-/// Removes the base a build pulled into buildah's local storage under this app's address.
+/// Removes the base a builder of the tests' own pulled into buildah's default storage under
+/// this app's address (kiln's server keeps its pulls in its data directory).
 fn remove_pulled_base(app: &TestApp, repository: &str) {
     let base = format!("{}/{repository}:{DEBIAN_TAG}", app.address);
     let _ = Command::new("buildah").args(["rmi", &base]).output();
@@ -293,7 +294,6 @@ async fn a_dockerfile_run_step_cannot_reach_the_host() {
         .text()
         .await
         .expect("text");
-    remove_pulled_base(&app, BASE_REPOSITORY);
     assert_eq!(status["succeeded"], json!(true), "{status}\n{log}");
     assert!(
         log.contains("build steps run in runc containers"),
@@ -355,7 +355,6 @@ async fn a_definitions_post_cannot_reach_the_host() {
             _ => {}
         }
     }
-    remove_pulled_base(&app, repository);
     assert!(
         log.contains("pushed library://"),
         "the build succeeded:\n{log}"
@@ -394,6 +393,13 @@ async fn started(
             .await
             .expect("store"),
     );
+    let record = start_build(store.as_ref(), dockerfile).await;
+    let log = BuildLog::new(store.clone(), record.id.clone());
+    (store, record, log, data)
+}
+
+/// Submits a Dockerfile build of `dockerfile` to `store` and starts it, as a worker would.
+async fn start_build(store: &dyn Store, dockerfile: &str) -> kiln::store::BuildRecord {
     let platform = Platform::LinuxAmd64;
     let image = "127.0.0.1:1/library/sandbox:test".to_owned();
     let key = sha256_digest(dockerfile.as_bytes());
@@ -409,9 +415,7 @@ async fn started(
         })
         .await
         .expect("submit");
-    let record = store.start(&submitted.build.id).await.expect("start");
-    let log = BuildLog::new(store.clone(), record.id.clone());
-    (store, record, log, data)
+    store.start(&submitted.build.id).await.expect("start")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -463,12 +467,33 @@ fn processes_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// buildah's working containers made from `image`.
-fn containers_from(image: &str) -> Vec<Value> {
+/// `buildah` on `storage` (its default storage when `None`).
+fn buildah_on(storage: Option<&Storage>) -> Command {
+    let mut command = Command::new("buildah");
+    command.args(storage.map(Storage::options).iter().flatten());
+    command
+}
+
+/// Runs buildah on `storage` with `args`, which must succeed; its stdout.
+fn buildah_ok(storage: Option<&Storage>, args: &[&str]) -> String {
+    let output = buildah_on(storage)
+        .args(args)
+        .output()
+        .expect("buildah runs");
+    assert!(
+        output.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// buildah's working containers in `storage`.
+fn containers_in(storage: Option<&Storage>) -> Vec<Value> {
     let mut tries = 0;
     let output = loop {
-        let output = Command::new("buildah")
-            .args(["containers", "--json"])
+        let output = buildah_on(storage)
+            .args(["containers", "--all", "--json"])
             .output()
             .expect("buildah containers");
         tries += 1;
@@ -484,14 +509,15 @@ fn containers_from(image: &str) -> Vec<Value> {
         String::from_utf8_lossy(&output.stderr)
     );
     let list: Value = serde_json::from_slice(&output.stdout).expect("buildah lists JSON");
-    list.as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|c| c["imagename"].as_str().is_some_and(|name| name == image))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
+    list.as_array().cloned().unwrap_or_default()
+}
+
+/// buildah's working containers in `storage` made from `image`.
+fn containers_from(storage: Option<&Storage>, image: &str) -> Vec<Value> {
+    containers_in(storage)
+        .into_iter()
+        .filter(|c| c["imagename"].as_str().is_some_and(|name| name == image))
+        .collect()
 }
 
 /// This process's build jails (cgroups named `<pid>-<n>`).
@@ -531,7 +557,7 @@ async fn a_cancelled_build_leaves_no_process_and_no_container() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        containers_from(&base).len(),
+        containers_from(None, &base).len(),
         1,
         "the step runs in a working container"
     );
@@ -542,7 +568,11 @@ async fn a_cancelled_build_leaves_no_process_and_no_container() {
     let _ = build.await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let left = (processes_with(marker), containers_from(&base), own_jails());
+        let left = (
+            processes_with(marker),
+            containers_from(None, &base),
+            own_jails(),
+        );
         if left.0.is_empty() && left.1.is_empty() && left.2.is_empty() {
             break;
         }
@@ -606,6 +636,7 @@ async fn killing_kiln_leaves_no_build_running() {
         listener.local_addr().expect("address").to_string()
     };
     let data = tempfile::tempdir().expect("temp dir");
+    let storage = kiln_storage(data.path());
     let mut kiln = kiln_serve(&address, data.path());
     until_healthy(&address).await;
     let repository = "kiln/base/debian-crash";
@@ -649,7 +680,10 @@ async fn killing_kiln_leaves_no_build_running() {
     kiln.wait().expect("kiln exits");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let left = (processes_with(marker), containers_from(&base));
+        let left = (
+            processes_with(marker),
+            containers_from(Some(&storage), &base),
+        );
         if left.0.is_empty() && left.1.is_empty() {
             break;
         }
@@ -667,9 +701,113 @@ async fn killing_kiln_leaves_no_build_running() {
     let left = jails_of(abandoned);
     let _ = next.kill();
     let _ = next.wait();
-    let _ = Command::new("buildah").args(["rmi", &base]).output();
     assert!(
         left.is_empty(),
         "the dead kiln's jails were not swept: {left:?}"
+    );
+}
+
+/// kiln's buildah storage for the data directory `data`.
+fn kiln_storage(data: &Path) -> Storage {
+    let config = kiln::config::Config {
+        data_dir: data.to_owned(),
+        ..Default::default()
+    };
+    Storage::new(&config.buildah_storage_dir())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_kiln_sweeps_what_interrupted_builds_left() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = kiln::config::Config {
+        data_dir: data.path().to_owned(),
+        ..Default::default()
+    };
+
+    // The store: a build a worker of another kiln runs (started, no lease of this one's), and
+    // one that failed.
+    let store = SqliteStore::open(&config.database_path())
+        .await
+        .expect("store");
+    let running = start_build(&store, "FROM scratch\nRUN running\n").await.id;
+    let finished = start_build(&store, "FROM scratch\nRUN finished\n").await.id;
+    let failed = BuildOutcome::Failed {
+        reason: "interrupted".into(),
+    };
+    store.finish(&finished, failed).await.expect("finish");
+    drop(store);
+    let work = config.work_dir();
+    let unknown = "bd-00000000000000ff_1";
+    for dir in [running.as_str(), &finished, unknown, "base-4242"] {
+        std::fs::create_dir_all(work.join(dir).join("staging")).expect("work dir");
+        std::fs::write(work.join(dir).join("staging/file"), "left").expect("file");
+    }
+
+    // kiln's storage as a buildah killed mid-build leaves it: the working container, the image
+    // it committed under kiln's local tag, an untagged intermediate image; and a pulled base,
+    // which is a cache to keep.
+    let storage = kiln_storage(data.path());
+    let container = format!("kiln-sweep-test-{}", std::process::id());
+    buildah_ok(Some(&storage), &["from", "--name", &container, "scratch"]);
+    let local = format!("localhost/kiln-containerfile:{finished}");
+    let cached = "127.0.0.1:1/kiln/base/debian:bookworm";
+    for name in [local.as_str(), cached] {
+        buildah_ok(Some(&storage), &["commit", "--quiet", &container, name]);
+    }
+    let intermediate = buildah_ok(Some(&storage), &["commit", "--quiet", &container]);
+    // A step was running: its container's root file system is mounted.
+    buildah_ok(Some(&storage), &["mount", &container]);
+    // Someone else's container, in buildah's default storage, is not kiln's to remove.
+    let foreign = format!("kiln-sweep-foreign-{}", std::process::id());
+    buildah_ok(None, &["from", "--name", &foreign, "scratch"]);
+
+    let app = TestApp::start_with(|settings| settings.data_dir = config.data_dir.clone()).await;
+    // kiln serves once the sweep is done.
+    let health = reqwest::get(app.url("/health")).await.expect("health");
+    assert!(health.status().is_success(), "{}", health.status());
+    let foreign_left = containers_in(None)
+        .iter()
+        .any(|c| c["containername"] == foreign.as_str());
+    let _ = buildah_on(None).args(["rm", &foreign]).output();
+    drop(app);
+
+    assert_eq!(containers_in(Some(&storage)), Vec::<Value>::new());
+    let images: Value =
+        serde_json::from_str(&buildah_ok(Some(&storage), &["images", "--all", "--json"]))
+            .expect("JSON");
+    let images = images.as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = images
+        .iter()
+        .flat_map(|image| image["names"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(names, [cached], "kiln's local tag went, the cache stayed");
+    assert!(
+        !images.iter().any(|image| intermediate
+            .trim()
+            .starts_with(image["id"].as_str().unwrap_or("-"))),
+        "the untagged image went: {images:?}"
+    );
+    assert!(
+        foreign_left,
+        "the sweep removed a container not in kiln's storage"
+    );
+
+    assert!(
+        work.join(&running).join("staging/file").is_file(),
+        "a running build keeps its work directory"
+    );
+    assert!(
+        !work.join(&finished).exists(),
+        "a finished build's work directory went"
+    );
+    assert!(
+        !work.join(unknown).exists(),
+        "an unknown build's work directory went"
+    );
+    assert!(
+        work.join("base-4242/staging/file").is_file(),
+        "what is not a build's directory stays"
     );
 }

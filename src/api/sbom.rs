@@ -45,7 +45,7 @@ async fn download(
     let storage = state.registry.storage();
     let no_sbom = || {
         ApiError::not_found(format!(
-            "an SBOM of build {id} (images built from a Dockerfile or definition have none yet)"
+            "an SBOM of build {id} (images built before kiln attached SBOMs have none)"
         ))
     };
     let referrers = storage

@@ -1,5 +1,6 @@
-//! A base image's dpkg status, read from its layer tars: what Debian packages the image holds,
-//! for its SBOM, without unpacking anything or running dpkg.
+//! An image's dpkg status, read from its layer tars: what Debian packages the image holds, for
+//! its SBOM, without unpacking anything or running dpkg. Used for kiln's bases and for images
+//! buildah built from users' recipes.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -12,39 +13,61 @@ use super::BaseError;
 /// The dpkg database's package list, as layer tars name it (without `./` or `/`).
 const STATUS_PATH: &str = "var/lib/dpkg/status";
 
-/// The whiteout a layer carries when it deletes the status file.
-const STATUS_WHITEOUT: &str = "var/lib/dpkg/.wh.status";
+/// Whiteouts that delete the status file or a directory holding it.
+const STATUS_WHITEOUTS: [&str; 4] = [
+    "var/lib/dpkg/.wh.status",
+    "var/lib/.wh.dpkg",
+    "var/.wh.lib",
+    ".wh.var",
+];
+
+/// Opaque-directory markers that hide what lower layers have in a directory holding the status
+/// file (a `RUN rm -rf /var/lib/dpkg && mkdir …` leaves one).
+const STATUS_OPAQUE_MARKERS: [&str; 4] = [
+    "var/lib/dpkg/.wh..wh..opq",
+    "var/lib/.wh..wh..opq",
+    "var/.wh..wh..opq",
+    ".wh..wh..opq",
+];
 
 /// The largest status file read (Debian's full desktop installs stay under 10 MB).
 const MAX_STATUS_BYTES: u64 = 64 << 20;
+
+/// What one layer says about `/var/lib/dpkg/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerStatus {
+    /// The layer holds the file: this text, whatever lower layers had.
+    Status(String),
+    /// The layer deletes it (or hides the directory holding it): the image has none.
+    Deleted,
+    /// The layer leaves it as lower layers have it.
+    Untouched,
+}
 
 /// `/var/lib/dpkg/status` of the image whose layers (gzip or plain tars) are `layers`, bottom
 /// first: from the top-most layer that has it, `None` when no layer has it or the top-most
 /// mention deletes it. Blocking; run it off the async runtime.
 pub fn dpkg_status(layers: &[PathBuf]) -> Result<Option<String>, BaseError> {
     for layer in layers.iter().rev() {
-        match status_in_layer(layer).map_err(|source| BaseError::Io {
-            step: format!(
-                "reading the dpkg status from base layer {}",
-                layer.display()
-            ),
-            source,
-        })? {
-            Found::Status(text) => return Ok(Some(text)),
-            Found::Deleted => return Ok(None),
-            Found::Nothing => {}
+        match layer_dpkg_status(layer)? {
+            LayerStatus::Status(text) => return Ok(Some(text)),
+            LayerStatus::Deleted => return Ok(None),
+            LayerStatus::Untouched => {}
         }
     }
     Ok(None)
 }
 
-enum Found {
-    Status(String),
-    Deleted,
-    Nothing,
+/// What the layer tar (gzip or plain) at `path` does to the dpkg status, for callers that
+/// fetch layers one at a time from the top. Blocking; run it off the async runtime.
+pub fn layer_dpkg_status(path: &Path) -> Result<LayerStatus, BaseError> {
+    status_in_layer(path).map_err(|source| BaseError::Io {
+        step: format!("reading the dpkg status from layer {}", path.display()),
+        source,
+    })
 }
 
-fn status_in_layer(path: &Path) -> io::Result<Found> {
+fn status_in_layer(path: &Path) -> io::Result<LayerStatus> {
     let mut file = BufReader::new(File::open(path)?);
     let mut magic = [0u8; 2];
     let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
@@ -55,14 +78,15 @@ fn status_in_layer(path: &Path) -> io::Result<Found> {
         Box::new(file)
     };
     let mut archive = tar::Archive::new(reader);
-    let mut found = Found::Nothing;
+    let mut status = None;
+    let mut hidden = false;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path_bytes();
         let name = String::from_utf8_lossy(&raw);
         let name = name.trim_start_matches("./").trim_start_matches('/');
-        if name == STATUS_WHITEOUT {
-            found = Found::Deleted;
+        if STATUS_WHITEOUTS.contains(&name) || STATUS_OPAQUE_MARKERS.contains(&name) {
+            hidden = true;
         } else if name == STATUS_PATH && entry.header().entry_type().is_file() {
             if entry.size() > MAX_STATUS_BYTES {
                 return Err(io::Error::other(format!(
@@ -72,10 +96,14 @@ fn status_in_layer(path: &Path) -> io::Result<Found> {
             let mut text = String::new();
             entry.read_to_string(&mut text)?;
             // Later entries of a tar replace earlier ones, so keep reading.
-            found = Found::Status(text);
+            status = Some(text);
         }
     }
-    Ok(found)
+    Ok(match status {
+        Some(text) => LayerStatus::Status(text),
+        None if hidden => LayerStatus::Deleted,
+        None => LayerStatus::Untouched,
+    })
 }
 
 #[cfg(test)]
@@ -134,8 +162,37 @@ mod tests {
             true,
             &[("var/lib/dpkg/.wh.status", "")],
         );
-        assert_eq!(dpkg_status(&[bottom, deleted]).expect("read"), None);
+        assert_eq!(dpkg_status(&[bottom.clone(), deleted]).expect("read"), None);
         assert_eq!(dpkg_status(&[middle]).expect("read"), None);
+        // `RUN rm -rf /var/lib/dpkg` deletes the directory; a fresh one hides what was below.
+        for (name, marker) in [
+            ("gone-dir", "var/lib/.wh.dpkg"),
+            ("opaque", "var/lib/dpkg/.wh..wh..opq"),
+        ] {
+            let hiding = layer(dir.path(), name, true, &[(marker, "")]);
+            assert_eq!(
+                layer_dpkg_status(&hiding).expect("read"),
+                LayerStatus::Deleted
+            );
+            assert_eq!(
+                dpkg_status(&[bottom.clone(), hiding]).expect("read"),
+                None,
+                "{marker}"
+            );
+        }
+        let replaced = layer(
+            dir.path(),
+            "replaced",
+            false,
+            &[
+                ("var/lib/dpkg/.wh..wh..opq", ""),
+                ("var/lib/dpkg/status", "fresh\n"),
+            ],
+        );
+        assert_eq!(
+            dpkg_status(&[bottom, replaced]).expect("read"),
+            Some("fresh\n".to_owned())
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! loopback and configured insecure registries. Timestamps are pinned for reproducible layers,
 //! and the site's CA bundle, when configured, is bind-mounted over the image's bundle for RUN
 //! steps only, so it never ends up in a layer. Every buildah gets the allow-listed environment
-//! and SIGTERM when kiln dies.
+//! and SIGTERM when kiln dies. `kiln serve` gives buildah a [`Storage`] of its own, so what its
+//! builds leave in it is kiln's alone to sweep away ([`Buildah::sweep_storage`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,7 +34,66 @@ pub struct Buildah {
     insecure_registries: Arc<Vec<String>>,
     /// The containment, found on first use and shared by clones.
     sandbox: Arc<tokio::sync::OnceCell<Result<Arc<Sandbox>, Arc<SandboxError>>>>,
+    /// kiln's own image storage; buildah's default (shared with the host's other users of
+    /// buildah and podman) when `None`.
+    storage: Option<Storage>,
+    /// The lock on `storage` that makes this process its only sweeper, once taken; held as long
+    /// as the process runs.
+    storage_lock: Arc<std::sync::OnceLock<std::fs::File>>,
 }
+
+/// A containers-storage of kiln's own: images and working containers under `root` (in the
+/// data directory), run state under a directory of `/run` named after it, which a reboot
+/// empties as containers-storage expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    root: PathBuf,
+    run_root: PathBuf,
+}
+
+impl Storage {
+    /// The storage at `root`, made absolute; its run state goes under `/run/kiln-buildah/`
+    /// (`$XDG_RUNTIME_DIR/kiln-buildah/` when kiln does not run as root).
+    pub fn new(root: &Path) -> Storage {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
+        let runtime = if rustix::process::geteuid().is_root() {
+            PathBuf::from("/run")
+        } else {
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir)
+        };
+        let digest = crate::registry::client::sha256_digest(root.as_os_str().as_encoded_bytes());
+        let name: String = digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(16)
+            .collect();
+        let run_root = runtime.join("kiln-buildah").join(name);
+        Storage { root, run_root }
+    }
+
+    /// buildah's global options that select this storage.
+    pub fn options(&self) -> [String; 2] {
+        [
+            format!("--root={}", self.root.display()),
+            format!("--runroot={}", self.run_root.display()),
+        ]
+    }
+}
+
+/// What [`Buildah::sweep_storage`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Working containers, by name.
+    pub containers: Vec<String>,
+    /// Images: kiln's local tags of builds, and untagged images, by id.
+    pub images: Vec<String>,
+}
+
+/// The local tags kiln gives built images between build and push
+/// (`localhost/kiln-containerfile:<build>`, `localhost/kiln-definition:<build>`).
+pub const LOCAL_TAG_PREFIX: &str = "localhost/kiln-";
 
 /// A buildah invocation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +154,16 @@ impl Buildah {
             settings: Arc::new(settings.clone()),
             insecure_registries: Arc::new(Vec::new()),
             sandbox: Arc::default(),
+            storage: None,
+            storage_lock: Arc::default(),
         }
+    }
+
+    /// This runner, keeping images and working containers in `storage` rather than buildah's
+    /// default storage, which others on the host may use.
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
+        self
     }
 
     /// This runner, pulling from `registries` (`host:port`) without TLS verification, as
@@ -340,6 +409,120 @@ impl Buildah {
         Ok(output)
     }
 
+    /// Removes what builds of a killed kiln (or a killed buildah) left in kiln's storage: every
+    /// working container, kiln's local tags of built images and untagged (intermediate)
+    /// images. Pulled base images stay: they are a cache. Only a storage of kiln's own is
+    /// swept, and only by the one process holding its lock, so a second kiln sharing the data
+    /// directory never removes the first one's containers. Run it before builds start.
+    pub async fn sweep_storage(&self) -> Result<Swept, BuildahError> {
+        let Some(storage) = &self.storage else {
+            return Ok(Swept::default());
+        };
+        // A storage no buildah has made yet holds nothing: no need to run buildah to know.
+        let fresh = !storage.root.exists();
+        if !self.lock_storage(storage)? {
+            tracing::warn!(root = %storage.root.display(),
+                "another process holds kiln's buildah storage; its leftovers are not swept");
+            return Ok(Swept::default());
+        }
+        let mut swept = Swept::default();
+        if fresh {
+            return Ok(swept);
+        }
+        let listed = self.list("containers", &["--all"]).await?;
+        for container in listed.as_array().into_iter().flatten() {
+            let Some(id) = container["id"].as_str() else {
+                continue;
+            };
+            let name = container["containername"].as_str().unwrap_or(id).to_owned();
+            match self.remove_container(id).await {
+                Ok(()) => swept.containers.push(name),
+                Err(err) => tracing::warn!(container = %name, error = %crate::error_chain(&err),
+                    "cannot remove a buildah container an interrupted build left"),
+            }
+        }
+        let listed = self.list("images", &["--all"]).await?;
+        for image in listed.as_array().into_iter().flatten() {
+            let Some(id) = image["id"].as_str() else {
+                continue;
+            };
+            let names: Vec<&str> = image["names"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_str)
+                .collect();
+            if names.iter().all(|name| name.starts_with(LOCAL_TAG_PREFIX)) {
+                // An image another removal took along (a parent) is gone already.
+                if self.remove_image(id).await.is_ok() {
+                    swept.images.push(id.to_owned());
+                }
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Takes the lock that makes this process the sweeper of `storage`: false when another
+    /// process holds it.
+    fn lock_storage(&self, storage: &Storage) -> Result<bool, BuildahError> {
+        if self.storage_lock.get().is_some() {
+            return Ok(true);
+        }
+        let path = storage.root.join("kiln.lock");
+        let io = |what: String| move |source| BuildahError::Io { what, source };
+        std::fs::create_dir_all(&storage.root)
+            .map_err(io(format!("cannot create {}", storage.root.display())))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("cannot open {}", path.display())))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                let _ = self.storage_lock.set(file);
+                Ok(true)
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+            Err(err) => Err(BuildahError::Io {
+                what: format!("cannot lock {}", path.display()),
+                source: err.into(),
+            }),
+        }
+    }
+
+    /// What `buildah <what> --json <options>` lists (its stdout alone: warnings go to stderr).
+    async fn list(
+        &self,
+        what: &'static str,
+        options: &[&str],
+    ) -> Result<serde_json::Value, BuildahError> {
+        let storage = self.storage.as_ref().map(Storage::options);
+        let output = self
+            .command()
+            .args(storage.iter().flatten())
+            .args([what, "--json"])
+            .args(options)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| BuildahError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(BuildahError::Failed {
+                step: what,
+                status: output.status,
+            });
+        }
+        serde_json::from_slice(&output.stdout).map_err(|err| BuildahError::Io {
+            what: format!("`buildah {what} --json` printed no JSON list"),
+            source: std::io::Error::other(err),
+        })
+    }
+
     /// Removes a working container.
     pub async fn remove_container(&self, container: &str) -> Result<(), BuildahError> {
         let args = ["rm", container].map(String::from);
@@ -374,7 +557,9 @@ impl Buildah {
         args: &[String],
         mut log: impl FnMut(&str),
     ) -> Result<(), BuildahError> {
+        let storage = self.storage.as_ref().map(Storage::options);
         let mut child = command
+            .args(storage.iter().flatten())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

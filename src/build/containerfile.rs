@@ -4,7 +4,9 @@
 //!
 //! Such a build's record holds the Dockerfile in `containerfile`, the target image in `image`
 //! and a [`ContainerfileRequest`] in `request`. The Dockerfile is built in an empty context
-//! (clients send no files), its steps contained ([`super::sandbox`]), and the image is pushed to kiln's registry at the address the builder reaches it by.
+//! (clients send no files), its steps contained ([`super::sandbox`]), and the image is pushed to
+//! kiln's registry at the address the builder reaches it by, with an SBOM of its Debian
+//! packages as a referrer ([`super::sbom`]).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -14,14 +16,19 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::buildah::{BuildOptions, Buildah, BuildahError, Credentials};
+use super::native::image_without_tag;
+use super::sbom::{SbomTarget, attach_recipe_sbom, pushed_dpkg_status};
 use super::{Backend, BuildLog};
-use crate::assemble::MEDIA_TYPE_MANIFEST;
+use crate::assemble::{Descriptor, MEDIA_TYPE_MANIFEST};
 use crate::registry::client::{Auth, ClientError, RegistryClient};
 use crate::spec::{Dockerfile, Platform};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
 /// Docker's schema 2 manifest, which buildah pushes when a base image made it keep that format.
 const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// The largest image config read back (for its labels); buildah writes a few KiB.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// How many of buildah's last output lines a failure reason quotes.
 const TAIL_LINES: usize = 12;
@@ -120,7 +127,8 @@ impl std::fmt::Debug for ContainerfileSettings {
 pub struct ContainerfileBuilder {
     buildah: Buildah,
     settings: ContainerfileSettings,
-    /// Reads pushed manifests back, for the sizes clients are told.
+    /// Reads pushed manifests back, for the sizes clients are told and the SBOM, and pushes
+    /// the SBOM.
     client: RegistryClient,
 }
 
@@ -241,23 +249,39 @@ impl ContainerfileBuilder {
             )
         })?;
 
-        let size = self.pulled_size(&repository, &digest).await?;
+        let pushed = self.read_back(&repository, &digest).await?;
         log.line(format!("pushed {}@{digest}", build.image)).await;
+        let status = pushed_dpkg_status(
+            &self.client,
+            &repository,
+            &pushed.layers,
+            &work.join("sbom"),
+        )
+        .await?;
+        let target = SbomTarget {
+            image: &image_without_tag(&build.image),
+            repository: &repository,
+            platform,
+            subject: pushed.manifest,
+        };
+        attach_recipe_sbom(&self.client, &target, &status, &pushed.config, log).await?;
         Ok(BuildOutcome::Succeeded {
             digest: digest.clone(),
             outputs: vec![ImageOutput {
                 platform: platform.to_string(),
                 digest,
-                size,
+                size: pushed.size,
                 download_url: None,
             }],
             lock: None,
         })
     }
 
-    /// Bytes a pull of manifest `digest` downloads: its config and layers, as pushed.
-    async fn pulled_size(&self, repository: &str, digest: &str) -> Result<u64, Failure> {
-        let (manifest, _) = self
+    /// Reads the pushed manifest `digest` back: its descriptor, its layers, its config and
+    /// the bytes a pull downloads (config and layers).
+    async fn read_back(&self, repository: &str, digest: &str) -> Result<PushedImage, Failure> {
+        let unreadable = |detail: String| format!("the pushed image cannot be read back: {detail}");
+        let (bytes, _) = self
             .client
             .pull_manifest(
                 repository,
@@ -265,21 +289,52 @@ impl ContainerfileBuilder {
                 &[MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST],
             )
             .await
-            .map_err(|err| {
-                format!(
-                    "the pushed image cannot be read back: {}",
-                    crate::error_chain(&err)
-                )
-            })?;
-        let manifest: serde_json::Value = serde_json::from_slice(&manifest)
-            .map_err(|err| format!("the pushed manifest is not JSON: {err}"))?;
-        let size_of = |descriptor: &serde_json::Value| descriptor["size"].as_u64().unwrap_or(0);
-        let layers: u64 = manifest["layers"]
-            .as_array()
-            .map(|layers| layers.iter().map(size_of).sum())
-            .unwrap_or(0);
-        Ok(size_of(&manifest["config"]) + layers)
+            .map_err(|err| unreadable(crate::error_chain(&err)))?;
+        let manifest: ImageManifest = serde_json::from_slice(&bytes)
+            .map_err(|err| unreadable(format!("its manifest is not an image manifest: {err}")))?;
+        let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        let mut config = Vec::new();
+        if manifest.config.size <= MAX_CONFIG_BYTES {
+            self.client
+                .pull_blob(repository, &manifest.config.digest, &mut config)
+                .await
+                .map_err(|err| unreadable(crate::error_chain(&err)))?;
+        }
+        Ok(PushedImage {
+            manifest: Descriptor {
+                media_type: manifest
+                    .media_type
+                    .unwrap_or_else(|| MEDIA_TYPE_MANIFEST.to_owned()),
+                digest: digest.to_owned(),
+                size: bytes.len() as u64,
+                annotations: None,
+            },
+            config: serde_json::from_slice(&config).unwrap_or_default(),
+            layers: manifest.layers,
+            size,
+        })
     }
+}
+
+/// An image manifest (OCI or Docker schema 2), as far as kiln reads pushed ones.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageManifest {
+    media_type: Option<String>,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+/// What buildah pushed, read back from the registry.
+struct PushedImage {
+    /// The image manifest, as referrers name their subject.
+    manifest: Descriptor,
+    /// The OCI config document (`null` if it could not be read as JSON).
+    config: serde_json::Value,
+    /// The layers, bottom first.
+    layers: Vec<Descriptor>,
+    /// Bytes a pull downloads: config and layers.
+    size: u64,
 }
 
 /// Makes `work` afresh with an empty build context in it, and returns the context's path.

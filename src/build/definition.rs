@@ -7,7 +7,8 @@
 //! layout on disk, and the SIF is assembled from those layers like every other SIF kiln makes,
 //! with the definition's `%environment`, `%runscript`, `%startscript`, `%labels` and `%help`
 //! written where `singularity build` puts them and the definition itself stored in the file.
-//! The SIF is pushed to the library repository the build request names.
+//! The SIF is pushed to the library repository the build request names, with an SBOM of the
+//! Debian packages its layers' dpkg status names as a referrer ([`super::sbom`]).
 //!
 //! `Bootstrap: localimage` builds on a SIF kiln holds, named by its library reference: its root
 //! file system is unpacked into the build context and copied onto `scratch` as the first layer,
@@ -24,7 +25,8 @@ use super::buildah::{BuildOptions, Buildah};
 use super::containerfile::{
     build_failure, finish, forward, fresh_context, streamed, write_containerfile,
 };
-use super::native::Failure;
+use super::native::{Failure, image_without_tag};
+use super::sbom::{SbomTarget, attach_recipe_sbom, local_dpkg_status};
 use super::sif::{SifContents, assemble_sif, push_sif, singularity_labels};
 use super::{Backend, BuildLog};
 use crate::assemble::sif::{SifArch, read_objects};
@@ -233,13 +235,14 @@ impl DefinitionBuilder {
             inherit_config(&mut image.config["config"], old);
         }
 
+        let status = local_dpkg_status(image.layers.clone()).await?;
         let mut labels = singularity_labels(&image.config["config"], platform);
         labels.extend(definition.labels.iter().cloned());
         let (sif_path, summary) = assemble_sif(
             SifContents {
                 platform,
                 layers: image.layers,
-                config: image.config,
+                config: image.config.clone(),
                 definition: definition.raw.clone(),
                 labels,
                 scripts: scripts_of(&definition),
@@ -266,6 +269,13 @@ impl DefinitionBuilder {
             summary.sha256
         ))
         .await;
+        let target = SbomTarget {
+            image: &image_without_tag(&build.image),
+            repository: &request.repository,
+            platform,
+            subject: pushed.manifest.clone(),
+        };
+        attach_recipe_sbom(&self.client, &target, &status, &image.config, log).await?;
         Ok(pushed.outcome(platform, &summary, None))
     }
 

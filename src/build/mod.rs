@@ -9,6 +9,7 @@
 pub mod buildah;
 pub mod containerfile;
 pub mod definition;
+pub mod leftovers;
 pub mod log;
 pub mod native;
 pub mod python;

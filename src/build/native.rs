@@ -210,7 +210,7 @@ impl NativeBuilder {
                     &config.insecure_registries,
                 )?
             },
-            work_dir: config.data_dir.join("work"),
+            work_dir: config.work_dir(),
             layer_dir: cache.join("layers"),
             blob_dir: cache.join("blobs"),
             public_url: config.public_url(),

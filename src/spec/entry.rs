@@ -67,6 +67,12 @@ pub enum EntryError {
     /// The entry is longer than [`MAX_ENTRY_LEN`].
     #[error("package entry `{entry}` is {len} bytes long; the limit is {MAX_ENTRY_LEN}")]
     TooLong { entry: String, len: usize },
+    /// The entry fits [`MAX_ENTRY_LEN`], but its canonical form does not.
+    #[error(
+        "package entry `{entry}` is {len} bytes long with its versions written in full \
+         (`1-2` as `1.post2`); the limit is {MAX_ENTRY_LEN}"
+    )]
+    CanonicalTooLong { entry: String, len: usize },
     /// The entry holds a character that could change the meaning of a recipe or a shell line.
     #[error("package entry `{entry}` contains {what}, which is not allowed in a package entry")]
     ForbiddenCharacter { entry: String, what: String },
@@ -117,11 +123,10 @@ impl FromStr for PackageEntry {
                 rest: s[5..].to_owned(),
             });
         }
-        match s.strip_prefix("pip:") {
-            Some(requirement) => {
-                PipSpec::parse(requirement)
-                    .map(PackageEntry::Pip)
-                    .map_err(|reason| match reason {
+        let entry =
+            match s.strip_prefix("pip:") {
+                Some(requirement) => PipSpec::parse(requirement).map(PackageEntry::Pip).map_err(
+                    |reason| match reason {
                         super::pip::PipParseError::Url => EntryError::Url {
                             entry: s.to_owned(),
                         },
@@ -129,15 +134,25 @@ impl FromStr for PackageEntry {
                             entry: s.to_owned(),
                             reason,
                         },
-                    })
-            }
-            None => CondaSpec::parse(s)
-                .map(PackageEntry::Conda)
-                .map_err(|reason| EntryError::InvalidConda {
-                    entry: s.to_owned(),
-                    reason,
-                }),
+                    },
+                ),
+                None => CondaSpec::parse(s)
+                    .map(PackageEntry::Conda)
+                    .map_err(|reason| EntryError::InvalidConda {
+                        entry: s.to_owned(),
+                        reason,
+                    }),
+            }?;
+        // Normalizing can lengthen an entry (`==1-2` is `==1.post2`); the canonical form is
+        // what is stored and parsed again, so it must fit the limit too.
+        let len = entry.to_string().len();
+        if len > MAX_ENTRY_LEN {
+            return Err(EntryError::CanonicalTooLong {
+                entry: printable(s),
+                len,
+            });
         }
+        Ok(entry)
     }
 }
 
@@ -361,6 +376,32 @@ mod tests {
                 .parse::<PackageEntry>()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn entries_whose_canonical_form_is_too_long_are_refused() {
+        // Found by the `entry` fuzz target: 247 bytes, whose canonical form (267 bytes) was
+        // then refused when parsed again.
+        let found = "pip:e==34,==22-110000000,==22+11650-110000000,==22650-17,==220000074,\
+                     ==22-00760000074,==22+02650-17,==220000074,==22-7657,==22+o6500000074,\
+                     ==22+007650-110000000,==22650-17,==220000074,==22-00760000074,\
+                     ==22+02650-17,==220000074,==22-7657,==22+o6500";
+        assert_eq!(found.len(), 247);
+        let versions = vec!["1-2"; 40].join(",==");
+        for entry in [found.to_owned(), format!("pip:e=={versions}")] {
+            assert!(entry.len() <= MAX_ENTRY_LEN);
+            let message = refused(&entry).to_string();
+            assert!(
+                message.contains("bytes long with its versions written in full")
+                    && message.contains("the limit is 256"),
+                "{message}"
+            );
+        }
+        // Entries that fit written in full are accepted and parse back.
+        let fits = format!("pip:e=={}", vec!["1-2"; 20].join(",=="));
+        let entry: PackageEntry = fits.parse().expect("fits");
+        assert!(entry.to_string().len() <= MAX_ENTRY_LEN);
+        assert_eq!(entry.to_string().parse::<PackageEntry>(), Ok(entry));
     }
 
     #[test]

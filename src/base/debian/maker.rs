@@ -57,7 +57,7 @@ impl BaseMaker {
         Ok(BaseMaker {
             mirror,
             client,
-            work_dir: config.data_dir.join("work/bases"),
+            work_dir: config.work_dir().join("bases"),
             flights: tokio::sync::Mutex::default(),
         })
     }
