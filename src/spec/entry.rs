@@ -405,6 +405,20 @@ mod tests {
     }
 
     #[test]
+    fn markers_get_a_canonical_form_that_parses_to_itself() {
+        // Found by the `entry` fuzz target: the marker, which never holds, was written as
+        // `python_version < '0'`, which parses to `python_full_version < '0'`.
+        let entry: PackageEntry = r#"pip:requests==1.32; python_version == "2.2.40""#
+            .parse()
+            .expect("a valid requirement");
+        let canonical = entry.to_string();
+        assert_eq!(canonical, "pip:requests==1.32; python_full_version < '0'");
+        let again: PackageEntry = canonical.parse().expect("the canonical form parses");
+        assert_eq!(again, entry);
+        assert_eq!(again.to_string(), canonical);
+    }
+
+    #[test]
     fn long_entries_are_cut_in_messages() {
         let message = refused(&"a".repeat(300)).to_string();
         assert!(message.contains("is 300 bytes long; the limit is 256"));

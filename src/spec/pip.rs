@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// The longest pip project name kiln accepts.
 const MAX_NAME_LEN: usize = 128;
 
+/// How often a requirement is rendered and parsed again, at most, to reach a canonical text
+/// that renders to itself.
+const MAX_RENDERINGS: usize = 3;
+
 /// A validated pip requirement, stored in its canonical text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PipSpec {
@@ -70,6 +74,25 @@ impl PipSpec {
     }
 
     pub(super) fn parse(text: &str) -> Result<Self, PipParseError> {
+        let mut spec = Self::parse_once(text)?;
+        // pep508_rs does not always write a marker in a form it reads back the same
+        // (`python_version == "2.2.40"`, which never holds, comes out as `python_version < '0'`
+        // and that comes back as `python_full_version < '0'`; found by the `entry` fuzz
+        // target). The canonical text is where rendering holds still, so it parses to itself.
+        for _ in 0..MAX_RENDERINGS {
+            let again = Self::parse_once(&spec.canonical)?;
+            if again == spec {
+                return Ok(spec);
+            }
+            spec = again;
+        }
+        Err(PipParseError::Invalid(
+            "its environment marker has no stable written form; simplify it".into(),
+        ))
+    }
+
+    /// Parses `text` and renders its canonical text once.
+    fn parse_once(text: &str) -> Result<Self, PipParseError> {
         check_name_ends(text)?;
         let mut requirement = Requirement::<pep508_rs::VerbatimUrl>::from_str(text)
             .map_err(|err| PipParseError::Invalid(first_line(&err.to_string())))?;
