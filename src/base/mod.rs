@@ -250,26 +250,38 @@ pub async fn bootstrap(
         manifests.push((platform, manifest));
         facts.push(platform_facts);
     }
-    let index = assemble::image_index(&manifests);
-    let reference = format!(
-        "{}/{}:{}",
-        client.registry(),
-        options.repository,
-        options.tag
-    );
-    let digest = client
-        .push_manifest(
-            &options.repository,
-            &options.tag,
-            Bytes::from(index.bytes),
-            MEDIA_TYPE_INDEX,
-        )
-        .await
-        .map_err(registry(format!("pushing the index {reference}")))?;
+    let image = push_index(
+        client,
+        &options.repository,
+        &options.tag,
+        &manifests,
+        &facts,
+    )
+    .await?;
     log(&format!(
-        "pushed {reference} ({digest}) in {:.1}s",
+        "pushed {} ({}) in {:.1}s",
+        image.reference,
+        image.digest,
         started.elapsed().as_secs_f64()
     ));
+    Ok(image)
+}
+
+/// Pushes the index of a base's platform `manifests` under `repository:tag` and returns the
+/// base with the facts every platform satisfies (the lowest glibc and python).
+async fn push_index(
+    client: &RegistryClient,
+    repository: &str,
+    tag: &str,
+    manifests: &[(Platform, Blob)],
+    facts: &[Facts],
+) -> Result<BaseImage, BaseError> {
+    let index = assemble::image_index(manifests);
+    let reference = format!("{}/{repository}:{tag}", client.registry());
+    let digest = client
+        .push_manifest(repository, tag, Bytes::from(index.bytes), MEDIA_TYPE_INDEX)
+        .await
+        .map_err(registry(format!("pushing the index {reference}")))?;
     let glibc = lowest(facts.iter().map(|f| f.glibc.as_str())).ok_or(BaseError::NoPlatforms)?;
     let python = lowest(facts.iter().filter_map(|f| f.python.as_deref()));
     Ok(BaseImage {

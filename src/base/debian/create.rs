@@ -7,16 +7,14 @@
 use std::path::Path;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::deb::data_tar;
 use super::mirror::Mirror;
 use super::packages::Stanza;
 use super::release::Release;
 use super::rootfs::{PackageControl, Rootfs};
-use crate::assemble::{self, MEDIA_TYPE_INDEX};
+use crate::assemble;
 use crate::base::{
-    BaseError, BaseImage, Compressed, Facts, io_error, lowest, push_platform, registry,
+    BaseError, BaseImage, Compressed, Facts, io_error, push_index, push_platform,
     upstream_major_minor,
 };
 use crate::registry::client::RegistryClient;
@@ -102,31 +100,15 @@ pub async fn create(
         .zip(made)
         .map(|(&platform, (manifest, facts))| ((platform, manifest), facts))
         .unzip();
-    let index = assemble::image_index(&manifests);
-    let reference = format!("{}/{}:{}", client.registry(), base.repository, base.tag);
-    let digest = client
-        .push_manifest(
-            &base.repository,
-            &base.tag,
-            Bytes::from(index.bytes),
-            MEDIA_TYPE_INDEX,
-        )
-        .await
-        .map_err(registry(format!("pushing the index {reference}")))?;
+    let image = push_index(client, &base.repository, &base.tag, &manifests, &facts).await?;
     log(&format!(
-        "made {reference} ({digest}) from Debian {} in {:.1} s",
+        "made {} ({}) from Debian {} in {:.1} s",
+        image.reference,
+        image.digest,
         mirror.suite(),
         started.elapsed().as_secs_f64()
     ));
-    let glibc =
-        lowest(facts.iter().map(|f: &Facts| f.glibc.as_str())).ok_or(BaseError::NoPlatforms)?;
-    let python = lowest(facts.iter().filter_map(|f| f.python.as_deref()));
-    Ok(BaseImage {
-        reference,
-        digest,
-        glibc,
-        python,
-    })
+    Ok(image)
 }
 
 #[expect(

@@ -55,8 +55,9 @@ const GZIP_LEVEL: u32 = 6;
 /// base sets is a few MiB; this guards against a hostile or corrupt archive).
 const MAX_FILE_BYTES: u64 = 512 << 20;
 
-/// The most all packages together may hold once unpacked.
-const MAX_TOTAL_BYTES: u64 = 4 << 30;
+/// The most all packages together may hold once unpacked (the tree is held in memory; the
+/// Python base is about 100 MiB).
+const MAX_TOTAL_BYTES: u64 = 1 << 30;
 
 /// One path in the tree.
 #[derive(Debug, Clone)]
