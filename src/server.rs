@@ -139,7 +139,8 @@ fn builders(
         },
         &config.insecure_registries,
     )?;
-    let native = NativeBuilder::from_config(config, client.clone(), store).map_err(anyhow::Error::msg)?;
+    let native =
+        NativeBuilder::from_config(config, client.clone(), store).map_err(anyhow::Error::msg)?;
     let containerfile = ContainerfileBuilder::new(
         buildah.clone(),
         ContainerfileSettings {

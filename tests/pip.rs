@@ -298,17 +298,16 @@ async fn a_python_base_from_another_registry_is_copied_in_once() {
             .expect("reference"),
     );
     config.base.python.python = None;
-    let backend =
-        kiln::build::native::NativeBuilder::from_config(
-            &config,
-            pusher(&app),
-            std::sync::Arc::new(
-                kiln::store::SqliteStore::open(&data.path().join("kiln.db"))
-                    .await
-                    .expect("database"),
-            ),
-        )
-        .expect("builder");
+    let backend = kiln::build::native::NativeBuilder::from_config(
+        &config,
+        pusher(&app),
+        std::sync::Arc::new(
+            kiln::store::SqliteStore::open(&data.path().join("kiln.db"))
+                .await
+                .expect("database"),
+        ),
+    )
+    .expect("builder");
 
     let (outcome, image, log) = build(&backend, &app, &["pip:six==1.16.0"], &BOTH, "").await;
     succeeded(outcome, &log);

@@ -798,7 +798,10 @@ mod tests {
         ) -> Result<Option<crate::store::PackageLayer>, StoreError> {
             Err(broken())
         }
-        async fn add_package_layer(&self, _: &crate::store::PackageLayer) -> Result<(), StoreError> {
+        async fn add_package_layer(
+            &self,
+            _: &crate::store::PackageLayer,
+        ) -> Result<(), StoreError> {
             Err(broken())
         }
     }

@@ -114,7 +114,11 @@ mod tests {
     #[test]
     fn large_packages_are_alone_and_small_ones_share_their_names_bucket() {
         let groups = group_packages(
-            &pkgs(&[("python-3.12", BIG * 30), ("zlib-1.3", 100), ("six-1.16", 10)]),
+            &pkgs(&[
+                ("python-3.12", BIG * 30),
+                ("zlib-1.3", 100),
+                ("six-1.16", 10),
+            ]),
             19,
         );
         assert!(groups.contains(&vec!["python-3.12".to_owned()]));
@@ -126,7 +130,11 @@ mod tests {
     fn buckets_are_fixed_by_name() {
         // Known values: a change of the hash would move every small package's layer.
         assert_eq!(
-            [bucket_of("python", 8), bucket_of("numpy", 8), bucket_of("zlib", 8)],
+            [
+                bucket_of("python", 8),
+                bucket_of("numpy", 8),
+                bucket_of("zlib", 8)
+            ],
             [1, 2, 0]
         );
         assert!((0..100).all(|n| bucket_of(&format!("pkg{n}"), 8) < 8));
@@ -136,9 +144,7 @@ mod tests {
 
     #[test]
     fn too_many_large_packages_overflow_into_buckets_within_the_budget() {
-        let many: Vec<(String, u64)> = (0..30)
-            .map(|n| (format!("p{n:02}-1"), BIG + n))
-            .collect();
+        let many: Vec<(String, u64)> = (0..30).map(|n| (format!("p{n:02}-1"), BIG + n)).collect();
         let list: Vec<(&str, u64)> = many.iter().map(|(id, s)| (id.as_str(), *s)).collect();
         let groups = group_packages(&pkgs(&list), 19);
         assert!(groups.len() <= 19, "{groups:?}");

@@ -151,9 +151,9 @@ struct Job {
 
 enum JobKind {
     Conda {
-        record: RepoDataRecord,
+        record: Box<RepoDataRecord>,
         package_dir: PathBuf,
-        python: Option<RepoDataRecord>,
+        python: Option<Box<RepoDataRecord>>,
         platform: Platform,
     },
     Wheel {
@@ -177,7 +177,7 @@ fn make_layer(job: &Job, layer_dir: &Path) -> Result<(LayerBlob, PackageLayer), 
                 package_dir,
                 record,
                 *platform,
-                python.as_ref(),
+                python.as_deref(),
                 &job.root.join(relative),
             )
             .map_err(|err| crate::error_chain(&err))?;
@@ -264,7 +264,10 @@ impl NativeBuilder {
     }
 
     /// Makes the layers of `jobs` on the blocking pool and records them in the store.
-    async fn make_layers(&self, jobs: Vec<Job>) -> Result<Vec<(usize, LayerBlob, PackageLayer)>, Failure> {
+    async fn make_layers(
+        &self,
+        jobs: Vec<Job>,
+    ) -> Result<Vec<(usize, LayerBlob, PackageLayer)>, Failure> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -329,9 +332,9 @@ impl NativeBuilder {
                 key,
                 root: work.join(format!("package-{index}")),
                 kind: JobKind::Conda {
-                    record: solution.records[index].clone(),
+                    record: Box::new(solution.records[index].clone()),
                     package_dir,
-                    python: python.cloned(),
+                    python: python.cloned().map(Box::new),
                     platform,
                 },
             })

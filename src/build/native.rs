@@ -410,8 +410,10 @@ impl NativeBuilder {
                 .flat_map(|package| &package.record.python_metadata)
                 .map(|path| prefix.join(path))
                 .collect();
-            let provided =
-                distributions_in(&python.layout.site_packages, metadata.iter().map(PathBuf::as_path));
+            let provided = distributions_in(
+                &python.layout.site_packages,
+                metadata.iter().map(PathBuf::as_path),
+            );
             let wheels = self
                 .install_wheels(request, &python, &target, &provided, &root, log, lock)
                 .await?;
@@ -688,7 +690,10 @@ impl NativeBuilder {
     /// Resolves the pip entries for `python` on `target` (beside the distributions `provided`
     /// by the conda environment), fetches the wheels and gives their layers, made under `root`
     /// unless the layer cache has them.
-    #[expect(clippy::too_many_arguments, reason = "one call site, each argument distinct")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument distinct"
+    )]
     async fn install_wheels(
         &self,
         request: &Request,

@@ -871,12 +871,11 @@ impl Store for SqliteStore {
     }
 
     async fn add_package_layer(&self, layer: &PackageLayer) -> Result<(), StoreError> {
-        let metadata = serde_json::to_string(&layer.python_metadata).map_err(|err| {
-            StoreError::Corrupt {
+        let metadata =
+            serde_json::to_string(&layer.python_metadata).map_err(|err| StoreError::Corrupt {
                 id: layer.key.clone(),
                 detail: format!("python_metadata: {err}"),
-            }
-        })?;
+            })?;
         let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         sqlx::query(
             "INSERT INTO package_layers
