@@ -1,9 +1,10 @@
 //! Installing a solution into a staging prefix, as it will be at `/opt/conda` in the image.
 //!
-//! rattler links packages from a package cache shared by all builds (downloads are checked
-//! against the lock's sha256 there), patches prefix placeholders for `/opt/conda` instead of
-//! the staging path, and never runs link scripts. Afterwards everything that would tie the
-//! result to this host is removed, so the same lock gives the same bytes on any machine.
+//! rattler links each package on its own (so it can be a layer of its own) from a package
+//! cache shared by all builds (downloads are checked against the lock's sha256 there), patches
+//! prefix placeholders for `/opt/conda` instead of the staging path, and never runs link
+//! scripts. Everything that would tie the result to this host is removed, so the same lock
+//! gives the same bytes on any machine.
 //! Packages are named by their canonical URLs (what `conda-meta` records); a channel's
 //! mirror is only where the bytes come from, swapped in per request by rattler's mirror
 //! middleware. Depends on `resolve`.
@@ -14,7 +15,7 @@ pub mod wheel;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use rattler::install::{InstallOptions, Installer, LinkOptions, PythonInfo, link_package_sync};
+use rattler::install::{InstallOptions, PythonInfo, link_package_sync};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::prefix::Prefix;
 use rattler_conda_types::prefix_record::Link;
@@ -89,40 +90,34 @@ impl CondaInstaller {
         }
     }
 
-    /// Installs `solution` for `platform` into `staging`, which stands for [`CONDA_PREFIX`].
+    /// Installs `solution` for `platform` into `staging`, which stands for [`CONDA_PREFIX`]:
+    /// each package fetched, then linked as [`link_package`] links it for its own layer, so
+    /// the environment is the union of the packages' layers. Links run on the blocking pool.
     pub async fn install(
         &self,
         solution: &Solution,
         platform: Platform,
         staging: &Path,
     ) -> Result<(), InstallError> {
-        Installer::new()
-            .with_target_platform(subdir(platform))
-            .with_alternative_target_prefix(CONDA_PREFIX)
-            .with_package_cache(self.cache.clone())
-            .with_download_client(self.download.clone())
-            .with_execute_link_scripts(false)
-            // Copies, not hard or ref links into the shared cache: a layer must own its bytes.
-            // A package's own symlinks (`bin/python3 -> python3.12`) stay symlinks; copied,
-            // they would duplicate libraries and keep unpatched prefix placeholders.
-            .with_link_options(LinkOptions {
-                allow_hard_links: Some(false),
-                allow_ref_links: Some(false),
-                allow_symbolic_links: Some(true),
-            })
-            .install(staging, solution.records.iter().cloned())
-            .await
-            .map_err(|err| InstallError::Install(crate::error_chain(&err)))?;
-        // rattler did not run them; an environment that needs them is not what was asked for.
-        let scripts = link_scripts(staging);
-        if !scripts.is_empty() {
-            return Err(InstallError::LinkScripts(scripts));
-        }
-        scrub(staging)
+        let package_dirs = futures_util::future::try_join_all(
+            solution.records.iter().map(|record| self.fetch(record)),
+        )
+        .await?;
+        let records = solution.records.clone();
+        let staging = staging.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let python = records
+                .iter()
+                .find(|record| record.package_record.name.as_normalized() == "python");
+            for (record, package_dir) in records.iter().zip(&package_dirs) {
+                link_package(package_dir, record, platform, python, &staging)?;
+            }
+            scrub(&staging)
+        })
+        .await
+        .map_err(|err| InstallError::Install(format!("installing crashed: {err}")))?
     }
-}
 
-impl CondaInstaller {
     /// Puts `record`'s package into the package cache (downloaded from its channel's mirror
     /// and checked against its sha256, unless it is there already) and returns where it is
     /// extracted, for [`link_package`].
@@ -255,29 +250,18 @@ fn scrub_record(record: &mut serde_json::Value) {
     }
 }
 
-/// Removes what ties an installed prefix to this host and this moment.
+/// Removes what ties an installed prefix to this host and this moment, beside the records
+/// [`link_package`] scrubs: the files rattler creates in every prefix.
 fn scrub(staging: &Path) -> Result<(), InstallError> {
-    let clean = |source| InstallError::Clean {
-        path: staging.to_owned(),
-        source,
-    };
     for name in ["CACHEDIR.TAG", "conda-meta/history"] {
         match std::fs::remove_file(staging.join(name)) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(clean(err)),
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(InstallError::Clean {
+                    path: staging.join(name),
+                    source: err,
+                });
+            }
             _ => {}
-        }
-    }
-    let meta = staging.join("conda-meta");
-    for entry in std::fs::read_dir(&meta).map_err(clean)? {
-        let path = entry.map_err(clean)?.path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let text = std::fs::read_to_string(&path).map_err(clean)?;
-            let mut record: serde_json::Value =
-                serde_json::from_str(&text).map_err(|err| clean(std::io::Error::other(err)))?;
-            scrub_record(&mut record);
-            let text = serde_json::to_string_pretty(&record)
-                .map_err(|err| clean(std::io::Error::other(err)))?;
-            std::fs::write(&path, text).map_err(clean)?;
         }
     }
     Ok(())
