@@ -102,9 +102,9 @@ async fn first_image(channel_url: &str, platform: Platform, full: bool) -> Resul
             .or_else(|_| std::fs::create_dir_all(&cache))?;
         config.data_dir = data.path().to_owned();
     }
-    let builder =
-        NativeBuilder::from_config(&config, kiln.pusher()?).map_err(anyhow::Error::msg)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path().join("bench.db")).await?);
+    let builder = NativeBuilder::from_config(&config, kiln.pusher()?, store.clone())
+        .map_err(anyhow::Error::msg)?;
     let request = Request::try_from(RequestInput {
         entries: vec!["kiln-hello=2.0".into()],
         channels: vec![CHANNEL_NAME.into()],

@@ -174,8 +174,8 @@ async fn measure_kiln(sizes: &Sizes, channel: &Channel) -> Result<KilnTimes> {
     let kiln = Kiln::start().await?;
     base::push_base(&kiln.pusher()?, BASE_REPOSITORY, BASE_TAG).await?;
     let data = tempfile::tempdir()?;
-    let builder = native_builder(&kiln, &channel_url, data.path())?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path().join("kiln.db")).await?);
+    let builder = native_builder(&kiln, &channel_url, data.path(), store.clone())?;
 
     let cold = timed_build(&builder, &store, &kiln, &sizes.cold_names()).await?;
     let warm = timed_build(&builder, &store, &kiln, &sizes.warm_names()).await?;
@@ -189,8 +189,13 @@ async fn measure_kiln(sizes: &Sizes, channel: &Channel) -> Result<KilnTimes> {
 }
 
 /// A native builder with its caches under `data`, as `kiln serve` lays them out, pushing to
-/// `kiln` with the builder credential.
-fn native_builder(kiln: &Kiln, channel_url: &str, data: &Path) -> Result<NativeBuilder> {
+/// `kiln` with the builder credential, recording package layers in `store`.
+fn native_builder(
+    kiln: &Kiln,
+    channel_url: &str,
+    data: &Path,
+    store: Arc<dyn Store>,
+) -> Result<NativeBuilder> {
     let config = Config {
         registry: kiln.address.to_string().parse()?,
         data_dir: data.to_owned(),
@@ -205,7 +210,7 @@ fn native_builder(kiln: &Kiln, channel_url: &str, data: &Path) -> Result<NativeB
         },
         ..Config::default()
     };
-    NativeBuilder::from_config(&config, kiln.pusher()?).map_err(anyhow::Error::msg)
+    NativeBuilder::from_config(&config, kiln.pusher()?, store).map_err(anyhow::Error::msg)
 }
 
 /// Builds `entries` from the bench channel for linux/amd64 as a queue worker would, timing

@@ -155,8 +155,8 @@ async fn measure(requests: &Requests) -> Result<Times> {
     let combination = pip_request(&requests.combination)?;
 
     let data = tempfile::tempdir()?;
-    let builder = native_builder(&kiln, &base, data.path())?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path().join("kiln.db")).await?);
+    let builder = native_builder(&kiln, &base, data.path(), store.clone())?;
     let cold = kiln_build(&builder, &store, &kiln, &request).await?;
     let warm = kiln_build(&builder, &store, &kiln, &request).await?;
     let combination_build = kiln_build(&builder, &store, &kiln, &combination).await?;

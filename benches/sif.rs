@@ -311,8 +311,8 @@ async fn measure(workload: &Workload) -> Result<Times> {
     );
 
     let data = tempfile::tempdir()?;
-    let builder = native_builder(&kiln, &base, data.path())?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path().join("kiln.db")).await?);
+    let builder = native_builder(&kiln, &base, data.path(), store.clone())?;
     let docker = docker_build(&builder, &store, &kiln, &workload.request("docker")?).await?;
     let plan = sif_plan(&kiln, &workload.request("sif")?)?;
     let sif_first = sif_build(&builder, &store, &plan).await?;

@@ -230,8 +230,8 @@ async fn build(
         )
     })?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
-    let backend =
-        NativeBuilder::from_config(&config, push_client(&config)?).map_err(anyhow::Error::msg)?;
+    let backend = NativeBuilder::from_config(&config, push_client(&config)?, store.clone())
+        .map_err(anyhow::Error::msg)?;
     let queue = Queue::new(store.clone(), Arc::new(backend), 1);
     let workers = queue.start();
     let mut failed = false;

@@ -56,7 +56,7 @@ pub async fn run(
     crate::build::leftovers::sweep(&buildah, store.as_ref(), &config.work_dir()).await;
     let queue = Queue::new(
         store.clone(),
-        builders(&config, &registry, address, buildah)?,
+        builders(&config, &registry, address, buildah, store.clone())?,
         config.build.workers,
     )
     .with_metrics(metrics.clone())
@@ -127,6 +127,7 @@ fn builders(
     registry: &RegistryState,
     address: SocketAddr,
     buildah: Buildah,
+    store: Arc<dyn Store>,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     let builder = registry.builder_credentials().clone();
     let loopback = SocketAddr::from(([127, 0, 0, 1], address.port()));
@@ -138,7 +139,8 @@ fn builders(
         },
         &config.insecure_registries,
     )?;
-    let native = NativeBuilder::from_config(config, client.clone()).map_err(anyhow::Error::msg)?;
+    let native =
+        NativeBuilder::from_config(config, client.clone(), store).map_err(anyhow::Error::msg)?;
     let containerfile = ContainerfileBuilder::new(
         buildah.clone(),
         ContainerfileSettings {

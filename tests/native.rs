@@ -660,7 +660,7 @@ async fn native_builds_run_are_reproducible_and_share_layers() {
     push_debian_python_base(&pusher(&app), BASE_REPOSITORY).await;
 
     let data_a = tempfile::tempdir().expect("temp dir");
-    let backend_a = builder(&app, &server.url, data_a.path());
+    let backend_a = builder(&app, &server.url, data_a.path()).await;
     let (outcome, image, log) = build(
         &backend_a,
         &app,
@@ -688,7 +688,7 @@ async fn native_builds_run_are_reproducible_and_share_layers() {
 
     // The same request from another data directory: the same manifests, byte for byte.
     let data_b = tempfile::tempdir().expect("temp dir");
-    let backend_b = builder(&app, &server.url, data_b.path());
+    let backend_b = builder(&app, &server.url, data_b.path()).await;
     let (again, _, log_b) = build(
         &backend_b,
         &app,
@@ -708,21 +708,40 @@ async fn native_builds_run_are_reproducible_and_share_layers() {
         "same request, same lock, same manifests"
     );
 
-    // Another request sharing kiln-libgreet shares its layer, and does not upload it again.
-    let (other, other_image, log_c) =
-        build(&backend_a, &app, &["kiln-hello=1.0"], &["linux/amd64"], "").await;
+    // A new combination of known packages: kiln-pyhello and python as in the first image, and
+    // kiln-hello 1.0 instead of 2.0. Only kiln-hello 1.0 is installed and compressed; the
+    // others' layers are the first image's, byte for byte, and are not uploaded again. (Small
+    // packages share layers by a hash of their names: kiln-hello and kiln-libgreet share one,
+    // which changes with kiln-hello's version; kiln-pyhello's and python's do not.)
+    let (other, other_image, log_c) = build(
+        &backend_a,
+        &app,
+        &["kiln-hello=1.0", "kiln-pyhello"],
+        &["linux/amd64"],
+        "",
+    )
+    .await;
     let BuildOutcome::Succeeded {
         outputs: outputs_c, ..
     } = other
     else {
         panic!("the third build failed: {other:?}\n{log_c}");
     };
+    assert!(
+        log_c.contains(
+            "linux/amd64: 1 of 4 conda packages installed and compressed into their layers, 3 \
+             reused from the layer cache"
+        ),
+        "only kiln-hello 1.0 is installed: {log_c}"
+    );
     let first = layers_of(&app, &image, &outputs[0].digest).await;
     let second = layers_of(&app, &other_image, &outputs_c[0].digest).await;
     let shared: Vec<&String> = first.iter().filter(|l| second.contains(l)).collect();
-    assert!(
-        shared.len() > 1,
-        "the base layer and kiln-libgreet's layer are shared: {first:?} vs {second:?}"
+    assert_eq!(
+        (shared.len(), second.len()),
+        (3, 4),
+        "the base layer and kiln-pyhello's and python's layers are shared, kiln-hello's is new: \
+         {first:?} vs {second:?}"
     );
     let (uploaded, total) = log_c
         .lines()
@@ -736,9 +755,14 @@ async fn native_builds_run_are_reproducible_and_share_layers() {
             ))
         })
         .expect("the log says how many layers were uploaded");
-    assert!(
-        uploaded < total,
-        "the shared layer was not uploaded again: {log_c}"
+    assert_eq!(
+        (uploaded, total),
+        (1, 3),
+        "the shared layers were not uploaded again: {log_c}"
+    );
+    assert_eq!(
+        run_in_image(&other_image, "linux/amd64", &["kiln-hello"]).trim(),
+        "hello from kiln-hello 1.0 on x86_64"
     );
     let health = reqwest::get(app.url("/health")).await.expect("health");
     assert_eq!(health.status(), 200);

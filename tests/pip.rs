@@ -67,7 +67,7 @@ async fn pip_packages_install_natively_on_both_platforms() {
     let channel = CondaChannel::build();
     let server = channel.serve();
     let data_a = tempfile::tempdir().expect("temp dir");
-    let backend_a = builder(&app, &server.url, data_a.path());
+    let backend_a = builder(&app, &server.url, data_a.path()).await;
 
     // requests and black, amd64 and arm64: the library imports at its pinned version and the
     // console script runs from PATH, with the image's interpreter in its shebang.
@@ -100,7 +100,7 @@ async fn pip_packages_install_natively_on_both_platforms() {
 
     // The same request from another data directory: the same manifests, byte for byte.
     let data_b = tempfile::tempdir().expect("temp dir");
-    let backend_b = builder(&app, &server.url, data_b.path());
+    let backend_b = builder(&app, &server.url, data_b.path()).await;
     let (again, _, log_b) = build(&backend_b, &app, &REQUESTS_AND_BLACK, &BOTH, "-again").await;
     let (outputs_b, _) = succeeded(again, &log_b);
     assert_eq!(
@@ -298,8 +298,16 @@ async fn a_python_base_from_another_registry_is_copied_in_once() {
             .expect("reference"),
     );
     config.base.python.python = None;
-    let backend =
-        kiln::build::native::NativeBuilder::from_config(&config, pusher(&app)).expect("builder");
+    let backend = kiln::build::native::NativeBuilder::from_config(
+        &config,
+        pusher(&app),
+        std::sync::Arc::new(
+            kiln::store::SqliteStore::open(&data.path().join("kiln.db"))
+                .await
+                .expect("database"),
+        ),
+    )
+    .expect("builder");
 
     let (outcome, image, log) = build(&backend, &app, &["pip:six==1.16.0"], &BOTH, "").await;
     succeeded(outcome, &log);

@@ -47,7 +47,7 @@ impl Kiln {
         push_debian_python_base(&pusher(&app), BASE_REPOSITORY).await;
         let served = channel.serve();
         let data = tempfile::tempdir().expect("temp dir");
-        let mut builder = builder(&app, &served.url, data.path());
+        let mut builder = builder(&app, &served.url, data.path()).await;
         builder.pip.index_url = pip_index.map(str::to_owned);
         let mut own = vec![
             app.address.to_string(),
@@ -182,7 +182,7 @@ async fn check_image(
         let digest = layer["digest"].as_str().expect("digest");
         let compressed = get(app, &format!("/v2/{repository}/blobs/{digest}")).await;
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(compressed.as_slice())
+        flate2::read::MultiGzDecoder::new(compressed.as_slice())
             .read_to_end(&mut tar)
             .expect("a gzip layer");
         assert_free_of(

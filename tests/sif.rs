@@ -232,7 +232,7 @@ async fn conda_sifs_run_on_both_platforms_and_are_served_by_oras_and_https() {
     let channel = CondaChannel::build();
     let server = channel.serve();
     let data_a = tempfile::tempdir().expect("temp dir");
-    let backend_a = builder(&app, &server.url, data_a.path());
+    let backend_a = builder(&app, &server.url, data_a.path()).await;
 
     let mut amd64_sha = String::new();
     for (platform, arch, machine) in [
@@ -307,7 +307,7 @@ async fn pip_sifs_run_on_both_platforms() {
     let channel = CondaChannel::build();
     let server = channel.serve();
     let data = tempfile::tempdir().expect("temp dir");
-    let backend = builder(&app, &server.url, data.path());
+    let backend = builder(&app, &server.url, data.path()).await;
     for (platform, arch) in [("linux/amd64", "amd64"), ("linux/arm64", "arm64")] {
         let (outcome, image, log) =
             build_format(&backend, &app, &["pip:idna==3.10"], &[platform], "sif", "").await;

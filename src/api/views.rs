@@ -792,6 +792,18 @@ mod tests {
         async fn library_tags(&self, _: &str) -> Result<Vec<ArchTag>, StoreError> {
             Err(broken())
         }
+        async fn package_layer(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::store::PackageLayer>, StoreError> {
+            Err(broken())
+        }
+        async fn add_package_layer(
+            &self,
+            _: &crate::store::PackageLayer,
+        ) -> Result<(), StoreError> {
+            Err(broken())
+        }
     }
 
     #[tokio::test]

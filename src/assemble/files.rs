@@ -61,6 +61,17 @@ impl<W> HashWriter<W> {
         }
     }
 
+    /// Hashes and counts `bytes` as if written, without writing them.
+    pub(super) fn hash_only(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.count += bytes.len() as u64;
+    }
+
+    /// How many bytes went through so far.
+    pub(super) fn count(&self) -> u64 {
+        self.count
+    }
+
     /// The inner writer, the hex sha256 and the byte count.
     pub fn finish(self) -> (W, String, u64) {
         (self.inner, hex::encode(self.hasher.finalize()), self.count)

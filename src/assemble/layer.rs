@@ -24,10 +24,10 @@ use super::{AssembleError, Result};
 pub const LAYER_MTIME: u64 = 0;
 
 /// The gzip level: fixed, because the compressed bytes (and so the blob digest) depend on it.
-const GZIP_LEVEL: u32 = 6;
+pub(super) const GZIP_LEVEL: u32 = 6;
 
 /// `255` = "unknown" in the gzip header, instead of the build host's OS.
-const GZIP_OS_UNKNOWN: u8 = 255;
+pub(super) const GZIP_OS_UNKNOWN: u8 = 255;
 
 /// Link targets at least this long go into a GNU `K` entry, as GNU tar does.
 const LINK_FIELD_LEN: usize = 100;
@@ -83,7 +83,7 @@ pub fn write_layer(root: &Path, paths: &[PathBuf], out_dir: &Path) -> Result<Lay
 
     let (tmp_tar, file) = TempFile::create(out_dir)?;
     let mut out = HashWriter::new(BufWriter::new(file));
-    write_tar(root, &entries, &mut out).map_err(|e| match e {
+    write_tar(root, &entries, &mut out, true).map_err(|e| match e {
         WriteError::Assemble(e) => e,
         WriteError::Output(source) => io_err("write", &tmp_tar.path)(source),
     })?;
@@ -154,7 +154,7 @@ fn cached(meta_path: &Path, diff_id: &str, out_dir: &Path) -> Option<CacheMeta> 
     ok.then_some(meta)
 }
 
-fn hex_part(digest: &str) -> &str {
+pub(super) fn hex_part(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
@@ -165,13 +165,13 @@ fn gzip<W: Write>(src: &Path, mut encoder: flate2::write::GzEncoder<W>) -> io::R
 
 /// One planned tar entry: `parent` when other entries lie beneath it.
 #[derive(Debug, Default, Clone, Copy)]
-struct Planned {
-    parent: bool,
+pub(super) struct Planned {
+    pub(super) parent: bool,
 }
 
 /// Normalizes the listed paths and adds their ancestors, sorted by path bytes. Byte order puts a
 /// directory before its children because a path sorts before every path it prefixes.
-fn plan(paths: &[PathBuf]) -> Result<BTreeMap<Vec<u8>, (PathBuf, Planned)>> {
+pub(super) fn plan(paths: &[PathBuf]) -> Result<BTreeMap<Vec<u8>, (PathBuf, Planned)>> {
     let mut entries: BTreeMap<Vec<u8>, (PathBuf, Planned)> = BTreeMap::new();
     for given in paths {
         let mut rel = PathBuf::new();
@@ -211,7 +211,7 @@ fn plan(paths: &[PathBuf]) -> Result<BTreeMap<Vec<u8>, (PathBuf, Planned)>> {
 
 /// Why writing the tar failed: a problem with an input (already an [`AssembleError`]) or with
 /// the output file.
-enum WriteError {
+pub(super) enum WriteError {
     Assemble(AssembleError),
     Output(io::Error),
 }
@@ -222,12 +222,18 @@ impl From<io::Error> for WriteError {
     }
 }
 
-fn write_tar<W: Write>(
+/// Writes the tar of `entries` to `out`, with the end-of-archive blocks only if `end` (a
+/// fragment leaves them out: see [`super::fragment`]), and gives `out` back.
+pub(super) fn write_tar<W: Write>(
     root: &Path,
     entries: &BTreeMap<Vec<u8>, (PathBuf, Planned)>,
     out: W,
-) -> Result<(), WriteError> {
-    let mut builder = tar::Builder::new(out);
+    end: bool,
+) -> Result<W, WriteError> {
+    let mut builder = tar::Builder::new(EndGate {
+        inner: out,
+        closed: false,
+    });
     builder.mode(tar::HeaderMode::Deterministic);
     for (rel, planned) in entries.values() {
         let src = root.join(rel);
@@ -240,13 +246,7 @@ fn write_tar<W: Write>(
             }));
         }
         if kind.is_dir() {
-            let mut name = OsString::from(rel.as_os_str());
-            name.push("/");
-            builder.append_data(
-                &mut header(tar::EntryType::Directory, 0o755, 0),
-                name,
-                io::empty(),
-            )?;
+            append_dir(&mut builder, rel)?;
         } else if kind.is_symlink() {
             let target =
                 fs::read_link(&src).map_err(|e| WriteError::Assemble(io_err("read", &src)(e)))?;
@@ -260,8 +260,54 @@ fn write_tar<W: Write>(
             }));
         }
     }
-    builder.finish()?;
-    Ok(())
+    // `into_inner` writes the end-of-archive blocks; a closed gate drops them.
+    builder.get_mut().closed = !end;
+    Ok(builder.into_inner()?.inner)
+}
+
+/// Writes the entries of the directories `dirs` (sorted, parents first), as [`write_tar`]
+/// writes directories, without the end-of-archive blocks.
+pub(super) fn write_dirs<W: Write>(dirs: &[PathBuf], out: W) -> io::Result<W> {
+    let mut builder = tar::Builder::new(EndGate {
+        inner: out,
+        closed: false,
+    });
+    builder.mode(tar::HeaderMode::Deterministic);
+    for rel in dirs {
+        append_dir(&mut builder, rel)?;
+    }
+    builder.get_mut().closed = true;
+    Ok(builder.into_inner()?.inner)
+}
+
+/// A directory entry: the same in every layer, whatever the directory's mode on disk.
+fn append_dir<W: Write>(builder: &mut tar::Builder<W>, rel: &Path) -> io::Result<()> {
+    let mut name = OsString::from(rel.as_os_str());
+    name.push("/");
+    builder.append_data(
+        &mut header(tar::EntryType::Directory, 0o755, 0),
+        name,
+        io::empty(),
+    )
+}
+
+/// Passes writes through until closed, then swallows them.
+struct EndGate<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> Write for EndGate<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A GNU header with everything but type, mode and size fixed.

@@ -5,6 +5,8 @@
 //! the same bytes and digests on any machine. It depends on nothing in kiln but `spec`.
 //!
 //! - [`write_layer`]: a byte-reproducible tar layer and its gzip blob, cached by diff_id.
+//! - [`write_fragment`], [`compose`]: a package's own layer, and layers of several
+//!   packages put together from theirs without compressing again.
 //! - [`group_packages`]: which packages share a layer, within a layer budget.
 //! - [`image_config`], [`image_manifest`], [`image_index`]: the OCI JSON documents, as exact
 //!   bytes with their digests; [`sif_artifact`]: the ORAS manifest of a SIF.
@@ -15,6 +17,7 @@
 
 mod files;
 pub mod flatten;
+mod fragment;
 mod group;
 mod image;
 mod layer;
@@ -26,7 +29,8 @@ pub mod squashfs;
 use std::path::PathBuf;
 
 pub use files::HashWriter;
-pub use group::group_packages;
+pub use fragment::{END_MEMBER, LayerBlob, compose, write_fragment};
+pub use group::{ALONE_MIN_BYTES, BUCKETS, PackageSize, bucket_of, group_packages};
 pub use image::{
     BaseConfig, Blob, Descriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_CONFIG, MEDIA_TYPE_SIF_LAYER, image_config, image_index,

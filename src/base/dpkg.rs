@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use super::BaseError;
 
@@ -73,7 +73,7 @@ fn status_in_layer(path: &Path) -> io::Result<LayerStatus> {
     let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
     let file = BufReader::new(File::open(path)?);
     let reader: Box<dyn Read> = if gzip {
-        Box::new(GzDecoder::new(file))
+        Box::new(MultiGzDecoder::new(file))
     } else {
         Box::new(file)
     };

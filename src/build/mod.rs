@@ -9,6 +9,7 @@
 pub mod buildah;
 pub mod containerfile;
 pub mod definition;
+mod layers;
 pub mod leftovers;
 pub mod log;
 pub mod native;

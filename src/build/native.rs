@@ -6,29 +6,31 @@
 //! mounted from the base's repository in the same registry, never downloaded.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::python::{ImagePython, installed_distributions};
+use super::layers::Packaged;
+use super::python::{ImagePython, distributions_in};
 use super::sbom::SbomTarget;
 use super::{Backend, BuildLog};
-use crate::assemble::{self, Descriptor, Layer};
+use crate::assemble::{self, Descriptor, LayerBlob};
 use crate::base;
 use crate::base::copy::Upstream;
 use crate::base::debian::{BaseMaker, DebianBase};
 use crate::config::{BaseProfile, Config};
 use crate::install::fetch::WheelCache;
-use crate::install::wheel::install_wheel;
 use crate::install::{CONDA_PREFIX, CondaInstaller};
 use crate::recipe::RecipeImages;
 use crate::registry::client::{Auth, RegistryClient};
-use crate::resolve::{CondaResolver, Libc, Lock, PipResolver, Solution, Target, WheelTarget};
+use crate::resolve::{
+    CondaResolver, Libc, Lock, PipResolver, Provided, Solution, Target, WheelTarget,
+};
 use crate::spec::{Format, KilnBase, PackageEntry, Platform, RegistryHost, Request};
-use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
+use crate::store::{BuildOutcome, BuildRecord, ImageOutput, Store};
 
 /// The most layers kiln adds on top of a base image.
 pub const LAYER_BUDGET: usize = 20;
@@ -128,11 +130,11 @@ impl NativeBase {
 }
 
 /// Builds conda and pip requests natively.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NativeBuilder {
     /// Solves conda entries into locks.
     pub resolver: CondaResolver,
-    /// Installs conda locks into staging prefixes.
+    /// Fetches conda packages into the package cache.
     pub installer: CondaInstaller,
     /// Resolves pip entries into wheels.
     pub pip: PipResolver,
@@ -146,8 +148,11 @@ pub struct NativeBuilder {
     pub python_base: NativeBase,
     /// Scratch space for staging roots, removed after each build.
     pub work_dir: PathBuf,
-    /// Layer blobs, cached by diff_id and shared by all builds.
+    /// Layer blobs: each package's own, and those put together from them; shared by all
+    /// builds.
     pub layer_dir: PathBuf,
+    /// Where each package's layer is recorded.
+    pub store: Arc<dyn Store>,
     /// Base image layers downloaded for flattening into SIFs, by digest.
     pub blob_dir: PathBuf,
     /// The URL clients reach kiln at, for SIF download links.
@@ -158,10 +163,23 @@ pub struct NativeBuilder {
     pub definition_images: RecipeImages,
 }
 
+impl std::fmt::Debug for NativeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeBuilder")
+            .field("work_dir", &self.work_dir)
+            .field("layer_dir", &self.layer_dir)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NativeBuilder {
     /// A builder with the settings of `config` and its caches under the data directory,
-    /// pushing with `client`.
-    pub fn from_config(config: &Config, client: RegistryClient) -> Result<NativeBuilder, String> {
+    /// pushing with `client`, recording package layers in `store`.
+    pub fn from_config(
+        config: &Config,
+        client: RegistryClient,
+        store: Arc<dyn Store>,
+    ) -> Result<NativeBuilder, String> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -212,6 +230,7 @@ impl NativeBuilder {
             },
             work_dir: config.work_dir(),
             layer_dir: cache.join("layers"),
+            store,
             blob_dir: cache.join("blobs"),
             public_url: config.public_url(),
             definition_images: super::sif::definition_images(config),
@@ -246,7 +265,7 @@ pub(super) struct Staged {
     /// The base's repository in kiln's registry.
     pub(super) base_repository: String,
     /// kiln's layers, in order.
-    pub(super) layers: Vec<Layer>,
+    pub(super) layers: Vec<LayerBlob>,
     /// The image config (base settings, kiln's environment and labels, all diff_ids).
     pub(super) config: assemble::Blob,
 }
@@ -354,16 +373,13 @@ impl NativeBuilder {
                 )
             })?;
         let root = work.join(platform.architecture());
-        let mut owned: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        let mut packages: Vec<Packaged> = Vec::new();
 
         let python = if request.has_conda() {
             let solution = self
-                .install_conda(request, platform, &glibc, &root, log, lock)
+                .solve_conda(request, platform, &glibc, log, lock)
                 .await?;
-            let prefix = Path::new(CONDA_PREFIX.trim_start_matches('/'));
-            for (name, files) in package_files(&root.join(prefix))? {
-                owned.insert(name, files.iter().map(|f| prefix.join(f)).collect());
-            }
+            packages = self.conda_layers(&solution, platform, &root, log).await?;
             let conda_python = solution
                 .packages
                 .iter()
@@ -387,22 +403,23 @@ impl NativeBuilder {
                 python: python.major_minor,
                 libc: Libc::Glibc(glibc.clone()),
             };
+            // What the conda packages install into this Python, as their layers recorded it.
+            let prefix = Path::new(CONDA_PREFIX);
+            let metadata: Vec<PathBuf> = packages
+                .iter()
+                .flat_map(|package| &package.record.python_metadata)
+                .map(|path| prefix.join(path))
+                .collect();
+            let provided = distributions_in(
+                &python.layout.site_packages,
+                metadata.iter().map(PathBuf::as_path),
+            );
             let wheels = self
-                .install_wheels(request, &python, &target, &root, log, lock)
+                .install_wheels(request, &python, &target, &provided, &root, log, lock)
                 .await?;
-            owned.extend(wheels);
+            packages.extend(wheels);
         }
-
-        let started = Instant::now();
-        let layers = write_layers(&root, owned, &self.layer_dir).await?;
-        let layer_bytes: u64 = layers.iter().map(|layer| layer.size).sum();
-        log.line(format!(
-            "{platform}: wrote {} layers ({} bytes compressed) in {:.1} s",
-            layers.len(),
-            layer_bytes,
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
+        let layers = self.compose_layers(&packages, platform, log).await?;
 
         // kiln's layers only: the config lists the base's own diff_ids before them.
         let diff_ids: Vec<String> = layers.iter().map(|layer| layer.diff_id.clone()).collect();
@@ -490,7 +507,7 @@ impl NativeBuilder {
             .await
             .map_err(|err| crate::error_chain(&err))?;
         let mut descriptors: Vec<Descriptor> = base.layers.clone();
-        descriptors.extend(layers.iter().map(Layer::descriptor));
+        descriptors.extend(layers.iter().map(LayerBlob::descriptor));
         let manifest = assemble::image_manifest(config, &descriptors, &BTreeMap::new());
         self.client
             .push_manifest(
@@ -641,13 +658,12 @@ impl NativeBuilder {
         }
     }
 
-    /// Solves the conda entries for `platform` and installs them under `root`.
-    async fn install_conda(
+    /// Solves the conda entries for `platform`, and adds the solution to `lock`.
+    async fn solve_conda(
         &self,
         request: &Request,
         platform: Platform,
         glibc: &str,
-        root: &Path,
         log: &BuildLog,
         lock: &mut Lock,
     ) -> Result<Solution, Failure> {
@@ -668,32 +684,26 @@ impl NativeBuilder {
         ))
         .await;
         lock.platforms.insert(platform, solution.packages.clone());
-
-        let started = Instant::now();
-        let prefix = root.join(CONDA_PREFIX.trim_start_matches('/'));
-        self.installer
-            .install(&solution, platform, &prefix)
-            .await
-            .map_err(|err| err.to_string())?;
-        log.line(format!(
-            "{platform}: installed into the staging prefix in {:.1} s",
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
         Ok(solution)
     }
 
-    /// Resolves the pip entries for `python` on `target`, fetches the wheels and installs them
-    /// under `root`; returns each wheel's files, keyed by distribution.
+    /// Resolves the pip entries for `python` on `target` (beside the distributions `provided`
+    /// by the conda environment), fetches the wheels and gives their layers, made under `root`
+    /// unless the layer cache has them.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument distinct"
+    )]
     async fn install_wheels(
         &self,
         request: &Request,
         python: &ImagePython,
         target: &WheelTarget,
+        provided: &Provided,
         root: &Path,
         log: &BuildLog,
         lock: &mut Lock,
-    ) -> Result<BTreeMap<String, Vec<PathBuf>>, Failure> {
+    ) -> Result<Vec<Packaged>, Failure> {
         let platform = target.platform;
         let started = Instant::now();
         let requirements: Vec<String> = request
@@ -703,10 +713,9 @@ impl NativeBuilder {
                 PackageEntry::Conda(_) => None,
             })
             .collect();
-        let provided = installed_distributions(&python.staged_site_packages(root));
         let resolved = self
             .pip
-            .resolve(&requirements, &provided, target, &python.version)
+            .resolve(&requirements, provided, target, &python.version)
             .await
             .map_err(|err| err.to_string())?;
         log.line(format!(
@@ -717,41 +726,26 @@ impl NativeBuilder {
         ))
         .await;
 
-        let started = Instant::now();
         let fetched = self
             .wheels
             .fetch_all(&resolved)
             .await
             .map_err(|err| err.to_string())?;
-        let mut locked: Vec<_> = fetched.iter().map(|wheel| wheel.locked.clone()).collect();
-        let layout = python.layout.clone();
-        let root = root.to_owned();
-        let installed = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&root)
-                .map_err(|err| format!("cannot create {}: {err}", root.display()))?;
-            fetched
-                .iter()
-                .map(|wheel| install_wheel(&wheel.path, &layout, &root))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| crate::error_chain(&err))
-        })
-        .await
-        .map_err(|err| format!("installing wheels crashed: {err}"))??;
-        // A wheel's license is in its METADATA, read while installing it.
-        for (entry, wheel) in locked.iter_mut().zip(&installed) {
-            entry.license = wheel.license.clone();
-        }
+        let packages = self
+            .wheel_layers(&fetched, python, platform, root, log)
+            .await?;
+        // A wheel's license is in its METADATA, read when its layer was made.
+        let locked = fetched
+            .iter()
+            .zip(&packages)
+            .map(|(wheel, package)| {
+                let mut entry = wheel.locked.clone();
+                entry.license = package.record.license.clone();
+                entry
+            })
+            .collect();
         lock.wheels.insert(platform, locked);
-        log.line(format!(
-            "{platform}: installed {} wheels in {:.1} s",
-            installed.len(),
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
-        Ok(installed
-            .into_iter()
-            .map(|wheel| (format!("pip:{}-{}", wheel.name, wheel.version), wheel.files))
-            .collect())
+        Ok(packages)
     }
 }
 
@@ -777,153 +771,6 @@ impl NativeBuilder {
             let _ = std::fs::remove_file(&temp);
         }
     }
-}
-
-/// Writes the staged files under `root` as layers: one per package group (a package's files,
-/// with its `conda-meta` record or `.dist-info`, so its layer is the same in every image that
-/// has it), then one for whatever no package owns. `owned` maps packages to their files,
-/// relative to `root`.
-async fn write_layers(
-    root: &Path,
-    owned: BTreeMap<String, Vec<PathBuf>>,
-    layer_dir: &Path,
-) -> Result<Vec<Layer>, Failure> {
-    let root = root.to_owned();
-    let layer_dir = layer_dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let sizes: Vec<(String, u64)> = owned
-            .iter()
-            .map(|(name, files)| {
-                let size = files
-                    .iter()
-                    .filter_map(|f| std::fs::symlink_metadata(root.join(f)).ok())
-                    .map(|m| m.len())
-                    .sum();
-                (name.clone(), size)
-            })
-            .collect();
-        let groups = assemble::group_packages(&sizes, LAYER_BUDGET - 1);
-        let mut claimed = BTreeSet::new();
-        let mut contents: Vec<Vec<PathBuf>> = Vec::new();
-        for group in groups {
-            let mut paths = Vec::new();
-            for name in &group {
-                for file in &owned[name] {
-                    if claimed.insert(file.clone()) {
-                        paths.push(file.clone());
-                    }
-                }
-            }
-            contents.push(paths);
-        }
-        let rest: Vec<PathBuf> = all_files(&root)?
-            .into_iter()
-            .filter(|file| !claimed.contains(file))
-            .collect();
-        if !rest.is_empty() {
-            contents.push(rest);
-        }
-        let layers = write_in_parallel(&root, &contents, &layer_dir)?;
-        Ok(layers)
-    })
-    .await
-    .map_err(|err| format!("writing layers crashed: {err}"))?
-}
-
-/// Writes one layer per entry of `contents`, on as many threads as there are cores: gzip is
-/// most of a cold build's time, and layers are independent. The order of the result is the
-/// order of `contents`, whatever order the threads finish in.
-fn write_in_parallel(
-    root: &Path,
-    contents: &[Vec<PathBuf>],
-    layer_dir: &Path,
-) -> Result<Vec<Layer>, Failure> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<Layer, Failure>>>> = contents
-        .iter()
-        .map(|_| std::sync::Mutex::new(None))
-        .collect();
-    std::thread::scope(|scope| {
-        for _ in 0..threads.min(contents.len()) {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(paths) = contents.get(index) else {
-                        break;
-                    };
-                    let layer =
-                        assemble::write_layer(root, paths, layer_dir).map_err(|e| e.to_string());
-                    *results[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(layer);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or_else(|| Err("a layer was not written".to_owned()))
-        })
-        .collect()
-}
-
-/// Package (`name-version-build`) → its files, relative to the prefix, including its own
-/// `conda-meta` record.
-fn package_files(prefix: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>, Failure> {
-    let meta = prefix.join("conda-meta");
-    let entries =
-        std::fs::read_dir(&meta).map_err(|err| format!("cannot read {}: {err}", meta.display()))?;
-    let mut packages = BTreeMap::new();
-    for entry in entries {
-        let path = entry.map_err(|err| err.to_string())?.path();
-        let Some(stem) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&path).map_err(|err| err.to_string())?;
-        let record: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|err| format!("{} is not valid JSON: {err}", path.display()))?;
-        let mut files: Vec<PathBuf> = record["files"]
-            .as_array()
-            .map(|files| {
-                files
-                    .iter()
-                    .filter_map(|f| f.as_str())
-                    .map(PathBuf::from)
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.push(PathBuf::from("conda-meta").join(format!("{stem}.json")));
-        packages.insert(stem.to_owned(), files);
-    }
-    Ok(packages)
-}
-
-/// Every file and symlink under `dir`, relative to it.
-fn all_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
-    let mut files = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(relative) = stack.pop() {
-        let entries = std::fs::read_dir(dir.join(&relative))
-            .map_err(|err| format!("cannot read {}: {err}", dir.join(&relative).display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|err| err.to_string())?;
-            let path = relative.join(entry.file_name());
-            let kind = entry.file_type().map_err(|err| err.to_string())?;
-            if kind.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 /// Why a pip-only request cannot build on the base it names: pip packages go into the base's

@@ -5,7 +5,6 @@
 //! (labels `kiln base bootstrap` writes) or, for a base kiln did not make, of its profile, which
 //! defaults to the layout of the official `python` images.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::base::{BaseManifest, LABEL_PYTHON_INTERPRETER, LABEL_PYTHON_SITE_PACKAGES};
@@ -88,33 +87,35 @@ fn parse(version: &str) -> Result<(u32, u32), String> {
     major_minor(version).ok_or_else(|| format!("`{version}` is not a Python version"))
 }
 
-/// The distributions installed in `site_packages` (from their `.dist-info` and `.egg-info`
-/// names), so pip does not install them again.
-pub fn installed_distributions(site_packages: &Path) -> Provided {
-    let mut provided = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(site_packages) else {
-        return provided;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(name) = file_name.to_str() else {
-            continue;
-        };
-        let stem = name
-            .strip_suffix(".dist-info")
-            .or_else(|| name.strip_suffix(".egg-info"));
-        let Some((project, rest)) = stem.and_then(|stem| stem.split_once('-')) else {
-            continue;
-        };
-        // `.egg-info` names may carry `-py3.12` after the version.
-        let version = rest.split('-').next().unwrap_or(rest);
-        provided.insert(normalize(project), version.to_owned());
-    }
-    provided
+/// The Python distributions that `metadata` (`.dist-info`/`.egg-info` paths, absolute in the
+/// image) installs into `site_packages`, so pip does not install them again: known from the
+/// packages' recorded files, without installing anything.
+pub fn distributions_in<'a>(
+    site_packages: &Path,
+    metadata: impl IntoIterator<Item = &'a Path>,
+) -> Provided {
+    metadata
+        .into_iter()
+        .filter(|path| path.parent() == Some(site_packages))
+        .filter_map(|path| distribution(path.file_name()?.to_str()?))
+        .collect()
+}
+
+/// `(normalized project, version)` of a `.dist-info` or `.egg-info` name.
+fn distribution(name: &str) -> Option<(String, String)> {
+    let stem = name
+        .strip_suffix(".dist-info")
+        .or_else(|| name.strip_suffix(".egg-info"))?;
+    let (project, rest) = stem.split_once('-')?;
+    // `.egg-info` names may carry `-py3.12` after the version.
+    let version = rest.split('-').next().unwrap_or(rest);
+    Some((normalize(project), version.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -137,17 +138,19 @@ mod tests {
     }
 
     #[test]
-    fn installed_distributions_are_read_from_metadata_directories() {
-        let dir = tempfile::tempdir().unwrap();
-        for name in [
+    fn distributions_are_read_from_metadata_names_in_site_packages() {
+        let site = Path::new("/opt/conda/lib/python3.12/site-packages");
+        let paths: Vec<PathBuf> = [
             "numpy-1.26.4.dist-info",
             "PyYAML-6.0.1-py3.12.egg-info",
             "numpy",
             "README",
-        ] {
-            std::fs::create_dir(dir.path().join(name)).unwrap();
-        }
-        let provided = installed_distributions(dir.path());
+        ]
+        .iter()
+        .map(|name| site.join(name))
+        .chain([PathBuf::from("/opt/conda/share/six-1.0.dist-info")])
+        .collect();
+        let provided = distributions_in(site, paths.iter().map(PathBuf::as_path));
         assert_eq!(
             provided,
             BTreeMap::from([

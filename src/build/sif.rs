@@ -59,7 +59,8 @@ impl NativeBuilder {
                     .await?,
             );
         }
-        layers.extend(staged.layers.iter().map(|layer| layer.tar_path.clone()));
+        // kiln's layers are multi-member gzip blobs, which flattening reads as one tar each.
+        layers.extend(staged.layers.iter().map(|layer| layer.gz_path.clone()));
         let config: Value = serde_json::from_slice(&staged.config.bytes)
             .map_err(|err| format!("the image config is not JSON: {err}"))?;
         let labels = singularity_labels(&config["config"], platform);

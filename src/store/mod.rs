@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 pub use model::{
     ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, ImageOutput,
     LOG_PAGE, LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
-    Submitted, Submitter, UnknownStatus, build_id, is_valid_key,
+    PackageLayer, Submitted, Submitter, UnknownStatus, build_id, is_valid_key,
 };
 pub use sqlite::SqliteStore;
 
@@ -174,6 +174,13 @@ pub trait Store: Send + Sync {
 
     /// Every tag of container `container_id`, least recently set first.
     async fn library_tags(&self, container_id: &str) -> Result<Vec<ArchTag>, StoreError>;
+
+    /// The package layer recorded under `key`, if any.
+    async fn package_layer(&self, key: &str) -> Result<Option<PackageLayer>, StoreError>;
+
+    /// Records `layer` under its key, replacing what was there (the same bytes, unless the
+    /// layer cache lost its blob and it was made again).
+    async fn add_package_layer(&self, layer: &PackageLayer) -> Result<(), StoreError>;
 }
 
 /// Behaviour every [`Store`] must show; each backend runs it with
@@ -214,6 +221,7 @@ pub(crate) mod contract {
                 users_are_claimed_once_and_tokens_name_them,
                 library_items_nest_and_creation_is_idempotent,
                 library_images_upload_and_get_arch_tags,
+                package_layers_round_trip_and_are_replaced,
             );
         };
         (@tests $harness:path; $($name:ident),* $(,)?) => {$(
@@ -954,6 +962,34 @@ pub(crate) mod contract {
         let started = store.submit(request(&key(41))).await.unwrap().build.id;
         store.start(&started).await.unwrap();
         assert_eq!(store.claim_next("w3", Duration::ZERO).await.unwrap(), None);
+    }
+
+    pub(crate) async fn package_layers_round_trip_and_are_replaced(h: &impl Harness) {
+        let store = h.open().await;
+        let layer = PackageLayer {
+            key: key(7),
+            digest: format!("sha256:{}", key(8)),
+            diff_id: format!("sha256:{}", key(9)),
+            size: 1234,
+            uncompressed_size: u64::from(u32::MAX) + 5,
+            python_metadata: vec!["lib/python3.12/site-packages/six-1.16.0.dist-info".into()],
+            license: Some("MIT".into()),
+        };
+        assert_eq!(store.package_layer(&layer.key).await.unwrap(), None);
+        store.add_package_layer(&layer).await.unwrap();
+        assert_eq!(
+            h.open().await.package_layer(&layer.key).await.unwrap(),
+            Some(layer.clone())
+        );
+        let again = PackageLayer {
+            digest: format!("sha256:{}", key(10)),
+            python_metadata: Vec::new(),
+            license: None,
+            ..layer.clone()
+        };
+        store.add_package_layer(&again).await.unwrap();
+        assert_eq!(store.package_layer(&layer.key).await.unwrap(), Some(again));
+        assert_eq!(store.package_layer(&key(1)).await.unwrap(), None);
     }
 
     pub(crate) async fn only_the_lease_holder_renews(h: &impl Harness) {

@@ -306,6 +306,26 @@ pub struct ArchTag {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A package's own layer in kiln's layer cache, reused by every image that has the package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageLayer {
+    /// sha256 (lowercase hex) of what determines the layer's bytes.
+    pub key: String,
+    /// `sha256:<hex>` of the gzip blob.
+    pub digest: String,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// Size of the gzip blob in bytes.
+    pub size: u64,
+    /// Size of the uncompressed tar in bytes.
+    pub uncompressed_size: u64,
+    /// The `.dist-info`/`.egg-info` paths it installs, relative to its prefix: what pip
+    /// finds installed, known without installing the package again.
+    pub python_metadata: Vec<String>,
+    /// The license a wheel's METADATA declares.
+    pub license: Option<String>,
+}
+
 /// Ids show at a glance which key a build is for and which try it is.
 pub fn build_id(key: &str, attempt: u32) -> String {
     let prefix = key.get(..16).unwrap_or(key);

@@ -16,8 +16,8 @@ use sqlx::{Row, SqlSafeStr};
 
 use super::{
     ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, LOG_PAGE,
-    LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild, Store,
-    StoreError, Submitted, Submitter, build_id, is_valid_key,
+    LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
+    PackageLayer, Store, StoreError, Submitted, Submitter, build_id, is_valid_key,
 };
 
 /// How often `submit` re-reads after losing an insert race; one retry finds
@@ -120,6 +120,11 @@ fn migrator() -> Migrator {
             5,
             "bounds",
             include_str!("../../migrations/sqlite/0005_bounds.sql"),
+        ),
+        migration(
+            6,
+            "package layers",
+            include_str!("../../migrations/sqlite/0006_package_layers.sql"),
         ),
     ])
 }
@@ -835,6 +840,62 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn package_layer(&self, key: &str) -> Result<Option<PackageLayer>, StoreError> {
+        let row = sqlx::query("SELECT * FROM package_layers WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let corrupt = |detail: String| StoreError::Corrupt {
+            id: key.to_owned(),
+            detail,
+        };
+        let metadata: String = row.try_get("python_metadata")?;
+        let size: i64 = row.try_get("size")?;
+        let uncompressed: i64 = row.try_get("uncompressed_size")?;
+        Ok(Some(PackageLayer {
+            key: row.try_get("key")?,
+            digest: row.try_get("digest")?,
+            diff_id: row.try_get("diff_id")?,
+            size: u64::try_from(size).map_err(|_| corrupt(format!("size {size}")))?,
+            uncompressed_size: u64::try_from(uncompressed)
+                .map_err(|_| corrupt(format!("uncompressed_size {uncompressed}")))?,
+            python_metadata: serde_json::from_str(&metadata)
+                .map_err(|err| corrupt(format!("python_metadata: {err}")))?,
+            license: row.try_get("license")?,
+        }))
+    }
+
+    async fn add_package_layer(&self, layer: &PackageLayer) -> Result<(), StoreError> {
+        let metadata =
+            serde_json::to_string(&layer.python_metadata).map_err(|err| StoreError::Corrupt {
+                id: layer.key.clone(),
+                detail: format!("python_metadata: {err}"),
+            })?;
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO package_layers
+                 (key, digest, diff_id, size, uncompressed_size, python_metadata, license)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (key) DO UPDATE SET digest = excluded.digest,
+                 diff_id = excluded.diff_id, size = excluded.size,
+                 uncompressed_size = excluded.uncompressed_size,
+                 python_metadata = excluded.python_metadata, license = excluded.license",
+        )
+        .bind(&layer.key)
+        .bind(&layer.digest)
+        .bind(&layer.diff_id)
+        .bind(signed(layer.size))
+        .bind(signed(layer.uncompressed_size))
+        .bind(metadata)
+        .bind(&layer.license)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 

@@ -18,8 +18,9 @@ use crate::support::{PUSHER, TestApp};
 /// The repository of the base every test build uses, for conda and pip-only requests alike.
 pub const BASE_REPOSITORY: &str = "kiln/base/debian";
 
-/// A native builder with its own data directory, pushing to `app`'s registry.
-pub fn builder(app: &TestApp, channel_url: &str, data: &Path) -> NativeBuilder {
+/// A native builder with its own data directory (and database there), pushing to `app`'s
+/// registry.
+pub async fn builder(app: &TestApp, channel_url: &str, data: &Path) -> NativeBuilder {
     let base = format!("{}/{BASE_REPOSITORY}:bookworm", app.address);
     let mut config = kiln::config::Config {
         registry: app.address.to_string().parse().expect("host"),
@@ -30,7 +31,10 @@ pub fn builder(app: &TestApp, channel_url: &str, data: &Path) -> NativeBuilder {
     config.base.conda.image = Some(base.parse().expect("base reference"));
     config.base.python.image = Some(base.parse().expect("base reference"));
     config.base.python.python = None;
-    NativeBuilder::from_config(&config, pusher(app)).expect("builder")
+    let store = SqliteStore::open(&data.join("kiln.db"))
+        .await
+        .expect("the builder's database");
+    NativeBuilder::from_config(&config, pusher(app), Arc::new(store)).expect("builder")
 }
 
 pub fn pusher(app: &TestApp) -> RegistryClient {
