@@ -24,10 +24,17 @@ const BASE: &str = "kiln/base/debian";
 const TOKEN: &str = "nextflow-test-token";
 
 /// kiln with the local channel, the Debian base in its registry, a token, and an allowance of
-/// `allowance` anonymous builds.
+/// `allowance` anonymous builds. A request starting a build is answered at once
+/// (`api.wait_for_build_ms = 0`), as a long build is.
 async fn start(server_url: &str, allowance: u32) -> TestApp {
+    start_waiting(server_url, allowance, 0).await
+}
+
+/// [`start`], with requests that start a build waiting up to `wait_ms` for it.
+async fn start_waiting(server_url: &str, allowance: u32, wait_ms: u64) -> TestApp {
     let channel = server_url.to_owned();
     let app = TestApp::start_with(move |config| {
+        config.api.wait_for_build_ms = wait_ms;
         let base = format!("{}/{BASE}:bookworm", config.registry);
         config
             .channel_mirrors

@@ -73,7 +73,7 @@ async fn container_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, Response> {
-    let Some(request) = state.store.request(&id).await.map_err(store_failed)? else {
+    let Some(request) = state.requests.get(&id).await.map_err(store_failed)? else {
         return Err(not_found("container request", &id));
     };
     let build = match &request.build_id {
@@ -452,6 +452,8 @@ mod tests {
                     user_limiter: RateLimiter::new(0),
                     submitting: tokio::sync::Mutex::new(()),
                     contexts: Default::default(),
+                    images: Default::default(),
+                    requests: crate::api::request_records::RequestRecords::new(store.clone()),
                 }),
                 _data: data,
             }
