@@ -37,6 +37,9 @@ pub async fn run(
         )
     })?;
     let root_on_host = crate::build::sandbox::check_settings(&config.build)?;
+    if !crate::assemble::squashfs::limit_runs(config.build.mksquashfs_runs()) {
+        tracing::debug!("mksquashfs runs were capped before (another kiln in this process)");
+    }
     if root_on_host {
         tracing::warn!(
             "build steps run as root on the host (isolation = \"chroot\"): anyone who may \

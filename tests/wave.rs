@@ -634,3 +634,73 @@ async fn a_tag_kiln_did_not_build_is_not_served_as_cached() {
     let (_, again) = post(&app, &nextflow_body(json!({})), None).await;
     assert_eq!(again["cached"], json!(true), "{again}");
 }
+
+/// A request that starts a build which ends within `api.wait_for_build_ms` is answered as a
+/// cached image (`succeeded: true`), so Nextflow starts without polling, and its status is
+/// there at once. Known images are then answered from memory until the tag goes: an image
+/// deleted from the registry is built again, not served from what kiln remembered.
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_builds_are_answered_ready_and_deleted_images_are_built_again() {
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    // Far longer than these builds take: the answer waits for the build, whatever the machine.
+    let app = start_waiting(&server.url, 5, 300_000).await;
+    let body = nextflow_body(json!({"freeze": false, "packages": {"entries": ["kiln-hello=1.0"]}}));
+
+    let (code, answer) = post(&app, &body, None).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["succeeded"], json!(true), "{answer}");
+    assert_eq!(answer["cached"], json!(true), "{answer}");
+    let first_build = answer["buildId"].as_str().expect("buildId").to_owned();
+    assert!(first_build.ends_with("_1"), "{first_build}");
+    // Polled at once, before the record may be in the database.
+    let id = answer["requestId"].as_str().expect("requestId");
+    let (code, status) = get_json(&app, &format!("/v1alpha2/container/{id}/status")).await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["status"], json!("DONE"), "{status}");
+    assert_eq!(status["succeeded"], json!(true), "{status}");
+    let (code, record) = get_json(&app, &format!("/v1alpha2/container/{id}")).await;
+    assert_eq!(code, 200, "{record}");
+
+    // Asked again (the second answer comes from memory): the same image, the same answer.
+    for _ in 0..2 {
+        let (code, again) = post(&app, &body, None).await;
+        assert_eq!(code, 200, "{again}");
+        assert_eq!(again, answer, "a hit answers as the instant answer did");
+    }
+
+    // The operator deletes the tag: the next request builds the image again.
+    let target = answer["targetImage"].as_str().expect("targetImage");
+    let (repository, tag) = target
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
+        .expect("host/repository:tag");
+    let deleted = reqwest::Client::new()
+        .delete(app.url(&format!("/v2/{repository}/manifests/{tag}")))
+        .basic_auth(PUSHER.0, Some(PUSHER.1))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 202);
+    let (code, rebuilt) = post(&app, &body, None).await;
+    assert_eq!(code, 200, "{rebuilt}");
+    let second_build = rebuilt["buildId"].as_str().expect("buildId");
+    assert!(
+        second_build.ends_with("_2"),
+        "built again, not served from memory: {rebuilt}"
+    );
+    assert_eq!(rebuilt["succeeded"], json!(true), "{rebuilt}");
+
+    // kiln's own API: built and done in one answer, and not `cached` (it did not exist).
+    let response = reqwest::Client::new()
+        .post(app.url("/api/v1/images"))
+        .json(&json!({"packages": ["kiln-libgreet=1.0"], "channels": [CHANNEL_NAME]}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(answer["cached"], json!(false), "{answer}");
+    assert_eq!(answer["build"]["status"], json!("DONE"), "{answer}");
+    assert_eq!(answer["build"]["succeeded"], json!(true), "{answer}");
+}

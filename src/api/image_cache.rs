@@ -80,7 +80,14 @@ impl ImageCache {
 
     /// Remembers that `image` of `key`, in `repository`, was made by build `build_id`, as a
     /// check found after the repository's change count was `changes`.
-    pub async fn insert(&self, key: &str, image: &str, repository: &str, changes: u64, build_id: &str) {
+    pub async fn insert(
+        &self,
+        key: &str,
+        image: &str,
+        repository: &str,
+        changes: u64,
+        build_id: &str,
+    ) {
         let known = KnownImage {
             image: image.to_owned(),
             build_id: build_id.to_owned(),

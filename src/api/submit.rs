@@ -160,7 +160,11 @@ pub async fn ensure_image(
     caller: Caller,
     new: NewBuild,
 ) -> Result<ImageState, ApiError> {
-    if let Some(known) = state.images.get(&state.registry, &new.key, &new.image).await {
+    if let Some(known) = state
+        .images
+        .get(&state.registry, &new.key, &new.image)
+        .await
+    {
         state.metrics.container_request(RequestResult::Hit);
         return Ok(ImageState::Ready {
             build_id: Some(known.build_id.clone()),

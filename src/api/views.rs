@@ -440,6 +440,7 @@ mod tests {
         ) -> Self {
             let registry = RegistryState::new(config.registry_config()).await.unwrap();
             let queue = Queue::new(store.clone(), Arc::new(NoBackend), 1);
+            let requests = crate::api::request_records::RequestRecords::new(store.clone());
             Setup {
                 state: AppState::new(App {
                     search: crate::search::PackageIndex::from_config(&config).unwrap(),
@@ -453,7 +454,7 @@ mod tests {
                     submitting: tokio::sync::Mutex::new(()),
                     contexts: Default::default(),
                     images: Default::default(),
-                    requests: crate::api::request_records::RequestRecords::new(store.clone()),
+                    requests,
                 }),
                 _data: data,
             }

@@ -808,6 +808,55 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiters_for_a_build_are_told_when_it_ends() {
+        let dir = TempDir::new().unwrap();
+        let backend = Counting::new(Duration::from_millis(300));
+        let queue = Queue::new(open(&dir).await, backend.clone(), 1);
+        let _workers = queue.start();
+
+        let quick = queue.submit(request(&key(16))).await.unwrap().build;
+        assert_eq!(
+            queue
+                .wait_finished(&quick.id, Duration::ZERO)
+                .await
+                .unwrap(),
+            None,
+            "no wait, no answer"
+        );
+        let done = queue.wait_finished(&quick.id, WAIT).await.unwrap().unwrap();
+        assert_eq!(
+            (done.status, done.succeeded),
+            (BuildStatus::Done, Some(true))
+        );
+        // Ended before the call: read from the store.
+        let again = queue.wait_finished(&quick.id, WAIT).await.unwrap().unwrap();
+        assert_eq!(again.id, quick.id);
+
+        // A build still running when the time is up: nothing. One cancelled meanwhile: its end.
+        let slow = Queue::new(
+            Arc::clone(queue.store()),
+            Counting::new(Duration::from_secs(600)),
+            1,
+        );
+        let _slow_workers = slow.start();
+        let long = slow.submit(request(&key(17))).await.unwrap().build;
+        let waited = slow
+            .wait_finished(&long.id, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(waited, None);
+        let waiter = {
+            let slow = slow.clone();
+            let id = long.id.clone();
+            tokio::spawn(async move { slow.wait_finished(&id, WAIT).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        slow.cancel(&long.id, "cancelled by alice").await.unwrap();
+        let ended = waiter.await.unwrap().unwrap().unwrap();
+        assert_eq!(ended.succeeded, Some(false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_panicking_backend_fails_the_build_not_the_worker() {
         let dir = TempDir::new().unwrap();
         // One worker: the build after the panic must be served by the same one.
