@@ -80,6 +80,7 @@ pub async fn run(
     let state = AppState::new(App {
         search,
         images: Default::default(),
+        health: Default::default(),
         requests,
         limiter: crate::api::limit::RateLimiter::new(config.api.anonymous_builds_per_day),
         user_limiter: crate::api::limit::RateLimiter::new(config.api.user_builds_per_day),

@@ -17,7 +17,7 @@ mod library_files;
 mod library_push;
 pub mod limit;
 mod openapi;
-mod ops;
+pub mod ops;
 pub mod redact;
 mod remote_build;
 pub mod request_records;
@@ -71,6 +71,8 @@ pub struct App {
     pub images: image_cache::ImageCache,
     /// Wave request records on their way to the store.
     pub requests: request_records::RequestRecords,
+    /// `/health`'s checks, shared by requests that come at once.
+    pub health: ops::HealthChecks,
 }
 
 impl std::fmt::Debug for App {

@@ -454,6 +454,8 @@ mod tests {
                     submitting: tokio::sync::Mutex::new(()),
                     contexts: Default::default(),
                     images: Default::default(),
+                    health: Default::default(),
+                    health: Default::default(),
                     requests,
                 }),
                 _data: data,
