@@ -139,7 +139,7 @@ pub(super) async fn request_image(
     let placed = wait_for_new_build(&state, placed).await?;
     let build = match placed {
         ImageState::Ready { build_id } => build_id.map(BuildSummary::succeeded),
-        ImageState::Building { build, .. } => Some(BuildSummary::from(&build)),
+        ImageState::Building { build, .. } => Some(BuildSummary::from(build.as_ref())),
     };
     Ok(Json(ImageAnswer {
         image: plan.image.to_string(),

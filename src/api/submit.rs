@@ -138,7 +138,10 @@ pub enum ImageState {
     /// build kiln vouches for is done and succeeded.
     Ready { build_id: Option<String> },
     /// A build is making it (`created`: this request started it).
-    Building { build: BuildRecord, created: bool },
+    Building {
+        build: Box<BuildRecord>,
+        created: bool,
+    },
 }
 
 impl ImageState {
@@ -222,7 +225,7 @@ pub async fn ensure_image(
     state.images.forget(&new.key).await;
     let submitted = state.queue.submit_as(new, &submitter).await?;
     Ok(ImageState::Building {
-        build: submitted.build,
+        build: Box::new(submitted.build),
         created: submitted.created,
     })
 }

@@ -455,7 +455,6 @@ mod tests {
                     contexts: Default::default(),
                     images: Default::default(),
                     health: Default::default(),
-                    health: Default::default(),
                     requests,
                 }),
                 _data: data,
