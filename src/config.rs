@@ -136,6 +136,10 @@ pub struct ApiSettings {
     pub context_max_expansion: u64,
     /// Seconds the lookup of a base image's registry host may take at submit.
     pub resolve_timeout_secs: u64,
+    /// Milliseconds a request that starts a build waits for it: a build done well by then is
+    /// answered as a ready image (Wave: `succeeded: true`), so the client need not poll. `0`
+    /// answers at once.
+    pub wait_for_build_ms: u64,
 }
 
 impl Default for ApiSettings {
@@ -151,6 +155,7 @@ impl Default for ApiSettings {
             context_max_files: 100_000,
             context_max_expansion: 100,
             resolve_timeout_secs: 5,
+            wait_for_build_ms: 2000,
         }
     }
 }
@@ -283,6 +288,12 @@ pub struct BuildSettings {
     /// Seconds a worker's claim on a build lasts without a heartbeat (renewed every third):
     /// how long a build of a crashed kiln waits before another worker starts it again.
     pub lease_secs: u64,
+    /// `mksquashfs` runs (SIF images) at once in this process, across builds; each uses every
+    /// core. `0`: the number of cores.
+    pub max_mksquashfs: usize,
+    /// `buildah` runs (Dockerfile and definition builds) at once in this process. `0`: the
+    /// number of cores.
+    pub max_buildah: usize,
 }
 
 /// Time limits of the kinds of builds, in seconds; unset ones use `build.timeout_secs`.
@@ -320,6 +331,16 @@ impl Default for Retention {
 }
 
 impl BuildSettings {
+    /// `mksquashfs` runs allowed at once: the setting, or the number of cores.
+    pub fn mksquashfs_runs(&self) -> usize {
+        or_cores(self.max_mksquashfs)
+    }
+
+    /// `buildah` runs allowed at once: the setting, or the number of cores.
+    pub fn buildah_runs(&self) -> usize {
+        or_cores(self.max_buildah)
+    }
+
     /// The bounds of each build's log.
     pub fn log_limits(&self) -> crate::build::LogLimits {
         crate::build::LogLimits {
@@ -328,6 +349,15 @@ impl BuildSettings {
                 .clamp(1, crate::build::log::MAX_LINE_LIMIT),
             max_total: self.log_max_bytes,
         }
+    }
+}
+
+/// `setting`, or the number of cores when it is `0`.
+fn or_cores(setting: usize) -> usize {
+    if setting > 0 {
+        setting
+    } else {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     }
 }
 
@@ -398,6 +428,8 @@ impl Default for BuildSettings {
             max_queued: 1000,
             max_queued_per_address: 10,
             lease_secs: 45,
+            max_mksquashfs: 0,
+            max_buildah: 0,
         }
     }
 }
@@ -663,6 +695,15 @@ impl Config {
         if let Some(value) = env("KILN_RESOLVE_TIMEOUT_SECS") {
             self.api.resolve_timeout_secs = parsed("KILN_RESOLVE_TIMEOUT_SECS", &value)?;
         }
+        if let Some(value) = env("KILN_WAIT_FOR_BUILD_MS") {
+            self.api.wait_for_build_ms = parsed("KILN_WAIT_FOR_BUILD_MS", &value)?;
+        }
+        if let Some(value) = env("KILN_MAX_MKSQUASHFS") {
+            self.build.max_mksquashfs = parsed("KILN_MAX_MKSQUASHFS", &value)?;
+        }
+        if let Some(value) = env("KILN_MAX_BUILDAH") {
+            self.build.max_buildah = parsed("KILN_MAX_BUILDAH", &value)?;
+        }
         if let Some(value) = env("KILN_UV") {
             self.build.uv = PathBuf::from(value);
         }
@@ -886,9 +927,19 @@ mod tests {
             "KILN_CONTEXT_MAX_FILES" => Some("10".to_owned()),
             "KILN_CONTEXT_MAX_EXPANSION" => Some("20".to_owned()),
             "KILN_RESOLVE_TIMEOUT_SECS" => Some("2".to_owned()),
+            "KILN_WAIT_FOR_BUILD_MS" => Some("0".to_owned()),
+            "KILN_MAX_MKSQUASHFS" => Some("3".to_owned()),
+            "KILN_MAX_BUILDAH" => Some("5".to_owned()),
             _ => None,
         };
-        let api = Config::load(None, env).expect("loads").api;
+        let config = Config::load(None, env).expect("loads");
+        assert_eq!(config.api.wait_for_build_ms, 0);
+        assert_eq!(
+            (config.build.mksquashfs_runs(), config.build.buildah_runs()),
+            (3, 5)
+        );
+        assert!(Config::default().build.buildah_runs() >= 1);
+        let api = config.api;
         assert!(api.anonymous_recipes);
         assert_eq!(
             (

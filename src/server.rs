@@ -37,6 +37,9 @@ pub async fn run(
         )
     })?;
     let root_on_host = crate::build::sandbox::check_settings(&config.build)?;
+    if !crate::assemble::squashfs::limit_runs(config.build.mksquashfs_runs()) {
+        tracing::debug!("mksquashfs runs were capped before (another kiln in this process)");
+    }
     if root_on_host {
         tracing::warn!(
             "build steps run as root on the host (isolation = \"chroot\"): anyone who may \
@@ -70,8 +73,15 @@ pub async fn run(
     tracing::info!(%address, registry = %config.registry, "kiln is serving");
     let search = crate::search::PackageIndex::from_config(&config)
         .context("cannot set up the HTTP client of package search")?;
+    let requests = crate::api::request_records::RequestRecords::new(store.clone());
+    let stop_writer = tokio_util::sync::CancellationToken::new();
+    let writer = requests.start(stop_writer.clone());
+    let unwritten = requests.clone();
     let state = AppState::new(App {
         search,
+        images: Default::default(),
+        health: Default::default(),
+        requests,
         limiter: crate::api::limit::RateLimiter::new(config.api.anonymous_builds_per_day),
         user_limiter: crate::api::limit::RateLimiter::new(config.api.user_builds_per_day),
         submitting: tokio::sync::Mutex::new(()),
@@ -84,6 +94,15 @@ pub async fn run(
     });
     let limits = crate::listen::Limits::new(&state.config.http);
     crate::listen::serve(listener, api::router(state), limits, shutdown).await;
+    // The request records still waiting are written before kiln stops.
+    stop_writer.cancel();
+    if let Err(err) = writer.await {
+        tracing::error!(error = %err, "the request records' writer failed");
+    }
+    // Requests answered while the writer stopped.
+    if let Err(err) = unwritten.flush().await {
+        tracing::error!(error = %err, "container request records were lost at shutdown");
+    }
     cleaner.abort();
     pruner.abort();
     collector.abort();

@@ -18,6 +18,27 @@ async fn health_answers_ok() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 }
 
+/// Many `/health` checks at once all find kiln healthy: they share checks instead of racing
+/// on the probe file (a load balancer and a benchmark once got 503s from each other).
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_at_once_all_answer_ok() {
+    let app = TestApp::start().await;
+    let client = reqwest::Client::new();
+    let answers = futures_util::future::join_all((0..64).map(|_| async {
+        let response = client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.text().await.expect("body"))
+    }))
+    .await;
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
 #[tokio::test]
 async fn the_embedded_registry_answers_under_v2() {
     let app = TestApp::start().await;

@@ -29,6 +29,8 @@ async fn start(data: &Path, configure: impl FnOnce(&mut kiln::config::Config)) -
     TestApp::start_with(move |config| {
         config.data_dir = data;
         config.build.workers = 0;
+        // No worker ends a build here: nothing to wait for.
+        config.api.wait_for_build_ms = 0;
         config.api.tokens = vec![OPERATOR.to_owned()];
         configure(config);
     })

@@ -2,8 +2,15 @@
 //! included), its readiness logic (requestId → status until DONE), every field it reads; plus
 //! a containerFile built with buildah (with a token), 200 identical requests at once, the rate
 //! limit, errors, kiln's own API with its log stream, `/metrics`, `/service-info` and
-//! `/openapi.json`.
+//! `/openapi.json`; instant answers for quick builds, memory hits that forget deleted images, and
+//! the API answering while two builds run.
 
+#[path = "../benches/support/channel.rs"]
+#[expect(
+    dead_code,
+    reason = "the benchmark's channel is generated and served here, not inspected"
+)]
+mod bench_channel;
 #[path = "support/conda_channel.rs"]
 #[expect(dead_code, reason = "the channel is served here, never corrupted")]
 mod conda_channel;
@@ -24,10 +31,17 @@ const BASE: &str = "kiln/base/debian";
 const TOKEN: &str = "nextflow-test-token";
 
 /// kiln with the local channel, the Debian base in its registry, a token, and an allowance of
-/// `allowance` anonymous builds.
+/// `allowance` anonymous builds. A request starting a build is answered at once
+/// (`api.wait_for_build_ms = 0`), as a long build is.
 async fn start(server_url: &str, allowance: u32) -> TestApp {
+    start_waiting(server_url, allowance, 0).await
+}
+
+/// [`start`], with requests that start a build waiting up to `wait_ms` for it.
+async fn start_waiting(server_url: &str, allowance: u32, wait_ms: u64) -> TestApp {
     let channel = server_url.to_owned();
     let app = TestApp::start_with(move |config| {
+        config.api.wait_for_build_ms = wait_ms;
         let base = format!("{}/{BASE}:bookworm", config.registry);
         config
             .channel_mirrors
@@ -626,4 +640,208 @@ async fn a_tag_kiln_did_not_build_is_not_served_as_cached() {
 
     let (_, again) = post(&app, &nextflow_body(json!({})), None).await;
     assert_eq!(again["cached"], json!(true), "{again}");
+}
+
+/// A request that starts a build which ends within `api.wait_for_build_ms` is answered as a
+/// cached image (`succeeded: true`), so Nextflow starts without polling, and its status is
+/// there at once. Known images are then answered from memory until the tag goes: an image
+/// deleted from the registry is built again, not served from what kiln remembered.
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_builds_are_answered_ready_and_deleted_images_are_built_again() {
+    let channel = CondaChannel::build();
+    let server = channel.serve();
+    // Far longer than these builds take: the answer waits for the build, whatever the machine.
+    let app = start_waiting(&server.url, 5, 300_000).await;
+    let body = nextflow_body(json!({"freeze": false, "packages": {"entries": ["kiln-hello=1.0"]}}));
+
+    let (code, answer) = post(&app, &body, None).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["succeeded"], json!(true), "{answer}");
+    assert_eq!(answer["cached"], json!(true), "{answer}");
+    let first_build = answer["buildId"].as_str().expect("buildId").to_owned();
+    assert!(first_build.ends_with("_1"), "{first_build}");
+    // Polled at once, before the record may be in the database.
+    let id = answer["requestId"].as_str().expect("requestId");
+    let (code, status) = get_json(&app, &format!("/v1alpha2/container/{id}/status")).await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["status"], json!("DONE"), "{status}");
+    assert_eq!(status["succeeded"], json!(true), "{status}");
+    let (code, record) = get_json(&app, &format!("/v1alpha2/container/{id}")).await;
+    assert_eq!(code, 200, "{record}");
+
+    // Asked again (the second answer comes from memory): the same image, the same answer.
+    for _ in 0..2 {
+        let (code, again) = post(&app, &body, None).await;
+        assert_eq!(code, 200, "{again}");
+        assert_eq!(again, answer, "a hit answers as the instant answer did");
+    }
+
+    // The operator deletes the tag: the next request builds the image again.
+    let target = answer["targetImage"].as_str().expect("targetImage");
+    let (repository, tag) = target
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
+        .expect("host/repository:tag");
+    let deleted = reqwest::Client::new()
+        .delete(app.url(&format!("/v2/{repository}/manifests/{tag}")))
+        .basic_auth(PUSHER.0, Some(PUSHER.1))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 202);
+    let (code, rebuilt) = post(&app, &body, None).await;
+    assert_eq!(code, 200, "{rebuilt}");
+    let second_build = rebuilt["buildId"].as_str().expect("buildId");
+    assert!(
+        second_build.ends_with("_2"),
+        "built again, not served from memory: {rebuilt}"
+    );
+    assert_eq!(rebuilt["succeeded"], json!(true), "{rebuilt}");
+
+    // kiln's own API: built and done in one answer, and not `cached` (it did not exist).
+    let response = reqwest::Client::new()
+        .post(app.url("/api/v1/images"))
+        .json(&json!({"packages": ["kiln-libgreet=1.0"], "channels": [CHANNEL_NAME]}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(answer["cached"], json!(false), "{answer}");
+    assert_eq!(answer["build"]["status"], json!("DONE"), "{answer}");
+    assert_eq!(answer["build"]["succeeded"], json!(true), "{answer}");
+}
+
+/// With two package builds of large packages running (their solves, installs and layer writing
+/// under way), `GET /health` and the registry's `GET /v2/` are still answered: asked from a
+/// thread of their own, with a timeout a runtime blocked by the builds would exceed, while both
+/// builds are seen BUILDING before and after each answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_registry_answer_while_two_builds_run() {
+    // Two environments of four packages, 24 MB each: seconds of work per build.
+    let names: Vec<String> = (0..8).map(|i| format!("busy-{i}")).collect();
+    let generated = tokio::task::spawn_blocking(move || {
+        bench_channel::Channel::generate(&names, 24 << 20).expect("channel generated")
+    })
+    .await
+    .expect("generating the channel");
+    let channel_url = bench_channel::serve(generated.dir.clone())
+        .await
+        .expect("channel served");
+    let app = TestApp::start_with(move |config| {
+        config
+            .channel_mirrors
+            .insert(bench_channel::CHANNEL_NAME.to_owned(), channel_url);
+        let base = format!("{}/{BASE}:bookworm", config.registry);
+        config.base.conda.image = Some(base.parse().expect("reference"));
+        config.build.workers = 2;
+        config.api.wait_for_build_ms = 0;
+    })
+    .await;
+    let pusher = RegistryClient::new(
+        &app.address.to_string(),
+        Auth::Basic {
+            user: PUSHER.0.into(),
+            password: PUSHER.1.into(),
+        },
+        &[],
+    )
+    .expect("client");
+    debian_base::push_debian_python_base(&pusher, BASE).await;
+
+    let mut builds = Vec::new();
+    for packages in [
+        ["busy-0", "busy-1", "busy-2", "busy-3"],
+        ["busy-4", "busy-5", "busy-6", "busy-7"],
+    ] {
+        let response = reqwest::Client::new()
+            .post(app.url("/api/v1/images"))
+            .json(&json!({"packages": packages, "channels": [bench_channel::CHANNEL_NAME]}))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.expect("JSON");
+        builds.push(answer["build"]["id"].as_str().expect("build id").to_owned());
+    }
+
+    // The client runs on a runtime of its own: kiln's being blocked cannot stop its timeouts.
+    let base_url = format!("http://{}", app.address);
+    let rounds = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime")
+            .block_on(ask_while_building(&base_url, &builds))
+    })
+    .await
+    .expect("the client thread");
+    assert!(
+        rounds > 0,
+        "the builds never ran at the same time, so nothing was checked"
+    );
+}
+
+/// Asks `/health` and `/v2/` for as long as both `builds` are BUILDING; returns how many
+/// rounds both were BUILDING before and after the answers. Panics when an answer does not come
+/// within a few seconds, or a build fails.
+async fn ask_while_building(base_url: &str, builds: &[String]) -> usize {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let statuses = || async {
+        let mut statuses = Vec::new();
+        for id in builds {
+            let record: Value = client
+                .get(format!("{base_url}/api/v1/builds/{id}"))
+                .send()
+                .await
+                .expect("build record answered in time")
+                .json()
+                .await
+                .expect("JSON");
+            statuses.push(record);
+        }
+        statuses
+    };
+    let all_building = |statuses: &[Value]| {
+        statuses
+            .iter()
+            .all(|build| build["status"] == json!("BUILDING"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut rounds = 0;
+    loop {
+        let before = statuses().await;
+        if before.iter().all(|build| build["status"] == json!("DONE")) {
+            for build in &before {
+                assert_eq!(build["succeeded"], json!(true), "{build}");
+            }
+            return rounds;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the builds did not end: {before:?}"
+        );
+        if !all_building(&before) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let health = client
+            .get(format!("{base_url}/health"))
+            .send()
+            .await
+            .expect("/health answered within 3 s while two builds run");
+        assert_eq!(health.status(), 200);
+        let registry = client
+            .get(format!("{base_url}/v2/"))
+            .send()
+            .await
+            .expect("/v2/ answered within 3 s while two builds run");
+        assert_eq!(registry.status(), 401, "the registry's base check");
+        if all_building(&statuses().await) {
+            rounds += 1;
+        }
+    }
 }

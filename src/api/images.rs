@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
-use super::submit::{Caller, ClientAddress, ImageState, ensure_image};
+use super::submit::{Caller, ClientAddress, ImageState, ensure_image, wait_for_new_build};
 use crate::build::definition::DefinitionRequest;
 use crate::plan::ImagePlan;
 use crate::spec::{Format, Request, RequestError, RequestInput};
@@ -80,6 +80,17 @@ pub(super) struct BuildSummary {
     succeeded: Option<bool>,
 }
 
+impl BuildSummary {
+    /// Build `id`, done and succeeded: the build of an image kiln vouches for.
+    fn succeeded(id: String) -> Self {
+        BuildSummary {
+            id,
+            status: BuildStatus::Done.to_string(),
+            succeeded: Some(true),
+        }
+    }
+}
+
 impl From<&BuildRecord> for BuildSummary {
     fn from(build: &BuildRecord) -> Self {
         BuildSummary {
@@ -91,7 +102,8 @@ impl From<&BuildRecord> for BuildSummary {
 }
 
 /// Ask for an image: answered at once when it exists, otherwise its build starts (or the
-/// running one is joined).
+/// running one is joined). A build this request starts is waited for up to
+/// `api.wait_for_build_ms`; done and succeeded by then, it is answered as done.
 #[utoipa::path(
     post,
     path = "/api/v1/images",
@@ -122,10 +134,17 @@ pub(super) async fn request_image(
     )?;
     let caller = Caller::new(&state, &headers, address, None);
     let placed = ensure_image(&state, caller, plan.new_build()).await?;
+    let cached = matches!(placed, ImageState::Ready { .. });
+    // A build this request started and that ended well in time is answered as done.
+    let placed = wait_for_new_build(&state, placed).await?;
+    let build = match placed {
+        ImageState::Ready { build_id } => build_id.map(BuildSummary::succeeded),
+        ImageState::Building { build, .. } => Some(BuildSummary::from(build.as_ref())),
+    };
     Ok(Json(ImageAnswer {
         image: plan.image.to_string(),
-        cached: matches!(placed, ImageState::Ready { .. }),
-        build: placed.build().map(BuildSummary::from),
+        cached,
+        build,
     }))
 }
 

@@ -10,15 +10,17 @@ mod build_contexts;
 mod csrf;
 pub mod edge;
 pub mod error;
+pub mod image_cache;
 mod images;
 pub(crate) mod library;
 mod library_files;
 mod library_push;
 pub mod limit;
 mod openapi;
-mod ops;
+pub mod ops;
 pub mod redact;
 mod remote_build;
+pub mod request_records;
 mod sbom;
 
 pub use remote_build::{CONTEXT_TTL, remove_stale_contexts};
@@ -65,6 +67,12 @@ pub struct App {
     pub search: crate::search::PackageIndex,
     /// Build context uploads announced by remote-build clients.
     pub contexts: remote_build::ContextUploads,
+    /// Images checked before, answered from memory.
+    pub images: image_cache::ImageCache,
+    /// Wave request records on their way to the store.
+    pub requests: request_records::RequestRecords,
+    /// `/health`'s checks, shared by requests that come at once.
+    pub health: ops::HealthChecks,
 }
 
 impl std::fmt::Debug for App {

@@ -1,7 +1,7 @@
 //! Operations endpoints: health for load balancers and orchestrators, metrics for Prometheus.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,13 +45,39 @@ struct Health {
     version: &'static str,
 }
 
+/// The last `/health` check, shared by the requests that come while one runs.
+#[derive(Debug, Default)]
+pub struct HealthChecks {
+    /// When the last check started, and what it found.
+    last: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
+}
+
+impl HealthChecks {
+    /// What is wrong, if anything, by a check that started after `asked`: the one a request
+    /// waited for, or a new one. So each answer is fresh, yet many requests at once make a
+    /// check or two, not one each (every check writes and syncs a file, and writes the
+    /// database).
+    async fn problem(&self, state: &AppState, asked: Instant) -> Option<String> {
+        let mut last = self.last.lock().await;
+        if let Some((started, problem)) = last.as_ref()
+            && *started >= asked
+        {
+            return problem.clone();
+        }
+        let started = Instant::now();
+        let problem = match data_disk_problem(state).await {
+            Some(problem) => Some(problem),
+            None => store_problem(state).await,
+        };
+        *last = Some((started, problem.clone()));
+        problem
+    }
+}
+
 /// 200 when kiln can do its work: the database takes a write and the data disk has room (above
 /// `http.health_min_free_mb`, and a small file can be written). 503 with the reason otherwise.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let problem = match data_disk_problem(&state).await {
-        Some(problem) => Some(problem),
-        None => store_problem(&state).await,
-    };
+    let problem = state.health.problem(&state, Instant::now()).await;
     let (code, status) = match problem {
         None => (StatusCode::OK, "ok"),
         Some(ref reason) => {

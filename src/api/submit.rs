@@ -134,35 +134,52 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Where an image stands after [`ensure_image`].
 #[derive(Debug, Clone)]
 pub enum ImageState {
-    /// It is in the registry; the build that made it, when kiln remembers one.
-    Ready { build: Option<BuildRecord> },
+    /// It is in the registry; the id of the build that made it, when kiln remembers one. A
+    /// build kiln vouches for is done and succeeded.
+    Ready { build_id: Option<String> },
     /// A build is making it (`created`: this request started it).
-    Building { build: BuildRecord, created: bool },
+    Building {
+        build: Box<BuildRecord>,
+        created: bool,
+    },
 }
 
 impl ImageState {
-    /// The build behind the image, if any.
-    pub fn build(&self) -> Option<&BuildRecord> {
+    /// The id of the build behind the image, if any.
+    pub fn build_id(&self) -> Option<&str> {
         match self {
-            ImageState::Ready { build } => build.as_ref(),
-            ImageState::Building { build, .. } => Some(build),
+            ImageState::Ready { build_id } => build_id.as_deref(),
+            ImageState::Building { build, .. } => Some(&build.id),
         }
     }
 }
 
-/// Makes sure the image of `new` exists or is being built: the registry is asked first (a hit
-/// answers at once), then an unfinished build of the same key is joined, and only then is a
-/// build started, which an anonymous caller pays for from its daily allowance.
+/// Makes sure the image of `new` exists or is being built: images checked before answer from
+/// memory, then the registry is asked (a hit answers at once and is remembered), then an
+/// unfinished build of the same key is joined, and only then is a build started, which an
+/// anonymous caller pays for from its daily allowance.
 pub async fn ensure_image(
     state: &AppState,
     caller: Caller,
     new: NewBuild,
 ) -> Result<ImageState, ApiError> {
+    if let Some(known) = state
+        .images
+        .get(&state.registry, &new.key, &new.image)
+        .await
+    {
+        state.metrics.container_request(RequestResult::Hit);
+        return Ok(ImageState::Ready {
+            build_id: Some(known.build_id.clone()),
+        });
+    }
     let (repository, tag) = repository_and_tag(&new.image)
         .ok_or_else(|| ApiError::bad_request(format!("`{}` is not an image name", new.image)))?;
-    if let Some(build) = trusted_hit(state, &new.key, repository, tag).await? {
+    if let Some(build) = trusted_hit(state, &new, repository, tag).await? {
         state.metrics.container_request(RequestResult::Hit);
-        return Ok(ImageState::Ready { build: Some(build) });
+        return Ok(ImageState::Ready {
+            build_id: Some(build.id),
+        });
     }
     state.metrics.container_request(RequestResult::Miss);
     // One decision at a time: requests racing for the same new image must see each other's
@@ -174,9 +191,11 @@ pub async fn ensure_image(
     if latest
         .as_ref()
         .is_some_and(|build| build.status == BuildStatus::Done && build.succeeded == Some(true))
-        && let Some(build) = trusted_hit(state, &new.key, repository, tag).await?
+        && let Some(build) = trusted_hit(state, &new, repository, tag).await?
     {
-        return Ok(ImageState::Ready { build: Some(build) });
+        return Ok(ImageState::Ready {
+            build_id: Some(build.id),
+        });
     }
     let running = latest
         .as_ref()
@@ -202,11 +221,37 @@ pub async fn ensure_image(
             refused
         })?;
     }
+    // A build of the key starts (or runs): whatever was remembered of it no longer holds.
+    state.images.forget(&new.key).await;
     let submitted = state.queue.submit_as(new, &submitter).await?;
     Ok(ImageState::Building {
-        build: submitted.build,
+        build: Box::new(submitted.build),
         created: submitted.created,
     })
+}
+
+/// Waits up to `api.wait_for_build_ms` for a build `placed` says this request started: when it
+/// ends well by then the image is ready, and is answered so. Anything else (a build joined,
+/// still running, or failed) stays as it was, answered as before. The queue announces each
+/// build it ends, so this waits without polling.
+pub async fn wait_for_new_build(
+    state: &AppState,
+    placed: ImageState,
+) -> Result<ImageState, ApiError> {
+    let ImageState::Building {
+        build,
+        created: true,
+    } = &placed
+    else {
+        return Ok(placed);
+    };
+    let wait = std::time::Duration::from_millis(state.config.api.wait_for_build_ms);
+    match state.queue.wait_finished(&build.id, wait).await? {
+        Some(done) if done.succeeded == Some(true) => Ok(ImageState::Ready {
+            build_id: Some(done.id),
+        }),
+        _ => Ok(placed),
+    }
 }
 
 /// How long a client refused for a full queue is told to wait: builds take minutes.
@@ -254,23 +299,30 @@ async fn check_queue_room(
 /// The build that made the image at `repository:tag`, when the tag exists and kiln vouches for
 /// what it points at: its last build of `key` succeeded and pushed exactly that digest. A tag
 /// written behind kiln's back (another digest, or no build of the key) is a miss: kiln builds
-/// the image and overwrites the tag.
+/// the image and overwrites the tag. A hit is remembered in [`AppState::images`], with the
+/// repository's change count from before the look-up.
 async fn trusted_hit(
     state: &AppState,
-    key: &str,
+    new: &NewBuild,
     repository: &str,
     tag: &str,
 ) -> Result<Option<BuildRecord>, ApiError> {
+    let changes = state.registry.storage().repository_changes(repository);
     let Some(digest) = state.registry.tag_digest(repository, tag).await else {
         return Ok(None);
     };
-    let build = state.store.latest_for_key(key).await?;
+    let build = state.store.latest_for_key(&new.key).await?;
     let trusted = build.filter(|build| {
         build.status == BuildStatus::Done
             && build.succeeded == Some(true)
             && build.digest.as_deref() == Some(digest.as_str())
     });
-    if trusted.is_none() {
+    if let Some(build) = &trusted {
+        state
+            .images
+            .insert(&new.key, &new.image, repository, changes, &build.id)
+            .await;
+    } else {
         tracing::warn!(
             image = %format!("{repository}:{tag}"),
             %digest,

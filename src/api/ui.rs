@@ -188,8 +188,8 @@ async fn submit_form(
         Err(err) => Err(err),
     };
     match placed {
-        Ok((plan, placed)) => match placed.build() {
-            Some(build) => Redirect::to(&format!("/view/builds/{}", build.id)).into_response(),
+        Ok((plan, placed)) => match placed.build_id() {
+            Some(build_id) => Redirect::to(&format!("/view/builds/{build_id}")).into_response(),
             None => {
                 // An image kiln has no build record for (pushed by hand, or its record
                 // expired): there is no build page, so say where the image is.

@@ -73,7 +73,7 @@ async fn container_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, Response> {
-    let Some(request) = state.store.request(&id).await.map_err(store_failed)? else {
+    let Some(request) = state.requests.get(&id).await.map_err(store_failed)? else {
         return Err(not_found("container request", &id));
     };
     let build = match &request.build_id {
@@ -440,6 +440,7 @@ mod tests {
         ) -> Self {
             let registry = RegistryState::new(config.registry_config()).await.unwrap();
             let queue = Queue::new(store.clone(), Arc::new(NoBackend), 1);
+            let requests = crate::api::request_records::RequestRecords::new(store.clone());
             Setup {
                 state: AppState::new(App {
                     search: crate::search::PackageIndex::from_config(&config).unwrap(),
@@ -452,6 +453,9 @@ mod tests {
                     user_limiter: RateLimiter::new(0),
                     submitting: tokio::sync::Mutex::new(()),
                     contexts: Default::default(),
+                    images: Default::default(),
+                    health: Default::default(),
+                    requests,
                 }),
                 _data: data,
             }

@@ -23,7 +23,9 @@ use sha2::{Digest as _, Sha256};
 use super::AppState;
 use super::base_hosts::{BaseImage, check_base_images};
 use super::error::ApiError;
-use super::submit::{Caller, ClientAddress, ImageState, ensure_image, require_recipe_token};
+use super::submit::{
+    Caller, ClientAddress, ImageState, ensure_image, require_recipe_token, wait_for_new_build,
+};
 use crate::build::containerfile::ContainerfileRequest;
 use crate::metrics::RequestResult;
 use crate::plan::ImagePlan;
@@ -191,21 +193,23 @@ async fn pass_through(
         created_at: Utc::now(),
     };
     record.id = request_id(address, &record);
-    state.store.add_request(&record).await?;
-    state.metrics.container_request(RequestResult::PassThrough);
-    Ok(Json(SubmitResponse {
-        request_id: record.id,
-        target_image: record.target_image,
-        container_image: record.container_image,
+    let answer = SubmitResponse {
+        request_id: record.id.clone(),
+        target_image: record.target_image.clone(),
+        container_image: record.container_image.clone(),
         build_id: None,
         cached: None,
         freeze,
         mirror: false,
         succeeded: Some(true),
-    }))
+    };
+    state.requests.add(record).await?;
+    state.metrics.container_request(RequestResult::PassThrough);
+    Ok(Json(answer))
 }
 
-/// Makes sure the image of `new` exists or is being built, records the request, and answers.
+/// Makes sure the image of `new` exists or is being built (waiting a little for a build this
+/// request starts), records the request, and answers.
 async fn answer(
     state: &AppState,
     caller: Caller,
@@ -230,13 +234,15 @@ async fn answer(
     let format = new.format.clone();
     let address = caller.address;
     let placed = ensure_image(state, caller, new).await?;
+    // A build finished by now is answered as a cached image: Nextflow starts the task at once.
+    let placed = wait_for_new_build(state, placed).await?;
     let (cached, succeeded) = match &placed {
         ImageState::Ready { .. } => (true, Some(true)),
         ImageState::Building { .. } => (false, None),
     };
     let mut record = ContainerRequest {
         id: String::new(),
-        build_id: placed.build().map(|build| build.id.clone()),
+        build_id: placed.build_id().map(str::to_owned),
         target_image: image.clone(),
         container_image: image,
         format,
@@ -245,17 +251,19 @@ async fn answer(
         created_at: Utc::now(),
     };
     record.id = request_id(address, &record);
-    state.store.add_request(&record).await?;
-    Ok(Json(SubmitResponse {
-        request_id: record.id,
-        target_image: record.target_image,
-        container_image: record.container_image,
+    let answer = SubmitResponse {
+        request_id: record.id.clone(),
+        target_image: record.target_image.clone(),
+        container_image: record.container_image.clone(),
         cached: Some(cached),
-        build_id: record.build_id,
+        build_id: record.build_id.clone(),
         freeze,
         mirror: false,
         succeeded,
-    }))
+    };
+    // Written by the records' writer; a status poll finds it before that too.
+    state.requests.add(record).await?;
+    Ok(Json(answer))
 }
 
 /// The plan of a package request: entries (or a conda environment file), channels, platform
@@ -526,8 +534,8 @@ async fn container_status(
     Path(id): Path<String>,
 ) -> Result<Json<ContainerStatus>, ApiError> {
     let request = state
-        .store
-        .request(&id)
+        .requests
+        .get(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("container request {id}")))?;
     let build = match &request.build_id {
@@ -585,8 +593,8 @@ async fn container_record(
     Path(id): Path<String>,
 ) -> Result<Json<ContainerRequest>, ApiError> {
     state
-        .store
-        .request(&id)
+        .requests
+        .get(&id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("container request {id}")))

@@ -64,10 +64,32 @@ pub enum SquashfsError {
     },
 }
 
+/// `mksquashfs` runs this process allows at once, once [`limit_runs`] or the first run set it.
+static RUNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+
+/// Caps the `mksquashfs` runs of this process at `runs` (at least one): each uses every core,
+/// so builds squashing at once would only slow each other down and hold more disk at a time.
+/// The first call counts (`kiln serve` makes it at start, from `build.max_mksquashfs`); without
+/// one the cap is the number of cores. Returns whether this call set it.
+pub fn limit_runs(runs: usize) -> bool {
+    RUNS.set(tokio::sync::Semaphore::new(runs.max(1))).is_ok()
+}
+
+fn runs() -> &'static tokio::sync::Semaphore {
+    RUNS.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        )
+    })
+}
+
 /// Packs the directory `root` into the squashfs file `out` (replaced if it exists), byte for
-/// byte the same for the same tree on any host, using all CPUs.
+/// byte the same for the same tree on any host, using all CPUs; waits while the process's cap
+/// of runs ([`limit_runs`]) is reached.
 pub async fn mksquashfs(root: &Path, out: &Path) -> Result<SquashfsStats, SquashfsError> {
     let processors = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // Never closed, so acquiring cannot fail.
+    let _turn = runs().acquire().await.ok();
     run(root, out, processors).await
 }
 

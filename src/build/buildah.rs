@@ -40,6 +40,9 @@ pub struct Buildah {
     /// The lock on `storage` that makes this process its only sweeper, once taken; held as long
     /// as the process runs.
     storage_lock: Arc<std::sync::OnceLock<std::fs::File>>,
+    /// Turns to run buildah, `build.max_buildah` of them, shared by clones: `kiln serve` makes
+    /// one runner for all its builders, so this caps the process.
+    runs: Arc<tokio::sync::Semaphore>,
 }
 
 /// A containers-storage of kiln's own: images and working containers under `root` (in the
@@ -156,6 +159,7 @@ impl Buildah {
             sandbox: Arc::default(),
             storage: None,
             storage_lock: Arc::default(),
+            runs: Arc::new(tokio::sync::Semaphore::new(settings.buildah_runs())),
         }
     }
 
@@ -557,6 +561,9 @@ impl Buildah {
         args: &[String],
         mut log: impl FnMut(&str),
     ) -> Result<(), BuildahError> {
+        // Waits for a turn while `build.max_buildah` runs go on; never closed, so this cannot
+        // fail.
+        let _turn = self.runs.acquire().await.ok();
         let storage = self.storage.as_ref().map(Storage::options);
         let mut child = command
             .args(storage.iter().flatten())

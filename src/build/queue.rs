@@ -103,7 +103,13 @@ struct Shared {
     wake: Notify,
     /// The builds this process's workers are running, to stop them when cancelled.
     running: std::sync::Mutex<HashMap<String, CancellationToken>>,
+    /// Every build this process ends, as it is recorded: what [`Queue::wait_finished`] waits on.
+    finished: tokio::sync::broadcast::Sender<Arc<BuildRecord>>,
 }
+
+/// Ended builds announced but not yet received before a slow waiter misses some (it then reads
+/// the store once).
+const FINISHED_BACKLOG: usize = 64;
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,6 +147,7 @@ impl Queue {
                 backend,
                 wake: Notify::new(),
                 running: std::sync::Mutex::default(),
+                finished: tokio::sync::broadcast::channel(FINISHED_BACKLOG).0,
             }),
             workers,
             lease: DEFAULT_LEASE,
@@ -230,7 +237,50 @@ impl Queue {
         if let Some(running) = self.running_builds().get(id) {
             running.cancel();
         }
+        self.announce(&done);
         Ok(done)
+    }
+
+    /// Tells whoever waits in [`wait_finished`](Self::wait_finished) that `build` ended.
+    fn announce(&self, build: &BuildRecord) {
+        // No receiver is no error: nobody waits.
+        let _ = self.shared.finished.send(Arc::new(build.clone()));
+    }
+
+    /// Build `id` once it has ended, waiting up to `timeout` for it; `None` when it has not
+    /// ended by then. Waking comes from this process's workers as they record builds (no
+    /// polling), so a build run by another process is only seen if it ended before the call.
+    pub async fn wait_finished(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<BuildRecord>, StoreError> {
+        if timeout.is_zero() {
+            return Ok(None);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Subscribed before reading: a build ending after the read is announced to us.
+        let mut finished = self.shared.finished.subscribe();
+        let done_in_store = || async {
+            let build = self.shared.store.build(id).await?;
+            Ok::<_, StoreError>(build.filter(|build| build.status == BuildStatus::Done))
+        };
+        if let Some(done) = done_in_store().await? {
+            return Ok(Some(done));
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, finished.recv()).await {
+                Err(_elapsed) => return Ok(None),
+                Ok(Ok(build)) if build.id == id => return Ok(Some(build.as_ref().clone())),
+                Ok(Ok(_other)) => {}
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    if let Some(done) = done_in_store().await? {
+                        return Ok(Some(done));
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return Ok(None),
+            }
+        }
     }
 
     fn running_builds(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
@@ -374,12 +424,15 @@ impl Worker {
             );
             tracing::warn!(build = %id, reason = %reason, "build failed");
             log.status_line(format!("build failed: {reason}")).await;
-            if let Err(err) = shared
+            match shared
                 .store
                 .finish(&id, BuildOutcome::Failed { reason })
                 .await
             {
-                tracing::error!(build = %id, error = %err, "recording the build's outcome failed");
+                Ok(done) => self.queue.announce(&done),
+                Err(err) => {
+                    tracing::error!(build = %id, error = %err, "recording the build's outcome failed");
+                }
             }
             return Ok(());
         }
@@ -462,8 +515,11 @@ impl Worker {
         if let Some(running) = running_metric {
             running.finish(matches!(outcome, BuildOutcome::Succeeded { .. }), elapsed);
         }
-        if let Err(err) = shared.store.finish(&id, outcome).await {
-            tracing::error!(build = %id, error = %err, "recording the build's outcome failed");
+        match shared.store.finish(&id, outcome).await {
+            Ok(done) => self.queue.announce(&done),
+            Err(err) => {
+                tracing::error!(build = %id, error = %err, "recording the build's outcome failed");
+            }
         }
         Ok(())
     }
@@ -749,6 +805,55 @@ mod tests {
         // The cancelled build stays as the cancel left it.
         let still = queue.store().build(&long.id).await.unwrap().unwrap();
         assert_eq!(still.reason.as_deref(), Some("cancelled by alice"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiters_for_a_build_are_told_when_it_ends() {
+        let dir = TempDir::new().unwrap();
+        let backend = Counting::new(Duration::from_millis(300));
+        let queue = Queue::new(open(&dir).await, backend.clone(), 1);
+        let _workers = queue.start();
+
+        let quick = queue.submit(request(&key(16))).await.unwrap().build;
+        assert_eq!(
+            queue
+                .wait_finished(&quick.id, Duration::ZERO)
+                .await
+                .unwrap(),
+            None,
+            "no wait, no answer"
+        );
+        let done = queue.wait_finished(&quick.id, WAIT).await.unwrap().unwrap();
+        assert_eq!(
+            (done.status, done.succeeded),
+            (BuildStatus::Done, Some(true))
+        );
+        // Ended before the call: read from the store.
+        let again = queue.wait_finished(&quick.id, WAIT).await.unwrap().unwrap();
+        assert_eq!(again.id, quick.id);
+
+        // A build still running when the time is up: nothing. One cancelled meanwhile: its end.
+        let slow = Queue::new(
+            Arc::clone(queue.store()),
+            Counting::new(Duration::from_secs(600)),
+            1,
+        );
+        let _slow_workers = slow.start();
+        let long = slow.submit(request(&key(17))).await.unwrap().build;
+        let waited = slow
+            .wait_finished(&long.id, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(waited, None);
+        let waiter = {
+            let slow = slow.clone();
+            let id = long.id.clone();
+            tokio::spawn(async move { slow.wait_finished(&id, WAIT).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        slow.cancel(&long.id, "cancelled by alice").await.unwrap();
+        let ended = waiter.await.unwrap().unwrap().unwrap();
+        assert_eq!(ended.succeeded, Some(false));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

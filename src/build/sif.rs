@@ -213,13 +213,14 @@ pub(super) async fn assemble_sif(
     .await;
 
     let started = Instant::now();
-    let inspect = inspect_metadata(&rootfs, &contents.definition, &contents.labels)?;
     let oci_config = serde_json::to_vec(&contents.config["config"])
         .map_err(|err| format!("the image config cannot be written: {err}"))?;
     let sif_path = work.join("image.sif");
     let summary = {
         let sif_path = sif_path.clone();
+        // Reading the metadata back and writing the SIF are file work: off the runtime.
         tokio::task::spawn_blocking(move || {
+            let inspect = inspect_metadata(&rootfs, &contents.definition, &contents.labels)?;
             write_sif(
                 &SifInput {
                     id: uuid_from(contents.seed.as_bytes()),

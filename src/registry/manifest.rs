@@ -195,6 +195,7 @@ impl Storage {
         if let Reference::Tag(t) = reference {
             self.atomic_write(&self.tag_path(name, t), digest.to_string().as_bytes())
                 .await?;
+            self.count_change(name);
         }
         Ok(PushedManifest { digest, subject })
     }
@@ -221,6 +222,7 @@ impl Storage {
         let d = match reference {
             Reference::Tag(t) => {
                 return if remove_opt(&self.tag_path(name, t)).await? {
+                    self.count_change(name);
                     Ok(())
                 } else {
                     Err(manifest_unknown(t))
@@ -233,6 +235,8 @@ impl Storage {
             .await?
             .ok_or_else(|| manifest_unknown(d))?;
         remove_opt(&self.manifest_path(name, d)).await?;
+        // Its tags no longer resolve from here on.
+        self.count_change(name);
         self.forget_blob(d).await?;
         let wanted = d.to_string();
         for tag in self.tag_names(name).await? {

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -50,8 +51,23 @@ pub struct Storage {
     guard: tokio::sync::RwLock<()>,
     /// While a collection runs, the digests made referenced since it started.
     touched: Mutex<Option<HashSet<Digest>>>,
+    /// Counts changes to what repositories' tags resolve to (a manifest stored or deleted, a
+    /// blob unlinked), by a hash of the repository name: what an in-memory answer about a tag
+    /// was checked against. Striped, so it stays this size however many repositories exist.
+    changes: Box<[AtomicU64]>,
     /// An exclusive lock on `root/lock`, held while this store is open: one process at a time.
     _lock: std::fs::File,
+}
+
+/// Stripes of [`Storage::changes`]: repositories sharing one only cost each other a re-check.
+const CHANGE_STRIPES: usize = 1024;
+
+/// The stripe of [`Storage::changes`] counting `name`'s changes (FNV-1a of the name).
+fn change_stripe(name: &str) -> usize {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % CHANGE_STRIPES as u64) as usize
 }
 
 fn now_secs() -> u64 {
@@ -163,8 +179,21 @@ impl Storage {
             owners: Mutex::new(owners),
             guard: tokio::sync::RwLock::new(()),
             touched: Mutex::new(None),
+            changes: (0..CHANGE_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             _lock: lock,
         })
+    }
+
+    /// How often what `name`'s tags resolve to may have changed so far. Read it before looking
+    /// a tag up: an answer remembered from that look-up holds while this stays the same, since
+    /// every change counts up only after it is on disk.
+    pub fn repository_changes(&self, name: &str) -> u64 {
+        self.changes[change_stripe(name)].load(Ordering::Acquire)
+    }
+
+    /// Counts a change to `name`'s tags, manifests or links, once it is on disk.
+    pub(super) fn count_change(&self, name: &str) {
+        self.changes[change_stripe(name)].fetch_add(1, Ordering::AcqRel);
     }
 
     /// The directory everything lives under.
@@ -316,6 +345,7 @@ impl Storage {
     /// still links it, so that deleted content is not served by any route.
     pub async fn unlink_blob(&self, name: &str, d: &Digest) -> Result<()> {
         if remove_opt(&self.link_path(name, d)).await? {
+            self.count_change(name);
             self.forget_blob(d).await?;
             Ok(())
         } else {
