@@ -442,7 +442,15 @@ mod tests {
             let queue = Queue::new(store.clone(), Arc::new(NoBackend), 1);
             Setup {
                 state: AppState::new(App {
-                    search: crate::search::PackageIndex::from_config(&config).unwrap(),
+                    search: crate::search::PackageIndex::from_config(
+                        &config,
+                        crate::resolve::Repodata::new(
+                            reqwest::Client::new(),
+                            config.data_dir.join("cache/repodata"),
+                            config.channel_mirrors.clone(),
+                        ),
+                    )
+                    .unwrap(),
                     config,
                     store,
                     registry,
