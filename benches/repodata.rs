@@ -87,19 +87,25 @@ fn main() -> Result<()> {
             .join("; "),
         generated.as_secs_f64()
     );
-    println!("request: {}", BigChannel::REQUEST.join(", "));
+    println!(
+        "request: {}; image {}@{} ({:.1} MB)",
+        BigChannel::REQUEST.join(", "),
+        figures.image.image,
+        figures.image.digest,
+        figures.image.image_bytes as f64 / MB
+    );
     println!();
-    println!("| {:<44} | {:>10} |", "step", "time");
-    println!("|{:-<46}|{:->12}|", "", "");
+    println!("| {:<50} | {:>10} |", "step", "time");
+    println!("|{:-<52}|{:->12}|", "", "");
     for (name, time) in [
         (
             "kiln cold build (download, solve, install, push)",
-            figures.cold,
+            figures.image.elapsed,
         ),
         ("kiln solve again (repodata in memory)", figures.warm_solve),
         ("rattler gateway + resolvo (anchor)", figures.anchor),
     ] {
-        println!("| {name:<44} | {:>8.3} s |", time.as_secs_f64());
+        println!("| {name:<50} | {:>8.3} s |", time.as_secs_f64());
     }
     println!();
     println!(
@@ -118,7 +124,7 @@ fn main() -> Result<()> {
 }
 
 struct Figures {
-    cold: Duration,
+    image: kiln_app::Build,
     warm_solve: Duration,
     anchor: Duration,
     kiln_memory: Memory,
@@ -180,7 +186,7 @@ async fn measure(channel: &BigChannel) -> Result<Figures> {
     let anchor = anchor(&server.url).await?;
     ensure!(anchor.1 == expected, "rattler picked {:?}", anchor.1);
     Ok(Figures {
-        cold: build.elapsed,
+        image: build,
         warm_solve,
         anchor: anchor.0,
         kiln_memory,

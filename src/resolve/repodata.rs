@@ -192,11 +192,7 @@ impl Repodata {
     ) -> Result<Vec<rattler_repodata_gateway::RepoData>, GatewayError> {
         let output = self
             .gateway
-            .query(
-                channels.iter().cloned(),
-                subdirs.iter().copied(),
-                specs.into_iter(),
-            )
+            .query(channels.iter().cloned(), subdirs.iter().copied(), specs)
             .recursive(recursive)
             .execute()
             .await?;

@@ -5,8 +5,9 @@
 //! [`Scale::noarch_records`] (conda-forge: about 300,000 and 100,000), written as
 //! `repodata.json` and `repodata.json.zst`. Most records are generated: tens of thousands of
 //! names built from syllables (`py-`, `r-`, `lib…`), several versions and builds each, with
-//! license, checksums, sizes, timestamps and 3–7 dependencies on other generated names, so a
-//! record is about as long as conda-forge's (about 730 bytes). No archive exists for them.
+//! license, checksums, sizes, timestamps, 4–9 dependencies and 1–2 constraints on other
+//! generated names, so a record is about as long as conda-forge's (about 730 bytes). No
+//! archive exists for them.
 //!
 //! A handful of `kiln-*` packages have thousands of versions, and only the version a request
 //! should get has a real `.conda` archive (and its true sha256 in the repodata), so a solver
@@ -140,6 +141,7 @@ struct Record {
     build: String,
     build_number: u32,
     depends: Vec<String>,
+    constrains: Vec<String>,
     sha256: String,
     md5: Option<String>,
     size: u64,
@@ -165,6 +167,13 @@ impl Record {
                 out.push(',');
             }
             let _ = write!(out, r#""{depend}""#);
+        }
+        out.push_str(r#"],"constrains":["#);
+        for (i, constraint) in self.constrains.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, r#""{constraint}""#);
         }
         let _ = write!(out, r#"],"license":"BSD-3-Clause","license_family":"BSD","#);
         if let Some(md5) = &self.md5 {
@@ -193,6 +202,7 @@ fn real_records(subdir_dir: &Path, subdir: &str, scale: Scale) -> io::Result<Vec
             build: "h0_0".to_owned(),
             build_number: 0,
             depends,
+            constrains: Vec::new(),
             sha256: hex(&mut rng, 32),
             md5: None,
             size: 4096,
@@ -466,7 +476,7 @@ fn generate_batch(subdir: &str, first_name: usize, limit: usize) -> (String, usi
                 if count == limit {
                     break 'names;
                 }
-                let depends = (0..3 + rng.below(5))
+                let depends = (0..4 + rng.below(6))
                     .map(|_| {
                         let other = generated_name(rng.below(first_name + BATCH_NAMES) + offset);
                         let major = 1 + rng.below(3);
@@ -475,8 +485,15 @@ fn generate_batch(subdir: &str, first_name: usize, limit: usize) -> (String, usi
                     .chain((!noarch).then(|| "libgcc-ng >=12".to_owned()))
                     .chain((!noarch).then(|| "__glibc >=2.17,<3.0.a0".to_owned()))
                     .collect();
+                let constrains = (0..1 + rng.below(2))
+                    .map(|_| {
+                        let other = generated_name(rng.below(first_name + BATCH_NAMES) + offset);
+                        format!("{other} >={}.{}", 1 + rng.below(4), rng.below(20))
+                    })
+                    .collect();
                 let record = Record {
                     name: name.clone(),
+                    constrains,
                     build: if noarch {
                         format!("pyhd8ed1ab_{b}")
                     } else {
