@@ -104,6 +104,10 @@ fn main() -> Result<()> {
         ),
         ("kiln solve again (repodata in memory)", figures.warm_solve),
         ("rattler gateway + resolvo (anchor)", figures.anchor),
+        (
+            "rattler sparse from local files + resolvo",
+            figures.local_anchor,
+        ),
     ] {
         println!("| {name:<50} | {:>8.3} s |", time.as_secs_f64());
     }
@@ -127,6 +131,7 @@ struct Figures {
     image: kiln_app::Build,
     warm_solve: Duration,
     anchor: Duration,
+    local_anchor: Duration,
     kiln_memory: Memory,
     anchor_memory: Memory,
 }
@@ -185,10 +190,13 @@ async fn measure(channel: &BigChannel) -> Result<Figures> {
 
     let anchor = anchor(&server.url).await?;
     ensure!(anchor.1 == expected, "rattler picked {:?}", anchor.1);
+    let local = local_anchor(channel)?;
+    ensure!(local.1 == expected, "rattler picked {:?}", local.1);
     Ok(Figures {
         image: build,
         warm_solve,
         anchor: anchor.0,
+        local_anchor: local.0,
         kiln_memory,
         anchor_memory: Memory::now()?,
     })
@@ -228,6 +236,66 @@ async fn anchor(url: &str) -> Result<(Duration, Vec<(String, String)>)> {
     })
     .await?
     .context("rattler's solve")?;
+    let elapsed = started.elapsed();
+    let mut picked: Vec<(String, String)> = solved
+        .records
+        .iter()
+        .map(|r| {
+            (
+                r.package_record.name.as_normalized().to_owned(),
+                r.package_record.version.to_string(),
+            )
+        })
+        .collect();
+    picked.sort();
+    Ok((elapsed, picked))
+}
+
+/// rattler alone on the channel's files as they are on disk (no download, as py-rattler's
+/// `SparseRepoData` reads them): index `linux-64` and `noarch`, load the request's records
+/// recursively, solve.
+fn local_anchor(channel: &BigChannel) -> Result<(Duration, Vec<(String, String)>)> {
+    use rattler_repodata_gateway::sparse::{PackageFormatSelection, SparseRepoData};
+    let started = Instant::now();
+    let canonical = Channel::from_url(url::Url::parse(&format!(
+        "https://conda.anaconda.org/{BIG_CHANNEL_NAME}/"
+    ))?);
+    let sparse = ["linux-64", "noarch"]
+        .iter()
+        .map(|subdir| {
+            SparseRepoData::from_file(
+                canonical.clone(),
+                *subdir,
+                channel.dir.join(subdir).join("repodata.json"),
+                None,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let specs: Vec<MatchSpec> = BigChannel::REQUEST
+        .iter()
+        .map(|entry| MatchSpec::from_str(entry, ParseMatchSpecOptions::lenient()))
+        .collect::<Result<_, _>>()?;
+    let names = ["kiln-app", "kiln-tool"]
+        .map(|name| name.parse())
+        .into_iter();
+    let records = SparseRepoData::load_records_recursive(
+        &sparse,
+        names.collect::<Result<Vec<_>, _>>()?,
+        None,
+        PackageFormatSelection::default(),
+    )?;
+    let task = SolverTask {
+        virtual_packages: vec![GenericVirtualPackage {
+            name: "__glibc".parse()?,
+            version: "2.36".parse()?,
+            build_string: "0".parse()?,
+        }],
+        specs,
+        ..SolverTask::from_iter(&records)
+    };
+    let solved = rattler_solve::resolvo::Solver
+        .solve(task)
+        .context("rattler's solve")?;
     let elapsed = started.elapsed();
     let mut picked: Vec<(String, String)> = solved
         .records
