@@ -3,9 +3,12 @@
 //!
 //! Autocomplete asks on every keystroke, so a search must never wait on the network. The
 //! conda side is an in-memory index of every package name in the channels' `linux-64`,
-//! `linux-aarch64` and `noarch` `repodata.json` (with its latest version, and its summary from
-//! `channeldata.json` when the channel has one), loaded on first use and refreshed hourly in
-//! the background. Names are kept sorted, so prefix matches are a binary search; substring
+//! `linux-aarch64` and `noarch` subdirs (with its summary from `channeldata.json` when the
+//! channel has one), loaded on first use and refreshed hourly in the background. The names
+//! come from the same [`Repodata`] gateway builds solve with, which lists them without parsing
+//! a record; the latest version of the (at most [`MAX_CONDA_HITS`]) hits of a search is read
+//! from the gateway when the search asks, so only the records of names someone looked at are
+//! ever parsed. Names are kept sorted, so prefix matches are a binary search; substring
 //! matches are a linear scan, done only when the prefix matches do not already fill the
 //! answer. The pip side cannot be listed (PyPI has no usable search), so only the typed name
 //! is looked up, with the PEP 691 JSON Simple API, and remembered for a few minutes.
@@ -26,8 +29,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use url::Url;
 
+use rattler_conda_types::{MatchSpec, PackageName, Subdir};
+
 use crate::config::Config;
-use crate::resolve::conda::CondaResolver;
+use crate::resolve::{Repodata, ResolveError};
 
 /// The most conda hits one search answers: enough for a dropdown, small enough to send on
 /// every keystroke.
@@ -35,6 +40,9 @@ pub const MAX_CONDA_HITS: usize = 20;
 
 /// The subdirs indexed: kiln builds `linux/amd64` and `linux/arm64` images.
 pub const SUBDIRS: [&str; 3] = ["linux-64", "linux-aarch64", "noarch"];
+
+/// [`SUBDIRS`] as the gateway names them.
+const GATEWAY_SUBDIRS: [Subdir; 3] = [Subdir::Linux64, Subdir::LinuxAarch64, Subdir::NoArch];
 
 /// How often the conda index is downloaded again (revalidated with ETags, so mostly cheap).
 const REFRESH: Duration = Duration::from_secs(3600);
@@ -46,8 +54,8 @@ const RETRY: Duration = Duration::from_secs(60);
 /// How long the first search waits for the first load; later ones never wait.
 const FIRST_LOAD_WAIT: Duration = Duration::from_secs(10);
 
-/// How long a repodata download may take: conda-forge's are hundreds of megabytes.
-const REPODATA_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a `channeldata.json` download may take.
+const CHANNELDATA_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a pip index answer is reused.
 const PYPI_TTL: Duration = Duration::from_secs(600);
@@ -84,7 +92,7 @@ pub struct CondaHit {
     pub name: String,
     /// The channel that has it, as configured.
     pub channel: String,
-    /// The latest version in the indexed subdirs.
+    /// The latest version in the indexed subdirs (empty when the gateway could not say).
     pub version: String,
     /// From the channel's `channeldata.json`, when it has one.
     pub summary: Option<String>,
@@ -165,11 +173,12 @@ pub fn normalize_pypi_name(name: &str) -> Option<String> {
     Some(normalized)
 }
 
-/// The newest version of every package in one `repodata.json`.
+/// The package names of one subdir, with their newest version when it is known.
 #[derive(Debug, Default)]
 pub struct RepodataNames {
-    /// Name → (version as written, parsed for comparison).
-    latest: HashMap<String, (String, rattler_conda_types::Version)>,
+    /// Name → (version as written, parsed for comparison); `None` when only the name is known
+    /// (the version is then looked up when a search finds it).
+    latest: HashMap<String, Option<(String, rattler_conda_types::Version)>>,
 }
 
 impl RepodataNames {
@@ -178,26 +187,35 @@ impl RepodataNames {
     /// skipped.
     pub fn parse(bytes: &[u8]) -> Result<RepodataNames, serde_json::Error> {
         let document: RepodataDocument = serde_json::from_slice(bytes)?;
-        let mut latest: HashMap<String, (String, rattler_conda_types::Version)> = HashMap::new();
+        let mut latest: HashMap<String, Option<(String, rattler_conda_types::Version)>> =
+            HashMap::new();
         for record in document.packages.into_iter().chain(document.conda_packages) {
             match latest.entry(record.name) {
                 MapEntry::Occupied(mut known) => {
                     // Most records repeat a version (one per build): skip the parse.
-                    if known.get().0 != record.version
+                    if let Some(current) = known.get()
+                        && current.0 != record.version
                         && let Ok(version) = rattler_conda_types::Version::from_str(&record.version)
-                        && version > known.get().1
+                        && version > current.1
                     {
-                        known.insert((record.version, version));
+                        known.insert(Some((record.version, version)));
                     }
                 }
                 MapEntry::Vacant(slot) => {
                     if let Ok(version) = rattler_conda_types::Version::from_str(&record.version) {
-                        slot.insert((record.version, version));
+                        slot.insert(Some((record.version, version)));
                     }
                 }
             }
         }
         Ok(RepodataNames { latest })
+    }
+
+    /// Names whose versions are not known yet.
+    pub fn from_names(names: impl IntoIterator<Item = String>) -> RepodataNames {
+        RepodataNames {
+            latest: names.into_iter().map(|name| (name, None)).collect(),
+        }
     }
 
     /// How many package names it has.
@@ -291,7 +309,8 @@ pub struct ChannelPackages {
     pub summaries: Arc<Summaries>,
 }
 
-/// Every conda package name with its latest version, sorted by name then channel priority.
+/// Every conda package name (with its latest version when known), sorted by name then
+/// channel priority.
 #[derive(Debug, Default)]
 pub struct CondaIndex {
     entries: Vec<IndexEntry>,
@@ -304,6 +323,7 @@ struct IndexEntry {
     name: Box<str>,
     /// Index into [`CondaIndex::channels`], which is also its priority.
     channel: usize,
+    /// Empty when not known yet.
     version: Box<str>,
     summary: Option<Arc<str>>,
 }
@@ -313,12 +333,18 @@ impl CondaIndex {
     pub fn build(channels: &[ChannelPackages]) -> CondaIndex {
         let mut entries = Vec::new();
         for (position, channel) in channels.iter().enumerate() {
-            let mut latest: HashMap<&str, &(String, rattler_conda_types::Version)> = HashMap::new();
+            let mut latest: HashMap<&str, &Option<(String, rattler_conda_types::Version)>> =
+                HashMap::new();
             for subdir in &channel.repodata {
                 for (name, candidate) in &subdir.latest {
                     match latest.entry(name) {
                         MapEntry::Occupied(mut known) => {
-                            if candidate.1 > known.get().1 {
+                            let newer = match (candidate, known.get()) {
+                                (Some(candidate), Some(known)) => candidate.1 > known.1,
+                                (Some(_), None) => true,
+                                (None, _) => false,
+                            };
+                            if newer {
                                 known.insert(candidate);
                             }
                         }
@@ -328,10 +354,10 @@ impl CondaIndex {
                     }
                 }
             }
-            entries.extend(latest.into_iter().map(|(name, (version, _))| IndexEntry {
+            entries.extend(latest.into_iter().map(|(name, version)| IndexEntry {
                 name: name.into(),
                 channel: position,
-                version: version.as_str().into(),
+                version: version.as_ref().map_or("", |(v, _)| v.as_str()).into(),
                 summary: channel.summaries.by_name.get(name).cloned(),
             }));
         }
@@ -414,6 +440,10 @@ impl fmt::Debug for PackageIndex {
 
 struct Inner {
     http: reqwest::Client,
+    /// The repodata builds read too: names, and versions of hits.
+    repodata: Repodata,
+    /// The subdirs of each channel that the current index has names of.
+    subdirs: Mutex<HashMap<String, Vec<Subdir>>>,
     /// Channel name → where it is read from (or why its mirror is not a URL), in priority
     /// order.
     channels: Vec<(String, Result<Url, String>)>,
@@ -423,8 +453,8 @@ struct Inner {
     loaded: watch::Sender<Loaded>,
     /// Set once the background refresh has been started.
     started: AtomicBool,
-    /// The last good copy of every downloaded file, with its ETag, to revalidate, and to fall
-    /// back on when a refresh cannot download it.
+    /// The last good `channeldata.json` of every channel, with its ETag, to revalidate, and to
+    /// fall back on when a refresh cannot download it.
     files: Mutex<HashMap<Url, CachedFile>>,
     /// Recent pip index answers by normalized name.
     pypi: Mutex<HashMap<String, CachedLookup>>,
@@ -442,28 +472,7 @@ struct Loaded {
 #[derive(Debug, Clone)]
 struct CachedFile {
     etag: Option<String>,
-    parsed: Parsed,
-}
-
-#[derive(Debug, Clone)]
-enum Parsed {
-    Repodata(Arc<RepodataNames>),
-    Channeldata(Arc<Summaries>),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum FileKind {
-    Repodata,
-    Channeldata,
-}
-
-impl FileKind {
-    fn parse(self, bytes: &[u8]) -> Result<Parsed, serde_json::Error> {
-        Ok(match self {
-            FileKind::Repodata => Parsed::Repodata(Arc::new(RepodataNames::parse(bytes)?)),
-            FileKind::Channeldata => Parsed::Channeldata(Arc::new(Summaries::parse(bytes)?)),
-        })
-    }
+    summaries: Arc<Summaries>,
 }
 
 #[derive(Debug)]
@@ -478,24 +487,23 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PackageIndex {
-    /// The configured channels (read through `channel_mirrors` exactly as builds read them)
-    /// and pip index. Nothing is downloaded until the first search.
-    pub fn from_config(config: &Config) -> Result<PackageIndex, reqwest::Error> {
+    /// The configured channels, read through `repodata` (the builds' own, so through the
+    /// same mirrors and the same memory), and pip index. Nothing is downloaded until the first
+    /// search.
+    pub fn from_config(
+        config: &Config,
+        repodata: Repodata,
+    ) -> Result<PackageIndex, reqwest::Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        let resolver = CondaResolver::new(
-            http.clone(),
-            config.data_dir.join("cache").join("repodata"),
-            config.channel_mirrors.clone(),
-        );
         let channels = config
             .channels
             .iter()
             .map(|channel| {
                 let name = channel.to_string();
-                let url = resolver.channel_url(&name).map_err(|err| err.to_string());
+                let url = repodata.channel_url(&name).map_err(|err| err.to_string());
                 (name, url)
             })
             .collect();
@@ -511,15 +519,22 @@ impl PackageIndex {
                 None
             }
         };
-        Ok(PackageIndex::new(http, channels, pip_index))
+        Ok(PackageIndex::new(http, repodata, channels, pip_index))
     }
 
-    /// An index of `channels` (name, base URL; highest priority first) and a pip index.
+    /// An index of `channels` (name, base URL; highest priority first) with its repodata
+    /// cached under `cache_dir`, and a pip index.
     pub fn with_sources(
         http: reqwest::Client,
         channels: Vec<(String, Url)>,
         pip_index: Option<Url>,
+        cache_dir: std::path::PathBuf,
     ) -> PackageIndex {
+        let mirrors = channels
+            .iter()
+            .map(|(name, url)| (name.clone(), url.to_string()))
+            .collect();
+        let repodata = Repodata::new(http.clone(), cache_dir, mirrors);
         let channels = channels
             .into_iter()
             .map(|(name, url)| {
@@ -530,17 +545,20 @@ impl PackageIndex {
             })
             .collect();
         let pip_index = pip_index.map(|url| Url::parse(&with_slash(url.as_str())).unwrap_or(url));
-        PackageIndex::new(http, channels, pip_index)
+        PackageIndex::new(http, repodata, channels, pip_index)
     }
 
     fn new(
         http: reqwest::Client,
+        repodata: Repodata,
         channels: Vec<(String, Result<Url, String>)>,
         pip_index: Option<Url>,
     ) -> PackageIndex {
         PackageIndex {
             inner: Arc::new(Inner {
                 http,
+                repodata,
+                subdirs: Mutex::new(HashMap::new()),
                 channels,
                 pip_index,
                 loaded: watch::Sender::new(Loaded::default()),
@@ -570,8 +588,12 @@ impl PackageIndex {
     /// Conda hits for a lowercase name. Only the very first search can wait (for the first
     /// load, at most [`FIRST_LOAD_WAIT`]).
     pub async fn search_conda(&self, name: &str) -> Vec<CondaHit> {
-        let index = self.current().await;
-        index.map_or_else(Vec::new, |index| index.search(name, MAX_CONDA_HITS))
+        let Some(index) = self.current().await else {
+            return Vec::new();
+        };
+        let mut hits = index.search(name, MAX_CONDA_HITS);
+        self.inner.fill_versions(&mut hits).await;
+        hits
     }
 
     /// The current conda index, starting the background load on first use.
@@ -696,8 +718,8 @@ impl Inner {
         complete
     }
 
-    /// One channel's subdirs and summaries; false when some repodata is missing (neither
-    /// downloaded nor kept from an earlier refresh).
+    /// One channel's subdir names (from the gateway) and summaries; false when some subdir
+    /// could not be read. A subdir the channel does not have (a 404) is left out.
     async fn channel(&self, name: &str, base: &Result<Url, String>) -> (ChannelPackages, bool) {
         let mut packages = ChannelPackages {
             name: name.to_owned(),
@@ -711,65 +733,115 @@ impl Inner {
                 return (packages, false);
             }
         };
-        let file = |path: &str, kind| {
-            let url = base.join(path);
-            async move {
-                match url {
-                    Ok(url) => self.file(name, &url, kind).await,
-                    Err(err) => Err(err.to_string()),
-                }
-            }
+        let subdir_names = |subdir: Subdir| async move {
+            let channel = self.repodata.load(name, &[subdir]).await?;
+            let names = self
+                .repodata
+                .names(&channel, &[subdir])
+                .await
+                .map_err(|err| ResolveError::BadRepodata {
+                    channel: name.to_owned(),
+                    url: channel.base_url.to_string(),
+                    reason: crate::error_chain(&err),
+                })?;
+            Ok::<_, ResolveError>((subdir, names))
         };
         let (subdirs, channeldata) = tokio::join!(
-            futures_util::future::join_all(
-                SUBDIRS.map(|subdir| file(&format!("{subdir}/repodata.json"), FileKind::Repodata))
-            ),
-            file("channeldata.json", FileKind::Channeldata),
+            futures_util::future::join_all(GATEWAY_SUBDIRS.map(subdir_names)),
+            self.channeldata(name, base),
         );
         let mut complete = true;
+        let mut loaded = Vec::new();
         for subdir in subdirs {
             match subdir {
-                Ok(Some(Parsed::Repodata(names))) => packages.repodata.push(names),
-                Ok(_) => {}
-                Err(_) => complete = false,
+                Ok((subdir, names)) => {
+                    loaded.push(subdir);
+                    packages.repodata.push(Arc::new(RepodataNames::from_names(
+                        names.into_iter().map(|n| n.as_normalized().to_owned()),
+                    )));
+                }
+                Err(ResolveError::ChannelStatus { status: 404, .. }) => {}
+                Err(err) => {
+                    tracing::warn!(channel = name, error = %err, "search cannot read this subdir");
+                    complete = false;
+                }
             }
         }
-        if let Ok(Some(Parsed::Channeldata(summaries))) = channeldata {
+        lock(&self.subdirs).insert(name.to_owned(), loaded);
+        if let Some(summaries) = channeldata {
             packages.summaries = summaries;
         }
         (packages, complete)
     }
 
-    /// GETs and parses `url`, revalidating with its ETag. `Ok(None)` when the channel does not
-    /// have it (404); the last good copy when it cannot be downloaded now.
-    async fn file(
-        &self,
-        channel: &str,
-        url: &Url,
-        kind: FileKind,
-    ) -> Result<Option<Parsed>, String> {
-        let cached = lock(&self.files).get(url).cloned();
-        let fetched = self.download(url, kind, cached.as_ref()).await;
-        match (fetched, cached) {
-            (Err(reason), Some(cached)) => {
-                tracing::warn!(channel, %url, %reason, "cannot refresh; search keeps the copy it has");
-                Ok(Some(cached.parsed))
+    /// The latest version of every hit whose version the index does not know, from the
+    /// records of those names only. Hits it cannot look up keep an empty version.
+    async fn fill_versions(&self, hits: &mut [CondaHit]) {
+        let mut by_channel: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, hit) in hits.iter().enumerate() {
+            if hit.version.is_empty() {
+                by_channel.entry(hit.channel.clone()).or_default().push(i);
             }
-            (Err(reason), None) => {
-                tracing::warn!(channel, %url, %reason, "cannot download; search leaves it out");
-                Err(reason)
+        }
+        for (name, positions) in by_channel {
+            let subdirs = lock(&self.subdirs).get(&name).cloned().unwrap_or_default();
+            let Ok(channel) = self.repodata.channel(&name) else {
+                continue;
+            };
+            let specs = positions
+                .iter()
+                .filter_map(|&i| PackageName::try_from(hits[i].name.as_str()).ok())
+                .map(MatchSpec::from)
+                .collect();
+            let records = match self
+                .repodata
+                .query(&[channel], &subdirs, specs, false)
+                .await
+            {
+                Ok(records) => records,
+                Err(err) => {
+                    tracing::warn!(channel = name, error = %crate::error_chain(&err), "search cannot read versions");
+                    continue;
+                }
+            };
+            let mut latest: HashMap<&str, &rattler_conda_types::VersionWithSource> = HashMap::new();
+            for record in records.iter().flat_map(|set| set.iter()) {
+                let package = &record.package_record;
+                let known = latest
+                    .entry(package.name.as_normalized())
+                    .or_insert(&package.version);
+                if package.version.version() > known.version() {
+                    *known = &package.version;
+                }
             }
-            (Ok(parsed), _) => Ok(parsed),
+            for i in positions {
+                if let Some(version) = latest.get(hits[i].name.as_str()) {
+                    hits[i].version = version.as_str().into_owned();
+                }
+            }
         }
     }
 
-    async fn download(
+    /// The channel's summaries: revalidated with its ETag; the last good copy when it cannot
+    /// be downloaded now; `None` when the channel has none.
+    async fn channeldata(&self, channel: &str, base: &Url) -> Option<Arc<Summaries>> {
+        let url = base.join("channeldata.json").ok()?;
+        let cached = lock(&self.files).get(&url).cloned();
+        match self.download_channeldata(&url, cached.as_ref()).await {
+            Ok(summaries) => summaries,
+            Err(reason) => {
+                tracing::warn!(channel, %url, %reason, "cannot refresh channeldata; search keeps the copy it has");
+                cached.map(|cached| cached.summaries)
+            }
+        }
+    }
+
+    async fn download_channeldata(
         &self,
         url: &Url,
-        kind: FileKind,
         cached: Option<&CachedFile>,
-    ) -> Result<Option<Parsed>, String> {
-        let mut request = self.http.get(url.clone()).timeout(REPODATA_TIMEOUT);
+    ) -> Result<Option<Arc<Summaries>>, String> {
+        let mut request = self.http.get(url.clone()).timeout(CHANNELDATA_TIMEOUT);
         if let Some(CachedFile {
             etag: Some(etag), ..
         }) = cached
@@ -783,7 +855,7 @@ impl Inner {
         match response.status().as_u16() {
             304 => {
                 return cached
-                    .map(|cached| Some(cached.parsed.clone()))
+                    .map(|cached| Some(cached.summaries.clone()))
                     .ok_or_else(|| "answered 304 Not Modified to a plain GET".to_owned());
             }
             404 => {
@@ -802,18 +874,19 @@ impl Inner {
             .bytes()
             .await
             .map_err(|err| crate::error_chain(&err))?;
-        let parsed = tokio::task::spawn_blocking(move || kind.parse(&bytes))
+        let summaries = tokio::task::spawn_blocking(move || Summaries::parse(&bytes))
             .await
             .map_err(|err| err.to_string())?
-            .map_err(|err| format!("is not valid JSON of its kind: {err}"))?;
+            .map_err(|err| format!("is not valid channeldata JSON: {err}"))?;
+        let summaries = Arc::new(summaries);
         lock(&self.files).insert(
             url.clone(),
             CachedFile {
                 etag,
-                parsed: parsed.clone(),
+                summaries: summaries.clone(),
             },
         );
-        Ok(Some(parsed))
+        Ok(Some(summaries))
     }
 
     /// `GET <index>/<name>/`: `Ok(None)` when the index does not have the project.
@@ -1301,10 +1374,12 @@ mod tests {
     #[tokio::test]
     async fn the_index_loads_on_first_search_and_revalidates_with_etags() {
         let served = serve().await;
+        let cache = tempfile::tempdir().unwrap();
         let index = PackageIndex::with_sources(
             reqwest::Client::new(),
             vec![("chan".to_owned(), served.url.join("chan").unwrap())],
             Some(served.url.join("simple").unwrap()),
+            cache.path().to_owned(),
         );
         let results = index.search("kiln-he").await;
         assert_eq!(
@@ -1322,9 +1397,12 @@ mod tests {
             ["hello", "kiln-hello", "kiln-pyhello"]
         );
 
-        // Three repodata (one a 404) and channeldata; the 404 has no ETag to revalidate.
+        // The repodata is still in the gateway's memory (younger than its maximum age); only
+        // channeldata is revalidated.
+        let before = served.gets.load(Ordering::SeqCst);
         assert!(index.refresh().await);
-        assert_eq!(served.not_modified.load(Ordering::SeqCst), 3);
+        assert_eq!(served.not_modified.load(Ordering::SeqCst), 1);
+        assert_eq!(served.gets.load(Ordering::SeqCst), before + 1);
         assert_eq!(index.search("kiln-he").await.conda.len(), 1);
 
         let before = served.gets.load(Ordering::SeqCst);
@@ -1349,8 +1427,13 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}/chan/", listener.local_addr().unwrap())).unwrap();
         drop(listener);
-        let index =
-            PackageIndex::with_sources(reqwest::Client::new(), vec![("chan".into(), url)], None);
+        let cache = tempfile::tempdir().unwrap();
+        let index = PackageIndex::with_sources(
+            reqwest::Client::new(),
+            vec![("chan".into(), url)],
+            None,
+            cache.path().to_owned(),
+        );
         let results = index.search("samtools").await;
         assert_eq!(results, SearchResults::default());
         assert!(!index.refresh().await);

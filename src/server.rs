@@ -57,21 +57,19 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let buildah = buildah(&config).await;
     crate::build::leftovers::sweep(&buildah, store.as_ref(), &config.work_dir()).await;
-    let queue = Queue::new(
-        store.clone(),
-        builders(&config, &registry, address, buildah, store.clone())?,
-        config.build.workers,
-    )
-    .with_metrics(metrics.clone())
-    .with_bounds(crate::build::queue::BuildBounds::from_settings(
-        &config.build,
-    ))
-    .with_lease(std::time::Duration::from_secs(
-        config.build.lease_secs.max(1),
-    ));
+    let (backends, repodata) = builders(&config, &registry, address, buildah, store.clone())?;
+    let queue = Queue::new(store.clone(), backends, config.build.workers)
+        .with_metrics(metrics.clone())
+        .with_bounds(crate::build::queue::BuildBounds::from_settings(
+            &config.build,
+        ))
+        .with_lease(std::time::Duration::from_secs(
+            config.build.lease_secs.max(1),
+        ));
     let workers = queue.start();
     tracing::info!(%address, registry = %config.registry, "kiln is serving");
-    let search = crate::search::PackageIndex::from_config(&config)
+    // Search reads the builds' repodata: one gateway, one copy in memory.
+    let search = crate::search::PackageIndex::from_config(&config, repodata)
         .context("cannot set up the HTTP client of package search")?;
     let requests = crate::api::request_records::RequestRecords::new(store.clone());
     let stop_writer = tokio_util::sync::CancellationToken::new();
@@ -140,14 +138,14 @@ async fn buildah(config: &Config) -> Buildah {
 }
 
 /// The build backends: they push to this process's own registry, over loopback, with the
-/// builders' credential.
+/// builders' credential. Also the native builder's repodata, which search shares.
 fn builders(
     config: &Config,
     registry: &RegistryState,
     address: SocketAddr,
     buildah: Buildah,
     store: Arc<dyn Store>,
-) -> anyhow::Result<Arc<dyn Backend>> {
+) -> anyhow::Result<(Arc<dyn Backend>, crate::resolve::Repodata)> {
     let builder = registry.builder_credentials().clone();
     let loopback = SocketAddr::from(([127, 0, 0, 1], address.port()));
     let client = RegistryClient::new(
@@ -160,6 +158,7 @@ fn builders(
     )?;
     let native =
         NativeBuilder::from_config(config, client.clone(), store).map_err(anyhow::Error::msg)?;
+    let repodata = native.resolver.repodata().clone();
     let containerfile = ContainerfileBuilder::new(
         buildah.clone(),
         ContainerfileSettings {
@@ -181,11 +180,12 @@ fn builders(
             work_dir: config.work_dir(),
         },
     );
-    Ok(Arc::new(Dispatch::new(
+    let backends = Arc::new(Dispatch::new(
         Arc::new(native),
         Arc::new(containerfile),
         Arc::new(definition),
-    )))
+    ));
+    Ok((backends, repodata))
 }
 
 /// Removes abandoned registry uploads and remote builds' stale build contexts every few

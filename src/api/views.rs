@@ -443,7 +443,15 @@ mod tests {
             let requests = crate::api::request_records::RequestRecords::new(store.clone());
             Setup {
                 state: AppState::new(App {
-                    search: crate::search::PackageIndex::from_config(&config).unwrap(),
+                    search: crate::search::PackageIndex::from_config(
+                        &config,
+                        crate::resolve::Repodata::new(
+                            reqwest::Client::new(),
+                            config.data_dir.join("cache/repodata"),
+                            config.channel_mirrors.clone(),
+                        ),
+                    )
+                    .unwrap(),
                     config,
                     store,
                     registry,

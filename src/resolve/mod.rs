@@ -9,9 +9,11 @@
 pub mod conda;
 pub mod lock;
 pub mod pip;
+pub mod repodata;
 pub mod wheel_tags;
 
 pub use conda::{CondaResolver, ResolveError, Solution, Target};
 pub use lock::{Lock, LockedPackage, LockedWheel};
 pub use pip::{PipResolveError, PipResolver, Provided, ResolvedWheel};
+pub use repodata::Repodata;
 pub use wheel_tags::{Libc, WheelTarget};

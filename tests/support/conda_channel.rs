@@ -90,40 +90,53 @@ impl CondaChannel {
     /// Serves the channel over HTTP on a free 127.0.0.1 port, from a thread of its own, so it
     /// answers whatever the calling test does (blocking or async) until the server is dropped.
     pub fn serve(&self) -> ChannelServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let address = listener.local_addr().expect("local address");
-        let root = self.dir.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let router = axum::Router::new().fallback(move |method: Method, uri: Uri| {
-                    let root = root.clone();
-                    async move { serve_file(&root, &method, &uri).await }
-                });
-                tokio::select! {
-                    result = axum::serve(listener, router).into_future() => {
-                        result.expect("channel server runs");
-                    }
-                    _ = stopped => {}
-                }
-            });
-            // Dropping the runtime here ends any connection still open.
-        });
-        ChannelServer {
-            url: format!("http://{address}/{CHANNEL_NAME}"),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        serve_dir(self.dir.clone())
     }
+}
 
+/// Serves the channel directory `root` (its name is the channel's) like [`CondaChannel::serve`].
+pub fn serve_dir(root: PathBuf) -> ChannelServer {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let address = listener.local_addr().expect("local address");
+    let name = root
+        .file_name()
+        .expect("the channel directory has a name")
+        .to_string_lossy()
+        .into_owned();
+    let url = format!("http://{address}/{name}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let router = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+                let root = root.clone();
+                let name = name.clone();
+                async move { serve_file(&root, &name, &method, &uri).await }
+            });
+            tokio::select! {
+                result = axum::serve(listener, router).into_future() => {
+                    result.expect("channel server runs");
+                }
+                _ = stopped => {}
+            }
+        });
+        // Dropping the runtime here ends any connection still open.
+    });
+    ChannelServer {
+        url,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+impl CondaChannel {
     /// The sha256 (lowercase hex) of an archive as it is now on disk; `path` is relative to the
     /// channel directory, e.g. `linux-64/kiln-hello-1.0-h0_0.tar.bz2`.
     pub fn package_sha256(&self, path: &str) -> String {
@@ -171,13 +184,13 @@ impl Drop for ChannelServer {
     }
 }
 
-/// Answers GET and HEAD for `/kiln-test/<subdir>/<file>` from the channel directory: 404 for a
+/// Answers GET and HEAD for `/<name>/<subdir>/<file>` from the channel directory: 404 for a
 /// missing file, 400 for a path that is not plain segments (`..`, `.`, empty, `%`, `\`).
-async fn serve_file(root: &Path, method: &Method, uri: &Uri) -> Response {
+async fn serve_file(root: &Path, name: &str, method: &Method, uri: &Uri) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
-    let Some(rest) = uri.path().strip_prefix(&format!("/{CHANNEL_NAME}/")) else {
+    let Some(rest) = uri.path().strip_prefix(&format!("/{name}/")) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let mut path = root.to_path_buf();
