@@ -20,6 +20,12 @@
 //! | `kiln-tool>=2,<3` | the newest 2.x.y | 4 majors × 30 minors × 25 patches |
 //! | (dependency) `kiln-data` (`noarch`) | the newest 3.x | 3 majors × [`Scale::minors`] |
 //!
+//! Seven small libraries ([`LIBRARIES`], two of them `noarch`, most depending on others) have
+//! 3 majors × [`Scale::minors`] versions each, and only the newest has an archive. With them,
+//! [`BigChannel::FULL_REQUEST`] installs every archive of the channel, and each of
+//! [`BigChannel::COMBINATIONS`] is a different subset of it: a new environment made only of
+//! packages an earlier build installed.
+//!
 //! The JSON is written in batches straight to the file, so generating holds little memory
 //! (the benchmark measures kiln's).
 
@@ -81,12 +87,32 @@ pub struct BigChannel {
     /// What the request [`BigChannel::REQUEST`] must resolve to: (name, version, subdir kind),
     /// `noarch` or `platform`, sorted by name.
     pub expected: Vec<(&'static str, String, &'static str)>,
+    /// Every package with an archive, as [`BigChannel::expected`]: what
+    /// [`BigChannel::FULL_REQUEST`] must resolve to.
+    pub archives: Vec<(&'static str, String, &'static str)>,
     _temp: tempfile::TempDir,
 }
 
 impl BigChannel {
     /// The request whose packages have archives.
     pub const REQUEST: [&'static str; 2] = ["kiln-app", "kiln-tool>=2,<3"];
+
+    /// A request that installs every archive of the channel ([`BigChannel::archives`]).
+    pub const FULL_REQUEST: [&'static str; 5] = [
+        "kiln-app",
+        "kiln-tool>=2,<3",
+        "kiln-git",
+        "kiln-sql",
+        "kiln-schemas",
+    ];
+
+    /// Three requests, each a different subset of what [`BigChannel::FULL_REQUEST`] installs
+    /// (dependencies included), and none the same as it.
+    pub const COMBINATIONS: [&'static [&'static str]; 3] = [
+        &["kiln-curl", "kiln-docs"],
+        &["kiln-app", "kiln-sql"],
+        &["kiln-tool>=2,<3", "kiln-ssl", "kiln-schemas"],
+    ];
 
     /// Writes the channel at `scale`.
     pub fn generate(scale: Scale) -> io::Result<BigChannel> {
@@ -119,11 +145,18 @@ impl BigChannel {
             ("kiln-data", format!("3.{last_minor}"), "noarch"),
             ("kiln-tool", "2.29.24".to_owned(), "platform"),
         ];
+        let mut archives = expected.clone();
+        archives.extend(LIBRARIES.iter().map(|&(name, noarch, _)| {
+            let kind = if noarch { "noarch" } else { "platform" };
+            (name, format!("3.{last_minor}"), kind)
+        }));
+        archives.sort();
         Ok(BigChannel {
             dir,
             repodata_bytes,
             zst_bytes,
             expected,
+            archives,
             _temp: temp,
         })
     }
@@ -191,6 +224,22 @@ impl Record {
     }
 }
 
+/// The small libraries: name, whether it is `noarch`, and what each of its versions depends
+/// on. Each has 3 majors × [`Scale::minors`] versions; the newest, 3.x, has an archive.
+pub const LIBRARIES: [(&str, bool, &[&str]); 7] = [
+    ("kiln-zlib", false, &[]),
+    ("kiln-ssl", false, &["kiln-zlib >=2"]),
+    (
+        "kiln-curl",
+        false,
+        &["kiln-ssl >=3,<4.0a0", "kiln-zlib >=2"],
+    ),
+    ("kiln-git", false, &["kiln-curl >=3", "kiln-docs >=2"]),
+    ("kiln-sql", false, &["kiln-zlib >=3"]),
+    ("kiln-docs", true, &[]),
+    ("kiln-schemas", true, &["kiln-docs >=3,<4.0a0"]),
+];
+
 /// The `kiln-*` records of `subdir`; the ones a request picks get archives.
 fn real_records(subdir_dir: &Path, subdir: &str, scale: Scale) -> io::Result<Vec<Record>> {
     let mut records = Vec::new();
@@ -255,6 +304,18 @@ fn real_records(subdir_dir: &Path, subdir: &str, scale: Scale) -> io::Result<Vec
                     let version = format!("{major}.{minor}.{patch}");
                     planned.push(add("kiln-tool", version, Vec::new(), real));
                 }
+            }
+        }
+    }
+    for &(name, noarch, depends) in &LIBRARIES {
+        if noarch != (subdir == "noarch") {
+            continue;
+        }
+        for major in 1..=3 {
+            for minor in 0..scale.minors {
+                let real = major == 3 && minor == last_minor;
+                let depends = depends.iter().map(|d| (*d).to_owned()).collect();
+                planned.push(add(name, format!("{major}.{minor}"), depends, real));
             }
         }
     }
