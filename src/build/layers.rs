@@ -162,8 +162,10 @@ enum JobKind {
     },
 }
 
-/// Makes `job`'s layer in `layer_dir`: installs the one package under `job.root`, writes its
-/// fragment and removes the staging files.
+/// Makes `job`'s layer in `layer_dir`: installs the one package under `job.root` and writes its
+/// fragment. The staging files stay until the build's work directory is removed, as a whole
+/// environment's did: a build killed midway leaves them for the restart's sweep, and the retry
+/// starts from an empty work directory.
 fn make_layer(job: &Job, layer_dir: &Path) -> Result<(LayerBlob, PackageLayer), Failure> {
     let (files, metadata, license) = match &job.kind {
         JobKind::Conda {
@@ -195,8 +197,6 @@ fn make_layer(job: &Job, layer_dir: &Path) -> Result<(LayerBlob, PackageLayer), 
     };
     let blob = assemble::write_fragment(&job.root, &files, layer_dir)
         .map_err(|err| crate::error_chain(&err))?;
-    // Only scratch space, removed with the build's work directory otherwise.
-    let _ = std::fs::remove_dir_all(&job.root);
     let record = PackageLayer {
         key: job.key.clone(),
         digest: blob.digest.clone(),
