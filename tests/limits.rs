@@ -494,7 +494,8 @@ async fn the_pruning_pass_removes_old_requests_and_logs() {
     assert!(store.build(&build.id).await.unwrap().is_some());
 }
 
-/// `kiln serve` as a child process, on a port and data directory that outlive it.
+/// `kiln serve` as a child process, on a port and data directory that outlive it. Requests
+/// are answered at once (`wait_for_build_ms = 0`): the tests act while builds run.
 struct Kiln {
     child: Child,
     port: u16,
@@ -510,7 +511,8 @@ impl Kiln {
              [base.conda]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
              [base.python]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
              [[embedded_registry.users]]\nuser = \"{}\"\npassword = \"{}\"\noperator = true\n\
-             [build]\nworkers = 1\nlease_secs = 2\n",
+             [build]\nworkers = 1\nlease_secs = 2\n\
+             [api]\nwait_for_build_ms = 0\n",
             data.display(),
             PUSHER.0,
             PUSHER.1
