@@ -251,11 +251,11 @@ impl Step {
     fn of(line: &str) -> Option<Step> {
         let step = if line.starts_with("resolved ") {
             Step::Resolve
-        } else if line.starts_with("installed ") {
+        } else if line.contains(" installed and compressed into their layers") {
             Step::Install
         } else if line.starts_with("wrote the SIF") {
             Step::WriteSif
-        } else if line.starts_with("wrote ") && line.contains(" layers (") {
+        } else if line.contains(" bytes compressed) from ") {
             Step::Layers
         } else if line.starts_with("flattened ") {
             Step::Flatten
@@ -272,8 +272,8 @@ impl Step {
     fn label(self) -> &'static str {
         match self {
             Step::Resolve => "resolve (uv)",
-            Step::Install => "fetch + install wheels",
-            Step::Layers => "write layers",
+            Step::Install => "fetch + install + compress wheels",
+            Step::Layers => "put layers together",
             Step::Flatten => "flatten (+ base blobs)",
             Step::Mksquashfs => "mksquashfs",
             Step::WriteSif => "write the SIF",
