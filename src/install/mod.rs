@@ -12,7 +12,7 @@
 pub mod fetch;
 pub mod wheel;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rattler::install::{InstallOptions, PythonInfo, link_package_sync};
@@ -20,8 +20,6 @@ use rattler::package_cache::PackageCache;
 use rattler_conda_types::prefix::Prefix;
 use rattler_conda_types::prefix_record::Link;
 use rattler_conda_types::{PrefixRecord, RepoDataRecord, Subdir};
-use rattler_networking::MirrorMiddleware;
-use rattler_networking::mirror_middleware::Mirror;
 use rattler_networking::retry_policies::default_retry_policy;
 use url::Url;
 
@@ -69,20 +67,8 @@ impl CondaInstaller {
     /// downloads every package URL under a key of `mirrors` (a canonical channel URL) from the
     /// mirror it maps to ([`crate::resolve::CondaResolver::mirror_map`]).
     pub fn new(cache_dir: PathBuf, http: reqwest::Client, mirrors: BTreeMap<Url, Url>) -> Self {
-        let mirrors: HashMap<Url, Vec<Mirror>> = mirrors
-            .into_iter()
-            .map(|(canonical, url)| {
-                let mirror = Mirror {
-                    url,
-                    no_zstd: false,
-                    no_bz2: false,
-                    max_failures: None,
-                };
-                (canonical, vec![mirror])
-            })
-            .collect();
         let download = reqwest_middleware::ClientBuilder::new(http)
-            .with(MirrorMiddleware::from_map(mirrors))
+            .with(crate::resolve::repodata::mirror_middleware(mirrors))
             .build();
         CondaInstaller {
             cache: PackageCache::new(cache_dir),

@@ -81,20 +81,7 @@ impl Repodata {
             .with(FailedRepodata {
                 failures: Arc::clone(&failures),
             })
-            .with(MirrorMiddleware::from_map(
-                mirror_map
-                    .into_iter()
-                    .map(|(canonical, url)| {
-                        let mirror = Mirror {
-                            url,
-                            no_zstd: false,
-                            no_bz2: false,
-                            max_failures: None,
-                        };
-                        (canonical, vec![mirror])
-                    })
-                    .collect(),
-            ))
+            .with(mirror_middleware(mirror_map))
             .build();
         let gateway = Gateway::builder()
             .with_client(client)
@@ -302,6 +289,25 @@ fn mirror_map(mirrors: &BTreeMap<String, String>) -> Result<BTreeMap<Url, Url>, 
             ))
         })
         .collect()
+}
+
+/// Sends every request under a canonical channel URL (a key of `mirrors`) to the mirror it maps
+/// to: repodata and package downloads alike, so a mirror is only transport.
+pub fn mirror_middleware(mirrors: BTreeMap<Url, Url>) -> MirrorMiddleware {
+    MirrorMiddleware::from_map(
+        mirrors
+            .into_iter()
+            .map(|(canonical, url)| {
+                let mirror = Mirror {
+                    url,
+                    no_zstd: false,
+                    no_bz2: false,
+                    max_failures: None,
+                };
+                (canonical, vec![mirror])
+            })
+            .collect(),
+    )
 }
 
 /// `https://conda.anaconda.org/<channel>/`: the channel as the user named it, whatever mirror
