@@ -553,7 +553,8 @@ async fn installs_a_patched_prefix_with_no_trace_of_the_host() {
             "conda-meta names the package by its canonical URL"
         );
         let layer_dir = tempfile::tempdir().expect("temp dir");
-        let layer = kiln::assemble::write_layer(&prefix, &files, layer_dir.path()).expect("layer");
+        let layer =
+            kiln::assemble::write_fragment(&prefix, &files, layer_dir.path()).expect("layer");
         trees.push(layer.diff_id);
     }
     assert_eq!(

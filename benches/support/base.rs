@@ -19,7 +19,7 @@ pub async fn push_base(client: &RegistryClient, repository: &str, tag: &str) -> 
     std::fs::write(root.path().join("etc/os-release"), "ID=kiln-bench\n")?;
     let layer_dir = tempfile::tempdir()?;
     let paths = [PathBuf::from("etc"), PathBuf::from("etc/os-release")];
-    let layer = assemble::write_layer(root.path(), &paths, layer_dir.path())?;
+    let layer = assemble::write_fragment(root.path(), &paths, layer_dir.path())?;
     client
         .push_blob_file(repository, &layer.digest, &layer.gz_path, None)
         .await?;

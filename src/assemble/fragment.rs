@@ -109,8 +109,14 @@ fn paths_file(out_dir: &Path, digest: &str) -> PathBuf {
     out_dir.join(format!("{}.paths.json", hex_part(digest)))
 }
 
-/// Writes the blob of `paths` (relative to `root`, as [`super::write_layer`] takes them) into
+/// Writes the blob of `paths` (relative to `root`; files, symlinks and directories) into
 /// `out_dir` as a layer by itself that [`compose`] can put together with others, and returns it.
+///
+/// Directory entries come first, then the other entries, each sorted by path bytes; every
+/// parent directory is emitted once, even when not listed; listed directories are emitted
+/// without their contents (list those too). Hard links become independent regular files.
+/// Devices, FIFOs and sockets are refused. Files are replaced atomically, so concurrent builds
+/// of the same blob are safe.
 pub fn write_fragment(root: &Path, paths: &[PathBuf], out_dir: &Path) -> Result<LayerBlob> {
     let mut dirs = Vec::new();
     let mut files = BTreeMap::new();

@@ -254,7 +254,7 @@ pub fn sif_artifact(sif_digest: &str, sif_size: u64, title: &str) -> (Blob, Blob
 }
 
 /// The OCI image manifest for `config` and `layers` (the base's descriptors as given, then
-/// kiln's, see [`super::Layer::descriptor`]). Empty annotations are omitted.
+/// kiln's, see [`super::LayerBlob::descriptor`]). Empty annotations are omitted.
 pub fn image_manifest(
     config: &Blob,
     layers: &[Descriptor],

@@ -1,23 +1,19 @@
-//! Reproducible layer tars and their gzip blobs.
+//! Reproducible layer tars: the entries [`super::write_fragment`] compresses into blobs.
 //!
 //! A layer's identity is its diff_id (the sha256 of the uncompressed tar), so the tar must depend
 //! only on the files' paths, types, contents, exec bits and symlink targets — never on the host's
-//! timestamps, owners, umask or directory order. The gzip blob is a pure function of the tar
-//! (fixed header, fixed level), and is cached by diff_id so an unchanged layer is compressed once.
+//! timestamps, owners, umask or directory order. The gzip settings are fixed here too, so a blob
+//! is a pure function of its tar.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use flate2::{Compression, GzBuilder};
-use serde::{Deserialize, Serialize};
-
-use super::files::{Counting, HashWriter, TempFile, io_err};
-use super::image::{Descriptor, MEDIA_TYPE_LAYER_GZIP};
+use super::files::{Counting, io_err};
 use super::{AssembleError, Result};
 
 /// The mtime of every entry in every layer.
@@ -32,135 +28,9 @@ pub(super) const GZIP_OS_UNKNOWN: u8 = 255;
 /// Link targets at least this long go into a GNU `K` entry, as GNU tar does.
 const LINK_FIELD_LEN: usize = 100;
 
-/// A written layer: the uncompressed tar and its gzip blob in the output directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layer {
-    /// `sha256:<hex>` of the uncompressed tar; the layer's identity (config `rootfs.diff_ids`).
-    pub diff_id: String,
-    /// `sha256:<hex>` of the gzip blob (manifest layer digest).
-    pub digest: String,
-    /// Size of the gzip blob in bytes.
-    pub size: u64,
-    /// Size of the uncompressed tar in bytes.
-    pub uncompressed_size: u64,
-    /// `out_dir/<diff_id hex>.tar`, kept for flattening into a SIF rootfs.
-    pub tar_path: PathBuf,
-    /// `out_dir/<digest hex>.tar.gz`, the blob to push.
-    pub gz_path: PathBuf,
-}
-
-impl Layer {
-    /// The manifest descriptor of the gzip blob.
-    pub fn descriptor(&self) -> Descriptor {
-        Descriptor {
-            media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
-            digest: self.digest.clone(),
-            size: self.size,
-            annotations: None,
-        }
-    }
-}
-
-/// What `out_dir/<diff_id hex>.json` records, so a known layer is not compressed again.
-#[derive(Debug, Serialize, Deserialize)]
-struct CacheMeta {
-    diff_id: String,
-    digest: String,
-    size: u64,
-    uncompressed_size: u64,
-}
-
-/// Writes the layer holding `paths` (relative to `root`; files, symlinks and directories) into
-/// `out_dir`, and returns its digests and file names.
-///
-/// Entries are sorted by path bytes; every parent directory is emitted once before its children,
-/// even when not listed; listed directories are emitted without their contents (list those too).
-/// Hard links become independent regular files. Devices, FIFOs and sockets are refused. All
-/// files are replaced atomically, so concurrent builds of the same layer are safe.
-pub fn write_layer(root: &Path, paths: &[PathBuf], out_dir: &Path) -> Result<Layer> {
-    let entries = plan(paths)?;
-    fs::create_dir_all(out_dir).map_err(io_err("create", out_dir))?;
-
-    let (tmp_tar, file) = TempFile::create(out_dir)?;
-    let mut out = HashWriter::new(BufWriter::new(file));
-    write_tar(root, &entries, &mut out, true).map_err(|e| match e {
-        WriteError::Assemble(e) => e,
-        WriteError::Output(source) => io_err("write", &tmp_tar.path)(source),
-    })?;
-    let (writer, diff_hex, uncompressed_size) = out.finish();
-    writer
-        .into_inner()
-        .map_err(|e| io_err("write", &tmp_tar.path)(e.into_error()))?;
-    let diff_id = format!("sha256:{diff_hex}");
-
-    let tar_path = out_dir.join(format!("{diff_hex}.tar"));
-    let meta_path = out_dir.join(format!("{diff_hex}.json"));
-    if let Some(meta) = cached(&meta_path, &diff_id, out_dir) {
-        tmp_tar.persist(&tar_path)?;
-        return Ok(layer(meta, tar_path, out_dir));
-    }
-
-    let (tmp_gz, gz_file) = TempFile::create(out_dir)?;
-    let encoder = GzBuilder::new()
-        .mtime(0)
-        .operating_system(GZIP_OS_UNKNOWN)
-        .write(
-            HashWriter::new(BufWriter::new(gz_file)),
-            Compression::new(GZIP_LEVEL),
-        );
-    let (writer, digest_hex, size) = gzip(&tmp_tar.path, encoder)
-        .map_err(io_err("compress", &tmp_tar.path))?
-        .finish();
-    writer
-        .into_inner()
-        .map_err(|e| io_err("write", &tmp_gz.path)(e.into_error()))?;
-    tmp_gz.persist(&out_dir.join(format!("{digest_hex}.tar.gz")))?;
-    tmp_tar.persist(&tar_path)?;
-
-    let meta = CacheMeta {
-        diff_id,
-        digest: format!("sha256:{digest_hex}"),
-        size,
-        uncompressed_size,
-    };
-    let (tmp_meta, mut meta_file) = TempFile::create(out_dir)?;
-    let json = serde_json::to_vec(&meta).map_err(|e| io_err("write", &tmp_meta.path)(e.into()))?;
-    meta_file
-        .write_all(&json)
-        .map_err(io_err("write", &tmp_meta.path))?;
-    drop(meta_file);
-    tmp_meta.persist(&meta_path)?;
-    Ok(layer(meta, tar_path, out_dir))
-}
-
-fn layer(meta: CacheMeta, tar_path: PathBuf, out_dir: &Path) -> Layer {
-    let gz_path = out_dir.join(format!("{}.tar.gz", hex_part(&meta.digest)));
-    Layer {
-        diff_id: meta.diff_id,
-        digest: meta.digest,
-        size: meta.size,
-        uncompressed_size: meta.uncompressed_size,
-        tar_path,
-        gz_path,
-    }
-}
-
-/// The cache entry for `diff_id`, if its metadata parses and its blob still has the right size.
-/// Anything else (missing, corrupt, truncated) just means compressing again.
-fn cached(meta_path: &Path, diff_id: &str, out_dir: &Path) -> Option<CacheMeta> {
-    let meta: CacheMeta = serde_json::from_slice(&fs::read(meta_path).ok()?).ok()?;
-    let gz = out_dir.join(format!("{}.tar.gz", hex_part(&meta.digest)));
-    let ok = meta.diff_id == diff_id && fs::metadata(gz).ok()?.len() == meta.size;
-    ok.then_some(meta)
-}
-
+/// The hex part of a `sha256:<hex>` digest, as blob file names use it.
 pub(super) fn hex_part(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
-}
-
-fn gzip<W: Write>(src: &Path, mut encoder: flate2::write::GzEncoder<W>) -> io::Result<W> {
-    io::copy(&mut File::open(src)?, &mut encoder)?;
-    encoder.finish()
 }
 
 /// One planned tar entry: `parent` when other entries lie beneath it.

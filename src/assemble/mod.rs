@@ -4,9 +4,8 @@
 //! Everything here is pure and synchronous (file I/O only, no network), so the same inputs give
 //! the same bytes and digests on any machine. It depends on nothing in kiln but `spec`.
 //!
-//! - [`write_layer`]: a byte-reproducible tar layer and its gzip blob, cached by diff_id.
-//! - [`write_fragment`], [`compose`]: a package's own layer, and layers of several
-//!   packages put together from theirs without compressing again.
+//! - [`write_fragment`], [`compose`]: a package's own byte-reproducible layer, and layers of
+//!   several packages put together from theirs without compressing again.
 //! - [`group_packages`]: which packages share a layer, within a layer budget.
 //! - [`image_config`], [`image_manifest`], [`image_index`]: the OCI JSON documents, as exact
 //!   bytes with their digests; [`sif_artifact`]: the ORAS manifest of a SIF.
@@ -36,7 +35,7 @@ pub use image::{
     MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_CONFIG, MEDIA_TYPE_SIF_LAYER, image_config, image_index,
     image_manifest, sif_artifact,
 };
-pub use layer::{LAYER_MTIME, Layer, write_layer};
+pub use layer::LAYER_MTIME;
 
 /// The timestamp written wherever OCI wants one, so that images do not depend on build time.
 pub const CREATED: &str = "1970-01-01T00:00:00Z";

@@ -1,7 +1,14 @@
+//! The tar writer's properties, checked through [`write_fragment`], the way builds write
+//! layers: blobs are multi-member gzip, so they are read with [`MultiGzDecoder`].
+
 use std::io::Read as _;
 use std::os::unix::fs::symlink;
 use std::time::{Duration, SystemTime};
 
+use flate2::read::MultiGzDecoder;
+
+use super::super::fragment::{END_MEMBER, LayerBlob, write_fragment};
+use super::super::image::MEDIA_TYPE_LAYER_GZIP;
 use super::*;
 
 fn write(root: &Path, rel: &str, content: &[u8], mode: u32) {
@@ -33,8 +40,18 @@ type Entry = (
     Vec<u8>,
 );
 
-fn read_back(tar_path: &Path) -> Vec<Entry> {
-    let mut archive = tar::Archive::new(File::open(tar_path).unwrap());
+/// The uncompressed tar of the blob at `gz_path`: all its gzip members, in order.
+fn unzip(gz_path: &Path) -> Vec<u8> {
+    let mut tar = Vec::new();
+    MultiGzDecoder::new(File::open(gz_path).unwrap())
+        .read_to_end(&mut tar)
+        .unwrap();
+    tar
+}
+
+fn read_back(gz_path: &Path) -> Vec<Entry> {
+    let tar = unzip(gz_path);
+    let mut archive = tar::Archive::new(&tar[..]);
     let mut out = Vec::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -67,25 +84,26 @@ fn names(entries: &[Entry]) -> Vec<&str> {
 
 /// The same tree twice, with different modes (umask), mtimes and out dirs.
 #[test]
-fn identical_trees_give_identical_layers() {
-    let layers: Vec<(Layer, Vec<u8>, Vec<u8>)> = [(0o600, 0o700, 1_000), (0o664, 0o775, 2_000_000)]
-        .into_iter()
-        .map(|(file_mode, exec_mode, mtime)| {
-            let root = tempfile::tempdir().unwrap();
-            let out = tempfile::tempdir().unwrap();
-            write(root.path(), "bin/tool", b"#!/bin/sh\n", exec_mode);
-            write(root.path(), "lib/data.txt", b"data", file_mode);
-            symlink("tool", root.path().join("bin/alias")).unwrap();
-            for path in ["bin/tool", "lib/data.txt", "bin", "lib"] {
-                touch(root.path(), path, mtime);
-            }
-            let paths = rel(&["lib/data.txt", "bin/tool", "bin/alias"]);
-            let layer = write_layer(root.path(), &paths, out.path()).unwrap();
-            let tar = fs::read(&layer.tar_path).unwrap();
-            let gz = fs::read(&layer.gz_path).unwrap();
-            (layer, tar, gz)
-        })
-        .collect();
+fn identical_trees_give_identical_blobs() {
+    let layers: Vec<(LayerBlob, Vec<u8>, Vec<u8>)> =
+        [(0o600, 0o700, 1_000), (0o664, 0o775, 2_000_000)]
+            .into_iter()
+            .map(|(file_mode, exec_mode, mtime)| {
+                let root = tempfile::tempdir().unwrap();
+                let out = tempfile::tempdir().unwrap();
+                write(root.path(), "bin/tool", b"#!/bin/sh\n", exec_mode);
+                write(root.path(), "lib/data.txt", b"data", file_mode);
+                symlink("tool", root.path().join("bin/alias")).unwrap();
+                for path in ["bin/tool", "lib/data.txt", "bin", "lib"] {
+                    touch(root.path(), path, mtime);
+                }
+                let paths = rel(&["lib/data.txt", "bin/tool", "bin/alias"]);
+                let layer = write_fragment(root.path(), &paths, out.path()).unwrap();
+                let tar = unzip(&layer.gz_path);
+                let gz = fs::read(&layer.gz_path).unwrap();
+                (layer, tar, gz)
+            })
+            .collect();
     let (a, b) = (&layers[0], &layers[1]);
     assert_eq!(a.0.diff_id, b.0.diff_id);
     assert_eq!(a.0.digest, b.0.digest);
@@ -102,42 +120,41 @@ fn digests_names_and_sizes_match_the_files() {
     let root = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     write(root.path(), "a.txt", b"hello", 0o644);
-    let layer = write_layer(root.path(), &rel(&["a.txt"]), out.path()).unwrap();
+    let layer = write_fragment(root.path(), &rel(&["a.txt"]), out.path()).unwrap();
 
-    let tar = fs::read(&layer.tar_path).unwrap();
     let gz = fs::read(&layer.gz_path).unwrap();
+    let tar = unzip(&layer.gz_path);
     assert_eq!(layer.diff_id, super::super::sha256_digest(&tar));
     assert_eq!(layer.digest, super::super::sha256_digest(&gz));
     assert_eq!(layer.uncompressed_size, tar.len() as u64);
     assert_eq!(layer.size, gz.len() as u64);
     assert_eq!(
-        layer.tar_path,
-        out.path().join(format!("{}.tar", hex_part(&layer.diff_id)))
-    );
-    assert_eq!(
         layer.gz_path,
         out.path()
             .join(format!("{}.tar.gz", hex_part(&layer.digest)))
     );
-    // gzip header: no name flag, mtime 0, OS unknown.
+    // gzip header of the first member: no name flag, mtime 0, OS unknown; the last member is
+    // the end-of-archive blocks.
     assert_eq!(
         (gz[3], &gz[4..8], gz[9]),
         (0, &[0u8; 4][..], GZIP_OS_UNKNOWN)
     );
-    let mut unzipped = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut unzipped)
-        .unwrap();
-    assert_eq!(unzipped, tar);
+    assert!(gz.ends_with(&END_MEMBER));
+    assert!(tar.ends_with(&[0u8; 1024]));
+    assert_eq!(read_back(&layer.gz_path)[0].7, b"hello");
     assert_eq!(layer.descriptor().media_type, MEDIA_TYPE_LAYER_GZIP);
-    // Only final files remain: no temporaries.
+    assert_eq!(
+        (layer.descriptor().digest, layer.descriptor().size),
+        (layer.digest.clone(), layer.size)
+    );
+    // Only final files remain (the blob and its path list): no temporaries.
     let mut left: Vec<String> = fs::read_dir(out.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     left.sort();
-    assert_eq!(left.len(), 3, "{left:?}");
-    assert!(left.iter().all(|n| !n.starts_with(".tmp")));
+    let hex = hex_part(&layer.digest);
+    assert_eq!(left, [format!("{hex}.paths.json"), format!("{hex}.tar.gz")]);
 }
 
 #[test]
@@ -149,8 +166,8 @@ fn modes_owners_and_times_are_normalized() {
     write(root.path(), "d/other-exec", b"y", 0o641);
     fs::set_permissions(root.path().join("d"), fs::Permissions::from_mode(0o700)).unwrap();
     let paths = rel(&["d/plain", "d/user-exec", "d/other-exec"]);
-    let layer = write_layer(root.path(), &paths, out.path()).unwrap();
-    let entries = read_back(&layer.tar_path);
+    let layer = write_fragment(root.path(), &paths, out.path()).unwrap();
+    let entries = read_back(&layer.gz_path);
     let modes: Vec<(&str, u32)> = entries.iter().map(|e| (e.0.as_str(), e.2)).collect();
     assert_eq!(
         modes,
@@ -176,13 +193,13 @@ fn symlinks_keep_their_target_verbatim() {
     symlink("../lib//./libz.so.1", root.path().join("short")).unwrap();
     symlink(&long_target, root.path().join("long")).unwrap();
     symlink("/does/not/exist", root.path().join("dangling")).unwrap();
-    let layer = write_layer(
+    let layer = write_fragment(
         root.path(),
         &rel(&["short", "long", "dangling"]),
         out.path(),
     )
     .unwrap();
-    let entries = read_back(&layer.tar_path);
+    let entries = read_back(&layer.gz_path);
     let links: Vec<(&str, tar::EntryType, u32, Option<&str>)> = entries
         .iter()
         .map(|e| (e.0.as_str(), e.1, e.2, e.6.as_deref()))
@@ -213,7 +230,7 @@ fn symlinks_keep_their_target_verbatim() {
 }
 
 #[test]
-fn parents_are_implicit_once_and_sorted_by_bytes() {
+fn parents_are_implicit_once_first_and_sorted_by_bytes() {
     let root = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     write(root.path(), "a/b/c.txt", b"c", 0o644);
@@ -228,13 +245,15 @@ fn parents_are_implicit_once_and_sorted_by_bytes() {
         "a/b/c.txt",
         "a/b/",
     ]);
-    let layer = write_layer(root.path(), &paths, out.path()).unwrap();
-    let entries = read_back(&layer.tar_path);
+    let layer = write_fragment(root.path(), &paths, out.path()).unwrap();
+    let entries = read_back(&layer.gz_path);
+    // Directories first (a fragment's directories member), then the rest, each by bytes.
     assert_eq!(
         names(&entries),
-        ["a/", "a-b", "a/Z", "a/b/", "a/b/c.txt", "a/b/d.txt"]
+        ["a/", "a/b/", "a-b", "a/Z", "a/b/c.txt", "a/b/d.txt"]
     );
     assert_eq!(entries[0].1, tar::EntryType::Directory);
+    assert_eq!(entries[1].1, tar::EntryType::Directory);
     assert_eq!(entries[4].7, b"c");
 }
 
@@ -245,8 +264,8 @@ fn long_paths_round_trip() {
     let dir = format!("{}/{}", "d".repeat(90), "e".repeat(90));
     let file = format!("{dir}/{}.py", "f".repeat(120));
     write(root.path(), &file, b"long", 0o644);
-    let layer = write_layer(root.path(), &rel(&[&file]), out.path()).unwrap();
-    let entries = read_back(&layer.tar_path);
+    let layer = write_fragment(root.path(), &rel(&[&file]), out.path()).unwrap();
+    let entries = read_back(&layer.gz_path);
     let first = "d".repeat(90) + "/";
     assert_eq!(names(&entries), [first.as_str(), &format!("{dir}/"), &file]);
     assert_eq!(entries[2].7, b"long");
@@ -258,8 +277,8 @@ fn hard_links_become_independent_files() {
     let out = tempfile::tempdir().unwrap();
     write(root.path(), "one", b"same", 0o755);
     fs::hard_link(root.path().join("one"), root.path().join("two")).unwrap();
-    let layer = write_layer(root.path(), &rel(&["two", "one"]), out.path()).unwrap();
-    let entries = read_back(&layer.tar_path);
+    let layer = write_fragment(root.path(), &rel(&["two", "one"]), out.path()).unwrap();
+    let entries = read_back(&layer.gz_path);
     for (name, entry) in ["one", "two"].iter().zip(&entries) {
         assert_eq!(
             (entry.0.as_str(), entry.1, entry.2),
@@ -272,7 +291,7 @@ fn hard_links_become_independent_files() {
 #[test]
 fn devices_and_sockets_are_refused() {
     let out = tempfile::tempdir().unwrap();
-    let err = write_layer(Path::new("/"), &rel(&["dev/null"]), out.path()).unwrap_err();
+    let err = write_fragment(Path::new("/"), &rel(&["dev/null"]), out.path()).unwrap_err();
     assert!(
         matches!(&err, AssembleError::Unsupported { path, kind: "character device" } if path == Path::new("/dev/null")),
         "{err}"
@@ -281,7 +300,7 @@ fn devices_and_sockets_are_refused() {
 
     let root = tempfile::tempdir().unwrap();
     let _listener = std::os::unix::net::UnixListener::bind(root.path().join("sock")).unwrap();
-    let err = write_layer(root.path(), &rel(&["sock"]), out.path()).unwrap_err();
+    let err = write_fragment(root.path(), &rel(&["sock"]), out.path()).unwrap_err();
     assert!(
         matches!(err, AssembleError::Unsupported { kind: "socket", .. }),
         "{err}"
@@ -295,13 +314,13 @@ fn bad_paths_are_refused() {
     let root = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", ".", ""] {
-        let err = write_layer(root.path(), &rel(&[bad]), out.path()).unwrap_err();
+        let err = write_fragment(root.path(), &rel(&[bad]), out.path()).unwrap_err();
         assert!(
             matches!(err, AssembleError::InvalidPath { .. }),
             "{bad}: {err}"
         );
     }
-    let err = write_layer(root.path(), &rel(&["missing"]), out.path()).unwrap_err();
+    let err = write_fragment(root.path(), &rel(&["missing"]), out.path()).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }
 
@@ -311,41 +330,46 @@ fn entries_beneath_a_symlink_are_refused() {
     let out = tempfile::tempdir().unwrap();
     write(root.path(), "lib/x.so", b"x", 0o644);
     symlink("lib", root.path().join("lib64")).unwrap();
-    let err = write_layer(root.path(), &rel(&["lib64/x.so"]), out.path()).unwrap_err();
+    let err = write_fragment(root.path(), &rel(&["lib64/x.so"]), out.path()).unwrap_err();
     assert!(matches!(err, AssembleError::NotADirectory { .. }), "{err}");
     assert!(err.to_string().contains("lib64"));
 }
 
+/// Builds skip `write_fragment` for a blob they recorded when [`LayerBlob::find`] finds it.
 #[test]
-fn compressed_blob_is_reused_from_the_cache() {
+fn a_recorded_blob_is_found_only_while_intact() {
     let root = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     write(root.path(), "f", b"content", 0o644);
-    let first = write_layer(root.path(), &rel(&["f"]), out.path()).unwrap();
+    let first = write_fragment(root.path(), &rel(&["f"]), out.path()).unwrap();
+    let find = || {
+        LayerBlob::find(
+            out.path(),
+            &first.digest,
+            &first.diff_id,
+            first.size,
+            first.uncompressed_size,
+        )
+    };
+    assert_eq!(find(), Some(first.clone()));
 
-    // Same length, different bytes: if it survives, the blob was not compressed again.
-    let marker = vec![b'#'; first.size as usize];
-    fs::write(&first.gz_path, &marker).unwrap();
-    let second = write_layer(root.path(), &rel(&["f"]), out.path()).unwrap();
-    assert_eq!(second, first);
-    assert_eq!(fs::read(&first.gz_path).unwrap(), marker);
-    assert!(second.tar_path.exists());
-
-    // A missing or truncated blob is written again.
-    fs::remove_file(&first.gz_path).unwrap();
-    let third = write_layer(root.path(), &rel(&["f"]), out.path()).unwrap();
-    assert_eq!(third, first);
-    assert_ne!(fs::read(&first.gz_path).unwrap(), marker);
+    // A truncated or missing blob is not found, and writing again restores it.
     fs::write(&first.gz_path, b"short").unwrap();
-    write_layer(root.path(), &rel(&["f"]), out.path()).unwrap();
-    assert_eq!(fs::metadata(&first.gz_path).unwrap().len(), first.size);
+    assert_eq!(find(), None);
+    fs::remove_file(&first.gz_path).unwrap();
+    assert_eq!(find(), None);
+    let again = write_fragment(root.path(), &rel(&["f"]), out.path()).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(find(), Some(first));
 }
 
 #[test]
 fn empty_layer_is_valid() {
     let root = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let layer = write_layer(root.path(), &[], out.path()).unwrap();
+    let layer = write_fragment(root.path(), &[], out.path()).unwrap();
     assert_eq!(layer.uncompressed_size, 1024);
-    assert!(read_back(&layer.tar_path).is_empty());
+    assert_eq!(unzip(&layer.gz_path), [0u8; 1024]);
+    assert_eq!(layer.diff_id, super::super::sha256_digest(&[0u8; 1024]));
+    assert!(read_back(&layer.gz_path).is_empty());
 }
