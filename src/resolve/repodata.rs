@@ -130,7 +130,7 @@ impl Repodata {
             let channel = channel.clone();
             let base = base.clone();
             async move {
-                self.expire(&channel, &base, subdir);
+                self.expire(&base, subdir);
                 let repodata_url = subdir_file(&base, subdir);
                 let source = self
                     .channel_url(name)
@@ -186,30 +186,29 @@ impl Repodata {
         Ok(output.repodata)
     }
 
-    /// Drops `subdir` of `channel` from memory when it was read longer than [`MAX_AGE`] ago,
-    /// and notes when it is (about to be) read.
-    fn expire(&self, channel: &Channel, base: &Url, subdir: Subdir) {
+    /// Drops from memory every subdir, of any channel, read longer than [`MAX_AGE`] ago, and
+    /// notes when `subdir` of `base` is (about to be) read. Sweeping them all, not only the one
+    /// asked for, bounds memory to the channels requests named in the last [`MAX_AGE`].
+    fn expire(&self, base: &Url, subdir: Subdir) {
         let now = Instant::now();
         let mut loaded = lock(&self.loaded);
-        let key = (base.clone(), subdir);
-        match loaded.get(&key) {
-            Some(at) if now.duration_since(*at) < MAX_AGE => {}
-            Some(_) => {
-                let selection = SubdirSelection::Some([subdir.as_str().to_owned()].into());
-                if let Err(err) = self.gateway.clear_repodata_cache(
-                    channel,
-                    selection,
-                    CacheClearMode::InMemoryOnly,
-                ) {
-                    tracing::warn!(channel = %base, %subdir, error = %err, "cannot drop old repodata from memory");
-                }
-                lock(&self.failures).remove(&subdir_file(base, subdir));
-                loaded.insert(key, now);
+        loaded.retain(|(old_base, old_subdir), at| {
+            if now.duration_since(*at) < MAX_AGE {
+                return true;
             }
-            None => {
-                loaded.insert(key, now);
+            let selection = SubdirSelection::Some([old_subdir.as_str().to_owned()].into());
+            let channel = Channel::from_url(old_base.clone());
+            if let Err(err) = self.gateway.clear_repodata_cache(
+                &channel,
+                selection,
+                CacheClearMode::InMemoryOnly,
+            ) {
+                tracing::warn!(channel = %old_base, subdir = %old_subdir, error = %err, "cannot drop old repodata from memory");
             }
-        }
+            lock(&self.failures).remove(&subdir_file(old_base, *old_subdir));
+            false
+        });
+        loaded.entry((base.clone(), subdir)).or_insert(now);
     }
 }
 
