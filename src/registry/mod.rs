@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod gc;
+pub mod images;
 pub mod manifest;
 pub mod path;
 pub mod server;
@@ -41,6 +42,7 @@ pub fn library_repository(entity: &str, collection: &str, container: &str) -> St
     }
 }
 
+pub use images::Images;
 pub use storage::Storage;
 
 /// A user allowed to write (push, delete), and where.
