@@ -86,6 +86,7 @@ pub async fn run(
         contexts: Default::default(),
         config,
         store,
+        image_store: crate::registry::Images::embedded(registry.clone()),
         registry,
         queue,
         metrics,

@@ -53,6 +53,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The embedded registry.
     pub registry: RegistryState,
+    /// Where the API reads and publishes images; it never reads a registry's files itself.
+    pub image_store: registry::Images,
     /// Where builds are submitted (its workers may run here or in another process).
     pub queue: Queue,
     /// Counters for `/metrics`.

@@ -38,7 +38,6 @@ use super::base_hosts::{BaseImage, check_base_images};
 use super::build_contexts::{ContextError, ContextLimits, check_context};
 use super::library::{LibraryError, registry_repository};
 use crate::build::definition::DefinitionRequest;
-use crate::registry::path::Reference;
 use crate::spec::{Bootstrap, Definition, Platform};
 use crate::store::{BuildRecord, BuildStatus, NewBuild, StoreError};
 
@@ -446,16 +445,12 @@ async fn build_info(state: &AppState, build: &BuildRecord, request: &DefinitionR
 
 /// `sha256.<hex>` of the SIF an ORAS manifest in kiln's registry points at.
 async fn sif_checksum(state: &AppState, repository: &str, manifest: &str) -> Option<String> {
-    let reference = Reference::parse(manifest).ok()?;
-    let stored = state
-        .registry
-        .storage()
-        .get_manifest(repository, &reference)
+    let layer = state
+        .image_store
+        .first_layer(repository, manifest)
         .await
-        .ok()?;
-    let document: Value = serde_json::from_slice(&stored.bytes).ok()?;
-    let digest = document["layers"][0]["digest"].as_str()?;
-    Some(format!("sha256.{}", digest.strip_prefix("sha256:")?))
+        .ok()??;
+    Some(format!("sha256.{}", layer.digest.hex()))
 }
 
 async fn cancel(

@@ -406,8 +406,7 @@ impl RegistryClient {
         let reference = self.at_digest(repository, digest);
         self.authenticate(&reference, RegistryOperation::Push)
             .await?;
-        let bytes = bytes
-            .map_err(|err| OciDistributionError::GenericError(Some(err.to_string())));
+        let bytes = bytes.map_err(|err| OciDistributionError::GenericError(Some(err.to_string())));
         self.client
             .push_blob_stream(&reference, bytes, digest, None)
             .await
@@ -537,7 +536,9 @@ fn is_not_found(err: &OciDistributionError) -> bool {
         OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
             matches!(
                 e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown
+                OciErrorCode::ManifestUnknown
+                    | OciErrorCode::NameUnknown
+                    | OciErrorCode::BlobUnknown
             )
         }),
         _ => false,

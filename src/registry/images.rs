@@ -147,7 +147,11 @@ impl Images {
                 let Ok(reference) = Reference::parse(tag) else {
                     return Ok(None);
                 };
-                match registry.storage().get_manifest(repository, &reference).await {
+                match registry
+                    .storage()
+                    .get_manifest(repository, &reference)
+                    .await
+                {
                     Ok(manifest) => Ok(Some(manifest.digest.to_string())),
                     Err(err) if is_absent(&err) => Ok(None),
                     Err(err) => Err(ImagesError::Embedded(err)),
@@ -169,7 +173,11 @@ impl Images {
                 let Ok(reference) = Reference::parse(reference) else {
                     return Ok(None);
                 };
-                match registry.storage().get_manifest(repository, &reference).await {
+                match registry
+                    .storage()
+                    .get_manifest(repository, &reference)
+                    .await
+                {
                     Ok(manifest) => Ok(Some(manifest.bytes.into())),
                     Err(err) if is_absent(&err) => Ok(None),
                     Err(err) => Err(ImagesError::Embedded(err)),

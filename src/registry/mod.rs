@@ -145,16 +145,6 @@ impl RegistryState {
         &self.inner.users
     }
 
-    /// The digest `repository:tag` points at, if it exists: the cache-hit check of every
-    /// image request, answered from storage without a round trip through HTTP.
-    pub async fn tag_digest(&self, repository: &str, tag: &str) -> Option<String> {
-        self.storage()
-            .get_manifest(repository, &path::Reference::Tag(tag.to_owned()))
-            .await
-            .ok()
-            .map(|m| m.digest.to_string())
-    }
-
     /// The credential kiln's own builders push with.
     pub fn builder_credentials(&self) -> &Credentials {
         self.inner
