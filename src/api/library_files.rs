@@ -165,7 +165,7 @@ async fn receive(
                 image.id
             )));
         }
-        Err(ImagesError::DigestMismatch { .. }) => {
+        Err(ImagesError::DigestMismatch) => {
             return Err(LibraryError::bad_request(format!(
                 "the uploaded file's sha256 is not the hash of image {}, sha256.{}; nothing \
                  was kept",

@@ -11,7 +11,7 @@ use std::path::Path;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest as _, Sha256};
@@ -502,13 +502,23 @@ impl ClientError {
 
     /// Whether the registry refused bytes whose digest is not the one they were sent as.
     pub fn is_digest_invalid(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Registry {
-                source: OciDistributionError::RegistryError { envelope, .. },
-                ..
-            } if envelope.errors.iter().any(|e| e.code == OciErrorCode::DigestInvalid)
-        )
+        let ClientError::Registry { source, .. } = self else {
+            return false;
+        };
+        let invalid = |envelope: &OciEnvelope| {
+            envelope
+                .errors
+                .iter()
+                .any(|e| e.code == OciErrorCode::DigestInvalid)
+        };
+        match source {
+            OciDistributionError::RegistryError { envelope, .. } => invalid(envelope),
+            // The end of an upload reports the registry's error body as text.
+            OciDistributionError::ServerError { message, .. } => {
+                serde_json::from_str::<OciEnvelope>(message).is_ok_and(|e| invalid(&e))
+            }
+            _ => false,
+        }
     }
 }
 

@@ -60,8 +60,8 @@ impl std::fmt::Debug for OpenBlob {
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
     /// The bytes sent are not the ones their digest names; nothing was kept.
-    #[error("the bytes sent do not have digest {digest}")]
-    DigestMismatch { digest: String },
+    #[error("the bytes sent are not those their digest names")]
+    DigestMismatch,
     /// The registry refused the request as the sender's fault (too large, a bad name); the
     /// message says why and is fit for the client.
     #[error("{message}")]
@@ -80,9 +80,7 @@ impl From<RegistryError> for ImagesError {
             RegistryError::Api {
                 code: ErrorCode::DigestInvalid,
                 ..
-            } => ImagesError::DigestMismatch {
-                digest: String::new(),
-            },
+            } => ImagesError::DigestMismatch,
             RegistryError::Api {
                 status, message, ..
             } => ImagesError::Refused { status, message },
@@ -94,9 +92,7 @@ impl From<RegistryError> for ImagesError {
 impl From<ClientError> for ImagesError {
     fn from(err: ClientError) -> Self {
         if err.is_digest_invalid() {
-            ImagesError::DigestMismatch {
-                digest: String::new(),
-            }
+            ImagesError::DigestMismatch
         } else {
             ImagesError::Remote(err)
         }
@@ -279,22 +275,14 @@ impl Images {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
     {
-        let mismatch = |err: ImagesError| match err {
-            ImagesError::DigestMismatch { .. } => ImagesError::DigestMismatch {
-                digest: digest.to_string(),
-            },
-            other => other,
-        };
         match &self.registry {
-            Registry::Embedded(registry) => registry
+            Registry::Embedded(registry) => Ok(registry
                 .storage()
                 .put_blob(repository, digest, bytes)
-                .await
-                .map_err(|err| mismatch(err.into())),
-            Registry::Remote(client) => client
+                .await?),
+            Registry::Remote(client) => Ok(client
                 .push_blob_stream(repository, &digest.to_string(), bytes)
-                .await
-                .map_err(|err| mismatch(err.into())),
+                .await?),
         }
     }
 
