@@ -143,7 +143,7 @@ async fn sif_round_trip(images: &Images) {
         images
             .open_blob(repository, &digest)
             .await
-            .unwrap()
+            .expect("the registry answers")
             .is_none()
     );
 
@@ -163,19 +163,31 @@ async fn sif_round_trip(images: &Images) {
     assert_ne!(tagged, untagged);
 
     assert_eq!(
-        images.tag_digest(repository, "1.0").await.unwrap(),
+        images
+            .tag_digest(repository, "1.0")
+            .await
+            .expect("the registry answers"),
         Some(tagged.clone())
     );
-    assert_eq!(images.tag_digest(repository, "2.0").await.unwrap(), None);
     assert_eq!(
-        images.tag_digest("library/nobody", "1.0").await.unwrap(),
+        images
+            .tag_digest(repository, "2.0")
+            .await
+            .expect("the registry answers"),
+        None
+    );
+    assert_eq!(
+        images
+            .tag_digest("library/nobody", "1.0")
+            .await
+            .expect("the registry answers"),
         None
     );
     for reference in ["1.0", tagged.as_str(), untagged.as_str()] {
         let layer = images
             .first_layer(repository, reference)
             .await
-            .unwrap()
+            .expect("the registry answers")
             .expect("the artifact has its layer");
         assert_eq!(layer.media_type, MEDIA_TYPE_SIF_LAYER, "{reference}");
         assert_eq!(
@@ -188,18 +200,21 @@ async fn sif_round_trip(images: &Images) {
         images
             .first_layer(repository, "2.0")
             .await
-            .unwrap()
+            .expect("the registry answers")
             .is_none()
     );
 
     assert_eq!(
-        images.blob_size(repository, &digest).await.unwrap(),
+        images
+            .blob_size(repository, &digest)
+            .await
+            .expect("the registry answers"),
         Some(size)
     );
     let mut blob = images
         .open_blob(repository, &digest)
         .await
-        .unwrap()
+        .expect("the registry answers")
         .expect("the SIF is there");
     assert_eq!(blob.size, size);
     let mut read = Vec::new();
@@ -208,12 +223,12 @@ async fn sif_round_trip(images: &Images) {
         .await
         .expect("the SIF reads");
     assert!(read == sif, "the SIF read back is not the one stored");
-    let absent = Digest::parse(&sha256_digest(b"never stored")).unwrap();
+    let absent = Digest::parse(&sha256_digest(b"never stored")).expect("digest");
     assert!(
         images
             .open_blob(repository, &absent)
             .await
-            .unwrap()
+            .expect("the registry answers")
             .is_none()
     );
 }

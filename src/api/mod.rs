@@ -6,7 +6,6 @@
 
 pub mod accounts;
 mod base_hosts;
-mod build_contexts;
 mod csrf;
 pub mod edge;
 pub mod error;
@@ -23,7 +22,6 @@ mod remote_build;
 pub mod request_records;
 mod sbom;
 
-pub use remote_build::{CONTEXT_TTL, remove_stale_contexts};
 mod search;
 pub mod submit;
 mod ui;
