@@ -316,3 +316,52 @@ async fn push_artifact(
         .map_err(images_failure)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `bytes`, sent in `chunk`-byte pieces, through [`sif_checked`].
+    async fn checked(bytes: &[u8], chunk: usize) -> (Result<usize, String>, Arc<SifCheck>) {
+        let pieces: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let check = Arc::new(SifCheck::default());
+        let body = Body::from_stream(futures_util::stream::iter(pieces));
+        let mut stream = sif_checked(body, Arc::clone(&check));
+        let mut passed = 0;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => passed += chunk.len(),
+                Err(err) => return (Err(err.to_string()), check),
+            }
+        }
+        (Ok(passed), check)
+    }
+
+    #[tokio::test]
+    async fn only_sif_files_pass_whole() {
+        let mut sif = vec![b'#'; 32];
+        sif.extend_from_slice(b"SIF_MAGIC\0");
+        sif.extend_from_slice(b"01\0");
+        sif.extend_from_slice(b"04\0");
+        sif.resize(5000, 0);
+        let (passed, check) = checked(&sif, 7).await;
+        assert_eq!(passed, Ok(5000));
+        assert_eq!(check.arch.get(), Some(&SifArch::Arm64));
+        assert_eq!(check.size.load(Ordering::Relaxed), 5000);
+        assert!(!check.not_sif.load(Ordering::Relaxed));
+
+        let (passed, check) = checked(&[b'x'; 5000], 1000).await;
+        assert!(passed.is_err());
+        assert!(check.not_sif.load(Ordering::Relaxed));
+
+        // Shorter than a header: refused at its end, so the registry keeps none of it.
+        for short in [&sif[..SIF_HEADER_LEN - 1], &[][..]] {
+            let (passed, check) = checked(short, 10).await;
+            assert!(passed.is_err(), "{} bytes", short.len());
+            assert!(check.not_sif.load(Ordering::Relaxed));
+        }
+    }
+}
