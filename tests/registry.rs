@@ -100,6 +100,19 @@ async fn images_publish_and_read_a_sif_through_cncf_distribution() {
     sif_round_trip(&Images::remote(client)).await;
 }
 
+/// The same, with kiln's own registry as the remote one (as a kiln API in another process would
+/// reach it).
+#[tokio::test(flavor = "multi_thread")]
+async fn images_publish_and_read_a_sif_through_kilns_registry_over_http() {
+    let app = TestApp::start().await;
+    let auth = Auth::Basic {
+        user: PUSHER.0.into(),
+        password: PUSHER.1.into(),
+    };
+    let client = RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client");
+    sif_round_trip(&Images::remote(client)).await;
+}
+
 /// The same, over kiln's embedded storage, as the API reads it.
 #[tokio::test(flavor = "multi_thread")]
 async fn images_publish_and_read_a_sif_in_the_embedded_registry() {
