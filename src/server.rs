@@ -13,6 +13,7 @@ use crate::api::{self, App, AppState};
 use crate::build::Backend;
 use crate::build::buildah::{Buildah, Storage};
 use crate::build::containerfile::{ContainerfileBuilder, ContainerfileSettings, Dispatch};
+use crate::build::contexts::{BuildContexts, CONTEXT_TTL};
 use crate::build::definition::{DefinitionBuilder, DefinitionSettings};
 use crate::build::native::NativeBuilder;
 use crate::build::queue::Queue;
@@ -51,7 +52,8 @@ pub async fn run(
     let registry = RegistryState::new(config.registry_config())
         .await
         .context("cannot open the embedded registry's storage")?;
-    let cleaner = tokio::spawn(clean_uploads(registry.clone(), config.build_contexts_dir()));
+    let contexts = BuildContexts::new(config.build_contexts_dir());
+    let cleaner = tokio::spawn(clean_uploads(registry.clone(), contexts));
     let pruner = tokio::spawn(prune_periodically(store.clone(), config.retention));
     let collector = tokio::spawn(collect_periodically(config.clone(), registry.clone()));
     let metrics = Arc::new(Metrics::default());
@@ -86,6 +88,7 @@ pub async fn run(
         contexts: Default::default(),
         config,
         store,
+        image_store: crate::registry::Images::embedded(registry.clone()),
         registry,
         queue,
         metrics,
@@ -176,7 +179,7 @@ fn builders(
             registry: loopback.to_string(),
             public_registry: config.registry.to_string(),
             public_url: config.public_url(),
-            contexts_dir: config.build_contexts_dir(),
+            contexts: BuildContexts::new(config.build_contexts_dir()),
             work_dir: config.work_dir(),
         },
     );
@@ -190,14 +193,14 @@ fn builders(
 
 /// Removes abandoned registry uploads and remote builds' stale build contexts every few
 /// minutes.
-async fn clean_uploads(registry: RegistryState, contexts: std::path::PathBuf) {
+async fn clean_uploads(registry: RegistryState, contexts: BuildContexts) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
     loop {
         every.tick().await;
         if let Err(err) = registry.cleanup_expired_uploads().await {
             tracing::warn!(error = %err, "cleaning up expired registry uploads failed");
         }
-        if let Err(err) = api::remove_stale_contexts(&contexts, api::CONTEXT_TTL).await {
+        if let Err(err) = contexts.remove_stale(CONTEXT_TTL).await {
             tracing::warn!(error = %err, "removing stale build contexts failed");
         }
     }
@@ -285,7 +288,8 @@ pub async fn collect_garbage(
         .collect_garbage(&config.gc_policy())
         .await
         .context("collecting the registry's garbage failed")?;
-    let contexts = api::remove_stale_contexts(&config.build_contexts_dir(), api::CONTEXT_TTL)
+    let contexts = BuildContexts::new(config.build_contexts_dir())
+        .remove_stale(CONTEXT_TTL)
         .await
         .context("removing expired build contexts failed")?;
     Ok(Collected {

@@ -56,7 +56,12 @@ mod distribution;
 
 use bytes::Bytes;
 use distribution::Distribution;
+use kiln::assemble::MEDIA_TYPE_SIF_LAYER;
+use kiln::registry::Images;
 use kiln::registry::client::{Auth, BlobPush, RegistryClient, sha256_digest};
+use kiln::registry::images::ImagesError;
+use kiln::registry::path::Digest;
+use tokio::io::AsyncReadExt as _;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -80,6 +85,165 @@ async fn client_round_trips_an_index_through_cncf_distribution() {
         password: registry.password.into(),
     };
     round_trip(&RegistryClient::new(&registry.host, auth, &[]).expect("client")).await;
+}
+
+/// The image handle the API reads through, over a remote registry: a SIF goes in, is published
+/// as an artifact, and is found and read back by tag, size and content.
+#[tokio::test(flavor = "multi_thread")]
+async fn images_publish_and_read_a_sif_through_cncf_distribution() {
+    let registry = Distribution::start().await;
+    let auth = Auth::Basic {
+        user: registry.user.into(),
+        password: registry.password.into(),
+    };
+    let client = RegistryClient::new(&registry.host, auth, &[]).expect("client");
+    sif_round_trip(&Images::remote(client)).await;
+}
+
+/// The same, with kiln's own registry as the remote one (as a kiln API in another process would
+/// reach it).
+#[tokio::test(flavor = "multi_thread")]
+async fn images_publish_and_read_a_sif_through_kilns_registry_over_http() {
+    let app = TestApp::start().await;
+    let auth = Auth::Basic {
+        user: PUSHER.0.into(),
+        password: PUSHER.1.into(),
+    };
+    let client = RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client");
+    sif_round_trip(&Images::remote(client)).await;
+}
+
+/// The same, over kiln's embedded storage, as the API reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn images_publish_and_read_a_sif_in_the_embedded_registry() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = kiln::config::Config {
+        data_dir: data.path().to_owned(),
+        ..kiln::config::Config::default()
+    };
+    let registry = kiln::registry::RegistryState::new(config.registry_config())
+        .await
+        .expect("the registry opens");
+    sif_round_trip(&Images::embedded(registry)).await;
+}
+
+async fn sif_round_trip(images: &Images) {
+    let repository = "library/alice/default/tool";
+    let sif = Bytes::from("SIF_MAGIC and a root file system ".repeat(50_000));
+    let digest = Digest::parse(&sha256_digest(&sif)).expect("digest");
+    let chunks = |bytes: &Bytes| {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(1 << 16)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures_util::stream::iter(chunks)
+    };
+
+    // Bytes that are not what their digest names, or a stream that fails, leave nothing.
+    let wrong = images
+        .put_blob(repository, &digest, chunks(&sif.slice(1..)))
+        .await;
+    assert!(
+        matches!(wrong, Err(ImagesError::DigestMismatch)),
+        "{wrong:?}"
+    );
+    let broken = futures_util::stream::iter(vec![
+        Ok(sif.slice(..1000)),
+        Err(std::io::Error::other("the client went away")),
+    ]);
+    assert!(images.put_blob(repository, &digest, broken).await.is_err());
+    assert!(
+        images
+            .open_blob(repository, &digest)
+            .await
+            .expect("the registry answers")
+            .is_none()
+    );
+
+    images
+        .put_blob(repository, &digest, chunks(&sif))
+        .await
+        .expect("the SIF is stored");
+    let size = sif.len() as u64;
+    let tagged = images
+        .publish_sif(repository, &digest, size, "tool_1.0.sif", Some("1.0"))
+        .await
+        .expect("the artifact is published");
+    let untagged = images
+        .publish_sif(repository, &digest, size, "tool.sif", None)
+        .await
+        .expect("the untagged artifact is published");
+    assert_ne!(tagged, untagged);
+
+    assert_eq!(
+        images
+            .tag_digest(repository, "1.0")
+            .await
+            .expect("the registry answers"),
+        Some(tagged.clone())
+    );
+    assert_eq!(
+        images
+            .tag_digest(repository, "2.0")
+            .await
+            .expect("the registry answers"),
+        None
+    );
+    assert_eq!(
+        images
+            .tag_digest("library/nobody", "1.0")
+            .await
+            .expect("the registry answers"),
+        None
+    );
+    for reference in ["1.0", tagged.as_str(), untagged.as_str()] {
+        let layer = images
+            .first_layer(repository, reference)
+            .await
+            .expect("the registry answers")
+            .expect("the artifact has its layer");
+        assert_eq!(layer.media_type, MEDIA_TYPE_SIF_LAYER, "{reference}");
+        assert_eq!(
+            (layer.digest.clone(), layer.size),
+            (digest.clone(), size),
+            "{reference}"
+        );
+    }
+    assert!(
+        images
+            .first_layer(repository, "2.0")
+            .await
+            .expect("the registry answers")
+            .is_none()
+    );
+
+    assert_eq!(
+        images
+            .blob_size(repository, &digest)
+            .await
+            .expect("the registry answers"),
+        Some(size)
+    );
+    let mut blob = images
+        .open_blob(repository, &digest)
+        .await
+        .expect("the registry answers")
+        .expect("the SIF is there");
+    assert_eq!(blob.size, size);
+    let mut read = Vec::new();
+    blob.reader
+        .read_to_end(&mut read)
+        .await
+        .expect("the SIF reads");
+    assert!(read == sif, "the SIF read back is not the one stored");
+    let absent = Digest::parse(&sha256_digest(b"never stored")).expect("digest");
+    assert!(
+        images
+            .open_blob(repository, &absent)
+            .await
+            .expect("the registry answers")
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

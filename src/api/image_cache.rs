@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::registry::RegistryState;
+use crate::registry::Images;
 
 /// Entries kept at most (about 200 bytes each); the least used go first.
 pub const MAX_ENTRIES: u64 = 100_000;
@@ -63,14 +63,9 @@ impl ImageCache {
 
     /// The image of `key`, named `image`, when it was checked and nothing in its repository
     /// changed since.
-    pub async fn get(
-        &self,
-        registry: &RegistryState,
-        key: &str,
-        image: &str,
-    ) -> Option<Arc<KnownImage>> {
+    pub async fn get(&self, registry: &Images, key: &str, image: &str) -> Option<Arc<KnownImage>> {
         let known = self.entries.get(key).await?;
-        let current = registry.storage().repository_changes(&known.repository);
+        let current = registry.changes(&known.repository);
         if known.image != image || known.changes != current {
             self.entries.invalidate(key).await;
             return None;

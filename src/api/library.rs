@@ -18,15 +18,15 @@ use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt as _;
 
 use super::AppState;
 use super::accounts::OPERATOR;
 use super::error::ApiError;
-use super::library_files;
+use super::library_files::{self, container_repository};
 use crate::assemble::MEDIA_TYPE_SIF_LAYER;
 use crate::assemble::sif::SifArch;
-use crate::registry::path::{Digest, Reference, is_valid_tag, parse_name_str};
+use crate::registry::images::{OpenBlob, blob_body, read_head};
+use crate::registry::path::{Digest, is_valid_tag, parse_name_str};
 use crate::store::{ArchTag, ImageKey, LibraryImage, LibraryKey, LibraryPath, StoreError};
 
 /// The API version that tells clients architecture-specific tags and single-part v2 uploads
@@ -91,21 +91,18 @@ async fn image_file(
             format!("the file of image {reference} has not been uploaded"),
         ));
     };
-    let Ok(Some((path, size))) = state.registry.storage().blob_file(&digest).await else {
-        return Err(LibraryError::new(
-            StatusCode::NOT_FOUND,
-            "the image file is gone",
-        ));
-    };
-    let file = tokio::fs::File::open(&path)
+    let blob = state
+        .image_store
+        .open_blob(&found.repository, &digest)
         .await
-        .map_err(|err| LibraryError::from(ApiError::internal(&err)))?;
+        .map_err(|err| LibraryError::from(ApiError::internal(&err)))?
+        .ok_or_else(|| LibraryError::new(StatusCode::NOT_FOUND, "the image file is gone"))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_LENGTH, blob.size.to_string()),
         ],
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 19)),
+        Body::from_stream(blob_body(blob, 1 << 19)),
     )
         .into_response())
 }
@@ -160,11 +157,13 @@ impl LibraryRef {
     }
 }
 
-/// An image the pull API answers with: its `Image` document, and its file once uploaded.
+/// An image the pull API answers with: its `Image` document, and its file once uploaded, a
+/// blob of `repository`.
 #[derive(Debug)]
 struct Found {
     record: Value,
     file: Option<Digest>,
+    repository: String,
 }
 
 /// Resolves `reference` for `arch` (any architecture when `None`): the library's records
@@ -241,6 +240,7 @@ async fn find_recorded(
         }
     };
     Ok(image.map(|image| Found {
+        repository: container_repository(&path),
         file: if image.uploaded() {
             Digest::from_hex(&image.hash)
         } else {
@@ -303,19 +303,15 @@ async fn find_in_registry(
         &reference.container,
     );
     let repository = parse_name_str(&repository).ok()?;
-    let storage = state.registry.storage();
-    let manifest = storage
-        .get_manifest(&repository, &Reference::parse(tag).ok()?)
-        .await
-        .ok()?;
-    let document: Value = serde_json::from_slice(&manifest.bytes).ok()?;
-    let layer = &document["layers"][0];
-    if layer["mediaType"] != MEDIA_TYPE_SIF_LAYER {
+    let images = &state.image_store;
+    let layer = images.first_layer(&repository, tag).await.ok()??;
+    if layer.media_type != MEDIA_TYPE_SIF_LAYER {
         return None;
     }
-    let digest = Digest::parse(layer["digest"].as_str()?).ok()?;
-    let (path, size) = storage.blob_file(&digest).await.ok()??;
-    let sif_arch = sif_arch_of(&path).await?;
+    let digest = layer.digest;
+    let mut blob = images.open_blob(&repository, &digest).await.ok()??;
+    let size = blob.size;
+    let sif_arch = sif_arch_of(&mut blob).await?;
     if arch.is_some_and(|wanted| wanted != sif_arch.as_str()) {
         return None;
     }
@@ -340,14 +336,13 @@ async fn find_in_registry(
             "deleted": false,
         }),
         file: Some(digest),
+        repository,
     })
 }
 
-/// The architecture in the header of the SIF file at `path`; `None` when it is not a SIF.
-pub(super) async fn sif_arch_of(path: &std::path::Path) -> Option<SifArch> {
-    let mut header = [0u8; SIF_HEADER_LEN];
-    let mut file = tokio::fs::File::open(path).await.ok()?;
-    file.read_exact(&mut header).await.ok()?;
+/// The architecture in the header of the SIF `blob`; `None` when it is not a SIF.
+async fn sif_arch_of(blob: &mut OpenBlob) -> Option<SifArch> {
+    let header = read_head(blob, SIF_HEADER_LEN).await?;
     SifArch::of_header(&header)
 }
 

@@ -10,9 +10,8 @@
 //! (never whole in memory), is kept only if its sha256 is the image's hash and it starts with a
 //! SIF header, and the architecture that header names is recorded.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Json;
 use axum::Router;
@@ -27,14 +26,12 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::accounts::{new_secret, token_hash};
-use super::library::{
-    LibraryError, SIF_HEADER_LEN, image_record, registry_repository, sif_arch_of,
-};
+use super::error::ApiError;
+use super::library::{LibraryError, SIF_HEADER_LEN, image_record, registry_repository};
 use super::library_push::{Writer, body, data, item_at, writable_image};
 use crate::assemble::sif::SifArch;
-use crate::assemble::{MEDIA_TYPE_MANIFEST, sif_artifact};
-use crate::registry::error::{ErrorCode, RegistryError};
-use crate::registry::path::{Digest, Reference};
+use crate::registry::images::ImagesError;
+use crate::registry::path::Digest;
 use crate::store::{ImageKey, LibraryImage, LibraryKey, LibraryLevel, LibraryPath};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -151,50 +148,38 @@ async fn receive(
     image: &LibraryImage,
     file: Body,
 ) -> Result<LibraryImage, LibraryError> {
-    let repository = repository_of(path);
+    let repository = container_repository(path);
     let digest = Digest::from_hex(&image.hash)
         .ok_or_else(|| LibraryError::bad_request(format!("image {} has no hash", image.id)))?;
-    let not_sif = Arc::new(AtomicBool::new(false));
-    let storage = state.registry.storage();
-    let stored = storage
-        .put_blob(
-            &repository,
-            &digest,
-            sif_checked(file, Arc::clone(&not_sif)),
-        )
+    let check = Arc::new(SifCheck::default());
+    let stored = state
+        .image_store
+        .put_blob(&repository, &digest, sif_checked(file, Arc::clone(&check)))
         .await;
-    let not_a_sif = || {
-        LibraryError::bad_request(format!(
-            "the uploaded file is not a SIF image (no SIF header with an amd64 or arm64 \
-             architecture); image {} stays without a file",
-            image.id
-        ))
-    };
     match stored {
         Ok(()) => {}
-        Err(_) if not_sif.load(Ordering::Relaxed) => return Err(not_a_sif()),
-        Err(err) if err.code() == Some(ErrorCode::DigestInvalid) => {
+        Err(_) if check.not_sif.load(Ordering::Relaxed) => {
+            return Err(LibraryError::bad_request(format!(
+                "the uploaded file is not a SIF image (no SIF header with an amd64 or arm64 \
+                 architecture); image {} stays without a file",
+                image.id
+            )));
+        }
+        Err(ImagesError::DigestMismatch) => {
             return Err(LibraryError::bad_request(format!(
                 "the uploaded file's sha256 is not the hash of image {}, sha256.{}; nothing \
                  was kept",
                 image.id, image.hash
             )));
         }
-        Err(err) => return Err(registry_failure(err)),
+        Err(err) => return Err(images_failure(err)),
     }
-    let (file, size) = storage
-        .blob_file(&digest)
-        .await
-        .map_err(registry_failure)?
-        .ok_or_else(|| LibraryError::not_found(format!("the file of image {}", image.id)))?;
-    let Some(arch) = sif_arch_of(&file).await else {
-        // Shorter than a SIF header, so the stream check could not see it.
-        storage
-            .unlink_blob(&repository, &digest)
-            .await
-            .map_err(registry_failure)?;
-        return Err(not_a_sif());
-    };
+    // The stream passed its end, so it had a SIF header; the registry checked its digest, so
+    // those bytes are the stored file.
+    let arch = check.arch.get().copied().ok_or_else(|| {
+        ApiError::internal(&std::io::Error::other("a stored SIF has no architecture"))
+    })?;
+    let size = check.size.load(Ordering::Relaxed);
     // An untagged artifact references the file until it is tagged, so that garbage collection
     // keeps it.
     let title = format!("{}.sif", path.item().name);
@@ -205,40 +190,70 @@ async fn receive(
         .await?)
 }
 
+/// What [`sif_checked`] saw of a file going by.
+#[derive(Debug, Default)]
+struct SifCheck {
+    /// Its first bytes are not a SIF header, or it ended before one.
+    not_sif: AtomicBool,
+    /// The architecture its header names.
+    arch: OnceLock<SifArch>,
+    /// Bytes so far.
+    size: AtomicU64,
+}
+
 /// `file`'s bytes, failing (and setting `not_sif`) as soon as its first bytes are not a SIF
-/// header, so that no more of a wrong file is written.
+/// header, or at its end when it is shorter than one, so that no more of a wrong file is
+/// written and none of it is kept.
 fn sif_checked(
     file: Body,
-    not_sif: Arc<AtomicBool>,
-) -> impl Stream<Item = Result<Bytes, axum::Error>> + Unpin {
+    check: Arc<SifCheck>,
+) -> impl Stream<Item = Result<Bytes, axum::Error>> + Send + Unpin + 'static {
     let mut head = Vec::with_capacity(SIF_HEADER_LEN);
-    file.into_data_stream().map(move |chunk| {
+    let seen = Arc::clone(&check);
+    let bytes = file.into_data_stream().map(move |chunk| {
         let chunk = chunk?;
+        seen.size.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if head.len() < SIF_HEADER_LEN {
             let wanted = (SIF_HEADER_LEN - head.len()).min(chunk.len());
             head.extend_from_slice(&chunk[..wanted]);
-            if head.len() == SIF_HEADER_LEN && SifArch::of_header(&head).is_none() {
-                not_sif.store(true, Ordering::Relaxed);
-                return Err(axum::Error::new("the file is not a SIF image"));
+            if head.len() == SIF_HEADER_LEN {
+                match SifArch::of_header(&head) {
+                    Some(arch) => {
+                        let _ = seen.arch.set(arch);
+                    }
+                    None => {
+                        seen.not_sif.store(true, Ordering::Relaxed);
+                        return Err(axum::Error::new("the file is not a SIF image"));
+                    }
+                }
             }
         }
         Ok(chunk)
+    });
+    let end = futures_util::stream::once(async move {
+        if check.arch.get().is_some() {
+            return None;
+        }
+        check.not_sif.store(true, Ordering::Relaxed);
+        Some(Err(axum::Error::new(
+            "the file is shorter than a SIF header",
+        )))
     })
+    .filter_map(std::future::ready);
+    Box::pin(bytes.chain(end))
 }
 
-/// A registry failure while storing a library file: the client's fault (413 for a file over
-/// the size limit) or kiln's.
-fn registry_failure(err: RegistryError) -> LibraryError {
+/// An image store failure while storing a library file: the client's fault (413 for a file
+/// over the size limit) or kiln's.
+fn images_failure(err: ImagesError) -> LibraryError {
     match err {
-        RegistryError::Api {
-            status, message, ..
-        } => LibraryError::new(status, message),
+        ImagesError::Refused { status, message } => LibraryError::new(status, message),
         other => super::error::ApiError::internal(&other).into(),
     }
 }
 
 /// The registry repository of the container `path` leads to.
-fn repository_of(path: &LibraryPath) -> String {
+pub(super) fn container_repository(path: &LibraryPath) -> String {
     let collection = path.collection.as_ref().map_or("", |c| c.name.as_str());
     registry_repository(&path.entity.name, collection, &path.item().name)
 }
@@ -277,7 +292,7 @@ pub(super) async fn publish(
     size: u64,
     tag: &str,
 ) -> Result<(), LibraryError> {
-    let repository = repository_of(path);
+    let repository = container_repository(path);
     let title = format!("{}_{tag}.sif", path.item().name);
     push_artifact(state, &repository, hash, size, &title, Some(tag)).await
 }
@@ -292,27 +307,61 @@ async fn push_artifact(
     title: &str,
     tag: Option<&str>,
 ) -> Result<(), LibraryError> {
-    let (config, manifest) = sif_artifact(&format!("sha256:{hash}"), size, title);
-    let storage = state.registry.storage();
-    let config_digest = Digest::parse(&config.digest).map_err(registry_failure)?;
-    let config_bytes =
-        futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(config.bytes)) });
-    storage
-        .put_blob(repository, &config_digest, Box::pin(config_bytes))
+    let digest = Digest::from_hex(hash)
+        .ok_or_else(|| LibraryError::bad_request(format!("{hash} is not a sha256 hash")))?;
+    state
+        .image_store
+        .publish_sif(repository, &digest, size, title, tag)
         .await
-        .map_err(registry_failure)?;
-    let reference = match tag {
-        Some(tag) => Reference::Tag(tag.to_owned()),
-        None => Reference::Digest(Digest::parse(&manifest.digest).map_err(registry_failure)?),
-    };
-    storage
-        .put_manifest(
-            repository,
-            &reference,
-            Some(MEDIA_TYPE_MANIFEST),
-            &manifest.bytes,
-        )
-        .await
-        .map_err(registry_failure)?;
+        .map_err(images_failure)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `bytes`, sent in `chunk`-byte pieces, through [`sif_checked`].
+    async fn checked(bytes: &[u8], chunk: usize) -> (Result<usize, String>, Arc<SifCheck>) {
+        let pieces: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let check = Arc::new(SifCheck::default());
+        let body = Body::from_stream(futures_util::stream::iter(pieces));
+        let mut stream = sif_checked(body, Arc::clone(&check));
+        let mut passed = 0;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => passed += chunk.len(),
+                Err(err) => return (Err(err.to_string()), check),
+            }
+        }
+        (Ok(passed), check)
+    }
+
+    #[tokio::test]
+    async fn only_sif_files_pass_whole() {
+        let mut sif = vec![b'#'; 32];
+        sif.extend_from_slice(b"SIF_MAGIC\0");
+        sif.extend_from_slice(b"01\0");
+        sif.extend_from_slice(b"04\0");
+        sif.resize(5000, 0);
+        let (passed, check) = checked(&sif, 7).await;
+        assert_eq!(passed, Ok(5000));
+        assert_eq!(check.arch.get(), Some(&SifArch::Arm64));
+        assert_eq!(check.size.load(Ordering::Relaxed), 5000);
+        assert!(!check.not_sif.load(Ordering::Relaxed));
+
+        let (passed, check) = checked(&[b'x'; 5000], 1000).await;
+        assert!(passed.is_err());
+        assert!(check.not_sif.load(Ordering::Relaxed));
+
+        // Shorter than a header: refused at its end, so the registry keeps none of it.
+        for short in [&sif[..SIF_HEADER_LEN - 1], &[][..]] {
+            let (passed, check) = checked(short, 10).await;
+            assert!(passed.is_err(), "{} bytes", short.len());
+            assert!(check.not_sif.load(Ordering::Relaxed));
+        }
+    }
 }

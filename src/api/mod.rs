@@ -6,7 +6,6 @@
 
 pub mod accounts;
 mod base_hosts;
-mod build_contexts;
 mod csrf;
 pub mod edge;
 pub mod error;
@@ -23,7 +22,6 @@ mod remote_build;
 pub mod request_records;
 mod sbom;
 
-pub use remote_build::{CONTEXT_TTL, remove_stale_contexts};
 mod search;
 pub mod submit;
 mod ui;
@@ -53,6 +51,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The embedded registry.
     pub registry: RegistryState,
+    /// Where the API reads and publishes images; it never reads a registry's files itself.
+    pub image_store: registry::Images,
     /// Where builds are submitted (its workers may run here or in another process).
     pub queue: Queue,
     /// Counters for `/metrics`.

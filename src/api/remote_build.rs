@@ -10,11 +10,10 @@
 //!
 //! A definition is checked when submitted, as the builder checks it, and its `From:` registry
 //! with [`check_base_images`]: one that could only fail costs no build and no allowance. Build
-//! contexts are checked before they are kept ([`check_context`]) and belong to the user who
+//! contexts are checked before they are kept ([`crate::build::contexts::check_context`]) and belong to the user who
 //! uploaded them: kept under that user's directory, found and deleted only by them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,19 +25,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 
 use super::AppState;
 use super::accounts::{User, authenticate, is_library_name, new_secret};
 use super::base_hosts::{BaseImage, check_base_images};
-use super::build_contexts::{ContextError, ContextLimits, check_context};
 use super::library::{LibraryError, registry_repository};
+use crate::build::contexts::{Announced, BuildContexts, ContextError, ContextLimits, ReceiveError};
 use crate::build::definition::DefinitionRequest;
-use crate::registry::path::Reference;
 use crate::spec::{Bootstrap, Definition, Platform};
 use crate::store::{BuildRecord, BuildStatus, NewBuild, StoreError};
 
@@ -206,10 +202,7 @@ async fn submit_build(
     let context = match body.context_digest.as_deref().filter(|d| !d.is_empty()) {
         Some(digest) => {
             let hex = context_hex(digest)?;
-            if !tokio::fs::try_exists(context_path(state, &user.name, hex))
-                .await
-                .unwrap_or(false)
-            {
+            if !build_contexts(state).exists(&user.name, hex).await {
                 return Err(LibraryError::bad_request(format!(
                     "contextDigest {digest}: no such build context was uploaded"
                 )));
@@ -446,16 +439,12 @@ async fn build_info(state: &AppState, build: &BuildRecord, request: &DefinitionR
 
 /// `sha256.<hex>` of the SIF an ORAS manifest in kiln's registry points at.
 async fn sif_checksum(state: &AppState, repository: &str, manifest: &str) -> Option<String> {
-    let reference = Reference::parse(manifest).ok()?;
-    let stored = state
-        .registry
-        .storage()
-        .get_manifest(repository, &reference)
+    let layer = state
+        .image_store
+        .first_layer(repository, manifest)
         .await
-        .ok()?;
-    let document: Value = serde_json::from_slice(&stored.bytes).ok()?;
-    let digest = document["layers"][0]["digest"].as_str()?;
-    Some(format!("sha256.{}", digest.strip_prefix("sha256:")?))
+        .ok()??;
+    Some(format!("sha256.{}", layer.digest.hex()))
 }
 
 async fn cancel(
@@ -566,9 +555,7 @@ async fn start_context_upload(
     }
     let mut response = Json(json!({"data": {}})).into_response();
     // Without a Location the client takes the context as already here.
-    let present = tokio::fs::try_exists(context_path(&state, &user.name, hex))
-        .await
-        .unwrap_or(false);
+    let present = build_contexts(&state).exists(&user.name, hex).await;
     if !present {
         let ticket = state.contexts.issue(&user.name, hex, announced.size);
         let location = format!(
@@ -583,7 +570,7 @@ async fn start_context_upload(
 }
 
 /// The PUT to an upload URL: the ticket is the credential. The bytes must be what was
-/// announced and unpack within the limits ([`check_context`]); only then do they become the
+/// announced and unpack within the limits ([`BuildContexts::receive`]); only then do they become the
 /// context of the user who announced them.
 async fn upload_context(
     State(state): State<AppState>,
@@ -605,66 +592,29 @@ async fn receive_context(
     ticket: &Ticket,
     body: Body,
 ) -> Result<(), LibraryError> {
-    let dir = state.config.build_contexts_dir();
-    let internal = |err: std::io::Error| {
-        LibraryError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot store the build context: {err}"),
-        )
+    let limits = ContextLimits {
+        max_unpacked: state.config.api.context_max_unpacked_bytes,
+        max_entries: state.config.api.context_max_files,
+        max_expansion: state.config.api.context_max_expansion,
     };
-    tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-    let temp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
-    let mut file = tokio::fs::File::create(&temp).await.map_err(internal)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut stream = body.into_data_stream();
-    let received = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|err| LibraryError::bad_request(format!("the upload broke off: {err}")))?;
-            size += chunk.len() as u64;
-            if size > ticket.size {
-                return Err(LibraryError::bad_request(format!(
-                    "the upload is larger than the {} bytes announced",
-                    ticket.size
-                )));
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(internal)?;
-        }
-        file.flush().await.map_err(internal)?;
-        let digest = hex::encode(hasher.finalize_reset());
-        if size != ticket.size || digest != ticket.digest {
-            return Err(LibraryError::bad_request(format!(
-                "the upload ({size} bytes, sha256.{digest}) is not the context announced \
-                 ({} bytes, sha256.{})",
-                ticket.size, ticket.digest
-            )));
-        }
-        let limits = ContextLimits {
-            max_unpacked: state.config.api.context_max_unpacked_bytes,
-            max_entries: state.config.api.context_max_files,
-            max_expansion: state.config.api.context_max_expansion,
-        };
-        let checked = temp.clone();
-        tokio::task::spawn_blocking(move || check_context(&checked, limits))
-            .await
-            .map_err(|err| internal(std::io::Error::other(err)))?
-            .map_err(|err| match err {
-                ContextError::NotTar(_) => LibraryError::bad_request(err.to_string()),
-                _ => LibraryError::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),
-            })?;
-        let kept = context_path(state, &ticket.user, &ticket.digest);
-        if let Some(parent) = kept.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(internal)?;
-        }
-        tokio::fs::rename(&temp, kept).await.map_err(internal)
+    let announced = Announced {
+        digest: &ticket.digest,
+        size: ticket.size,
     };
-    let result = received.await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&temp).await;
-    }
-    result
+    build_contexts(state)
+        .receive(&ticket.user, announced, body.into_data_stream(), limits)
+        .await
+        .map_err(|err| {
+            let status = match &err {
+                ReceiveError::Refused(ContextError::NotTar(_))
+                | ReceiveError::BrokenOff(_)
+                | ReceiveError::LargerThanAnnounced { .. }
+                | ReceiveError::NotAnnounced { .. } => StatusCode::BAD_REQUEST,
+                ReceiveError::Refused(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                ReceiveError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            LibraryError::new(status, err.to_string())
+        })
 }
 
 async fn delete_context(
@@ -676,9 +626,9 @@ async fn delete_context(
     let hex = context_hex(&digest)?;
     // Only the caller's own contexts are looked at: another user's is "not found", never
     // "forbidden", which would tell that it exists.
-    match tokio::fs::remove_file(context_path(&state, &user.name, hex)).await {
-        Ok(()) => Ok(StatusCode::OK),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(LibraryError::new(
+    match build_contexts(&state).delete(&user.name, hex).await {
+        Ok(true) => Ok(StatusCode::OK),
+        Ok(false) => Err(LibraryError::new(
             StatusCode::NOT_FOUND,
             format!("there is no build context {digest}"),
         )),
@@ -687,53 +637,6 @@ async fn delete_context(
             format!("cannot delete the build context: {err}"),
         )),
     }
-}
-
-/// How long an uploaded build context is kept when its client never deletes it (a client that
-/// died mid-build): a day, as Sylabs keeps build artifacts.
-pub const CONTEXT_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// Removes build contexts (and broken-off uploads) in `dir` older than `ttl`, also in each
-/// user's directory under it; returns how many.
-pub async fn remove_stale_contexts(dir: &std::path::Path, ttl: Duration) -> std::io::Result<usize> {
-    let mut removed = remove_stale_files(dir, ttl).await?;
-    let mut entries = match tokio::fs::read_dir(dir).await {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(err) => return Err(err),
-    };
-    while let Some(entry) = entries.next_entry().await? {
-        if entry.file_type().await.is_ok_and(|kind| kind.is_dir()) {
-            removed += remove_stale_files(&entry.path(), ttl).await?;
-        }
-    }
-    Ok(removed)
-}
-
-/// Removes the files (not directories) in `dir` older than `ttl`; returns how many.
-async fn remove_stale_files(dir: &std::path::Path, ttl: Duration) -> std::io::Result<usize> {
-    let mut entries = match tokio::fs::read_dir(dir).await {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(err) => return Err(err),
-    };
-    let mut removed = 0;
-    while let Some(entry) = entries.next_entry().await? {
-        if !entry.file_type().await.is_ok_and(|kind| kind.is_file()) {
-            continue;
-        }
-        let old = entry
-            .metadata()
-            .await
-            .ok()
-            .and_then(|meta| meta.modified().ok())
-            .and_then(|modified| modified.elapsed().ok())
-            .is_some_and(|age| age >= ttl);
-        if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }
 
 /// The hex of a `sha256.<hex>` context digest.
@@ -750,57 +653,15 @@ fn context_hex(digest: &str) -> Result<&str, LibraryError> {
         })
 }
 
-/// Where `user`'s build context with sha256 `hex` is kept: each user's in a directory of their
-/// own (user names are library names, safe as one path component), so a context is only ever
-/// found, used or deleted by its owner.
-fn context_path(state: &AppState, user: &str, hex: &str) -> PathBuf {
-    state
-        .config
-        .build_contexts_dir()
-        .join(user)
-        .join(format!("{hex}.tar.gz"))
+/// The build contexts, whose files only [`BuildContexts`] knows.
+fn build_contexts(state: &AppState) -> BuildContexts {
+    BuildContexts::new(state.config.build_contexts_dir())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use base64::Engine as _;
-
-    #[tokio::test]
-    async fn stale_contexts_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join(format!("{}.tar.gz", "a".repeat(64)));
-        let fresh = dir.path().join(format!("{}.tar.gz", "b".repeat(64)));
-        std::fs::create_dir(dir.path().join("alice")).unwrap();
-        let old_of_alice = dir
-            .path()
-            .join("alice")
-            .join(format!("{}.tar.gz", "c".repeat(64)));
-        std::fs::write(&old_of_alice, b"old").unwrap();
-        std::fs::write(&old, b"old").unwrap();
-        std::fs::write(&fresh, b"fresh").unwrap();
-        let two_days_ago = std::time::SystemTime::now() - 2 * CONTEXT_TTL;
-        for path in [&old, &old_of_alice] {
-            std::fs::File::options()
-                .write(true)
-                .open(path)
-                .unwrap()
-                .set_modified(two_days_ago)
-                .unwrap();
-        }
-        assert_eq!(
-            remove_stale_contexts(dir.path(), CONTEXT_TTL)
-                .await
-                .unwrap(),
-            2
-        );
-        assert!(!old.exists() && !old_of_alice.exists() && fresh.exists());
-        let missing = dir.path().join("none");
-        assert_eq!(
-            remove_stale_contexts(&missing, CONTEXT_TTL).await.unwrap(),
-            0
-        );
-    }
 
     #[test]
     fn library_refs_as_clients_send_them() {

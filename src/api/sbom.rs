@@ -13,7 +13,8 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::assemble::sbom::MEDIA_TYPE_SPDX;
-use crate::registry::path::{Digest, Reference};
+use crate::registry::images::blob_body;
+use crate::registry::path::Digest;
 use crate::store::BuildRecord;
 
 /// The download route.
@@ -42,42 +43,34 @@ async fn download(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("build {id}")))?;
     let (repository, subject) = subject_of(&build, query.platform.as_deref())?;
-    let storage = state.registry.storage();
+    let images = &state.image_store;
     let no_sbom = || {
         ApiError::not_found(format!(
             "an SBOM of build {id} (images built before kiln attached SBOMs have none)"
         ))
     };
-    let referrers = storage
-        .referrers(&repository, &subject, Some(MEDIA_TYPE_SPDX))
+    let referrers = images
+        .referrers(&repository, &subject, MEDIA_TYPE_SPDX)
         .await
         .map_err(|err| ApiError::internal(&err))?;
-    let referrer = referrers
-        .first()
-        .and_then(|descriptor| descriptor["digest"].as_str())
-        .and_then(|digest| Digest::parse(digest).ok())
-        .ok_or_else(no_sbom)?;
-    let manifest = storage
-        .get_manifest(&repository, &Reference::Digest(referrer))
+    let referrer = referrers.first().ok_or_else(no_sbom)?;
+    let document = images
+        .first_layer(&repository, &referrer.to_string())
         .await
-        .map_err(|_| no_sbom())?;
-    let document = serde_json::from_slice::<serde_json::Value>(&manifest.bytes)
         .ok()
-        .and_then(|value| value["layers"][0]["digest"].as_str().map(str::to_owned))
-        .and_then(|digest| Digest::parse(&digest).ok())
+        .flatten()
         .ok_or_else(no_sbom)?;
-    let (path, size) = storage
-        .blob(&repository, &document)
+    let blob = images
+        .open_blob(&repository, &document.digest)
         .await
         .map_err(|err| ApiError::internal(&err))?
         .ok_or_else(no_sbom)?;
-    let file = tokio::fs::File::open(&path).await?;
     Ok((
         [
             (header::CONTENT_TYPE, MEDIA_TYPE_SPDX.to_owned()),
-            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_LENGTH, blob.size.to_string()),
         ],
-        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+        Body::from_stream(blob_body(blob, 4096)),
     )
         .into_response())
 }

@@ -165,7 +165,7 @@ pub async fn ensure_image(
 ) -> Result<ImageState, ApiError> {
     if let Some(known) = state
         .images
-        .get(&state.registry, &new.key, &new.image)
+        .get(&state.image_store, &new.key, &new.image)
         .await
     {
         state.metrics.container_request(RequestResult::Hit);
@@ -307,9 +307,19 @@ async fn trusted_hit(
     repository: &str,
     tag: &str,
 ) -> Result<Option<BuildRecord>, ApiError> {
-    let changes = state.registry.storage().repository_changes(repository);
-    let Some(digest) = state.registry.tag_digest(repository, tag).await else {
-        return Ok(None);
+    let changes = state.image_store.changes(repository);
+    let digest = match state.image_store.tag_digest(repository, tag).await {
+        Ok(Some(digest)) => digest,
+        Ok(None) => return Ok(None),
+        // An unreadable registry is a miss, as a missing tag: the build finds out for good.
+        Err(err) => {
+            tracing::warn!(
+                image = %format!("{repository}:{tag}"),
+                error = %crate::error_chain(&err),
+                "looking up a tag failed; the image is built again"
+            );
+            return Ok(None);
+        }
     };
     let build = state.store.latest_for_key(&new.key).await?;
     let trusted = build.filter(|build| {

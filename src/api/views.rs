@@ -454,6 +454,7 @@ mod tests {
                     .unwrap(),
                     config,
                     store,
+                    image_store: crate::registry::Images::embedded(registry.clone()),
                     registry,
                     queue,
                     metrics: Arc::new(Metrics::default()),

@@ -25,6 +25,7 @@ use super::buildah::{BuildOptions, Buildah};
 use super::containerfile::{
     build_failure, finish, forward, fresh_context, streamed, write_containerfile,
 };
+use super::contexts::BuildContexts;
 use super::native::{Failure, image_without_tag};
 use super::sbom::{SbomTarget, attach_recipe_sbom, local_dpkg_status};
 use super::sif::{SifContents, assemble_sif, push_sif, singularity_labels};
@@ -103,8 +104,8 @@ pub struct DefinitionSettings {
     pub public_registry: String,
     /// The URL clients reach kiln at, for download links.
     pub public_url: String,
-    /// Uploaded build contexts, `<user>/<hex>.tar.gz` by owner and digest.
-    pub contexts_dir: PathBuf,
+    /// Uploaded build contexts, by owner and digest.
+    pub contexts: BuildContexts,
     /// Scratch space: each build gets `<work_dir>/<build id>/`, removed afterwards.
     pub work_dir: PathBuf,
 }
@@ -300,15 +301,12 @@ impl DefinitionBuilder {
             );
         };
         let hex = digest.strip_prefix("sha256.").unwrap_or(digest);
-        let archive = self
+        let unpacked = self
             .settings
-            .contexts_dir
-            .join(&request.user)
-            .join(format!("{hex}.tar.gz"));
-        let target = context.to_path_buf();
-        let unpacked = tokio::task::spawn_blocking(move || unpack_context(&archive, &target))
+            .contexts
+            .unpack(&request.user, hex, context)
             .await
-            .map_err(|err| format!("unpacking the build context crashed: {err}"))??;
+            .map_err(|err| err.to_string())?;
         log.line(format!(
             "unpacked the build context {digest}: {unpacked} files"
         ))
@@ -527,34 +525,6 @@ fn normalise(path: &str) -> Option<String> {
         }
     }
     Some(parts.join("/"))
-}
-
-/// Extracts the gzip'd tar of a build context: regular files and directories only, never
-/// outside `target`. Returns how many files it wrote.
-fn unpack_context(archive: &Path, target: &Path) -> Result<usize, Failure> {
-    let file = std::fs::File::open(archive)
-        .map_err(|err| format!("the build context {} is missing: {err}", archive.display()))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut files = 0;
-    let entries = tar
-        .entries()
-        .map_err(|err| format!("the build context is not a gzip'd tar: {err}"))?;
-    for entry in entries {
-        let mut entry =
-            entry.map_err(|err| format!("the build context is not a gzip'd tar: {err}"))?;
-        let kind = entry.header().entry_type();
-        if !(kind.is_file() || kind.is_dir()) {
-            continue;
-        }
-        // `unpack_in` refuses paths that would leave `target` (`..`, absolute).
-        let inside = entry
-            .unpack_in(target)
-            .map_err(|err| format!("cannot unpack the build context: {err}"))?;
-        if inside && kind.is_file() {
-            files += 1;
-        }
-    }
-    Ok(files)
 }
 
 /// The image buildah wrote: its config document and its layer tars, bottom first.

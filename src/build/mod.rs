@@ -8,6 +8,7 @@
 
 pub mod buildah;
 pub mod containerfile;
+pub mod contexts;
 pub mod definition;
 mod layers;
 pub mod leftovers;

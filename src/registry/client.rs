@@ -11,7 +11,7 @@ use std::path::Path;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest as _, Sha256};
@@ -389,6 +389,137 @@ impl RegistryClient {
                 source,
             })
     }
+
+    /// Uploads blob `digest` of `repository` from `bytes`, always (a blob already there is sent
+    /// again, so that bytes which are not what they claim are refused all the same). A failing
+    /// stream stops the upload and nothing is kept.
+    pub async fn push_blob_stream<S, E>(
+        &self,
+        repository: &str,
+        digest: &str,
+        bytes: S,
+    ) -> Result<(), ClientError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let reference = self.at_digest(repository, digest);
+        self.authenticate(&reference, RegistryOperation::Push)
+            .await?;
+        let bytes = bytes.map_err(|err| OciDistributionError::GenericError(Some(err.to_string())));
+        self.client
+            .push_blob_stream(&reference, bytes, digest, None)
+            .await
+            .map(drop)
+            .map_err(|source| ClientError::Registry {
+                operation: "uploading blob",
+                target: self.target(repository, digest),
+                source,
+            })
+    }
+
+    /// The digests of the manifests in `repository` whose subject is `subject` and whose
+    /// artifact type is `artifact_type`.
+    pub async fn referrers(
+        &self,
+        repository: &str,
+        subject: &str,
+        artifact_type: &str,
+    ) -> Result<Vec<String>, ClientError> {
+        let reference = self.at_digest(repository, subject);
+        self.authenticate(&reference, RegistryOperation::Pull)
+            .await?;
+        let index = self
+            .client
+            .pull_referrers(&reference, Some(artifact_type))
+            .await
+            .map_err(|source| ClientError::Registry {
+                operation: "listing referrers of",
+                target: self.target(repository, subject),
+                source,
+            })?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .map(|entry| entry.digest)
+            .collect())
+    }
+
+    /// Blob `digest` of `repository` as a stream checked against its digest, or `None` when the
+    /// repository has no such blob.
+    pub async fn blob_stream(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<BlobStream>, ClientError> {
+        let reference = self.at_digest(repository, digest);
+        self.authenticate(&reference, RegistryOperation::Pull)
+            .await?;
+        let failed = |source| ClientError::Registry {
+            operation: "pulling blob",
+            target: self.target(repository, digest),
+            source,
+        };
+        let sized = match self.client.pull_blob_stream(&reference, digest).await {
+            Ok(sized) => sized,
+            Err(err) if is_not_found(&err) => return Ok(None),
+            Err(err) => return Err(failed(err)),
+        };
+        let size = sized.content_length.ok_or_else(|| {
+            failed(OciDistributionError::GenericError(Some(
+                "the registry did not say how large the blob is (no Content-Length)".into(),
+            )))
+        })?;
+        Ok(Some(BlobStream {
+            size,
+            bytes: sized.stream,
+        }))
+    }
+}
+
+/// A blob being read from a registry: its size and its bytes, verified against its digest as
+/// they come.
+pub struct BlobStream {
+    /// Bytes the registry said the blob has.
+    pub size: u64,
+    /// The bytes.
+    pub bytes: futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+impl std::fmt::Debug for BlobStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStream")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientError {
+    /// Whether the registry said the object asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Registry { source, .. } if is_not_found(source))
+    }
+
+    /// Whether the registry refused bytes whose digest is not the one they were sent as.
+    pub fn is_digest_invalid(&self) -> bool {
+        let ClientError::Registry { source, .. } = self else {
+            return false;
+        };
+        let invalid = |envelope: &OciEnvelope| {
+            envelope
+                .errors
+                .iter()
+                .any(|e| e.code == OciErrorCode::DigestInvalid)
+        };
+        match source {
+            OciDistributionError::RegistryError { envelope, .. } => invalid(envelope),
+            // The end of an upload reports the registry's error body as text.
+            OciDistributionError::ServerError { message, .. } => {
+                serde_json::from_str::<OciEnvelope>(message).is_ok_and(|e| invalid(&e))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `sha256:<hex>` of `data`.
@@ -415,7 +546,9 @@ fn is_not_found(err: &OciDistributionError) -> bool {
         OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
             matches!(
                 e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+                OciErrorCode::ManifestUnknown
+                    | OciErrorCode::NameUnknown
+                    | OciErrorCode::BlobUnknown
             )
         }),
         _ => false,

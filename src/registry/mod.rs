@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod gc;
+pub mod images;
 pub mod manifest;
 pub mod path;
 pub mod server;
@@ -41,6 +42,7 @@ pub fn library_repository(entity: &str, collection: &str, container: &str) -> St
     }
 }
 
+pub use images::Images;
 pub use storage::Storage;
 
 /// A user allowed to write (push, delete), and where.
@@ -141,16 +143,6 @@ impl RegistryState {
     /// Users allowed to write.
     pub fn users(&self) -> &[Credentials] {
         &self.inner.users
-    }
-
-    /// The digest `repository:tag` points at, if it exists: the cache-hit check of every
-    /// image request, answered from storage without a round trip through HTTP.
-    pub async fn tag_digest(&self, repository: &str, tag: &str) -> Option<String> {
-        self.storage()
-            .get_manifest(repository, &path::Reference::Tag(tag.to_owned()))
-            .await
-            .ok()
-            .map(|m| m.digest.to_string())
     }
 
     /// The credential kiln's own builders push with.
