@@ -31,7 +31,7 @@ pub use name::{
     IMAGE_FORMAT_VERSION, ImageKey, ImageKeyError, ImageName, KeyInputs, RegistryHost,
     RegistryHostError,
 };
-pub use pip::PipSpec;
+pub use pip::{PipSpec, normalize_project_name};
 pub use platform::{Format, FormatError, Platform, PlatformError};
 pub use request::{
     Channel, ChannelError, DEFAULT_CHANNELS, MAX_ENTRIES, MAX_PLATFORMS, Request, RequestError,
