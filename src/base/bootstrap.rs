@@ -11,12 +11,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
 
-use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
 
 use super::push::{Compressed, Facts, push_index, push_platform, upstream_major_minor};
 use super::{BaseError, BaseImage, io_error};
-use crate::assemble::{Blob, HashWriter};
+use crate::assemble::{Blob, HashWriter, reproducible_gzip};
 use crate::registry::client::RegistryClient;
 use crate::spec::Platform;
 
@@ -43,9 +42,6 @@ const HOOK_FACTS: &str = concat!(
 
 /// How many lines of a failing child's stderr an error carries.
 const STDERR_TAIL_LINES: usize = 20;
-
-/// The gzip level of base layers; fixed, since the blob digest depends on it.
-const GZIP_LEVEL: u32 = 6;
 
 /// What to bootstrap and where to push it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,15 +345,12 @@ fn tail(stderr: &[u8]) -> String {
     lines[start..].join("\n")
 }
 
-/// Gzips `tar` into `gz` (mtime 0, no name, OS "unknown", fixed level: the blob is a pure
-/// function of the tar) and returns the tar's sha256 (diff_id) and the blob's sha256 and size.
+/// Gzips `tar` into `gz` (with [`reproducible_gzip`]: the blob is a pure function of the tar)
+/// and returns the tar's sha256 (diff_id) and the blob's sha256 and size.
 fn compress(tar: &Path, gz: &Path) -> io::Result<Compressed> {
     let mut input = File::open(tar)?;
     let out = HashWriter::new(BufWriter::new(File::create(gz)?));
-    let mut encoder = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(out, Compression::new(GZIP_LEVEL));
+    let mut encoder = reproducible_gzip(out);
     let mut uncompressed = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
