@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::buildah::{BuildOptions, Buildah};
-use super::containerfile::{
+use super::buildah_build::{
     build_failure, finish, forward, fresh_context, streamed, write_containerfile,
 };
 use super::native::{Failure, image_without_tag};
