@@ -5,7 +5,8 @@
 
 #![no_main]
 
-use kiln::spec::{ContextSource, Definition, MAX_FROM_LEN};
+use kiln::recipe::definition_containerfile::{ContextSource, containerfile};
+use kiln::spec::{Definition, MAX_FROM_LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// The longest Containerfile line buildah 1.28 reads (a 64 KiB scanner buffer, newline included).
@@ -37,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let directories = context.iter().filter(|source| source.directory).count();
-    let containerfile = definition.containerfile("kiln.test/base@sha256:0", &context);
+    let containerfile = containerfile(&definition, "kiln.test/base@sha256:0", &context);
     let lines: Vec<&str> = containerfile.lines().collect();
     let expected =
         1 + definition.files.len() + directories + usize::from(definition.post.is_some());

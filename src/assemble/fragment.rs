@@ -21,15 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use flate2::read::MultiGzDecoder;
-use flate2::{Compression, GzBuilder};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::files::{HashWriter, TempFile, io_err};
 use super::image::{Descriptor, MEDIA_TYPE_LAYER_GZIP};
-use super::layer::{
-    GZIP_LEVEL, GZIP_OS_UNKNOWN, WriteError, hex_part, plan, write_dirs, write_tar,
-};
+use super::layer::{WriteError, hex_part, plan, reproducible_gzip, write_dirs, write_tar};
 use super::{AssembleError, Result};
 
 /// The tar end-of-archive marker: two zero blocks.
@@ -37,17 +34,10 @@ const TAR_END: [u8; 1024] = [0; 1024];
 
 /// [`TAR_END`] as a gzip member, with the header every kiln layer has.
 pub static END_MEMBER: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let mut encoder = gzip_encoder(Vec::new());
+    let mut encoder = reproducible_gzip(Vec::new());
     encoder.write_all(&TAR_END).expect("writing to memory");
     encoder.finish().expect("writing to memory")
 });
-
-fn gzip_encoder<W: Write>(out: W) -> flate2::write::GzEncoder<W> {
-    GzBuilder::new()
-        .mtime(0)
-        .operating_system(GZIP_OS_UNKNOWN)
-        .write(out, Compression::new(GZIP_LEVEL))
-}
 
 /// A layer blob in the layer cache: its digests and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,11 +129,11 @@ pub fn write_fragment(root: &Path, paths: &[PathBuf], out_dir: &Path) -> Result<
     let output = |e| io_err("write", &tmp.path)(e);
     let dirs_tar = write_dirs(&dirs, Vec::new()).map_err(output)?;
     let mut blob = HashWriter::new(BufWriter::new(file));
-    let mut encoder = gzip_encoder(&mut blob);
+    let mut encoder = reproducible_gzip(&mut blob);
     encoder.write_all(&dirs_tar).map_err(output)?;
     encoder.finish().map_err(output)?;
     let dirs_size = blob.count();
-    let mut tar = HashWriter::new(gzip_encoder(blob));
+    let mut tar = HashWriter::new(reproducible_gzip(blob));
     tar.hash_only(&dirs_tar);
     let mut tar = write_tar(root, &files, tar, false).map_err(|e| match e {
         WriteError::Assemble(e) => e,
@@ -280,7 +270,7 @@ fn concatenate(
     let (tmp, file) = TempFile::create(out_dir)?;
     let output = |e| io_err("write", &tmp.path)(e);
     let mut blob = HashWriter::new(BufWriter::new(file));
-    let mut encoder = gzip_encoder(&mut blob);
+    let mut encoder = reproducible_gzip(&mut blob);
     write_dirs(dirs, &mut encoder).map_err(output)?;
     encoder.finish().map_err(output)?;
     for (part, paths) in parts {

@@ -2,8 +2,9 @@
 //!
 //! A layer's identity is its diff_id (the sha256 of the uncompressed tar), so the tar must depend
 //! only on the files' paths, types, contents, exec bits and symlink targets — never on the host's
-//! timestamps, owners, umask or directory order. The gzip settings are fixed here too, so a blob
-//! is a pure function of its tar.
+//! timestamps, owners, umask or directory order. The gzip settings are fixed here too
+//! ([`reproducible_gzip`], which every layer blob kiln writes goes through, base layers
+//! included), so a blob is a pure function of its tar.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -13,6 +14,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use flate2::write::GzEncoder;
+use flate2::{Compression, GzBuilder};
+
 use super::files::{Counting, io_err};
 use super::{AssembleError, Result};
 
@@ -20,10 +24,25 @@ use super::{AssembleError, Result};
 pub const LAYER_MTIME: u64 = 0;
 
 /// The gzip level: fixed, because the compressed bytes (and so the blob digest) depend on it.
-pub(super) const GZIP_LEVEL: u32 = 6;
+const GZIP_LEVEL: u32 = 6;
 
 /// `255` = "unknown" in the gzip header, instead of the build host's OS.
-pub(super) const GZIP_OS_UNKNOWN: u8 = 255;
+const GZIP_OS_UNKNOWN: u8 = 255;
+
+/// A gzip encoder whose bytes depend only on what is written to it: the one every layer blob
+/// goes through (package fragments, composed layers, base layers). A blob is named by its
+/// digest, and kiln promises the same inputs give the same digests on any machine and at any
+/// time, so nothing of the moment or the host may reach the header: its mtime is 0 (not the
+/// time of writing), it names no file, its OS byte is "unknown" (not the host's), and the
+/// level is fixed (the deflate output depends on it). A change here changes every blob digest,
+/// so every cached layer would be made again: see the byte-identical checks in
+/// `tests/reproducible.rs`.
+pub fn reproducible_gzip<W: Write>(out: W) -> GzEncoder<W> {
+    GzBuilder::new()
+        .mtime(0)
+        .operating_system(GZIP_OS_UNKNOWN)
+        .write(out, Compression::new(GZIP_LEVEL))
+}
 
 /// Link targets at least this long go into a GNU `K` entry, as GNU tar does.
 const LINK_FIELD_LEN: usize = 100;

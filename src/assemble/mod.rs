@@ -35,7 +35,7 @@ pub use image::{
     MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_CONFIG, MEDIA_TYPE_SIF_LAYER, image_config, image_index,
     image_manifest, sif_artifact,
 };
-pub use layer::LAYER_MTIME;
+pub use layer::{LAYER_MTIME, reproducible_gzip};
 
 /// The timestamp written wherever OCI wants one, so that images do not depend on build time.
 pub const CREATED: &str = "1970-01-01T00:00:00Z";

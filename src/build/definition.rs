@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::buildah::{BuildOptions, Buildah};
-use super::containerfile::{
+use super::buildah_build::{
     build_failure, finish, forward, fresh_context, streamed, write_containerfile,
 };
 use super::contexts::BuildContexts;
@@ -33,9 +33,10 @@ use super::{Backend, BuildLog};
 use crate::assemble::sif::{SifArch, read_objects};
 use crate::assemble::singularity::DefinitionScripts;
 use crate::assemble::{MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_LAYER};
+use crate::recipe::definition_containerfile::{ContextSource, containerfile};
 use crate::registry::client::RegistryClient;
 use crate::registry::{LIBRARY_DEFAULT_COLLECTION, LIBRARY_OPERATOR, library_repository};
-use crate::spec::{Bootstrap, ContextSource, Definition, Platform, Script};
+use crate::spec::{Bootstrap, Definition, Platform, Script};
 use crate::store::{BuildOutcome, BuildRecord};
 
 /// Where a `Bootstrap: localimage` SIF's root file system is unpacked in the build context.
@@ -186,7 +187,7 @@ impl DefinitionBuilder {
         let (base, text, sif_config) = match definition.bootstrap {
             Bootstrap::Docker => {
                 let base = self.base_image(&definition.from);
-                let text = definition.containerfile(&base, &sources);
+                let text = containerfile(&definition, &base, &sources);
                 (base, text, None)
             }
             Bootstrap::LocalImage => {
@@ -194,7 +195,7 @@ impl DefinitionBuilder {
                     .import_sif(&definition.from, platform, work, &context, log)
                     .await?;
                 // The SIF's root file system, unpacked into the context, is the first layer.
-                let text = definition.containerfile("scratch", &sources).replacen(
+                let text = containerfile(&definition, "scratch", &sources).replacen(
                     "\n",
                     &format!("\nCOPY [\"{LOCAL_IMAGE_DIR}/\", \"/\"]\n"),
                     1,

@@ -7,6 +7,7 @@
 //! `resolve`, `install`, `assemble` and `registry`.
 
 pub mod buildah;
+mod buildah_build;
 pub mod containerfile;
 pub mod contexts;
 pub mod definition;

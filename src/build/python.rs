@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::base::{BaseManifest, LABEL_PYTHON_INTERPRETER, LABEL_PYTHON_SITE_PACKAGES};
 use crate::install::CONDA_PREFIX;
 use crate::install::wheel::PythonLayout;
-use crate::resolve::{Provided, pip::normalize, wheel_tags::major_minor};
+use crate::resolve::{Provided, wheel_tags::major_minor};
+use crate::spec::normalize_project_name;
 
 /// A Python installation in an image: its version and where wheels go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +110,7 @@ fn distribution(name: &str) -> Option<(String, String)> {
     let (project, rest) = stem.split_once('-')?;
     // `.egg-info` names may carry `-py3.12` after the version.
     let version = rest.split('-').next().unwrap_or(rest);
-    Some((normalize(project), version.to_owned()))
+    Some((normalize_project_name(project)?, version.to_owned()))
 }
 
 #[cfg(test)]

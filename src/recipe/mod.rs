@@ -3,7 +3,10 @@
 //! Users read these, build them elsewhere, and kiln hashes them into the image key, so they are
 //! plain, stable texts: no dates, no host paths, no kiln version (only the recipe format
 //! version). Templates live in `recipes/`. Package entries arrive here already validated and
-//! are written in their canonical form. Depends on `spec` only.
+//! are written in their canonical form. [`definition_containerfile`] writes the Containerfile a
+//! definition file sent to the remote builder is built with. Depends on `spec` only.
+
+pub mod definition_containerfile;
 
 use askama::Template;
 

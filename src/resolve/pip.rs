@@ -12,7 +12,7 @@ use std::process::Stdio;
 use serde::Deserialize;
 
 use super::wheel_tags::WheelTarget;
-use crate::spec::Platform;
+use crate::spec::{Platform, normalize_project_name};
 
 /// One wheel a resolution chose: what to download and how to check it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,8 @@ fn choose_wheels(
     let lock: Pylock = toml::from_str(text).map_err(|err| bad(err.to_string()))?;
     let mut chosen = Vec::new();
     for package in lock.packages {
-        let name = normalize(&package.name);
+        let name = normalize_project_name(&package.name)
+            .ok_or_else(|| bad(format!("{:?} is not a valid project name", package.name)))?;
         let version = package
             .version
             .ok_or_else(|| bad(format!("package {name} has no version")))?;
@@ -231,21 +232,6 @@ fn choose_wheels(
     }
     chosen.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(chosen)
-}
-
-/// A project name in PEP 503 normal form: lowercase, runs of `-_.` as one `-`.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !out.ends_with('-') {
-                out.push('-');
-            }
-        } else {
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
 }
 
 /// Names and versions read from an installed environment go into a constraints file only when
@@ -346,8 +332,7 @@ wheels = [{ url = "https://files.example.org/certifi-2026.10.18-py3-none-any.whl
     }
 
     #[test]
-    fn names_are_normalized() {
-        assert_eq!(normalize("Foo_Bar..baz"), "foo-bar-baz");
+    fn only_simple_versions_are_constraints() {
         assert!(is_simple("1.26.4"));
         assert!(!is_simple("1.0; os_name"));
     }

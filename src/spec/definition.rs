@@ -1,10 +1,12 @@
-//! SingularityCE/Apptainer definition files sent to kiln's remote builder, and the Containerfile
-//! kiln builds from one.
+//! SingularityCE/Apptainer definition files sent to kiln's remote builder.
 //!
 //! Parsing follows SingularityCE's own parser wherever kiln honors a feature, and refuses by name
 //! every feature kiln does not honor, so a definition never quietly builds into something other
-//! than what its author wrote. In the Containerfile every user string is a JSON string inside an
-//! exec-form array: it never becomes shell or Containerfile syntax.
+//! than what its author wrote. The Containerfile kiln builds from one is written by
+//! `recipe::definition_containerfile`; only its `%post` line ([`post_instruction`]) is made
+//! here, because parsing refuses a `%post` whose line buildah could not read. In it, as in the
+//! rest of that Containerfile, every user string is a JSON string inside an exec-form array
+//! ([`exec_form`]): it never becomes shell or Containerfile syntax.
 
 use super::dockerfile::MAX_CONTAINERFILE_LINE;
 use super::entry::printable;
@@ -22,14 +24,6 @@ const MAX_PATH_LEN: usize = 4096;
 /// besides `otherurl<N>`.
 const UNHONORED_HEADER_KEYS: &str = "includecmd mirrorurl updateurl osversion include library \
     registry namespace stage product user regcode productpgp registerurl modules fingerprints setopt";
-
-/// Where a `%files` directory waits in the image until `cp` puts it in place.
-const FILES_STAGING: &str = "/.kiln-files";
-
-/// Copies the staged directory `$1` to `$2` as SingularityCE's `%files` does (`cp -fLr`, after
-/// making `$2`, when it ends in `/`, or else its parent), then removes the staging directory.
-const COPY_DIRECTORY: &str = "case \"$2\" in */) mkdir -p \"$2\" ;; \
-     *) mkdir -p \"$(dirname \"$2\")\" ;; esac && cp -fLr \"$1\" \"$2\" && rm -rf /.kiln-files";
 
 /// Where `%post` appends `export` lines for run time, as `$SINGULARITY_ENVIRONMENT`; as in
 /// SingularityCE, the SIF keeps the file and sources it after `%environment`.
@@ -95,15 +89,6 @@ pub struct Script {
     pub interpreter: Option<String>,
     /// The body, verbatim: each line followed by `\n`.
     pub body: String,
-}
-
-/// Where the builder put a `%files` source in the build context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContextSource {
-    /// Relative to the build context (a glob stays a glob, for `COPY` to expand).
-    pub path: String,
-    /// Whether it is a directory, which SingularityCE copies differently from a file.
-    pub directory: bool,
 }
 
 /// One `%files` line: `source [destination]`.
@@ -298,7 +283,7 @@ impl Definition {
                 "runscript" => definition.runscript = Some(script),
                 "startscript" => definition.startscript = Some(script),
                 _ => {
-                    let len = run_instruction(&script).len();
+                    let len = post_instruction(&script).len();
                     if len > MAX_CONTAINERFILE_LINE {
                         return Err(E::PostTooLong { len, line });
                     }
@@ -309,76 +294,30 @@ impl Definition {
         }
         Ok(definition)
     }
-
-    /// The Containerfile kiln builds with `buildah bud`: `base` is the image reference buildah
-    /// pulls (kiln resolves [`Definition::from`] to it), and `context_files[i]` says where, in
-    /// the build context, the source of `self.files[i]` was put. Both are kiln's own text, not
-    /// the user's.
-    ///
-    /// `%files` are copied before `%post` runs, as SingularityCE does. A file is a `COPY`. A
-    /// directory is copied the way SingularityCE's `cp -fLr source destination` copies it, which
-    /// `COPY` cannot do: into an existing directory it lands as `destination/<its name>`,
-    /// otherwise it becomes `destination`. So it is `COPY`'d to a staging path and copied from
-    /// there with the image's own `cp` once the base's file system is known. `%post` runs as
-    /// `/bin/sh -e -x -c <body>`, like SingularityCE's `/bin/sh -ex <script>`. With
-    /// `-c <interpreter>`, SingularityCE instead writes the body to `/.post.script` and runs
-    /// `<interpreter> /.post.script` without `-e -x`, and so does kiln: any interpreter works
-    /// (`perl` and `Rscript` take no `-c`), and a failing command stops the build exactly when it
-    /// would stop `singularity build`. Labels, help and the runtime scripts go into the SIF.
-    ///
-    /// # Panics
-    ///
-    /// If `context_files` and `self.files` differ in length, which is a bug in kiln.
-    pub fn containerfile(&self, base: &str, context_files: &[ContextSource]) -> String {
-        assert_eq!(
-            context_files.len(),
-            self.files.len(),
-            "one context path per %files entry"
-        );
-        let mut out = format!("FROM {base}\n");
-        for (index, (file, source)) in self.files.iter().zip(context_files).enumerate() {
-            let destination = file.destination.as_str();
-            if !source.directory {
-                out += &format!("COPY {}\n", json_array(&[&source.path, destination]));
-                continue;
-            }
-            let name = source.path.rsplit('/').find(|part| !part.is_empty());
-            let staged = format!("{FILES_STAGING}/{index}/{}", name.unwrap_or("root"));
-            out += &format!("COPY {}\n", json_array(&[&source.path, &staged]));
-            let copy = [COPY_DIRECTORY, "kiln-files", &staged, destination];
-            out += &format!(
-                "RUN {}\n",
-                json_array(&[&["/bin/sh", "-c"][..], &copy].concat())
-            );
-        }
-        if let Some(post) = &self.post {
-            out += &format!("{}\n", run_instruction(post));
-        }
-        out
-    }
 }
 
 /// The `RUN` line for `%post`: one physical line, since every string in it is JSON-escaped (a
 /// newline becomes `\n`, a trailing backslash `\\`), and it ends in `"]`, never in the `\` that
 /// continues a Containerfile line. buildah decodes a JSON array and never expands a `RUN`'s.
 /// The body (and the interpreter) are arguments 4 (and 5) of the array, never shell text.
-fn run_instruction(post: &Script) -> String {
+pub fn post_instruction(post: &Script) -> String {
     let body = post.body.as_str();
     let args = match &post.interpreter {
         None => {
             let script = prepare_post() + RUN_SH;
-            json_array(&["/bin/sh", "-c", &script, "kiln-post", body])
+            exec_form(&["/bin/sh", "-c", &script, "kiln-post", body])
         }
         Some(shell) => {
             let script = prepare_post() + RUN_INTERPRETER;
-            json_array(&["/bin/sh", "-c", &script, "kiln-post", body, shell])
+            exec_form(&["/bin/sh", "-c", &script, "kiln-post", body, shell])
         }
     };
     format!("RUN {args}")
 }
 
-/// An exec-form array: each string JSON-escaped.
-fn json_array(items: &[&str]) -> String {
+/// An exec-form array (`["a", "b"]`) of `items`: each string JSON-escaped, so none of them is
+/// read as shell or Containerfile syntax.
+pub fn exec_form(items: &[&str]) -> String {
     let items: Vec<String> = items
         .iter()
         .map(|item| serde_json::Value::from(*item).to_string())
@@ -759,7 +698,7 @@ mod tests {
             interpreter: None,
             body: "\n".into(),
         };
-        let longest = MAX_CONTAINERFILE_LINE - run_instruction(&empty).len();
+        let longest = MAX_CONTAINERFILE_LINE - post_instruction(&empty).len();
         refusals! {
             def(&format!("%post\n{}\n", "x".repeat(longest + 1))) => "the %post section at line 3 makes a 65536-byte Containerfile line; buildah reads at most 65535 bytes a line";
         }
@@ -767,121 +706,33 @@ mod tests {
     }
 
     #[test]
-    fn the_containerfile_copies_files_then_runs_post() {
-        let definition = parsed(&def(
-            "%files\n  a.txt /opt/a.txt\n  b\n%post\n  echo hi\n  touch /b\n",
-        ));
-        let file = |path: &str| ContextSource {
-            path: path.into(),
-            directory: false,
-        };
-        let context = [file("files/0"), file("files/1")];
-        assert_eq!(
-            definition.containerfile("registry.local:5000/library/ubuntu:22.04", &context),
-            "FROM registry.local:5000/library/ubuntu:22.04\n\
-             COPY [\"files/0\", \"/opt/a.txt\"]\n\
-             COPY [\"files/1\", \"/b\"]\n\
-             RUN [\"/bin/sh\", \"-c\", \"SINGULARITY_ENVIRONMENT=/.singularity.d/env/91-environment.sh; \
-             export SINGULARITY_ENVIRONMENT; mkdir -p /.singularity.d/env && \
-             : >> \\\"$SINGULARITY_ENVIRONMENT\\\" || exit; exec /bin/sh -e -x -c \\\"$1\\\"\", \
-             \"kiln-post\", \"  echo hi\\n  touch /b\\n\"]\n"
-        );
-        assert_eq!(parsed(HEADER).containerfile("base", &[]), "FROM base\n");
-    }
-
-    #[test]
-    fn directories_are_copied_as_cp_copies_them() {
-        let definition = parsed(&def("%files\n  data /opt\n  /home/u/ /srv/in/\n  a.txt\n"));
-        let directory = |path: &str| ContextSource {
-            path: path.into(),
-            directory: true,
-        };
-        let context = [
-            directory("home/u/data"),
-            directory("home/u"),
-            ContextSource {
-                path: "home/u/a.txt".into(),
-                directory: false,
-            },
-        ];
-        let containerfile = definition.containerfile("base", &context);
-        let lines: Vec<&str> = containerfile.lines().collect();
-        assert_eq!(lines.len(), 6, "{containerfile}");
-        assert_eq!(lines[1], r#"COPY ["home/u/data", "/.kiln-files/0/data"]"#);
-        let run = |line: &str| -> Vec<String> {
-            serde_json::from_str(line.strip_prefix("RUN ").expect("RUN")).expect("JSON")
-        };
-        assert_eq!(
-            run(lines[2]),
-            [
-                "/bin/sh",
-                "-c",
-                COPY_DIRECTORY,
-                "kiln-files",
-                "/.kiln-files/0/data",
-                "/opt"
-            ]
-        );
-        assert_eq!(lines[3], r#"COPY ["home/u", "/.kiln-files/1/u"]"#);
-        assert_eq!(run(lines[4])[4..], ["/.kiln-files/1/u", "/srv/in/"]);
-        assert_eq!(lines[5], r#"COPY ["home/u/a.txt", "/a.txt"]"#);
-    }
-
-    /// The shell step of a directory copy does what `cp -fLr` does in SingularityCE's build.
-    #[test]
-    fn the_directory_copy_nests_into_existing_directories() {
-        let root = tempfile::tempdir().expect("temp dir");
-        let staged = root.path().join("staged/data");
-        std::fs::create_dir_all(staged.join("sub")).expect("mkdir");
-        std::fs::write(staged.join("sub/f"), "x").expect("write");
-        std::fs::create_dir_all(root.path().join("opt")).expect("mkdir");
-        // The script removes `/.kiln-files`, which never exists on the test host.
-        let copy = |destination: &str| {
-            let status = std::process::Command::new("/bin/sh")
-                .args(["-c", COPY_DIRECTORY, "kiln-files"])
-                .arg(&staged)
-                .arg(root.path().join(destination))
-                .status()
-                .expect("sh runs");
-            assert!(status.success());
-        };
-        copy("opt");
-        copy("new/place");
-        copy("made/");
-        for path in ["opt/data/sub/f", "new/place/sub/f", "made/data/sub/f"] {
-            assert!(root.path().join(path).is_file(), "{path} missing");
-        }
-    }
-
-    #[test]
     fn hostile_post_bodies_round_trip_on_one_line() {
         let body =
             "echo \"]\"\n\"]\nx=$(rm -rf /)\n`id`; echo a\\\n  printf '%s\\n' \\\\\nRUN id \\\n";
+        let post = |definition: &Definition| post_instruction(definition.post.as_ref().unwrap());
         let definition = parsed(&def(&format!("%post\n{body}")));
-        let containerfile = definition.containerfile("base", &[]);
-        assert_eq!(containerfile.lines().count(), 2, "{containerfile}");
-        assert!(containerfile.ends_with("\"]\n"), "{containerfile}");
-        let plain = run_args(&containerfile);
+        let line = post(&definition);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.ends_with("\"]"), "{line}");
+        let plain = run_args(&line);
         assert_eq!(plain[..2], ["/bin/sh", "-c"]);
         assert_eq!(plain[2], prepare_post() + RUN_SH);
         assert_eq!(plain[3..], ["kiln-post", body]);
 
         let with_bash = parsed(&def(&format!("%post -c /bin/bash\n{body}")));
-        let containerfile = with_bash.containerfile("base", &[]);
-        assert_eq!(containerfile.lines().count(), 2, "{containerfile}");
-        let with_interpreter = run_args(&containerfile);
+        let line = post(&with_bash);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let with_interpreter = run_args(&line);
         assert_eq!(with_interpreter[2], prepare_post() + RUN_INTERPRETER);
         assert_eq!(with_interpreter[3..], ["kiln-post", body, "/bin/bash"]);
 
         // Parsing ends every body with `\n`, but a body ending in `\` still ends the line.
-        let mut trailing = definition;
-        trailing.post = Some(Script {
+        let line = post_instruction(&Script {
             interpreter: None,
             body: "echo \\".into(),
         });
-        let containerfile = trailing.containerfile("base", &[]);
-        assert!(containerfile.ends_with("\\\\\"]\n"), "{containerfile}");
-        assert_eq!(run_args(&containerfile)[4], "echo \\");
+        assert!(line.ends_with("\\\\\"]"), "{line}");
+        assert_eq!(run_args(&line)[4], "echo \\");
     }
 
     proptest::proptest! {
@@ -889,7 +740,7 @@ mod tests {
         /// exactly the body and the interpreter.
         #[test]
         fn run_lines_round_trip(body in "(?s).{0,200}", shell in proptest::option::of("/(?s).{0,20}")) {
-            let line = run_instruction(&Script { interpreter: shell.clone(), body: body.clone() });
+            let line = post_instruction(&Script { interpreter: shell.clone(), body: body.clone() });
             proptest::prop_assert!(!line.contains(['\n', '\r']) && line.ends_with("\"]"));
             let args = run_args(&line);
             proptest::prop_assert_eq!(&args[4], &body);

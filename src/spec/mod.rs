@@ -21,8 +21,8 @@ mod request;
 pub use base::{BASE_NAMESPACE, KilnBase, KilnBaseError, MAX_BASE_LEN};
 pub use conda::CondaSpec;
 pub use definition::{
-    Bootstrap, ContextSource, Definition, DefinitionError, FileCopy, MAX_DEFINITION_LEN,
-    MAX_FROM_LEN, POST_ENVIRONMENT, Script,
+    Bootstrap, Definition, DefinitionError, FileCopy, MAX_DEFINITION_LEN, MAX_FROM_LEN,
+    POST_ENVIRONMENT, Script, exec_form, post_instruction,
 };
 pub use dockerfile::{Dockerfile, DockerfileError, MAX_CONTAINERFILE_LINE, PulledImage};
 pub use entry::{EntryError, MAX_ENTRY_LEN, PackageEntry};
@@ -31,7 +31,7 @@ pub use name::{
     IMAGE_FORMAT_VERSION, ImageKey, ImageKeyError, ImageName, KeyInputs, RegistryHost,
     RegistryHostError,
 };
-pub use pip::PipSpec;
+pub use pip::{PipSpec, normalize_project_name};
 pub use platform::{Format, FormatError, Platform, PlatformError};
 pub use request::{
     Channel, ChannelError, DEFAULT_CHANNELS, MAX_ENTRIES, MAX_PLATFORMS, Request, RequestError,

@@ -153,3 +153,37 @@ impl fmt::Display for PipSpec {
 fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or(message).trim().to_owned()
 }
+
+/// A project name in PEP 503 normal form (lowercase, each run of `-_.` as one `-`), or `None`
+/// when it is not a valid PEP 508 name. kiln's only normalizer, so a name compares equal
+/// wherever it was read (a request, a lock file, a `.dist-info` directory, the pip index);
+/// pep508_rs does the work, and the empty name it lets through is refused here.
+pub fn normalize_project_name(name: &str) -> Option<String> {
+    let normalized = pep508_rs::PackageName::from_str(name).ok()?.to_string();
+    (!normalized.is_empty()).then_some(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_project_name;
+
+    #[test]
+    fn project_names_are_normalized_per_pep_503() {
+        for (name, normal) in [
+            ("Foo.Bar__baz", "foo-bar-baz"),
+            ("Foo_Bar..baz", "foo-bar-baz"),
+            ("a", "a"),
+            ("zope.interface", "zope-interface"),
+            ("A-_.B", "a-b"),
+        ] {
+            assert_eq!(
+                normalize_project_name(name).as_deref(),
+                Some(normal),
+                "{name}"
+            );
+        }
+        for bad in ["", "-a", "a-", "a/b", "a b", "../x", "é"] {
+            assert_eq!(normalize_project_name(bad), None, "{bad}");
+        }
+    }
+}

@@ -13,10 +13,8 @@ use super::packages::Stanza;
 use super::release::Release;
 use super::rootfs::{PackageControl, Rootfs};
 use crate::assemble;
-use crate::base::{
-    BaseError, BaseImage, Compressed, Facts, io_error, push_index, push_platform,
-    upstream_major_minor,
-};
+use crate::base::push::{Compressed, Facts, push_index, push_platform, upstream_major_minor};
+use crate::base::{BaseError, BaseImage, io_error};
 use crate::registry::client::RegistryClient;
 use crate::spec::Platform;
 

@@ -5,16 +5,15 @@
 //! Then [`Rootfs::finish`] writes what maintainer scripts would have left and a runnable image
 //! needs (accounts, shells, the dpkg database, the CA bundle, the time zone), and
 //! [`Rootfs::write_layer`] packs it as one reproducible gzip layer: entries sorted by path,
-//! numeric owners, the packages' own mtimes, generated files at mtime 0, a fixed gzip header.
+//! numeric owners, the packages' own mtimes, generated files at mtime 0, and
+//! [`reproducible_gzip`] as every layer has.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path};
 
-use flate2::{Compression, GzBuilder};
-
-use crate::assemble::HashWriter;
+use crate::assemble::{HashWriter, reproducible_gzip};
 
 /// Top-level directories that are links into `/usr` on a merged-usr system.
 const MERGED_DIRS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
@@ -47,9 +46,6 @@ const ARCHIVE_ONLY_FIELDS: [&str; 7] = [
     "SHA512",
     "Description-md5",
 ];
-
-/// The gzip level of base layers; fixed, since the blob digest depends on it.
-const GZIP_LEVEL: u32 = 6;
 
 /// The most a single file in a package may hold once unpacked (the largest in Debian's
 /// base sets is a few MiB; this guards against a hostile or corrupt archive).
@@ -466,10 +462,7 @@ impl Rootfs {
     /// Packs the tree as a gzip tar at `out` and returns the layer's digests.
     pub fn write_layer(&self, out: &Path) -> io::Result<WrittenLayer> {
         let file = BufWriter::new(File::create(out)?);
-        let gzip = GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(HashWriter::new(file), Compression::new(GZIP_LEVEL));
+        let gzip = reproducible_gzip(HashWriter::new(file));
         let mut tar = tar::Builder::new(HashWriter::new(gzip));
         for (path, entry) in &self.entries {
             append(&mut tar, path, entry)?;
