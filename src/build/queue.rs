@@ -1061,6 +1061,49 @@ mod tests {
         }
     }
 
+    /// A build whose stored job cannot be read (written by hand, or by a newer kiln) ends
+    /// failed saying so, instead of being taken up again whenever its lease runs out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_build_that_cannot_be_read_ends_failed() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir).await;
+        let backend = Counting::new(Duration::ZERO);
+        let id = store.submit(request(&key(15))).await.unwrap().build.id;
+        let raw = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("kiln.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query("UPDATE builds SET request = 'not json' WHERE id = $1")
+            .bind(&id)
+            .execute(&raw)
+            .await
+            .unwrap();
+        let queue = Queue::new(Arc::clone(&store), backend.clone(), 1);
+        let _workers = queue.start();
+        let deadline = Instant::now() + WAIT;
+        let (status, reason) = loop {
+            let row: (String, Option<String>) =
+                sqlx::query_as("SELECT status, reason FROM builds WHERE id = $1")
+                    .bind(&id)
+                    .fetch_one(&raw)
+                    .await
+                    .unwrap();
+            if row.0 == "DONE" || Instant::now() > deadline {
+                break row;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status, "DONE");
+        let reason = reason.unwrap_or_default();
+        assert!(
+            reason.starts_with("the stored build cannot be read: column request"),
+            "{reason}"
+        );
+        assert_eq!(backend.runs(), 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_build_whose_workers_keep_dying_fails_after_the_last_attempt() {
         let dir = TempDir::new().unwrap();

@@ -414,6 +414,42 @@ mod tests {
         );
     }
 
+    /// The build API answers with the record's JSON: the job is spelled out as it always was.
+    #[test]
+    fn records_show_their_job_as_format_platforms_and_request() {
+        let new = crate::store::contract::request(&"ab".repeat(32));
+        let record = BuildRecord {
+            id: build_id(new.key.as_str(), 1),
+            key: new.key.clone(),
+            attempt: 1,
+            image: new.image.clone(),
+            job: new.job.clone(),
+            containerfile: new.containerfile.clone(),
+            environment: new.environment.clone(),
+            status: BuildStatus::Pending,
+            succeeded: None,
+            reason: None,
+            created_at: DateTime::from_timestamp(1_800_000_000, 0).expect("a time"),
+            started_at: None,
+            finished_at: None,
+            lock: None,
+            digest: None,
+            outputs: vec![],
+            claims: 2,
+        };
+        let json = serde_json::to_value(&record).expect("serializes");
+        assert_eq!(json["key"], "ab".repeat(32));
+        assert_eq!(json["image"], "registry.example/kiln/app:1");
+        assert_eq!(json["format"], "docker");
+        assert_eq!(
+            json["platforms"],
+            serde_json::json!(["linux/amd64", "linux/arm64"])
+        );
+        assert_eq!(json["request"], new.job.to_json());
+        assert_eq!(json["status"], "PENDING");
+        assert!(json.get("job").is_none() && json.get("claims").is_none());
+    }
+
     #[test]
     fn ids_name_the_key_and_the_attempt() {
         let key = "0123456789abcdef".repeat(4);
