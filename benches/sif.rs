@@ -63,8 +63,8 @@ use kiln::build::native::NativeBuilder;
 use kiln::build::{Backend, BuildLog};
 use kiln::config::Config;
 use kiln::plan::ImagePlan;
-use kiln::spec::{Format, Request, RequestInput};
-use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
+use kiln::spec::{Request, RequestInput};
+use kiln::store::{BuildOutcome, SqliteStore, Store};
 use kiln_app::{Build, Kiln};
 use pip_builder::native_builder;
 
@@ -419,23 +419,8 @@ async fn sif_build(
     plan: &ImagePlan,
 ) -> Result<KilnBuild> {
     let image = plan.image.to_string();
-    let submitted = store
-        .submit(NewBuild {
-            key: plan.key.as_str().to_owned(),
-            image: image.clone(),
-            format: Format::Sif.to_string(),
-            platforms: plan
-                .request
-                .platforms()
-                .iter()
-                .map(|p| p.to_string())
-                .collect(),
-            request: serde_json::to_string(&plan.request)?,
-            containerfile: plan.recipes.for_format(Format::Sif).to_owned(),
-            environment: plan.recipes.environment.clone(),
-        })
-        .await?;
-    let record = store.start(&submitted.build.id).await?;
+    let submitted = store.submit(plan.new_build()).await?;
+    let record = kiln_app::claim(store.as_ref(), &submitted.build.id).await?;
     let log = BuildLog::new(store.clone(), record.id.clone());
     eprintln!(
         "building {image} ({} packages)",

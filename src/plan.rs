@@ -1,8 +1,15 @@
-//! What kiln would build for a request: its recipes, key and image name, computed together so
-//! that the name always matches the texts it was hashed from.
+//! What kiln would build, and under which key and image name: every build's key and name is
+//! made here, for package requests (with their recipes, so that the name always matches the
+//! texts it was hashed from), users' Dockerfiles and users' definition files.
+
+use sha2::{Digest as _, Sha256};
 
 use crate::recipe::{RecipeError, RecipeImages, Recipes};
-use crate::spec::{Format, ImageKey, ImageName, KeyInputs, RegistryHost, Request};
+use crate::spec::{
+    BuildJob, DefinitionJob, DockerfileJob, Format, ImageKey, ImageName, KeyInputs, Platform,
+    RegistryHost, Request,
+};
+use crate::store::NewBuild;
 
 /// One image to build: a docker request gives one (a multi-platform index), a sif request one
 /// per platform, since a SIF file holds a single architecture.
@@ -58,23 +65,67 @@ impl ImagePlan {
 
 impl ImagePlan {
     /// The store record that builds this image.
-    pub fn new_build(&self) -> crate::store::NewBuild {
-        crate::store::NewBuild {
-            key: self.key.as_str().to_owned(),
-            image: self.image.to_string(),
-            format: self.request.format().to_string(),
-            platforms: self
-                .request
-                .platforms()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            // A request always serializes: it is plain data.
-            request: serde_json::to_string(&self.request).unwrap_or_default(),
+    pub fn new_build(&self) -> NewBuild {
+        NewBuild {
+            key: self.key.clone(),
+            image: self.image.clone(),
+            job: BuildJob::Native(self.request.clone()),
             containerfile: self.recipes.for_format(self.request.format()).to_owned(),
             environment: self.recipes.environment.clone(),
         }
     }
+}
+
+/// The build of a user's Dockerfile `text` for `platform`: keyed by the two alone (the same
+/// Dockerfile is built once) and named `<registry>/library/dockerfile:<key16>`.
+pub fn dockerfile_build(registry: &RegistryHost, text: String, platform: Platform) -> NewBuild {
+    let mut hasher = Sha256::new();
+    for part in ["kiln containerfile v1", &text, platform.as_str()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let key = sha256_key(hasher);
+    NewBuild {
+        image: ImageName::dockerfile(registry, &key),
+        key,
+        job: BuildJob::Dockerfile(DockerfileJob { platform }),
+        containerfile: text,
+        environment: String::new(),
+    }
+}
+
+/// A fresh key for a remote build of `definition`: every remote build is new, like
+/// `singularity build`, so a random UUID goes in with the text.
+pub fn definition_key(definition: &str) -> ImageKey {
+    let mut hasher = Sha256::new();
+    hasher.update(uuid::Uuid::new_v4().as_bytes());
+    hasher.update(definition.as_bytes());
+    sha256_key(hasher)
+}
+
+/// The build of `definition` under `key` (see [`definition_key`]), pushed to the job's library
+/// repository at its first tag.
+pub fn definition_build(
+    registry: &RegistryHost,
+    key: ImageKey,
+    definition: String,
+    job: DefinitionJob,
+) -> NewBuild {
+    let tag = job.tags.first().map_or("latest", String::as_str);
+    NewBuild {
+        image: ImageName::library(registry, &job.repository, tag),
+        key,
+        job: BuildJob::Definition(job),
+        containerfile: definition,
+        environment: String::new(),
+    }
+}
+
+/// The key a finished sha256 is.
+fn sha256_key(hasher: Sha256) -> ImageKey {
+    hex::encode(hasher.finalize())
+        .parse()
+        .expect("a sha256 in hex is a key")
 }
 
 #[cfg(test)]
@@ -138,7 +189,7 @@ mod tests {
         );
         assert!(!on_gl.recipes.dockerfile.contains("kiln/base/debian"));
         assert_eq!(
-            on_gl.new_build().request,
+            on_gl.new_build().job.to_json(),
             r#"{"entries":["samtools=1.21"],"channels":["conda-forge","bioconda"],"format":"docker","platforms":["linux/amd64"],"base":"kiln/base/gl:bookworm"}"#
         );
 
@@ -165,5 +216,41 @@ mod tests {
             "{}",
             stored.singularity
         );
+    }
+
+    /// Dockerfile keys of kiln before keys were made here: they must not move.
+    #[test]
+    fn dockerfiles_keep_their_keys_and_definitions_get_fresh_ones() {
+        let registry: RegistryHost = "kiln.example.org".parse().expect("a host");
+        let build = dockerfile_build(&registry, "FROM scratch\n".into(), Platform::LinuxAmd64);
+        let mut hasher = Sha256::new();
+        for part in ["kiln containerfile v1", "FROM scratch\n", "linux/amd64"] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        assert_eq!(build.key.as_str(), hex::encode(hasher.finalize()));
+        assert_eq!(
+            build.image.to_string(),
+            format!("kiln.example.org/library/dockerfile:{}", build.key.short())
+        );
+        assert_eq!(build.containerfile, "FROM scratch\n");
+
+        let text = "Bootstrap: docker\nFrom: debian\n";
+        assert_ne!(definition_key(text), definition_key(text));
+        let job = DefinitionJob {
+            platform: Platform::LinuxArm64,
+            user: "alice".into(),
+            library_ref: "alice/tools/x".into(),
+            tags: vec!["1.0".into(), "latest".into()],
+            repository: "alice/tools/x".into(),
+            context: None,
+            working_dir: "/".into(),
+        };
+        let build = definition_build(&registry, definition_key(text), text.into(), job);
+        assert_eq!(
+            build.image.to_string(),
+            "kiln.example.org/alice/tools/x:1.0"
+        );
+        assert_eq!(build.job.format(), Format::Sif);
     }
 }

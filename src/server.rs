@@ -11,8 +11,9 @@ use anyhow::Context as _;
 
 use crate::api::{self, App, AppState};
 use crate::build::Backend;
+use crate::build::Dispatch;
 use crate::build::buildah::{Buildah, Storage};
-use crate::build::containerfile::{ContainerfileBuilder, ContainerfileSettings, Dispatch};
+use crate::build::containerfile::{ContainerfileBuilder, ContainerfileSettings};
 use crate::build::contexts::{BuildContexts, CONTEXT_TTL};
 use crate::build::definition::{DefinitionBuilder, DefinitionSettings};
 use crate::build::native::NativeBuilder;

@@ -13,13 +13,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kiln::build::buildah::Buildah;
-use kiln::build::containerfile::{
-    ContainerfileBuilder, ContainerfileRequest, ContainerfileSettings, Dispatch,
-};
-use kiln::build::{Backend, BuildLog};
+use kiln::build::containerfile::{ContainerfileBuilder, ContainerfileSettings};
+use kiln::build::{Backend, BuildLog, Dispatch};
 use kiln::config::BuildSettings;
-use kiln::registry::client::{Auth, RegistryClient, sha256_digest};
-use kiln::spec::Platform;
+use kiln::plan::dockerfile_build;
+use kiln::registry::client::{Auth, RegistryClient};
+use kiln::spec::{BuildJob, BuildKind, DefinitionJob, Platform, Request, RequestInput};
 use kiln::store::{BuildOutcome, BuildRecord, NewBuild, SqliteStore, Store};
 
 use run_image::run_in_image;
@@ -81,21 +80,13 @@ async fn build(
             .await
             .expect("store"),
     );
-    let platform = Platform::LinuxAmd64;
-    let key = sha256_digest(format!("{image}\n{dockerfile}").as_bytes());
-    let submitted = store
-        .submit(NewBuild {
-            key: key.trim_start_matches("sha256:").to_owned(),
-            image: image.to_owned(),
-            format: "docker".into(),
-            platforms: vec![platform.to_string()],
-            request: ContainerfileRequest { platform }.to_json(),
-            containerfile: dockerfile.to_owned(),
-            environment: String::new(),
-        })
-        .await
-        .expect("submit");
-    let record = store.start(&submitted.build.id).await.expect("start");
+    let registry = "kiln.example.org".parse().expect("a host");
+    let new = NewBuild {
+        image: image.parse().expect("an image name"),
+        ..dockerfile_build(&registry, dockerfile.to_owned(), Platform::LinuxAmd64)
+    };
+    store.submit(new).await.expect("submit");
+    let record = claim(store.as_ref()).await;
     let log = BuildLog::new(store.clone(), record.id.clone());
     let outcome = backend.run(&record, &log).await;
     let text = store.read_log(&record.id, 0).await.expect("log").text;
@@ -239,60 +230,70 @@ async fn a_failing_dockerfile_says_which_step_failed() {
     remove_pulled_base(&app);
 }
 
+/// Takes the one build waiting in `store`, as a worker would.
+async fn claim(store: &dyn Store) -> BuildRecord {
+    store
+        .claim_next(
+            "test",
+            &BuildKind::ALL,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .expect("claim")
+        .expect("a build waits")
+}
+
 #[tokio::test]
-async fn dispatch_routes_by_request() {
+async fn dispatch_routes_by_kind() {
     let dispatch = Dispatch::new(
         Arc::new(Named("native")),
         Arc::new(Named("containerfile")),
         Arc::new(Named("definition")),
     );
-    let requests = [
-        (
-            ContainerfileRequest::new(Platform::LinuxArm64).to_json(),
-            "containerfile",
-        ),
-        (
-            r#"{"containerfile":{"platform":"linux/s390x"}}"#.to_owned(),
-            "containerfile",
-        ),
-        (
-            r#"{"entries":["samtools"],"channels":["bioconda"],"platforms":["linux/amd64"]}"#
-                .to_owned(),
-            "native",
-        ),
-        (
-            r#"{"definition":{"platform":"linux/amd64"}}"#.to_owned(),
-            "definition",
-        ),
-    ];
-    for (request, backend) in requests {
+    let registry = "kiln.example.org".parse().expect("a host");
+    let dockerfile = dockerfile_build(&registry, "FROM scratch\n".into(), Platform::LinuxArm64);
+    let request = Request::try_from(RequestInput {
+        entries: vec!["samtools".into()],
+        ..RequestInput::default()
+    })
+    .expect("a request");
+    let native = NewBuild {
+        job: BuildJob::Native(request),
+        ..dockerfile.clone()
+    };
+    let definition = NewBuild {
+        job: BuildJob::Definition(DefinitionJob {
+            platform: Platform::LinuxAmd64,
+            user: "alice".into(),
+            library_ref: "alice/tools/x".into(),
+            tags: vec!["latest".into()],
+            repository: "alice/tools/x".into(),
+            context: None,
+            working_dir: "/".into(),
+        }),
+        ..dockerfile.clone()
+    };
+    for (new, backend) in [
+        (dockerfile, "containerfile"),
+        (native, "native"),
+        (definition, "definition"),
+    ] {
         let data = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&data.path().join("kiln.db"))
                 .await
                 .expect("store"),
         );
-        let key = sha256_digest(request.as_bytes());
-        let submitted = store
-            .submit(NewBuild {
-                key: key.trim_start_matches("sha256:").to_owned(),
-                image: "kiln.example.org/library/x:1".into(),
-                format: "docker".into(),
-                platforms: vec!["linux/amd64".into()],
-                request: request.clone(),
-                containerfile: "FROM scratch\n".into(),
-                environment: String::new(),
-            })
-            .await
-            .expect("submit");
-        let record = store.start(&submitted.build.id).await.expect("start");
+        let kind = new.job.kind();
+        store.submit(new).await.expect("submit");
+        let record = claim(store.as_ref()).await;
         let log = BuildLog::new(store.clone(), record.id.clone());
         assert_eq!(
             dispatch.run(&record, &log).await,
             BuildOutcome::Failed {
                 reason: format!("ran on {backend}")
             },
-            "{request}"
+            "{kind}"
         );
     }
 }

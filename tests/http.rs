@@ -416,13 +416,12 @@ async fn failure_reasons_show_no_server_paths() {
         .expect("the store opens beside kiln");
     let submitted = store
         .submit(NewBuild {
-            key: "a".repeat(64),
-            image: "localhost/library/x:1".into(),
-            format: "docker".into(),
-            platforms: vec!["linux/amd64".into()],
-            request: "{}".into(),
-            containerfile: "FROM scratch".into(),
-            environment: String::new(),
+            image: "localhost/library/x:1".parse().expect("an image"),
+            ..kiln::plan::dockerfile_build(
+                &"localhost".parse().expect("a host"),
+                "FROM scratch".into(),
+                kiln::spec::Platform::LinuxAmd64,
+            )
         })
         .await
         .expect("submit");

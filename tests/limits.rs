@@ -443,13 +443,12 @@ async fn the_pruning_pass_removes_old_requests_and_logs() {
     let now = chrono::Utc::now();
     let build = store
         .submit(NewBuild {
-            key: "ab".repeat(32),
-            image: "kiln.example/library/x:1".into(),
-            format: "docker".into(),
-            platforms: vec!["linux/amd64".into()],
-            request: "{}".into(),
-            containerfile: String::new(),
-            environment: String::new(),
+            image: "kiln.example/library/x:1".parse().expect("an image"),
+            ..kiln::plan::dockerfile_build(
+                &"kiln.example".parse().expect("a host"),
+                String::new(),
+                kiln::spec::Platform::LinuxAmd64,
+            )
         })
         .await
         .expect("submit")

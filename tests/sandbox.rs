@@ -23,13 +23,11 @@ use debian_base::{DEBIAN_TAG, push_debian_python_base};
 use forms::signup_token;
 use futures_util::StreamExt as _;
 use kiln::build::buildah::{Buildah, Storage};
-use kiln::build::containerfile::{
-    ContainerfileBuilder, ContainerfileRequest, ContainerfileSettings,
-};
+use kiln::build::containerfile::{ContainerfileBuilder, ContainerfileSettings};
 use kiln::build::{Backend, BuildLog};
 use kiln::config::BuildSettings;
-use kiln::registry::client::{Auth, RegistryClient, sha256_digest};
-use kiln::spec::Platform;
+use kiln::registry::client::{Auth, RegistryClient};
+use kiln::spec::{BuildKind, Platform};
 use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
 use serde_json::{Value, json};
 use support::{PUSHER, TestApp};
@@ -400,22 +398,19 @@ async fn started(
 
 /// Submits a Dockerfile build of `dockerfile` to `store` and starts it, as a worker would.
 async fn start_build(store: &dyn Store, dockerfile: &str) -> kiln::store::BuildRecord {
-    let platform = Platform::LinuxAmd64;
-    let image = "127.0.0.1:1/library/sandbox:test".to_owned();
-    let key = sha256_digest(dockerfile.as_bytes());
-    let submitted = store
-        .submit(NewBuild {
-            key: key.trim_start_matches("sha256:").to_owned(),
-            image,
-            format: "docker".into(),
-            platforms: vec![platform.to_string()],
-            request: ContainerfileRequest { platform }.to_json(),
-            containerfile: dockerfile.to_owned(),
-            environment: String::new(),
-        })
+    let registry = "127.0.0.1:1".parse().expect("a host");
+    let new = NewBuild {
+        image: "127.0.0.1:1/library/sandbox:test"
+            .parse()
+            .expect("an image"),
+        ..kiln::plan::dockerfile_build(&registry, dockerfile.to_owned(), Platform::LinuxAmd64)
+    };
+    store.submit(new).await.expect("submit");
+    store
+        .claim_next("test", &BuildKind::ALL, Duration::from_secs(3600))
         .await
-        .expect("submit");
-    store.start(&submitted.build.id).await.expect("start")
+        .expect("claim")
+        .expect("the build waits")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -434,7 +429,9 @@ async fn pip_install_works_in_a_contained_step() {
         app.address
     );
     let (store, mut record, log, _data) = started(&dockerfile).await;
-    record.image = format!("{}/library/sandbox-pip:test", app.address);
+    record.image = format!("{}/library/sandbox-pip:test", app.address)
+        .parse()
+        .expect("an image");
     let outcome = builder(&app, work.path(), &settings)
         .run(&record, &log)
         .await;
@@ -543,7 +540,9 @@ async fn a_cancelled_build_leaves_no_process_and_no_container() {
     let marker = "sleep 4317";
     let dockerfile = format!("FROM {base}\nRUN {marker}\n");
     let (_store, mut record, log, _data) = started(&dockerfile).await;
-    record.image = format!("{}/library/sandbox-cancel:test", app.address);
+    record.image = format!("{}/library/sandbox-cancel:test", app.address)
+        .parse()
+        .expect("an image");
     let backend = builder(&app, work.path(), &BuildSettings::default());
     let build = tokio::spawn(async move { backend.run(&record, &log).await });
 

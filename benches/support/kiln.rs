@@ -9,8 +9,8 @@ use kiln::build::{Backend, BuildLog};
 use kiln::config::{Config, RegistryUser};
 use kiln::plan::ImagePlan;
 use kiln::registry::client::{Auth, RegistryClient};
-use kiln::spec::Request;
-use kiln::store::{BuildOutcome, NewBuild, Store};
+use kiln::spec::{BuildKind, Request};
+use kiln::store::{BuildOutcome, BuildRecord, Store};
 
 /// kiln, served from a task on the current runtime the way `kiln serve` runs it.
 #[derive(Debug)]
@@ -91,18 +91,8 @@ pub async fn timed_build(
         .next()
         .context("a docker request has one image")?;
     let image = plan.image.to_string();
-    let submitted = store
-        .submit(NewBuild {
-            key: plan.key.as_str().to_owned(),
-            image: image.clone(),
-            format: "docker".into(),
-            platforms: request.platforms().iter().map(|p| p.to_string()).collect(),
-            request: serde_json::to_string(request)?,
-            containerfile: plan.recipes.dockerfile.clone(),
-            environment: plan.recipes.environment.clone(),
-        })
-        .await?;
-    let record = store.start(&submitted.build.id).await?;
+    let submitted = store.submit(plan.new_build()).await?;
+    let record = claim(store.as_ref(), &submitted.build.id).await?;
     let log = BuildLog::new(store.clone(), record.id.clone());
     eprintln!("building {image} ({} packages)", request.entries().len());
     let started = Instant::now();
@@ -126,4 +116,16 @@ pub async fn timed_build(
         },
         text,
     ))
+}
+
+/// Takes build `id` off the queue as a worker would; the bench's store holds no other.
+pub async fn claim(store: &dyn Store, id: &str) -> Result<BuildRecord> {
+    let claimed = store
+        .claim_next("bench", &BuildKind::ALL, Duration::from_secs(24 * 3600))
+        .await?
+        .context("the submitted build waits")?;
+    if claimed.id != id {
+        bail!("claimed build {} instead of {id}", claimed.id);
+    }
+    Ok(claimed)
 }

@@ -17,7 +17,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::submit::{Caller, ClientAddress, ImageState, ensure_image, wait_for_new_build};
-use crate::build::definition::DefinitionRequest;
 use crate::plan::ImagePlan;
 use crate::spec::{Format, Request, RequestError, RequestInput};
 use crate::store::{BuildRecord, BuildStatus, StoreError};
@@ -268,7 +267,7 @@ pub(super) async fn cancel(
     let owner = submitter.token_hash.is_some() && submitter.token_hash == token_hash;
     if !user.operator && !owner {
         // A remote build is its user's alone: others do not learn that it exists.
-        if DefinitionRequest::is_definition(&build.request) {
+        if build.job.kind() == crate::spec::BuildKind::Definition {
             return Err(ApiError::not_found(format!("build {id}")));
         }
         return Err(ApiError::new(

@@ -32,7 +32,6 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use crate::build::definition::DefinitionRequest;
 use crate::build::queue::Queue;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -100,7 +99,7 @@ impl AppState {
     /// not among them: only its user's `/v1/build` calls show it.
     pub async fn public_build(&self, id: &str) -> Result<Option<BuildRecord>, StoreError> {
         let build = self.store.build(id).await?;
-        Ok(build.filter(|build| !DefinitionRequest::is_definition(&build.request)))
+        Ok(build.filter(|build| build.job.kind() != crate::spec::BuildKind::Definition))
     }
 }
 

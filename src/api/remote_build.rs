@@ -3,7 +3,7 @@
 //! websocket, and build contexts for `%files`.
 //!
 //! A remote build is a kiln build like any other (queue, store, log); its request says it is a
-//! definition ([`DefinitionRequest`]) and the definition builder runs it. Its SIF lands in the
+//! definition ([`DefinitionJob`]) and the definition builder runs it. Its SIF lands in the
 //! library under `libraryRef`, where the client downloads it with a library pull. Every call
 //! needs a token (`Authorization: BEARER …`, any casing), and a build is only visible to the
 //! user who submitted it (and operators).
@@ -27,16 +27,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 use super::AppState;
 use super::accounts::{User, authenticate, is_library_name, new_secret};
 use super::base_hosts::{BaseImage, check_base_images};
 use super::library::{LibraryError, registry_repository};
 use crate::build::contexts::{Announced, BuildContexts, ContextError, ContextLimits, ReceiveError};
-use crate::build::definition::DefinitionRequest;
-use crate::spec::{Bootstrap, Definition, Platform};
-use crate::store::{BuildRecord, BuildStatus, NewBuild, StoreError};
+use crate::spec::{Bootstrap, BuildJob, Definition, DefinitionJob, Platform};
+use crate::store::{BuildRecord, BuildStatus, StoreError};
 
 /// The largest definition file accepted.
 const MAX_DEFINITION: usize = 1 << 20;
@@ -180,7 +178,7 @@ async fn submit_build(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(BuildRecord, DefinitionRequest), LibraryError> {
+) -> Result<(BuildRecord, DefinitionJob), LibraryError> {
     let user = user(state, headers).await?;
     let body: SubmitBody = serde_json::from_slice(body).map_err(|err| {
         LibraryError::bad_request(format!("the build request is not valid: {err}"))
@@ -227,12 +225,8 @@ async fn submit_build(
         )));
     }
 
-    // Every remote build is new, like `singularity build`: the key includes a fresh UUID.
-    let mut hasher = Sha256::new();
-    hasher.update(uuid::Uuid::new_v4().as_bytes());
-    hasher.update(definition.as_bytes());
-    let key = hex::encode(hasher.finalize());
-    let default_ref = format!("{}/remote-builds/rb-{}", user.name, &key[..16]);
+    let key = crate::plan::definition_key(&definition);
+    let default_ref = format!("{}/remote-builds/rb-{}", user.name, key.short());
     let target = LibraryTarget::parse(body.library_ref.as_deref(), &default_ref)?;
     if target.entity != user.name && !user.operator {
         return Err(LibraryError::new(
@@ -260,7 +254,7 @@ async fn submit_build(
         ));
     }
     let repository = registry_repository(&target.entity, &target.collection, &target.container);
-    let request = DefinitionRequest {
+    let request = DefinitionJob {
         platform,
         user: user.name.clone(),
         library_ref: target.path(),
@@ -269,18 +263,9 @@ async fn submit_build(
         context,
         working_dir,
     };
-    let submitted = state
-        .queue
-        .submit(NewBuild {
-            key,
-            image: format!("{}/{repository}:{}", state.config.registry, target.tags[0]),
-            format: "sif".into(),
-            platforms: vec![platform.to_string()],
-            request: request.to_json(),
-            containerfile: definition,
-            environment: String::new(),
-        })
-        .await?;
+    let new =
+        crate::plan::definition_build(&state.config.registry, key, definition, request.clone());
+    let submitted = state.queue.submit(new).await?;
     tracing::info!(build = %submitted.build.id, user = %user.name, "remote build submitted");
     Ok((submitted.build, request))
 }
@@ -367,14 +352,15 @@ async fn own_build(
     state: &AppState,
     user: &User,
     id: &str,
-) -> Result<(BuildRecord, DefinitionRequest), LibraryError> {
+) -> Result<(BuildRecord, DefinitionJob), LibraryError> {
     let build = state
         .store
         .build(id)
         .await?
         .ok_or_else(|| LibraryError::not_found(format!("build {id}")))?;
-    let request = DefinitionRequest::from_json(&build.request)
-        .map_err(|_| LibraryError::not_found(format!("build {id}")))?;
+    let BuildJob::Definition(request) = build.job.clone() else {
+        return Err(LibraryError::not_found(format!("build {id}")));
+    };
     if request.user != user.name && !user.operator {
         return Err(LibraryError::not_found(format!("build {id}")));
     }
@@ -395,7 +381,7 @@ async fn status(
 
 /// The build as clients read it (`BuildInfo`): complete once done; a failed build is complete
 /// with no image size, which is how clients learn it failed.
-async fn build_info(state: &AppState, build: &BuildRecord, request: &DefinitionRequest) -> Value {
+async fn build_info(state: &AppState, build: &BuildRecord, request: &DefinitionJob) -> Value {
     let public = state.config.public_url();
     let ws_base = public
         .strip_prefix("https://")

@@ -101,12 +101,7 @@ fn subject_of(build: &BuildRecord, platform: Option<&str>) -> Result<(String, Di
             platform.unwrap_or_default()
         ))
     })?;
-    let repository = build
-        .image
-        .trim_start_matches("oras://")
-        .split_once('/')
-        .map(|(_, rest)| rest.rsplit_once(':').map_or(rest, |(name, _)| name))
-        .ok_or_else(|| ApiError::not_found(format!("the repository of build {id}")))?;
+    let repository = build.image.repository();
     let digest = Digest::parse(&output.digest)
         .map_err(|_| ApiError::not_found(format!("the image of build {id} (it has no digest)")))?;
     Ok((repository.to_owned(), digest))

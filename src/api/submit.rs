@@ -165,7 +165,7 @@ pub async fn ensure_image(
 ) -> Result<ImageState, ApiError> {
     if let Some(known) = state
         .images
-        .get(&state.image_store, &new.key, &new.image)
+        .get(&state.image_store, new.key.as_str(), &new.image.to_string())
         .await
     {
         state.metrics.container_request(RequestResult::Hit);
@@ -173,8 +173,7 @@ pub async fn ensure_image(
             build_id: Some(known.build_id.clone()),
         });
     }
-    let (repository, tag) = repository_and_tag(&new.image)
-        .ok_or_else(|| ApiError::bad_request(format!("`{}` is not an image name", new.image)))?;
+    let (repository, tag) = (new.image.repository(), new.image.tag());
     if let Some(build) = trusted_hit(state, &new, repository, tag).await? {
         state.metrics.container_request(RequestResult::Hit);
         return Ok(ImageState::Ready {
@@ -185,7 +184,7 @@ pub async fn ensure_image(
     // One decision at a time: requests racing for the same new image must see each other's
     // build, so that only the first is charged to an allowance (submitting takes milliseconds).
     let _one_at_a_time = state.submitting.lock().await;
-    let latest = state.store.latest_for_key(&new.key).await?;
+    let latest = state.store.latest_for_key(new.key.as_str()).await?;
     // The build may have finished while this request waited for the lock: its image is a hit
     // now, not a new build to charge for.
     if latest
@@ -222,7 +221,7 @@ pub async fn ensure_image(
         })?;
     }
     // A build of the key starts (or runs): whatever was remembered of it no longer holds.
-    state.images.forget(&new.key).await;
+    state.images.forget(new.key.as_str()).await;
     let submitted = state.queue.submit_as(new, &submitter).await?;
     Ok(ImageState::Building {
         build: Box::new(submitted.build),
@@ -321,7 +320,7 @@ async fn trusted_hit(
             return Ok(None);
         }
     };
-    let build = state.store.latest_for_key(&new.key).await?;
+    let build = state.store.latest_for_key(new.key.as_str()).await?;
     let trusted = build.filter(|build| {
         build.status == BuildStatus::Done
             && build.succeeded == Some(true)
@@ -330,7 +329,13 @@ async fn trusted_hit(
     if let Some(build) = &trusted {
         state
             .images
-            .insert(&new.key, &new.image, repository, changes, &build.id)
+            .insert(
+                new.key.as_str(),
+                &new.image.to_string(),
+                repository,
+                changes,
+                &build.id,
+            )
             .await;
     } else {
         tracing::warn!(
@@ -342,25 +347,12 @@ async fn trusted_hit(
     Ok(trusted)
 }
 
-/// `[oras://]host/repository:tag` → (`repository`, `tag`).
-pub fn repository_and_tag(image: &str) -> Option<(&str, &str)> {
-    image
-        .trim_start_matches("oras://")
-        .split_once('/')
-        .and_then(|(_, rest)| rest.rsplit_once(':'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn images_split_after_the_host() {
-        assert_eq!(
-            repository_and_tag("oras://localhost:9090/library/samtools:1.21--ab"),
-            Some(("library/samtools", "1.21--ab"))
-        );
-        assert_eq!(repository_and_tag("no-slash"), None);
+    fn tokens_compare_in_constant_time() {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secrets"));

@@ -277,7 +277,14 @@ impl BuildPage {
                 format_duration(now - record.created_at)
             ),
         };
-        let recipe_title = if record.format == "sif" {
+        let format = record.format();
+        let platforms = record
+            .platforms()
+            .iter()
+            .map(|platform| platform.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let recipe_title = if format == crate::spec::Format::Sif {
             "Singularity definition"
         } else {
             "Dockerfile"
@@ -288,10 +295,10 @@ impl BuildPage {
             outcome: status.outcome,
             status_class: status.class,
             reason: record.reason,
-            image: record.image,
+            image: record.image.to_string(),
             digest: record.digest,
-            format: record.format,
-            platforms: record.platforms.join(", "),
+            format: format.to_string(),
+            platforms,
             created: record.created_at.into(),
             started: record.started_at.map(Stamp::from),
             finished: record.finished_at.map(Stamp::from),
@@ -308,7 +315,7 @@ impl BuildPage {
             log,
             log_skipped: 0,
             id: record.id,
-            key: record.key,
+            key: record.key.to_string(),
             attempt: record.attempt,
         }
     }
@@ -508,12 +515,18 @@ mod tests {
     }
 
     fn new_build(format: &str) -> NewBuild {
+        let request = crate::spec::Request::try_from(crate::spec::RequestInput {
+            entries: vec!["numpy=2.1".into()],
+            format: Some(format.into()),
+            ..crate::spec::RequestInput::default()
+        })
+        .expect("a valid request");
         NewBuild {
-            key: "0123456789abcdef".repeat(4),
-            image: "kiln.example/library/numpy:2.1--0123456789abcdef".into(),
-            format: format.into(),
-            platforms: vec!["linux/amd64".into()],
-            request: r#"{"packages":["numpy"]}"#.into(),
+            key: "0123456789abcdef".repeat(4).parse().expect("a key"),
+            image: "kiln.example/library/numpy:2.1--0123456789abcdef"
+                .parse()
+                .expect("an image name"),
+            job: crate::spec::BuildJob::Native(request),
             containerfile: "FROM scratch\nRUN test 1 < 2 && echo ok\n".into(),
             environment: "channels: [conda-forge]\ndependencies: [numpy=2.1]\n".into(),
         }
@@ -550,7 +563,11 @@ mod tests {
         assert!(!html.contains("<script>"), "log text must be escaped");
         assert!(html.contains("waiting for a worker"));
 
-        store.start(&id).await.unwrap();
+        let claimed = store
+            .claim_next("w1", &crate::spec::BuildKind::ALL, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claimed.map(|build| build.id).as_ref(), Some(&id));
         let (_, _, html) = setup.get(&format!("/view/builds/{id}")).await;
         assert!(html.contains(REFRESH), "running pages reload");
         assert!(html.contains("<strong>BUILDING</strong>"));
@@ -726,12 +743,10 @@ mod tests {
         async fn latest_for_key(&self, _: &str) -> Result<Option<BuildRecord>, StoreError> {
             Err(broken())
         }
-        async fn start(&self, _: &str) -> Result<BuildRecord, StoreError> {
-            Err(broken())
-        }
         async fn claim_next(
             &self,
             _: &str,
+            _: &[crate::spec::BuildKind],
             _: Duration,
         ) -> Result<Option<BuildRecord>, StoreError> {
             Err(broken())

@@ -26,7 +26,6 @@ use super::error::ApiError;
 use super::submit::{
     Caller, ClientAddress, ImageState, ensure_image, require_recipe_token, wait_for_new_build,
 };
-use crate::build::containerfile::ContainerfileRequest;
 use crate::metrics::RequestResult;
 use crate::plan::ImagePlan;
 use crate::spec::{Dockerfile, Format, MAX_PLATFORMS, Platform, Request, RequestInput};
@@ -217,21 +216,21 @@ async fn answer(
     freeze: bool,
     dry_run: bool,
 ) -> Result<Json<SubmitResponse>, ApiError> {
-    let image = new.image.clone();
+    let image = new.image.to_string();
     if dry_run {
         // `nextflow inspect`: names only, nothing built, nothing counted.
         return Ok(Json(SubmitResponse {
             request_id: new_request_id(),
             target_image: image.clone(),
             container_image: image,
-            build_id: Some(format!("{}_0", &new.key[..16])),
+            build_id: Some(format!("{}_0", new.key.short())),
             cached: None,
             freeze,
             mirror: false,
             succeeded: None,
         }));
     }
-    let format = new.format.clone();
+    let format = new.job.format().to_string();
     let address = caller.address;
     let placed = ensure_image(state, caller, new).await?;
     // A build finished by now is answered as a cached image: Nextflow starts the task at once.
@@ -459,27 +458,11 @@ async fn containerfile_build(
             ));
         }
     };
-    let mut hasher = Sha256::new();
-    for part in ["kiln containerfile v1", &text, platform.as_str()] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    let key = hex::encode(hasher.finalize());
-    let image = format!(
-        "{}/library/dockerfile:{}",
-        state.config.registry,
-        &key[..16]
-    );
-    let request = ContainerfileRequest { platform }.to_json();
-    Ok(NewBuild {
-        key,
-        image,
-        format: "docker".to_owned(),
-        platforms: vec![platform.to_string()],
-        request,
-        containerfile: text,
-        environment: String::new(),
-    })
+    Ok(crate::plan::dockerfile_build(
+        &state.config.registry,
+        text,
+        platform,
+    ))
 }
 
 /// 12 lowercase hex characters, like Wave's request ids.
@@ -713,19 +696,25 @@ async fn build_record(
 ) -> Result<Json<WaveBuildRecord>, ApiError> {
     let build = find_build(&state, &id).await?;
     let start = build.started_at.unwrap_or(build.created_at);
+    let platform = build
+        .platforms()
+        .iter()
+        .map(|platform| platform.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let format = match build.format() {
+        Format::Sif => "SINGULARITY",
+        Format::Docker => "DOCKER",
+    };
     Ok(Json(WaveBuildRecord {
         docker_file: build.containerfile,
         conda_file: Some(build.environment).filter(|text| !text.is_empty()),
-        target_image: build.image,
+        target_image: build.image.to_string(),
         start_time: iso(start),
         duration: build.finished_at.map(|end| (end - start).as_seconds_f64()),
         exit_status: build.succeeded.map(|ok| if ok { 0 } else { 1 }),
-        platform: build.platforms.join(","),
-        format: if build.format == "sif" {
-            "SINGULARITY"
-        } else {
-            "DOCKER"
-        },
+        platform,
+        format,
         digest: build.digest,
         status: build.status.to_string(),
         reason: build

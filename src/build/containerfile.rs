@@ -1,29 +1,26 @@
 //! The containerfile backend: a user's Dockerfile (Wave's `containerFile`) built with buildah
-//! and pushed to kiln's registry, and [`Dispatch`], which hands each build to the backend its
-//! request names.
+//! and pushed to kiln's registry.
 //!
 //! Such a build's record holds the Dockerfile in `containerfile`, the target image in `image`
-//! and a [`ContainerfileRequest`] in `request`. The Dockerfile is built in an empty context
+//! and a [`BuildJob::Dockerfile`] as its job. The Dockerfile is built in an empty context
 //! (clients send no files), its steps contained ([`super::sandbox`]), and the image is pushed to
 //! kiln's registry at the address the builder reaches it by, with an SBOM of its Debian
 //! packages as a referrer ([`super::sbom`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::buildah::{BuildOptions, Buildah, Credentials};
 use super::buildah_build::{
     build_failure, failure_detail, finish, forward, fresh_context, streamed, write_containerfile,
 };
-use super::native::image_without_tag;
 use super::sbom::{SbomTarget, attach_recipe_sbom, pushed_dpkg_status};
 use super::{Backend, BuildLog};
 use crate::assemble::{Descriptor, MEDIA_TYPE_MANIFEST};
 use crate::registry::client::{Auth, ClientError, RegistryClient};
-use crate::spec::{Dockerfile, Platform};
+use crate::spec::{BuildJob, Dockerfile};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
 /// Docker's schema 2 manifest, which buildah pushes when a base image made it keep that format.
@@ -31,63 +28,6 @@ const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.ma
 
 /// The largest image config read back (for its labels); buildah writes a few KiB.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
-
-/// What the `request` column of a Dockerfile build holds:
-/// `{"containerfile":{"platform":"linux/amd64"}}`. The Dockerfile itself is the record's
-/// `containerfile`, so this only says how to build it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "Tagged", into = "Tagged")]
-pub struct ContainerfileRequest {
-    /// The one platform the image is built for.
-    pub platform: Platform,
-}
-
-/// The stored form: tagged, so it can never be mistaken for a package request.
-#[derive(Clone, Copy, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-enum Tagged {
-    Containerfile { platform: Platform },
-}
-
-impl From<Tagged> for ContainerfileRequest {
-    fn from(tagged: Tagged) -> Self {
-        let Tagged::Containerfile { platform } = tagged;
-        ContainerfileRequest { platform }
-    }
-}
-
-impl From<ContainerfileRequest> for Tagged {
-    fn from(request: ContainerfileRequest) -> Self {
-        Tagged::Containerfile {
-            platform: request.platform,
-        }
-    }
-}
-
-impl ContainerfileRequest {
-    /// A request to build for `platform`.
-    pub const fn new(platform: Platform) -> Self {
-        ContainerfileRequest { platform }
-    }
-
-    /// The JSON text stored in a build record's `request`.
-    pub fn to_json(&self) -> String {
-        serde_json::json!({ "containerfile": { "platform": self.platform } }).to_string()
-    }
-
-    /// Reads a stored request.
-    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
-    }
-
-    /// Whether a stored request is meant for the containerfile backend: a JSON object with a
-    /// `containerfile` key. Even a malformed one is, so its build fails saying what is wrong
-    /// with it rather than being read as a package request.
-    pub fn is_containerfile(text: &str) -> bool {
-        serde_json::from_str::<serde_json::Value>(text)
-            .is_ok_and(|value| value.get("containerfile").is_some())
-    }
-}
 
 /// Where the containerfile builder pushes and where it works.
 #[derive(Clone)]
@@ -185,20 +125,18 @@ impl ContainerfileBuilder {
         local: &str,
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
-        let request = ContainerfileRequest::from_json(&build.request)
-            .map_err(|err| format!("the stored Dockerfile request cannot be read: {err}"))?;
-        if build.format != "docker" {
+        let BuildJob::Dockerfile(job) = &build.job else {
             return Err(format!(
-                "a Dockerfile builds a container image (format docker), not {}",
-                build.format
+                "the containerfile builder builds Dockerfiles, not {} builds",
+                build.job.kind()
             ));
-        }
+        };
         // The check kiln's API made before taking it: stored text is not trusted either.
         Dockerfile::parse(&build.containerfile).map_err(|err| err.to_string())?;
-        let (repository, tag) = split_image(&build.image)?;
+        let (repository, tag) = (build.image.repository(), build.image.tag());
         let context = fresh_context(work).await?;
         let dockerfile = write_containerfile(work, &build.containerfile).await?;
-        let platform = request.platform;
+        let platform = job.platform;
 
         log.line(format!(
             "building the Dockerfile for {platform} with buildah"
@@ -245,18 +183,14 @@ impl ContainerfileBuilder {
             )
         })?;
 
-        let pushed = self.read_back(&repository, &digest).await?;
+        let pushed = self.read_back(repository, &digest).await?;
         log.line(format!("pushed {}@{digest}", build.image)).await;
-        let status = pushed_dpkg_status(
-            &self.client,
-            &repository,
-            &pushed.layers,
-            &work.join("sbom"),
-        )
-        .await?;
+        let status =
+            pushed_dpkg_status(&self.client, repository, &pushed.layers, &work.join("sbom"))
+                .await?;
         let target = SbomTarget {
-            image: &image_without_tag(&build.image),
-            repository: &repository,
+            image: &build.image.without_tag(),
+            repository,
             platform,
             subject: pushed.manifest,
         };
@@ -350,17 +284,6 @@ fn local_tag(build_id: &str) -> String {
     format!("localhost/kiln-containerfile:{tag}")
 }
 
-/// `host/library/name:tag` → (`library/name`, `tag`). The host in image names is the public
-/// one; the builder reaches the same registry by its own address.
-fn split_image(image: &str) -> Result<(String, String), Failure> {
-    image
-        .split_once('/')
-        .and_then(|(_, rest)| rest.rsplit_once(':'))
-        .filter(|(repository, tag)| !repository.is_empty() && !tag.is_empty() && !tag.contains('/'))
-        .map(|(repository, tag)| (repository.to_owned(), tag.to_owned()))
-        .ok_or_else(|| format!("image {image} is not of the form host/repository:tag"))
-}
-
 /// Whether `registry` (`host[:port]`) is on this machine; such registries speak plain HTTP.
 pub(super) fn is_loopback(registry: &str) -> bool {
     let host = registry
@@ -374,88 +297,12 @@ pub(super) fn is_loopback(registry: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Sends each build to the backend its request is for: Dockerfile builds
-/// ([`ContainerfileRequest`]) to the containerfile builder, remote builds of definition files
-/// to the definition builder, package requests to the native one.
-#[derive(Clone)]
-pub struct Dispatch {
-    native: Arc<dyn Backend>,
-    containerfile: Arc<dyn Backend>,
-    definition: Arc<dyn Backend>,
-}
-
-impl std::fmt::Debug for Dispatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatch").finish_non_exhaustive()
-    }
-}
-
-impl Dispatch {
-    /// Routes to `native`, `containerfile` or `definition` (remote builds of Singularity
-    /// definition files).
-    pub fn new(
-        native: Arc<dyn Backend>,
-        containerfile: Arc<dyn Backend>,
-        definition: Arc<dyn Backend>,
-    ) -> Self {
-        Dispatch {
-            native,
-            containerfile,
-            definition,
-        }
-    }
-}
-
-#[async_trait]
-impl Backend for Dispatch {
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
-        if ContainerfileRequest::is_containerfile(&build.request) {
-            self.containerfile.run(build, log).await
-        } else if super::definition::DefinitionRequest::is_definition(&build.request) {
-            self.definition.run(build, log).await
-        } else {
-            self.native.run(build, log).await
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn requests_round_trip_in_their_stored_form() {
-        let request = ContainerfileRequest {
-            platform: Platform::LinuxArm64,
-        };
-        let text = serde_json::to_string(&request).unwrap();
-        assert_eq!(text, r#"{"containerfile":{"platform":"linux/arm64"}}"#);
-        assert_eq!(request.to_json(), text);
-        assert_eq!(ContainerfileRequest::from_json(&text).unwrap(), request);
-        assert!(ContainerfileRequest::is_containerfile(&text));
-        assert!(ContainerfileRequest::is_containerfile(
-            r#"{"containerfile":{"platform":"linux/s390x"}}"#
-        ));
-        assert!(!ContainerfileRequest::is_containerfile(
-            r#"{"entries":["samtools"],"platforms":["linux/amd64"]}"#
-        ));
-        assert!(ContainerfileRequest::from_json(r#"{"entries":["samtools"]}"#).is_err());
-        assert!(
-            ContainerfileRequest::from_json(
-                r#"{"containerfile":{"platform":"linux/amd64","x":1}}"#
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
     fn images_and_hosts() {
-        assert_eq!(
-            split_image("kiln.example.org/wave/build:abc123"),
-            Ok(("wave/build".to_owned(), "abc123".to_owned()))
-        );
-        assert!(split_image("no-host:tag").is_err());
-        assert!(split_image("host/no-tag").is_err());
         assert!(is_loopback("127.0.0.1:5000"));
         assert!(is_loopback("localhost"));
         assert!(is_loopback("[::1]:80"));

@@ -18,7 +18,6 @@
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::buildah::{BuildOptions, Buildah};
@@ -26,7 +25,7 @@ use super::buildah_build::{
     build_failure, finish, forward, fresh_context, streamed, write_containerfile,
 };
 use super::contexts::BuildContexts;
-use super::native::{Failure, image_without_tag};
+use super::native::Failure;
 use super::sbom::{SbomTarget, attach_recipe_sbom, local_dpkg_status};
 use super::sif::{SifContents, assemble_sif, push_sif, singularity_labels};
 use super::{Backend, BuildLog};
@@ -36,7 +35,7 @@ use crate::assemble::{MEDIA_TYPE_MANIFEST, MEDIA_TYPE_SIF_LAYER};
 use crate::recipe::definition_containerfile::{ContextSource, containerfile};
 use crate::registry::client::RegistryClient;
 use crate::registry::{LIBRARY_DEFAULT_COLLECTION, LIBRARY_OPERATOR, library_repository};
-use crate::spec::{Bootstrap, Definition, Platform, Script};
+use crate::spec::{Bootstrap, BuildJob, Definition, DefinitionJob, Platform, Script};
 use crate::store::{BuildOutcome, BuildRecord};
 
 /// Where a `Bootstrap: localimage` SIF's root file system is unpacked in the build context.
@@ -44,56 +43,6 @@ const LOCAL_IMAGE_DIR: &str = ".kiln-localimage";
 
 /// The shell a script section runs with when it names none, as in `singularity build`.
 const DEFAULT_SHELL: &str = "/bin/sh";
-
-/// What the `request` column of a remote build holds, under the key `definition`; the
-/// definition text itself is the record's `containerfile`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DefinitionRequest {
-    /// The one platform the SIF is built for.
-    pub platform: Platform,
-    /// The library user who asked; the build is theirs.
-    pub user: String,
-    /// Where the result goes in the library: `entity/collection/container`.
-    pub library_ref: String,
-    /// The library tags it gets (`latest` when the client named none).
-    pub tags: Vec<String>,
-    /// The registry repository that library container lives in.
-    pub repository: String,
-    /// The uploaded build context (`sha256.<hex>`) the `%files` sources come from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<String>,
-    /// The client's working directory, which relative `%files` sources are relative to.
-    #[serde(default)]
-    pub working_dir: String,
-}
-
-/// The stored form: tagged, so it can never be mistaken for another kind of request.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Tagged {
-    definition: DefinitionRequest,
-}
-
-impl DefinitionRequest {
-    /// The JSON text stored in a build record's `request`.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&Tagged {
-            definition: self.clone(),
-        })
-        .unwrap_or_default()
-    }
-
-    /// Reads a stored request.
-    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str::<Tagged>(text).map(|tagged| tagged.definition)
-    }
-
-    /// Whether a stored request is a remote build's: a JSON object with a `definition` key.
-    pub fn is_definition(text: &str) -> bool {
-        serde_json::from_str::<Value>(text).is_ok_and(|value| value.get("definition").is_some())
-    }
-}
 
 /// Where the definition builder reaches things.
 #[derive(Debug, Clone)]
@@ -174,15 +123,19 @@ impl DefinitionBuilder {
         local: &str,
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
-        let request = DefinitionRequest::from_json(&build.request)
-            .map_err(|err| format!("the stored remote build request cannot be read: {err}"))?;
+        let BuildJob::Definition(request) = &build.job else {
+            return Err(format!(
+                "the definition builder builds definition files, not {} builds",
+                build.job.kind()
+            ));
+        };
         let definition = Definition::parse(&build.containerfile)
             .map_err(|err| format!("the definition file cannot be built: {err}"))?;
         let platform = request.platform;
 
         let context = fresh_context(work).await?;
         let sources = self
-            .stage_files(&definition, &request, &context, log)
+            .stage_files(&definition, request, &context, log)
             .await?;
         let (base, text, sif_config) = match definition.bootstrap {
             Bootstrap::Docker => {
@@ -248,7 +201,7 @@ impl DefinitionBuilder {
                 definition: definition.raw.clone(),
                 labels,
                 scripts: scripts_of(&definition),
-                seed: build.key.clone(),
+                seed: build.key.to_string(),
             },
             work,
             log,
@@ -272,7 +225,7 @@ impl DefinitionBuilder {
         ))
         .await;
         let target = SbomTarget {
-            image: &image_without_tag(&build.image),
+            image: &build.image.without_tag(),
             repository: &request.repository,
             platform,
             subject: pushed.manifest.clone(),
@@ -287,7 +240,7 @@ impl DefinitionBuilder {
     async fn stage_files(
         &self,
         definition: &Definition,
-        request: &DefinitionRequest,
+        request: &DefinitionJob,
         context: &Path,
         log: &BuildLog,
     ) -> Result<Vec<ContextSource>, Failure> {
@@ -585,29 +538,6 @@ fn scripts_of(definition: &Definition) -> DefinitionScripts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_round_trip_in_their_stored_form() {
-        let request = DefinitionRequest {
-            platform: Platform::LinuxArm64,
-            user: "alice".into(),
-            library_ref: "alice/remote-builds/rb-0123".into(),
-            tags: vec!["latest".into()],
-            repository: "library/alice/remote-builds/rb-0123".into(),
-            context: Some("sha256.ab".into()),
-            working_dir: "/home/alice".into(),
-        };
-        let text = request.to_json();
-        assert!(
-            text.starts_with(r#"{"definition":{"platform":"linux/arm64","#),
-            "{text}"
-        );
-        assert_eq!(DefinitionRequest::from_json(&text).unwrap(), request);
-        assert!(DefinitionRequest::is_definition(&text));
-        assert!(!DefinitionRequest::is_definition(
-            r#"{"containerfile":{"platform":"linux/amd64"}}"#
-        ));
-    }
 
     #[test]
     fn local_images_are_library_references() {

@@ -1,8 +1,9 @@
 //! Building images: the queue and its workers, and the backends that turn a build into an
 //! image in the registry.
 //!
-//! A backend gets a build record (request, recipes, image name) and a log to write to, and
-//! answers with the image's digests or a reason. The queue owns everything around it: one
+//! A backend gets a build record (its typed job, recipe, image name) and a log to write to, and
+//! answers with the image's digests or a reason; [`Dispatch`] picks the backend by the job's
+//! kind. The queue owns everything around it: one
 //! build per key, claiming, status and logs in the store. Depends on `store`, `spec`,
 //! `resolve`, `install`, `assemble` and `registry`.
 
@@ -21,10 +22,13 @@ pub mod sandbox;
 mod sbom;
 mod sif;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub use log::{BuildLog, LogLimits};
 
+use crate::spec::BuildJob;
 use crate::store::{BuildOutcome, BuildRecord};
 
 /// Something that can build an image from a build record.
@@ -32,6 +36,49 @@ use crate::store::{BuildOutcome, BuildRecord};
 pub trait Backend: Send + Sync {
     /// Builds `build`, writing progress to `log`. The outcome is recorded by the caller.
     async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome;
+}
+
+/// Sends each build to the backend of its job's kind: package requests to the native builder,
+/// Dockerfiles to the containerfile builder, definition files to the definition builder.
+#[derive(Clone)]
+pub struct Dispatch {
+    native: Arc<dyn Backend>,
+    containerfile: Arc<dyn Backend>,
+    definition: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatch").finish_non_exhaustive()
+    }
+}
+
+impl Dispatch {
+    /// Routes to `native`, `containerfile` or `definition` (remote builds of Singularity
+    /// definition files).
+    pub fn new(
+        native: Arc<dyn Backend>,
+        containerfile: Arc<dyn Backend>,
+        definition: Arc<dyn Backend>,
+    ) -> Self {
+        Dispatch {
+            native,
+            containerfile,
+            definition,
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Dispatch {
+    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+        let backend = match build.job {
+            BuildJob::Native(_) => &self.native,
+            BuildJob::Dockerfile(_) => &self.containerfile,
+            BuildJob::Definition(_) => &self.definition,
+        };
+        backend.run(build, log).await
+    }
 }
 
 /// Gives a build an empty work directory: whatever an earlier attempt of the same build left

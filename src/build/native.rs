@@ -29,7 +29,7 @@ use crate::registry::client::{Auth, RegistryClient};
 use crate::resolve::{
     CondaResolver, Libc, Lock, PipResolver, Provided, Solution, Target, WheelTarget,
 };
-use crate::spec::{Format, KilnBase, PackageEntry, Platform, RegistryHost, Request};
+use crate::spec::{BuildJob, Format, KilnBase, PackageEntry, Platform, RegistryHost, Request};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput, Store};
 
 /// The most layers kiln adds on top of a base image.
@@ -284,26 +284,30 @@ impl NativeBuilder {
         work: &Path,
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
-        let request: Request = serde_json::from_str(&build.request)
-            .map_err(|err| format!("the stored request cannot be read: {err}"))?;
-        let (repository, tag) = split_image(&build.image)?;
-        let image_name = image_without_tag(&build.image);
-        self.ensure_base(&request, work, log).await?;
+        let BuildJob::Native(request) = &build.job else {
+            return Err(format!(
+                "the native builder builds package requests, not {} builds",
+                build.job.kind()
+            ));
+        };
+        let (repository, tag) = (build.image.repository(), build.image.tag());
+        let image_name = build.image.without_tag();
+        self.ensure_base(request, work, log).await?;
         let mut lock = Lock::default();
         let mut images = Vec::new();
         if request.format() == Format::Sif {
             return self
-                .build_sif(build, &request, &repository, &tag, work, log)
+                .build_sif(build, request, repository, tag, work, log)
                 .await;
         }
         for &platform in request.platforms() {
             let staged = self
-                .stage_platform(&request, platform, work, log, &mut lock)
+                .stage_platform(request, platform, work, log, &mut lock)
                 .await?;
-            let image = self.push_image(&staged, &repository, log).await?;
+            let image = self.push_image(&staged, repository, log).await?;
             let target = SbomTarget {
                 image: &image_name,
-                repository: &repository,
+                repository,
                 platform,
                 subject: image.manifest.descriptor(),
             };
@@ -321,7 +325,7 @@ impl NativeBuilder {
             assemble::image_index(&manifests)
         };
         self.client
-            .push_manifest(&repository, &tag, top.bytes.clone().into(), top.media_type)
+            .push_manifest(repository, tag, top.bytes.clone().into(), top.media_type)
             .await
             .map_err(|err| crate::error_chain(&err))?;
         log.line(format!("pushed {}@{}", build.image, top.digest))
@@ -786,26 +790,6 @@ fn no_python_in_named_base(named: &NativeBase) -> Failure {
     )
 }
 
-/// `[oras://]host/library/name:tag` → `host/library/name`, the name an SBOM describes.
-pub(super) fn image_without_tag(image: &str) -> String {
-    let image = image.trim_start_matches("oras://");
-    match image.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => name.to_owned(),
-        _ => image.to_owned(),
-    }
-}
-
-/// `[oras://]host/library/name:tag` → (`library/name`, `tag`). The host in image names is the public
-/// one; the builder may reach the same registry by another address (its loopback listener).
-fn split_image(image: &str) -> Result<(String, String), Failure> {
-    image
-        .trim_start_matches("oras://")
-        .split_once('/')
-        .and_then(|(_, rest)| rest.rsplit_once(':'))
-        .map(|(repository, tag)| (repository.to_owned(), tag.to_owned()))
-        .ok_or_else(|| format!("image {image} is not of the form host/repository:tag"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,26 +822,5 @@ mod tests {
         .unwrap();
         assert!(own.upstream.is_none());
         assert_eq!(own.repository, "kiln/base/debian");
-    }
-
-    #[test]
-    fn images_split_into_repository_and_tag() {
-        assert_eq!(
-            split_image("localhost:9090/library/kiln-hello:2.0--0123"),
-            Ok(("library/kiln-hello".to_owned(), "2.0--0123".to_owned()))
-        );
-        assert_eq!(
-            split_image("oras://localhost:9090/library/samtools:1.21--0123"),
-            Ok(("library/samtools".to_owned(), "1.21--0123".to_owned()))
-        );
-        assert!(split_image("no-tag-or-host").is_err());
-        assert_eq!(
-            image_without_tag("oras://localhost:9090/library/samtools:1.21--0123"),
-            "localhost:9090/library/samtools"
-        );
-        assert_eq!(
-            image_without_tag("localhost:9090/library/samtools"),
-            "localhost:9090/library/samtools"
-        );
     }
 }

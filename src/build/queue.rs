@@ -17,11 +17,10 @@ use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::containerfile::ContainerfileRequest;
-use super::definition::DefinitionRequest;
 use super::{Backend, BuildLog, LogLimits};
 use crate::config::BuildSettings;
 use crate::metrics::Metrics;
+use crate::spec::BuildKind;
 use crate::store::{
     BuildOutcome, BuildRecord, BuildStatus, NewBuild, Store, StoreError, Submitted, Submitter,
 };
@@ -72,12 +71,10 @@ impl BuildBounds {
 
     /// The time limit of `build`, by its kind.
     pub fn timeout_of(&self, build: &BuildRecord) -> Duration {
-        let own = if ContainerfileRequest::is_containerfile(&build.request) {
-            self.containerfile_timeout
-        } else if DefinitionRequest::is_definition(&build.request) {
-            self.definition_timeout
-        } else {
-            self.native_timeout
+        let own = match build.job.kind() {
+            BuildKind::Native => self.native_timeout,
+            BuildKind::Dockerfile => self.containerfile_timeout,
+            BuildKind::Definition => self.definition_timeout,
         };
         own.unwrap_or(self.timeout)
     }
@@ -91,6 +88,8 @@ pub struct Queue {
     lease: Duration,
     poll: Duration,
     bounds: BuildBounds,
+    /// The kinds of build the workers take; builds of other kinds wait for other workers.
+    kinds: Vec<BuildKind>,
     /// Where workers count the builds they run, when set.
     metrics: Option<Arc<Metrics>>,
 }
@@ -117,6 +116,7 @@ impl std::fmt::Debug for Queue {
             .field("workers", &self.workers)
             .field("lease", &self.lease)
             .field("poll", &self.poll)
+            .field("kinds", &self.kinds)
             .finish_non_exhaustive()
     }
 }
@@ -153,8 +153,15 @@ impl Queue {
             lease: DEFAULT_LEASE,
             poll: DEFAULT_POLL,
             bounds: BuildBounds::default(),
+            kinds: BuildKind::ALL.to_vec(),
             metrics: None,
         }
+    }
+
+    /// Has the workers take only builds of `kinds` (every kind unless set).
+    pub fn with_kinds(mut self, kinds: &[BuildKind]) -> Self {
+        self.kinds = kinds.to_vec();
+        self
     }
 
     /// Sets the time limits, the cap on attempts and the log bounds of the builds workers run.
@@ -388,7 +395,11 @@ impl Worker {
             if self.stop.is_cancelled() {
                 break;
             }
-            match shared.store.claim_next(&self.id, self.queue.lease).await {
+            let claimed = shared
+                .store
+                .claim_next(&self.id, &self.queue.kinds, self.queue.lease)
+                .await;
+            match claimed {
                 Ok(Some(build)) => {
                     if self.build(build).await.is_err() {
                         break;
@@ -396,6 +407,17 @@ impl Worker {
                     continue;
                 }
                 Ok(None) => {}
+                Err(StoreError::Corrupt { id, detail }) => {
+                    // A build that cannot be read cannot be built: it ends failed, or every
+                    // lease that runs out would take it up again.
+                    let reason = format!("the stored build cannot be read: {detail}");
+                    tracing::warn!(worker = %self.id, build = %id, %reason, "failing a build");
+                    let _ = shared
+                        .store
+                        .finish(&id, BuildOutcome::Failed { reason })
+                        .await;
+                    continue;
+                }
                 Err(err) => {
                     tracing::warn!(worker = %self.id, error = %err, "claiming a build failed");
                 }
@@ -676,7 +698,7 @@ mod tests {
     #[async_trait]
     impl Backend for Panicky {
         async fn run(&self, build: &BuildRecord, _log: &BuildLog) -> BuildOutcome {
-            assert_ne!(build.key, key(1), "the backend hit a bug");
+            assert_ne!(build.key.as_str(), key(1), "the backend hit a bug");
             BuildOutcome::Succeeded {
                 digest: "sha256:ok".into(),
                 outputs: vec![],
@@ -1006,26 +1028,24 @@ mod tests {
             ..BuildSettings::default()
         };
         let bounds = BuildBounds::from_settings(&settings);
-        let mut build = BuildRecord {
-            request: r#"{"entries":["samtools"]}"#.into(),
-            ..sample_record()
-        };
+        let mut build = sample_record();
         assert_eq!(bounds.timeout_of(&build), Duration::from_secs(100));
-        build.request = r#"{"containerfile":{"platform":"linux/amd64"}}"#.into();
+        build.job = crate::spec::BuildJob::Dockerfile(crate::spec::DockerfileJob {
+            platform: crate::spec::Platform::LinuxAmd64,
+        });
         assert_eq!(bounds.timeout_of(&build), Duration::from_secs(5));
         assert_eq!(BuildBounds::default().timeout, Duration::from_secs(3600));
         assert_eq!(BuildBounds::default().max_attempts, 3);
     }
 
     fn sample_record() -> BuildRecord {
+        let new = request(&key(0));
         BuildRecord {
             id: "bd-0000000000000000_1".into(),
-            key: key(0),
+            key: new.key,
             attempt: 1,
-            image: String::new(),
-            format: "docker".into(),
-            platforms: vec![],
-            request: String::new(),
+            image: new.image,
+            job: new.job,
             containerfile: String::new(),
             environment: String::new(),
             status: BuildStatus::Pending,
@@ -1041,6 +1061,49 @@ mod tests {
         }
     }
 
+    /// A build whose stored job cannot be read (written by hand, or by a newer kiln) ends
+    /// failed saying so, instead of being taken up again whenever its lease runs out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_build_that_cannot_be_read_ends_failed() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir).await;
+        let backend = Counting::new(Duration::ZERO);
+        let id = store.submit(request(&key(15))).await.unwrap().build.id;
+        let raw = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("kiln.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query("UPDATE builds SET request = 'not json' WHERE id = $1")
+            .bind(&id)
+            .execute(&raw)
+            .await
+            .unwrap();
+        let queue = Queue::new(Arc::clone(&store), backend.clone(), 1);
+        let _workers = queue.start();
+        let deadline = Instant::now() + WAIT;
+        let (status, reason) = loop {
+            let row: (String, Option<String>) =
+                sqlx::query_as("SELECT status, reason FROM builds WHERE id = $1")
+                    .bind(&id)
+                    .fetch_one(&raw)
+                    .await
+                    .unwrap();
+            if row.0 == "DONE" || Instant::now() > deadline {
+                break row;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status, "DONE");
+        let reason = reason.unwrap_or_default();
+        assert!(
+            reason.starts_with("the stored build cannot be read: column request"),
+            "{reason}"
+        );
+        assert_eq!(backend.runs(), 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_build_whose_workers_keep_dying_fails_after_the_last_attempt() {
         let dir = TempDir::new().unwrap();
@@ -1049,7 +1112,10 @@ mod tests {
         let id = store.submit(request(&key(13))).await.unwrap().build.id;
         // Three workers took it and died (their leases run out at once).
         for dead in ["dead-1", "dead-2", "dead-3"] {
-            let claimed = store.claim_next(dead, Duration::ZERO).await.unwrap();
+            let claimed = store
+                .claim_next(dead, &BuildKind::ALL, Duration::ZERO)
+                .await
+                .unwrap();
             assert_eq!(claimed.map(|b| b.id).as_deref(), Some(id.as_str()));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -1063,7 +1129,10 @@ mod tests {
 
         // A build taken over once more is tried again, and its log says so.
         let second = store.submit(request(&key(14))).await.unwrap().build.id;
-        store.claim_next("dead", Duration::ZERO).await.unwrap();
+        store
+            .claim_next("dead", &BuildKind::ALL, Duration::ZERO)
+            .await
+            .unwrap();
         let done = queue.wait(&second, WAIT).await.unwrap();
         assert_eq!(done.succeeded, Some(true));
         let log = store.read_log(&second, 0).await.unwrap().text;

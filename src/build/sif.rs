@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::BuildLog;
-use super::native::{Failure, NativeBuilder, image_without_tag};
+use super::native::{Failure, NativeBuilder};
 use super::sbom::SbomTarget;
 use crate::assemble::flatten::flatten;
 use crate::assemble::sif::{SifInput, SifSummary, uuid_from, write_sif};
@@ -99,7 +99,7 @@ impl NativeBuilder {
         ))
         .await;
         let target = SbomTarget {
-            image: &image_without_tag(&build.image),
+            image: &build.image.without_tag(),
             repository,
             platform,
             subject: pushed.manifest.clone(),

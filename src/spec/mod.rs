@@ -13,6 +13,7 @@ mod definition;
 mod dockerfile;
 mod entry;
 mod image_ref;
+mod job;
 mod name;
 mod pip;
 mod platform;
@@ -27,9 +28,10 @@ pub use definition::{
 pub use dockerfile::{Dockerfile, DockerfileError, MAX_CONTAINERFILE_LINE, PulledImage};
 pub use entry::{EntryError, MAX_ENTRY_LEN, PackageEntry};
 pub use image_ref::{ImageRef, ImageRefError, registry_of};
+pub use job::{BuildJob, BuildJobError, BuildKind, BuildKindError, DefinitionJob, DockerfileJob};
 pub use name::{
-    IMAGE_FORMAT_VERSION, ImageKey, ImageKeyError, ImageName, KeyInputs, RegistryHost,
-    RegistryHostError,
+    IMAGE_FORMAT_VERSION, ImageKey, ImageKeyError, ImageName, ImageNameError, KeyInputs,
+    RegistryHost, RegistryHostError,
 };
 pub use pip::{PipSpec, normalize_project_name};
 pub use platform::{Format, FormatError, Platform, PlatformError};

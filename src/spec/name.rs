@@ -188,13 +188,17 @@ impl From<RegistryHost> for String {
     }
 }
 
-/// The image a request resolves to: `<registry>/library/<names>:<tag>`.
+/// Where a build's image lives: `<registry>/<repository>:<tag>`, and whether it is pulled over
+/// ORAS (`oras://`, a SIF made from a package request). Package requests resolve to
+/// `<registry>/library/<names>:<tag>`, Dockerfiles to `<registry>/library/dockerfile:<key16>`,
+/// definition files to their library container's repository.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ImageName {
     registry: RegistryHost,
     repository: String,
     tag: String,
-    format: Format,
+    oras: bool,
 }
 
 impl ImageName {
@@ -216,7 +220,28 @@ impl ImageName {
             registry: registry.clone(),
             repository,
             tag,
-            format: request.format(),
+            oras: request.format() == Format::Sif,
+        }
+    }
+
+    /// Names the image of a user's Dockerfile with key `key`: the tag is the key's start.
+    pub fn dockerfile(registry: &RegistryHost, key: &ImageKey) -> Self {
+        ImageName {
+            registry: registry.clone(),
+            repository: "library/dockerfile".to_owned(),
+            tag: key.short().to_owned(),
+            oras: false,
+        }
+    }
+
+    /// Names a library container's image `repository:tag` on `registry`, as a definition
+    /// file's build pushes it (a plain reference; clients know it by its library path).
+    pub fn library(registry: &RegistryHost, repository: &str, tag: &str) -> Self {
+        ImageName {
+            registry: registry.clone(),
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            oras: false,
         }
     }
 
@@ -239,15 +264,63 @@ impl ImageName {
     pub fn reference(&self) -> String {
         format!("{}/{}:{}", self.registry, self.repository, self.tag)
     }
+
+    /// The reference without a scheme or tag: `host/repository`.
+    pub fn without_tag(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
 }
 
 impl fmt::Display for ImageName {
-    /// The URI users pull: a plain reference for docker, `oras://` for sif.
+    /// The URI users pull: a plain reference, or `oras://` and the reference for a SIF.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.format {
-            Format::Docker => f.write_str(&self.reference()),
-            Format::Sif => write!(f, "oras://{}", self.reference()),
+        if self.oras {
+            f.write_str("oras://")?;
         }
+        f.write_str(&self.reference())
+    }
+}
+
+/// A string that is not `[oras://]host/repository:tag`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an image name; write [oras://]host/repository:tag")]
+pub struct ImageNameError(String);
+
+impl FromStr for ImageName {
+    type Err = ImageNameError;
+
+    /// Reads what [`Display`](fmt::Display) wrote.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let refuse = || ImageNameError(printable(s));
+        let (oras, reference) = match s.strip_prefix("oras://") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (host, rest) = reference.split_once('/').ok_or_else(refuse)?;
+        let (repository, tag) = rest.rsplit_once(':').ok_or_else(refuse)?;
+        if repository.is_empty() || tag.is_empty() || tag.contains('/') {
+            return Err(refuse());
+        }
+        Ok(ImageName {
+            registry: host.parse().map_err(|_| refuse())?,
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            oras,
+        })
+    }
+}
+
+impl TryFrom<String> for ImageName {
+    type Error = ImageNameError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<ImageName> for String {
+    fn from(name: ImageName) -> Self {
+        name.to_string()
     }
 }
 
@@ -335,6 +408,40 @@ fn shorten(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::spec::RequestInput;
+
+    #[test]
+    fn image_names_read_back_what_they_print() {
+        let key: ImageKey = "0123456789abcdef".repeat(4).parse().expect("a key");
+        let registry: RegistryHost = "kiln.example.org:5000".parse().expect("a host");
+        let names = [
+            ImageName::dockerfile(&registry, &key),
+            ImageName::library(&registry, "alice/tools/samtools", "1.21"),
+            "oras://localhost:9090/library/samtools:1.21--0123"
+                .parse()
+                .expect("a name"),
+        ];
+        for name in names {
+            assert_eq!(name.to_string().parse::<ImageName>(), Ok(name.clone()));
+        }
+        assert_eq!(
+            ImageName::dockerfile(&registry, &key).to_string(),
+            "kiln.example.org:5000/library/dockerfile:0123456789abcdef"
+        );
+        let sif: ImageName = "oras://localhost:9090/library/samtools:1.21--0123"
+            .parse()
+            .expect("a name");
+        assert_eq!(
+            (sif.repository(), sif.tag(), sif.without_tag().as_str()),
+            (
+                "library/samtools",
+                "1.21--0123",
+                "localhost:9090/library/samtools"
+            )
+        );
+        for bad in ["no-tag-or-host", "host/no-tag", "no-host:tag", "h/r:t/x"] {
+            assert!(bad.parse::<ImageName>().is_err(), "{bad}");
+        }
+    }
 
     fn named(entries: &[&str]) -> ImageName {
         let request = Request::try_from(RequestInput {

@@ -1,7 +1,8 @@
 //! kiln's durable state — builds and their logs, container requests, library accounts and the
 //! library's entities, collections, containers, images and tags — behind one [`Store`] trait,
 //! so the rest of kiln never sees SQL. SQLite now, PostgreSQL later; this
-//! module depends on nothing else in kiln.
+//! module depends on nothing else in kiln but the pure `spec`, whose typed jobs, keys and
+//! names it keeps.
 
 mod model;
 mod sqlite;
@@ -11,18 +12,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::spec::BuildKind;
+
 pub use model::{
     ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, ImageOutput,
     LOG_PAGE, LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
-    PackageLayer, Submitted, Submitter, UnknownStatus, build_id, is_valid_key,
+    PackageLayer, Submitted, Submitter, UnknownStatus, build_id,
 };
 pub use sqlite::SqliteStore;
 
 /// Why a store call failed. Each message names the input it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("build key {key:?} is not 64 lowercase hex characters")]
-    InvalidKey { key: String },
     #[error("there is no build {id:?}")]
     BuildNotFound { id: String },
     #[error("build {id:?} cannot go from {from} to {to}")]
@@ -81,16 +82,14 @@ pub trait Store: Send + Sync {
     /// The highest attempt for `key`, finished or not.
     async fn latest_for_key(&self, key: &str) -> Result<Option<BuildRecord>, StoreError>;
 
-    /// PENDING → BUILDING; exactly one caller wins a race to start.
-    async fn start(&self, id: &str) -> Result<BuildRecord, StoreError>;
-
-    /// Takes the oldest PENDING build, or a BUILDING one whose lease ran out
-    /// (its worker crashed), and makes it BUILDING for `worker` until
-    /// `now + lease`, counting the claim in [`BuildRecord::claims`]. Concurrent claimers, in any process, never get the same
-    /// build; `None` when there is nothing to do.
+    /// Takes the oldest PENDING build of one of `kinds`, or such a BUILDING one whose lease ran
+    /// out (its worker crashed), and makes it BUILDING for `worker` until `now + lease`,
+    /// counting the claim in [`BuildRecord::claims`]. Concurrent claimers, in any process,
+    /// never get the same build; `None` when there is nothing to do.
     async fn claim_next(
         &self,
         worker: &str,
+        kinds: &[BuildKind],
         lease: Duration,
     ) -> Result<Option<BuildRecord>, StoreError>;
 
@@ -212,6 +211,7 @@ pub(crate) mod contract {
                 log_reads_from_byte_offsets,
                 data_survives_reopen,
                 claims_take_the_oldest_build_first,
+                claims_take_only_the_kinds_asked_for,
                 concurrent_claims_never_share_a_build,
                 expired_leases_are_reclaimed,
                 only_the_lease_holder_renews,
@@ -237,16 +237,55 @@ pub(crate) mod contract {
         format!("{n:02x}").repeat(32)
     }
 
+    /// A package build of `key` (64 hex characters).
     pub(crate) fn request(key: &str) -> NewBuild {
-        NewBuild {
-            key: key.to_owned(),
-            image: "registry.example/kiln/app:1".into(),
-            format: "docker".into(),
+        let request = crate::spec::Request::try_from(crate::spec::RequestInput {
+            entries: vec!["numpy".into()],
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
-            request: r#"{"packages":["numpy"]}"#.into(),
+            ..crate::spec::RequestInput::default()
+        })
+        .expect("a valid request");
+        NewBuild {
+            key: key.parse().expect("a valid key"),
+            image: "registry.example/kiln/app:1"
+                .parse()
+                .expect("an image name"),
+            job: crate::spec::BuildJob::Native(request),
             containerfile: "FROM scratch\n".into(),
             environment: "dependencies: [numpy]\n".into(),
         }
+    }
+
+    /// A build of `kind` for `key`.
+    pub(crate) fn request_of(kind: BuildKind, key: &str) -> NewBuild {
+        use crate::spec::{BuildJob, DefinitionJob, DockerfileJob, Platform};
+        let platform = Platform::LinuxAmd64;
+        let job = match kind {
+            BuildKind::Native => return request(key),
+            BuildKind::Dockerfile => BuildJob::Dockerfile(DockerfileJob { platform }),
+            BuildKind::Definition => BuildJob::Definition(DefinitionJob {
+                platform,
+                user: "alice".into(),
+                library_ref: "alice/tools/app".into(),
+                tags: vec!["latest".into()],
+                repository: "alice/tools/app".into(),
+                context: None,
+                working_dir: "/home/alice".into(),
+            }),
+        };
+        NewBuild {
+            job,
+            environment: String::new(),
+            ..request(key)
+        }
+    }
+
+    /// Claims the next build of any kind for `worker`.
+    async fn claim(store: &dyn Store, worker: &str) -> Option<BuildRecord> {
+        store
+            .claim_next(worker, &BuildKind::ALL, LEASE)
+            .await
+            .unwrap()
     }
 
     fn failed() -> BuildOutcome {
@@ -262,15 +301,13 @@ pub(crate) mod contract {
         let b = &sub.build;
         assert_eq!(b.id, format!("bd-{}_1", &key(1)[..16]));
         assert_eq!((b.attempt, b.status), (1, BuildStatus::Pending));
-        assert_eq!(b.platforms, request("").platforms);
+        assert_eq!(b.platforms(), request(&key(1)).job.platforms());
+        assert_eq!(b.job, request(&key(1)).job);
         assert_eq!(
             (b.succeeded, b.started_at, b.finished_at),
             (None, None, None)
         );
         assert_eq!(store.build(&b.id).await.unwrap().as_ref(), Some(b));
-
-        let bad = store.submit(request("ABC")).await.unwrap_err();
-        assert!(matches!(bad, StoreError::InvalidKey { key } if key == "ABC"));
     }
 
     pub(crate) async fn submit_joins_unfinished_build(h: &impl Harness) {
@@ -280,7 +317,10 @@ pub(crate) mod contract {
         assert!(!again.created);
         assert_eq!(again.build, first);
 
-        store.start(&first.id).await.unwrap();
+        assert_eq!(
+            claim(&*store, "w1").await.map(|b| b.id),
+            Some(first.id.clone())
+        );
         let while_building = store.submit(request(&key(2))).await.unwrap();
         assert!(!while_building.created);
         assert_eq!(while_building.build.id, first.id);
@@ -305,7 +345,7 @@ pub(crate) mod contract {
     pub(crate) async fn success_round_trips(h: &impl Harness) {
         let store = h.open().await;
         let id = store.submit(request(&key(4))).await.unwrap().build.id;
-        let started = store.start(&id).await.unwrap();
+        let started = claim(&*store, "w1").await.unwrap();
         assert_eq!(started.status, BuildStatus::Building);
         assert!(started.started_at.is_some());
 
@@ -335,7 +375,7 @@ pub(crate) mod contract {
     }
 
     pub(crate) async fn illegal_transitions_are_rejected(h: &impl Harness) {
-        use BuildStatus::{Building, Done, Pending};
+        use BuildStatus::{Done, Pending};
         let store = h.open().await;
         let id = store.submit(request(&key(5))).await.unwrap().build.id;
         let success = BuildOutcome::Succeeded {
@@ -347,19 +387,13 @@ pub(crate) mod contract {
             StoreError::IllegalTransition { from, to, .. } => (from, to),
             other => panic!("expected an illegal transition, got: {other}"),
         };
-        let err = store.finish(&id, success).await.unwrap_err();
+        let err = store.finish(&id, success.clone()).await.unwrap_err();
         assert_eq!(refused(err), (Pending, Done));
-        store.start(&id).await.unwrap();
-        assert_eq!(
-            refused(store.start(&id).await.unwrap_err()),
-            (Building, Building)
-        );
+        claim(&*store, "w1").await.unwrap();
         store.finish(&id, failed()).await.unwrap();
-        assert_eq!(
-            refused(store.start(&id).await.unwrap_err()),
-            (Done, Building)
-        );
         let err = store.finish(&id, failed()).await.unwrap_err();
+        assert_eq!(refused(err), (Done, Done));
+        let err = store.finish(&id, success).await.unwrap_err();
         assert_eq!(refused(err), (Done, Done));
     }
 
@@ -370,7 +404,6 @@ pub(crate) mod contract {
             |e: StoreError| matches!(e, StoreError::BuildNotFound { id } if id == missing);
         assert_eq!(store.build(missing).await.unwrap(), None);
         assert_eq!(store.latest_for_key(&key(6)).await.unwrap(), None);
-        assert!(not_found(store.start(missing).await.unwrap_err()));
         assert!(not_found(
             store.finish(missing, failed()).await.unwrap_err()
         ));
@@ -457,7 +490,11 @@ pub(crate) mod contract {
         );
         assert_eq!(store.queued_builds(None).await.unwrap(), (3, 0));
         // Claimed builds wait no more.
-        let claimed = store.claim_next("w1", LEASE).await.unwrap().unwrap();
+        let claimed = store
+            .claim_next("w1", &BuildKind::ALL, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(claimed.id, first.build.id);
         assert_eq!(claimed.claims, 1);
         assert_eq!(
@@ -884,7 +921,7 @@ pub(crate) mod contract {
         let (id, before) = {
             let store = h.open().await;
             let id = store.submit(request(&key(9))).await.unwrap().build.id;
-            store.start(&id).await.unwrap();
+            claim(&*store, "w1").await.unwrap();
             store.append_log(&id, "step 1\n").await.unwrap();
             (id.clone(), store.build(&id).await.unwrap())
         };
@@ -896,23 +933,82 @@ pub(crate) mod contract {
 
     pub(crate) async fn claims_take_the_oldest_build_first(h: &impl Harness) {
         let store = h.open().await;
-        assert_eq!(store.claim_next("w1", LEASE).await.unwrap(), None);
+        assert_eq!(
+            store
+                .claim_next("w1", &BuildKind::ALL, LEASE)
+                .await
+                .unwrap(),
+            None
+        );
         let mut ids = Vec::new();
         for n in [20, 21, 22] {
             ids.push(store.submit(request(&key(n))).await.unwrap().build.id);
         }
         for id in &ids {
-            let claimed = store.claim_next("w1", LEASE).await.unwrap().unwrap();
+            let claimed = store
+                .claim_next("w1", &BuildKind::ALL, LEASE)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(&claimed.id, id);
             assert_eq!(claimed.status, BuildStatus::Building);
             assert!(claimed.started_at.is_some());
         }
         // Claimed builds hold live leases, so nothing is left.
-        assert_eq!(store.claim_next("w2", LEASE).await.unwrap(), None);
+        assert_eq!(
+            store
+                .claim_next("w2", &BuildKind::ALL, LEASE)
+                .await
+                .unwrap(),
+            None
+        );
         // A claimed build finishes like a started one.
         let done = store.finish(&ids[0], failed()).await.unwrap();
         assert_eq!(done.status, BuildStatus::Done);
-        assert_eq!(store.claim_next("w2", Duration::ZERO).await.unwrap(), None);
+        assert_eq!(
+            store
+                .claim_next("w2", &BuildKind::ALL, Duration::ZERO)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    pub(crate) async fn claims_take_only_the_kinds_asked_for(h: &impl Harness) {
+        use BuildKind::{Definition, Dockerfile, Native};
+        let store = h.open().await;
+        let mut ids = std::collections::HashMap::new();
+        for (n, kind) in [(70, Definition), (71, Native), (72, Dockerfile)] {
+            let build = store.submit(request_of(kind, &key(n))).await.unwrap().build;
+            assert_eq!(build.job.kind(), kind);
+            ids.insert(kind, build.id);
+        }
+        assert_eq!(store.claim_next("w1", &[], LEASE).await.unwrap(), None);
+        // The oldest build of the kinds asked for, whatever older ones of others wait.
+        let native = store
+            .claim_next("w1", &[Native, Dockerfile], LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((&native.id, native.job.kind()), (&ids[&Native], Native));
+        let next = store
+            .claim_next("w1", &[Dockerfile], LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.id, ids[&Dockerfile]);
+        assert_eq!(next.job, request_of(Dockerfile, &key(72)).job);
+        assert_eq!(
+            store
+                .claim_next("w1", &[Native, Dockerfile], LEASE)
+                .await
+                .unwrap(),
+            None
+        );
+        // A kind left alone is there for a worker that takes it, in another process too.
+        let definition = claim(&*h.open().await, "w2").await.unwrap();
+        assert_eq!(definition.id, ids[&Definition]);
+        assert_eq!(definition.job, request_of(Definition, &key(70)).job);
     }
 
     pub(crate) async fn concurrent_claims_never_share_a_build(h: &impl Harness) {
@@ -926,7 +1022,10 @@ pub(crate) mod contract {
                 let store = Arc::clone(&stores[i % 2]);
                 tokio::spawn(async move {
                     let worker = format!("w{i}");
-                    store.claim_next(&worker, LEASE).await.unwrap()
+                    store
+                        .claim_next(&worker, &BuildKind::ALL, LEASE)
+                        .await
+                        .unwrap()
                 })
             })
             .collect();
@@ -943,11 +1042,18 @@ pub(crate) mod contract {
     pub(crate) async fn expired_leases_are_reclaimed(h: &impl Harness) {
         let store = h.open().await;
         let id = store.submit(request(&key(40))).await.unwrap().build.id;
-        let first = store.claim_next("crashed", Duration::ZERO).await.unwrap();
+        let first = store
+            .claim_next("crashed", &BuildKind::ALL, Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(first.map(|b| b.id).as_ref(), Some(&id));
         tokio::time::sleep(Duration::from_millis(5)).await;
 
-        let again = store.claim_next("w2", LEASE).await.unwrap().unwrap();
+        let again = store
+            .claim_next("w2", &BuildKind::ALL, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (again.id.as_str(), again.status),
             (id.as_str(), BuildStatus::Building)
@@ -956,12 +1062,7 @@ pub(crate) mod contract {
         let lost = store.renew_lease(&id, "crashed", LEASE).await.unwrap_err();
         assert!(matches!(lost, StoreError::LeaseLost { worker, .. } if worker == "crashed"));
         store.renew_lease(&id, "w2", LEASE).await.unwrap();
-        assert_eq!(store.claim_next("w3", LEASE).await.unwrap(), None);
-
-        // Builds started without a lease are never taken over.
-        let started = store.submit(request(&key(41))).await.unwrap().build.id;
-        store.start(&started).await.unwrap();
-        assert_eq!(store.claim_next("w3", Duration::ZERO).await.unwrap(), None);
+        assert_eq!(claim(&*store, "w3").await, None);
     }
 
     pub(crate) async fn package_layers_round_trip_and_are_replaced(h: &impl Harness) {
@@ -999,7 +1100,11 @@ pub(crate) mod contract {
             |e: StoreError| matches!(e, StoreError::LeaseLost { id: lost, .. } if lost == id);
         // Not claimed yet: nobody holds it.
         assert!(lost(store.renew_lease(&id, "w1", LEASE).await.unwrap_err()));
-        store.claim_next("w1", LEASE).await.unwrap().unwrap();
+        store
+            .claim_next("w1", &BuildKind::ALL, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
         store.renew_lease(&id, "w1", LEASE).await.unwrap();
         assert!(lost(store.renew_lease(&id, "w2", LEASE).await.unwrap_err()));
         store.finish(&id, failed()).await.unwrap();

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::spec::{self, BuildJob, Format, ImageName, Platform};
+
 /// Where a build is in its life. `Done` is terminal; whether it worked is
 /// [`BuildRecord::succeeded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,19 +53,19 @@ impl FromStr for BuildStatus {
     }
 }
 
-/// A build request, already canonicalised and keyed by the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A build to queue, already canonicalised, keyed and named by the caller (`plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBuild {
-    /// SHA-256 of the canonical request, 64 lowercase hex characters.
-    pub key: String,
-    /// Full image URI the build pushes to.
-    pub image: String,
-    /// `docker` or `sif`.
-    pub format: String,
-    pub platforms: Vec<String>,
-    /// The canonical request as JSON text.
-    pub request: String,
+    /// What tells the build apart from every other: builds of one key share an image.
+    pub key: spec::ImageKey,
+    /// Where the build pushes its image.
+    pub image: ImageName,
+    /// What the build does.
+    pub job: BuildJob,
+    /// The recipe shown with the build: the Dockerfile or definition generated for a package
+    /// request, or the user's Dockerfile or definition file (which those jobs build).
     pub containerfile: String,
+    /// The conda environment generated for a package request; empty for the other kinds.
     pub environment: String,
 }
 
@@ -89,18 +91,19 @@ pub struct ImageOutput {
     pub download_url: Option<String>,
 }
 
-/// One attempt at building a key, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One attempt at building a key, as stored. Its JSON (the build API's answer) spells the job
+/// out as `format`, `platforms` and `request` (the job's JSON text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "RecordJson")]
 pub struct BuildRecord {
     /// `bd-<first 16 hex of key>_<attempt>`, see [`build_id`].
     pub id: String,
-    pub key: String,
+    pub key: spec::ImageKey,
     /// Counts from 1 per key.
     pub attempt: u32,
-    pub image: String,
-    pub format: String,
-    pub platforms: Vec<String>,
-    pub request: String,
+    pub image: ImageName,
+    pub job: BuildJob,
+    /// See [`NewBuild::containerfile`].
     pub containerfile: String,
     pub environment: String,
     pub status: BuildStatus,
@@ -120,6 +123,66 @@ pub struct BuildRecord {
     /// (a crash, a lost lease). Internal, not shown.
     #[serde(skip)]
     pub claims: u32,
+}
+
+impl BuildRecord {
+    /// The format of the image it makes.
+    pub fn format(&self) -> Format {
+        self.job.format()
+    }
+
+    /// The platforms it builds for.
+    pub fn platforms(&self) -> Vec<Platform> {
+        self.job.platforms()
+    }
+}
+
+/// [`BuildRecord`] as the API has always shown it.
+#[derive(Serialize)]
+struct RecordJson {
+    id: String,
+    key: spec::ImageKey,
+    attempt: u32,
+    image: ImageName,
+    format: Format,
+    platforms: Vec<Platform>,
+    request: String,
+    containerfile: String,
+    environment: String,
+    status: BuildStatus,
+    succeeded: Option<bool>,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    lock: Option<String>,
+    digest: Option<String>,
+    outputs: Vec<ImageOutput>,
+}
+
+impl From<BuildRecord> for RecordJson {
+    fn from(record: BuildRecord) -> Self {
+        RecordJson {
+            format: record.format(),
+            platforms: record.platforms(),
+            request: record.job.to_json(),
+            id: record.id,
+            key: record.key,
+            attempt: record.attempt,
+            image: record.image,
+            containerfile: record.containerfile,
+            environment: record.environment,
+            status: record.status,
+            succeeded: record.succeeded,
+            reason: record.reason,
+            created_at: record.created_at,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            lock: record.lock,
+            digest: record.digest,
+            outputs: record.outputs,
+        }
+    }
 }
 
 /// A client's request for a container (Wave's `POST /v1alpha2/container`), kept so its status
@@ -158,7 +221,7 @@ pub enum BuildOutcome {
 
 /// What [`submit`](super::Store::submit) did: `created` is false when an
 /// unfinished build for the same key was joined instead.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Submitted {
     pub build: BuildRecord,
     pub created: bool,
@@ -332,11 +395,6 @@ pub fn build_id(key: &str, attempt: u32) -> String {
     format!("bd-{prefix}_{attempt}")
 }
 
-/// Keys are SHA-256 hex digests; anything else is a caller bug.
-pub fn is_valid_key(key: &str) -> bool {
-    key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,12 +414,45 @@ mod tests {
         );
     }
 
+    /// The build API answers with the record's JSON: the job is spelled out as it always was.
     #[test]
-    fn ids_and_keys() {
+    fn records_show_their_job_as_format_platforms_and_request() {
+        let new = crate::store::contract::request(&"ab".repeat(32));
+        let record = BuildRecord {
+            id: build_id(new.key.as_str(), 1),
+            key: new.key.clone(),
+            attempt: 1,
+            image: new.image.clone(),
+            job: new.job.clone(),
+            containerfile: new.containerfile.clone(),
+            environment: new.environment.clone(),
+            status: BuildStatus::Pending,
+            succeeded: None,
+            reason: None,
+            created_at: DateTime::from_timestamp(1_800_000_000, 0).expect("a time"),
+            started_at: None,
+            finished_at: None,
+            lock: None,
+            digest: None,
+            outputs: vec![],
+            claims: 2,
+        };
+        let json = serde_json::to_value(&record).expect("serializes");
+        assert_eq!(json["key"], "ab".repeat(32));
+        assert_eq!(json["image"], "registry.example/kiln/app:1");
+        assert_eq!(json["format"], "docker");
+        assert_eq!(
+            json["platforms"],
+            serde_json::json!(["linux/amd64", "linux/arm64"])
+        );
+        assert_eq!(json["request"], new.job.to_json());
+        assert_eq!(json["status"], "PENDING");
+        assert!(json.get("job").is_none() && json.get("claims").is_none());
+    }
+
+    #[test]
+    fn ids_name_the_key_and_the_attempt() {
         let key = "0123456789abcdef".repeat(4);
-        assert!(is_valid_key(&key));
         assert_eq!(build_id(&key, 3), "bd-0123456789abcdef_3");
-        assert!(!is_valid_key(&key.to_uppercase()));
-        assert!(!is_valid_key(&key[1..]));
     }
 }

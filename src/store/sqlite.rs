@@ -17,8 +17,9 @@ use sqlx::{Row, SqlSafeStr};
 use super::{
     ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, LOG_PAGE,
     LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
-    PackageLayer, Store, StoreError, Submitted, Submitter, build_id, is_valid_key,
+    PackageLayer, Store, StoreError, Submitted, Submitter, build_id,
 };
+use crate::spec::{BuildJob, BuildKind};
 
 /// How often `submit` re-reads after losing an insert race; one retry finds
 /// the winner unless builds for the key finish as fast as they are created.
@@ -126,6 +127,11 @@ fn migrator() -> Migrator {
             "package layers",
             include_str!("../../migrations/sqlite/0006_package_layers.sql"),
         ),
+        migration(
+            7,
+            "build kinds",
+            include_str!("../../migrations/sqlite/0007_build_kinds.sql"),
+        ),
     ])
 }
 
@@ -194,13 +200,11 @@ fn restrict_modes(path: &Path) -> std::io::Result<()> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError> {
-        if !is_valid_key(&new.key) {
-            return Err(StoreError::InvalidKey { key: new.key });
-        }
-        let platforms = serde_json::to_string(&new.platforms).expect("strings serialize");
+        let key = new.key.as_str();
+        let platforms = serde_json::to_string(&new.job.platforms()).expect("platforms serialize");
         for tries_left in (0..SUBMIT_TRIES).rev() {
             let active = "SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'";
-            if let Some(build) = self.fetch(active, &new.key).await? {
+            if let Some(build) = self.fetch(active, key).await? {
                 return Ok(Submitted {
                     build,
                     created: false,
@@ -208,29 +212,30 @@ impl Store for SqliteStore {
             }
             let last: Option<u32> =
                 sqlx::query_scalar("SELECT MAX(attempt) FROM builds WHERE key = $1")
-                    .bind(&new.key)
+                    .bind(key)
                     .fetch_one(&self.pool)
                     .await?;
             let attempt = last.unwrap_or(0) + 1;
             let inserted = sqlx::query(
                 "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
                                      containerfile, environment, status, created_at,
-                                     owner_token, submitter_address)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12)
+                                     owner_token, submitter_address, kind)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13)
                  RETURNING *",
             )
-            .bind(build_id(&new.key, attempt))
-            .bind(&new.key)
+            .bind(build_id(key, attempt))
+            .bind(key)
             .bind(attempt)
-            .bind(&new.image)
-            .bind(&new.format)
+            .bind(new.image.to_string())
+            .bind(new.job.format().as_str())
             .bind(&platforms)
-            .bind(&new.request)
+            .bind(new.job.to_json())
             .bind(&new.containerfile)
             .bind(&new.environment)
             .bind(time_text(now()))
             .bind(&by.token_hash)
             .bind(&by.address)
+            .bind(new.job.kind().as_str())
             .fetch_all(&self.pool)
             .await
             .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
@@ -336,26 +341,10 @@ impl Store for SqliteStore {
         self.fetch(sql, key).await
     }
 
-    async fn start(&self, id: &str) -> Result<BuildRecord, StoreError> {
-        let row = sqlx::query(
-            "UPDATE builds SET status = 'BUILDING', started_at = $2
-             WHERE id = $1 AND status = 'PENDING' RETURNING *",
-        )
-        .bind(id)
-        .bind(time_text(now()))
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .next();
-        match row {
-            Some(row) => decode(&row),
-            None => Err(self.refused(id, BuildStatus::Building).await),
-        }
-    }
-
     async fn claim_next(
         &self,
         worker: &str,
+        kinds: &[BuildKind],
         lease: Duration,
     ) -> Result<Option<BuildRecord>, StoreError> {
         // One statement, so SQLite runs the pick and the update under its
@@ -364,13 +353,17 @@ impl Store for SqliteStore {
         // where the pick runs outside that lock (Postgres re-checks the outer
         // WHERE on a row another claimer changed); Postgres also adds
         // `FOR UPDATE SKIP LOCKED` to the subquery so claimers do not queue
-        // on one row. Builds `start`ed without a lease (NULL) never expire.
+        // on one row. BUILDING rows without a lease (NULL; older kiln started builds so)
+        // never expire. Each kind is one parameter, NULL when not asked for: a NULL matches
+        // nothing in `IN`.
         let now = now();
+        let kind = |kind: BuildKind| kinds.contains(&kind).then_some(kind.as_str());
         let row = sqlx::query(
             "UPDATE builds SET status = 'BUILDING', worker = $1, lease_until = $2, started_at = $3,
                                claims = claims + 1
              WHERE id = (SELECT id FROM builds
-                         WHERE status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3)
+                         WHERE (status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3))
+                           AND kind IN ($4, $5, $6)
                          ORDER BY created_at, id
                          LIMIT 1)
                AND (status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3))
@@ -379,6 +372,9 @@ impl Store for SqliteStore {
         .bind(worker)
         .bind(time_text(lease_end(now, lease)))
         .bind(time_text(now))
+        .bind(kind(BuildKind::Native))
+        .bind(kind(BuildKind::Dockerfile))
+        .bind(kind(BuildKind::Definition))
         .fetch_all(&self.pool)
         .await?
         .into_iter()
@@ -1022,15 +1018,24 @@ fn decode_columns(row: &SqliteRow, id: &str) -> Result<BuildRecord, String> {
             .transpose()
             .map_err(|e| format!("column {column}: {e}"))
     }
+    fn parsed<T: std::str::FromStr>(row: &SqliteRow, column: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        get::<String>(row, column)?
+            .parse()
+            .map_err(|e| format!("column {column}: {e}"))
+    }
     let status: String = get(row, "status")?;
+    // The format and platforms columns are for readers of the database: the job says both.
+    let job = BuildJob::from_json(parsed(row, "kind")?, &get::<String>(row, "request")?)
+        .map_err(|e| format!("column request: {e}"))?;
     Ok(BuildRecord {
         id: id.to_owned(),
-        key: get(row, "key")?,
+        key: parsed(row, "key")?,
         attempt: get(row, "attempt")?,
-        image: get(row, "image")?,
-        format: get(row, "format")?,
-        platforms: json(row, "platforms")?,
-        request: get(row, "request")?,
+        image: parsed(row, "image")?,
+        job,
         containerfile: get(row, "containerfile")?,
         environment: get(row, "environment")?,
         status: status.parse().map_err(|e| format!("{e}"))?,
@@ -1080,13 +1085,86 @@ mod tests {
             .await
             .unwrap();
         let id = store.submit(request(&key(1))).await.unwrap().build.id;
-        sqlx::query("UPDATE builds SET platforms = 'not json'")
+        sqlx::query("UPDATE builds SET outputs = 'not json'")
             .execute(&store.pool)
             .await
             .unwrap();
         let err = store.build(&id).await.unwrap_err();
         assert!(
-            matches!(&err, StoreError::Corrupt { id: bad, detail } if *bad == id && detail.contains("platforms"))
+            matches!(&err, StoreError::Corrupt { id: bad, detail } if *bad == id && detail.contains("outputs"))
         );
+        sqlx::query(
+            "UPDATE builds SET outputs = '[]',
+                               request = '{\"containerfile\":{\"platform\":\"linux/s390x\"}}',
+                               kind = 'dockerfile'",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let err = store.build(&id).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains("linux/s390x")),
+            "{err}"
+        );
+    }
+
+    /// Builds stored before the `kind` column get the kind their request names.
+    #[tokio::test]
+    async fn older_builds_get_the_kind_their_request_names() {
+        let db = temp_db().await;
+        let path = db.0.path().join("kiln.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let mut before = migrator();
+        before.migrations = before.migrations[..6].to_vec().into();
+        before.run(&pool).await.unwrap();
+        let rows = [
+            (
+                1,
+                r#"{"entries":["samtools"],"channels":["bioconda"],"format":"docker","platforms":["linux/amd64"]}"#,
+            ),
+            (2, r#"{"containerfile":{"platform":"linux/arm64"}}"#),
+            (
+                3,
+                r#"{"definition":{"platform":"linux/amd64","user":"alice","libraryRef":"alice/c/n","tags":["latest"],"repository":"alice/c/n"}}"#,
+            ),
+            (4, "not json"),
+        ];
+        for (n, request) in rows {
+            sqlx::query(
+                "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
+                                     containerfile, environment, status, created_at)
+                 VALUES ($1, $2, 1, 'kiln.example/library/x:1', 'docker', '[\"linux/amd64\"]',
+                         $3, '', '', 'DONE', '2026-01-01T00:00:00.000000Z')",
+            )
+            .bind(build_id(&key(n), 1))
+            .bind(key(n))
+            .bind(request)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM builds ORDER BY key")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(kinds, ["native", "dockerfile", "definition", "native"]);
+        for (n, kind) in [
+            (1, BuildKind::Native),
+            (2, BuildKind::Dockerfile),
+            (3, BuildKind::Definition),
+        ] {
+            let build = store.build(&build_id(&key(n), 1)).await.unwrap().unwrap();
+            assert_eq!(build.job.kind(), kind);
+        }
+        assert!(matches!(
+            store.build(&build_id(&key(4), 1)).await,
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }

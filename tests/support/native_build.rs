@@ -88,24 +88,20 @@ pub async fn build_format(
             .expect("store"),
     );
     let image = format!("{}{tag_suffix}", plan.image);
-    let submitted = store
-        .submit(NewBuild {
-            key: plan.key.as_str().to_owned(),
-            image: image.clone(),
-            format: format.into(),
-            platforms: plan
-                .request
-                .platforms()
-                .iter()
-                .map(|p| p.to_string())
-                .collect(),
-            request: serde_json::to_string(&plan.request).expect("json"),
-            containerfile: plan.recipes.for_format(plan.request.format()).to_owned(),
-            environment: plan.recipes.environment.clone(),
-        })
+    let new = NewBuild {
+        image: image.parse().expect("an image name"),
+        ..plan.new_build()
+    };
+    store.submit(new).await.expect("submit");
+    let record = store
+        .claim_next(
+            "test",
+            &kiln::spec::BuildKind::ALL,
+            std::time::Duration::from_secs(3600),
+        )
         .await
-        .expect("submit");
-    let record = store.start(&submitted.build.id).await.expect("start");
+        .expect("claim")
+        .expect("the build waits");
     let log = BuildLog::new(store.clone(), record.id.clone());
     let outcome = backend.run(&record, &log).await;
     let text = store.read_log(&record.id, 0).await.expect("log").text;
