@@ -202,13 +202,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The client `kiln build` and `kiln base` push with: to the configured registry, with the
 /// configured push credentials.
 fn push_client(config: &Config) -> anyhow::Result<RegistryClient> {
-    let auth = match (&config.build.push_user, &config.build.push_password) {
-        (Some(user), Some(password)) => Auth::Basic {
-            user: user.clone(),
-            password: password.clone(),
-        },
-        _ => Auth::Anonymous,
-    };
+    let auth = config
+        .build
+        .push_credentials()
+        .map_or(Auth::Anonymous, Auth::Basic);
     Ok(RegistryClient::new(
         config.registry.as_str(),
         auth,

@@ -150,10 +150,7 @@ fn builders(
     let loopback = SocketAddr::from(([127, 0, 0, 1], address.port()));
     let client = RegistryClient::new(
         &loopback.to_string(),
-        Auth::Basic {
-            user: builder.user,
-            password: builder.password,
-        },
+        Auth::Basic(builder.clone()),
         &config.insecure_registries,
     )?;
     let native =
@@ -163,8 +160,7 @@ fn builders(
         buildah.clone(),
         ContainerfileSettings {
             registry: loopback.to_string(),
-            user: registry.builder_credentials().user.clone(),
-            password: registry.builder_credentials().password.clone(),
+            credentials: builder,
             insecure: false,
             work_dir: config.work_dir(),
         },

@@ -18,6 +18,7 @@ use kiln::build::containerfile::{
 };
 use kiln::build::{Backend, BuildLog};
 use kiln::config::BuildSettings;
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient, sha256_digest};
 use kiln::spec::Platform;
 use kiln::store::{BuildOutcome, BuildRecord, NewBuild, SqliteStore, Store};
@@ -43,18 +44,14 @@ impl Backend for Named {
 /// pushes there as the test pusher; its work dir lives in `work`.
 async fn setup(work: &std::path::Path) -> (TestApp, Dispatch) {
     let app = TestApp::start().await;
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1));
     let client = RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client");
     debian_base::push_debian_python_base(&client, BASE_REPOSITORY).await;
     let builder = ContainerfileBuilder::new(
         Buildah::new(&BuildSettings::default()),
         ContainerfileSettings {
             registry: app.address.to_string(),
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
+            credentials: Credentials::new(PUSHER.0, PUSHER.1),
             insecure: false,
             work_dir: work.to_owned(),
         },

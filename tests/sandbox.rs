@@ -28,6 +28,7 @@ use kiln::build::containerfile::{
 };
 use kiln::build::{Backend, BuildLog};
 use kiln::config::BuildSettings;
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient, sha256_digest};
 use kiln::spec::Platform;
 use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
@@ -212,10 +213,7 @@ async fn start(repository: &str) -> (TestApp, tempfile::TempDir) {
     .await;
     let pusher = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("registry client");
@@ -229,10 +227,7 @@ async fn start_plain(repository: &str) -> (TestApp, tempfile::TempDir) {
     let app = TestApp::start().await;
     let pusher = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("registry client");
@@ -369,8 +364,7 @@ fn builder(app: &TestApp, work: &Path, settings: &BuildSettings) -> Containerfil
         Buildah::new(settings),
         ContainerfileSettings {
             registry: app.address.to_string(),
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
+            credentials: Credentials::new(PUSHER.0, PUSHER.1),
             insecure: false,
             work_dir: work.to_owned(),
         },
@@ -642,10 +636,7 @@ async fn killing_kiln_leaves_no_build_running() {
     let repository = "kiln/base/debian-crash";
     let pusher = RegistryClient::new(
         &address,
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("registry client");

@@ -5,6 +5,7 @@
 //! `main`.
 
 pub mod accounts;
+mod auth;
 mod base_hosts;
 mod build_contexts;
 mod csrf;

@@ -33,7 +33,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
 use super::AppState;
-use super::accounts::{User, authenticate, is_library_name, new_secret};
+use super::accounts::{is_library_name, new_secret};
+use super::auth::{User, authenticate};
 use super::base_hosts::{BaseImage, check_base_images};
 use super::build_contexts::{ContextError, ContextLimits, check_context};
 use super::library::{LibraryError, registry_repository};

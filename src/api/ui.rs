@@ -15,9 +15,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
+use super::auth::Caller;
 use super::csrf::{self, FormToken};
 use super::images::plan_image;
-use super::submit::{Caller, ClientAddress, ensure_image};
+use super::submit::ensure_image;
 use super::{AppState, views};
 use crate::spec::RequestInput;
 
@@ -156,7 +157,7 @@ impl FormInput {
 /// re-renders the form with the message and the user's input.
 async fn submit_form(
     State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
+    caller: Caller,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -179,12 +180,9 @@ async fn submit_form(
         base: Some(form.base.clone()).filter(|base| !base.is_empty()),
     };
     let placed = match plan_image(&state, input) {
-        Ok(plan) => {
-            let caller = Caller::new(&state, &headers, address, None);
-            ensure_image(&state, caller, plan.new_build())
-                .await
-                .map(|placed| (plan, placed))
-        }
+        Ok(plan) => ensure_image(&state, caller, plan.new_build())
+            .await
+            .map(|placed| (plan, placed)),
         Err(err) => Err(err),
     };
     match placed {

@@ -21,7 +21,7 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
-use super::Credentials;
+use super::User;
 
 /// The path of the token endpoint.
 pub const TOKEN_PATH: &str = "/registry/token";
@@ -193,7 +193,7 @@ impl Tokens {
 }
 
 /// What the request's `Authorization` header allows.
-pub fn access(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap) -> Access {
+pub fn access(users: &[User], tokens: &Tokens, headers: &HeaderMap) -> Access {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -211,7 +211,7 @@ pub fn access(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap) -> Ac
 
 /// Whether the request carries a user's credentials or any token kiln issued (a pull token
 /// is a valid identity for the `/v2/` check too).
-pub fn authenticated(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap) -> bool {
+pub fn authenticated(users: &[User], tokens: &Tokens, headers: &HeaderMap) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -223,7 +223,7 @@ pub fn authenticated(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap
 }
 
 /// Who the Basic credentials of a request belong to.
-pub fn identify(users: &[Credentials], headers: &HeaderMap) -> Identity {
+pub fn identify(users: &[User], headers: &HeaderMap) -> Identity {
     let Some(encoded) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -239,15 +239,14 @@ pub fn identify(users: &[Credentials], headers: &HeaderMap) -> Identity {
         return Identity::Invalid;
     };
     // Every user is compared, in constant time, so timing tells nothing about which matched.
-    let known = users.iter().fold(None, |found, c| {
-        let matches = constant_time_eq(c.user.as_bytes(), user.as_bytes())
-            & constant_time_eq(c.password.as_bytes(), password.as_bytes());
-        found.or(matches.then_some(c))
+    let known = users.iter().fold(None, |found, known| {
+        let matches = known.credentials.matches(user, password);
+        found.or(matches.then_some(known))
     });
     match known {
-        Some(c) => Identity::Known {
-            user: c.user.clone(),
-            role: c.role,
+        Some(known) => Identity::Known {
+            user: known.credentials.user.clone(),
+            role: known.role,
         },
         None => Identity::Invalid,
     }
@@ -279,10 +278,6 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,8 +307,8 @@ mod tests {
     #[test]
     fn who_may_write() {
         let users = vec![
-            Credentials::new("u", "p", Role::User),
-            Credentials::new("op", "secret", Role::Operator),
+            User::new("u", "p", Role::User),
+            User::new("op", "secret", Role::Operator),
         ];
         let tokens = Tokens::new(Duration::from_secs(60));
         assert_eq!(access(&users, &tokens, &HeaderMap::new()), Access::Read);
