@@ -822,6 +822,13 @@ impl Config {
         format!("{scheme}://{host}")
     }
 
+    /// The channels of requests that name none, as requests write them: the page sends them
+    /// with every request, so what its search offers (it searches these) is what the build
+    /// solves from.
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels.iter().map(ToString::to_string).collect()
+    }
+
     /// Where clients' uploaded build contexts (for remote builds' `%files`) are kept.
     pub fn build_contexts_dir(&self) -> PathBuf {
         self.data_dir.join("build-contexts")
@@ -1110,6 +1117,43 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
             ]
         );
         assert_eq!(config.registry_config().max_upload_sessions, 3);
+    }
+
+    #[test]
+    fn debug_shows_no_password_or_token() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(
+            &path,
+            "[api]\ntokens = [\"file-token-4f1c\"]\n\n[build]\npush_user = \"ci\"\n\
+             push_password = \"push-password-9a2e\"\n\n[[embedded_registry.users]]\n\
+             user = \"ops\"\npassword = \"registry-password-77d0\"\n",
+        )
+        .expect("write config");
+        let env = |name: &str| match name {
+            "KILN_API_TOKENS" => Some("env-token-b3e1".to_owned()),
+            "KILN_REGISTRY_USERS" => Some("me:env-password-0c5d".to_owned()),
+            _ => None,
+        };
+        let from_file = Config::load(Some(&path), no_env).expect("loads");
+        assert_eq!(from_file.api.tokens, [Secret::from("file-token-4f1c")]);
+        assert_eq!(
+            from_file.build.push_credentials(),
+            Some(Credentials::new("ci", "push-password-9a2e"))
+        );
+        let printed = format!("{from_file:?} {:?}", from_file.registry_config());
+        for secret in [
+            "file-token-4f1c",
+            "push-password-9a2e",
+            "registry-password-77d0",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("\"ops\""), "{printed}");
+        let from_env = format!("{:?}", Config::load(Some(&path), env).expect("loads"));
+        for secret in ["env-token-b3e1", "env-password-0c5d"] {
+            assert!(!from_env.contains(secret), "{secret} in {from_env}");
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kiln::build::native::NativeBuilder;
-use kiln::build::queue::Queue;
 use kiln::config::Config;
 use kiln::plan::ImagePlan;
 use kiln::registry::client::{Auth, RegistryClient};
@@ -229,7 +228,7 @@ async fn build(
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
     let backend = NativeBuilder::from_config(&config, push_client(&config)?, store.clone())
         .map_err(anyhow::Error::msg)?;
-    let queue = Queue::new(store.clone(), Arc::new(backend), 1);
+    let queue = kiln::server::build_queue(&config, store.clone(), Arc::new(backend), 1);
     let workers = queue.start();
     let mut failed = false;
     for plan in plans {

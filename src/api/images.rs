@@ -147,16 +147,6 @@ pub(super) async fn request_image(
     }))
 }
 
-/// The channels of requests that name none: kiln's configuration, not the built-in default.
-pub(super) fn configured_channels(state: &AppState) -> Vec<String> {
-    state
-        .config
-        .channels
-        .iter()
-        .map(ToString::to_string)
-        .collect()
-}
-
 /// Refuses a request naming more channels than `api.max_channels`; the message names `field`.
 /// kiln's configured channels, used when a request names none, are the operator's and never
 /// counted here.
@@ -180,7 +170,7 @@ pub(super) fn check_channel_count(
 pub(super) fn plan_image(state: &AppState, mut input: RequestInput) -> Result<ImagePlan, ApiError> {
     check_channel_count(state, &input.channels, "`channels`")?;
     if input.channels.is_empty() {
-        input.channels = configured_channels(state);
+        input.channels = state.config.channel_names();
     }
     let request = Request::try_from(input).map_err(|err| match err {
         RequestError::Base(_) => ApiError::bad_request(format!("`base`: {err}")),

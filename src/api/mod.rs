@@ -76,6 +76,36 @@ pub struct App {
     pub health: ops::HealthChecks,
 }
 
+impl App {
+    /// A running kiln around its store, registry, queue and package search: the allowances
+    /// `config` sets, empty caches, and Wave request records on their way to `store`.
+    /// `kiln serve` and the tests of the pages assemble kiln through this alone.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: RegistryState,
+        queue: Queue,
+        search: crate::search::PackageIndex,
+        metrics: Arc<Metrics>,
+    ) -> App {
+        App {
+            limiter: limit::RateLimiter::new(config.api.anonymous_builds_per_day),
+            user_limiter: limit::RateLimiter::new(config.api.user_builds_per_day),
+            submitting: tokio::sync::Mutex::new(()),
+            contexts: Default::default(),
+            images: Default::default(),
+            requests: request_records::RequestRecords::new(store.clone()),
+            health: Default::default(),
+            search,
+            config,
+            store,
+            registry,
+            queue,
+            metrics,
+        }
+    }
+}
+
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")

@@ -87,19 +87,8 @@ impl IndexPage {
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let token = FormToken::issue(&headers);
-    let page = IndexPage::new(&FormInput::default(), configured_channels(&state), &token);
+    let page = IndexPage::new(&FormInput::default(), state.config.channel_names(), &token);
     token.attach(views::page(StatusCode::OK, &page))
-}
-
-/// The channels kiln is configured with, which the page sends with every request so that
-/// what the search offers (it searches these) is what the build solves from.
-fn configured_channels(state: &AppState) -> Vec<String> {
-    state
-        .config
-        .channels
-        .iter()
-        .map(ToString::to_string)
-        .collect()
 }
 
 /// The form as posted: the `packages` textarea (whitespace-separated entries) and any
@@ -167,7 +156,7 @@ async fn submit_form(
     let token = FormToken::issue(&headers);
     let form = FormInput::parse(&body);
     let channels = if form.channels.is_empty() {
-        configured_channels(&state)
+        state.config.channel_names()
     } else {
         form.channels.clone()
     };

@@ -307,7 +307,7 @@ fn packages_plan(
         ));
     }
     let channels = if channels.is_empty() {
-        super::images::configured_channels(state)
+        state.config.channel_names()
     } else {
         channels
     };

@@ -231,3 +231,14 @@ async fn open_upload_sessions_are_capped_per_user() {
         .unwrap();
     assert_eq!(start(basic("u", "p")).await.status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn debug_shows_no_password() {
+    let reg = setup().await;
+    let printed = format!("{:?}", reg.state);
+    let builder = reg.state.builder_credentials().password.expose().to_owned();
+    for password in ["op-secret", builder.as_str()] {
+        assert!(!printed.contains(password), "{password} in {printed}");
+    }
+    assert!(printed.contains("\"op\""), "{printed}");
+}
