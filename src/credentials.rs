@@ -87,6 +87,21 @@ impl Credentials {
     }
 }
 
+/// The credentials of an `Authorization: <scheme> <credentials>` header when its scheme is
+/// `scheme`, in any casing (RFC 9110; Singularity's build client sends `BEARER`), trimmed; they
+/// may be empty. The one reading of the header, for kiln's APIs and its registry alike.
+pub fn authorization<'a>(headers: &'a axum::http::HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let (given, credentials) = value.split_once(char::is_whitespace)?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then_some(credentials.trim())
+}
+
 /// Compares without leaking where `a` and `b` differ (their lengths aside).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

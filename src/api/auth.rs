@@ -15,22 +15,20 @@ use std::net::IpAddr;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 
 use super::accounts::{OPERATOR, login_needed, token_hash};
 use super::error::ApiError;
 use super::library::LibraryError;
 use super::{App, AppState};
+use crate::credentials::authorization;
 use crate::store::Submitter;
 
 /// The token of an `Authorization: Bearer …` header. The scheme may come in any casing
 /// (Singularity's library client sends `Bearer`, its build client `BEARER`); an empty token is
 /// none.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(char::is_whitespace)?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    authorization(headers, "Bearer").filter(|token| !token.is_empty())
 }
 
 /// Whether `token` is one of the operators' tokens (`api.tokens`). Every configured token is
@@ -259,6 +257,8 @@ pub async fn require_recipe_token(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::header;
+
     use super::*;
 
     #[test]

@@ -22,6 +22,7 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
 use super::User;
+use crate::credentials::authorization;
 
 /// The path of the token endpoint.
 pub const TOKEN_PATH: &str = "/registry/token";
@@ -194,14 +195,8 @@ impl Tokens {
 
 /// What the request's `Authorization` header allows.
 pub fn access(users: &[User], tokens: &Tokens, headers: &HeaderMap) -> Access {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Access::Read;
-    };
-    if let Some(token) = strip_scheme(value, "Bearer") {
-        return tokens.grant(token.trim()).unwrap_or(Access::Read);
+    if let Some(token) = authorization(headers, "Bearer") {
+        return tokens.grant(token).unwrap_or(Access::Read);
     }
     match identify(users, headers) {
         Identity::Known { user, role } => Access::Write { user, role },
@@ -212,27 +207,19 @@ pub fn access(users: &[User], tokens: &Tokens, headers: &HeaderMap) -> Access {
 /// Whether the request carries a user's credentials or any token kiln issued (a pull token
 /// is a valid identity for the `/v2/` check too).
 pub fn authenticated(users: &[User], tokens: &Tokens, headers: &HeaderMap) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| strip_scheme(v, "Bearer"));
-    match bearer {
-        Some(token) => tokens.grant(token.trim()).is_some(),
+    match authorization(headers, "Bearer") {
+        Some(token) => tokens.grant(token).is_some(),
         None => matches!(identify(users, headers), Identity::Known { .. }),
     }
 }
 
 /// Who the Basic credentials of a request belong to.
 pub fn identify(users: &[User], headers: &HeaderMap) -> Identity {
-    let Some(encoded) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| strip_scheme(v, "Basic"))
-    else {
+    let Some(encoded) = authorization(headers, "Basic") else {
         return Identity::Anonymous;
     };
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
+        .decode(encoded)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok());
     let Some((user, password)) = decoded.as_deref().and_then(|s| s.split_once(':')) else {
@@ -271,11 +258,6 @@ pub fn challenge(headers: &HeaderMap) -> String {
         _ => "http",
     };
     format!("Bearer realm=\"{scheme}://{host}{TOKEN_PATH}\",service=\"kiln\"")
-}
-
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
-    let (given, rest) = value.split_once(' ')?;
-    given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
 #[cfg(test)]
