@@ -17,7 +17,7 @@
 //!
 //! Tokens are `kiln_` and 64 hex digits (two v4 UUIDs' worth of randomness); the store keeps
 //! only their sha256, so a token is shown once. Depends on `store` and `config` through
-//! [`App`]; the library and remote-build APIs call [`authenticate`].
+//! [`App`]; who a token belongs to is decided in [`super::auth`].
 
 use askama::Template;
 use axum::Json;

@@ -4,8 +4,8 @@
 //!
 //! - [`Caller`]: anyone asking for an image, with their address and whether their token lifts
 //!   the anonymous allowance;
-//! - [`LibraryUser`]: a user with a valid token (401 without one); `Option<LibraryUser>` when
-//!   the handler words the 401 itself;
+//! - [`LibraryUser`]: a user with a valid token (401 without one); handlers that word the 401
+//!   themselves (remote builds, cancelling a build) call [`authenticate`];
 //! - [`LibraryWriter`]: a library user about to write, checked against the entity written.
 //!
 //! The embedded registry (`/v2/`) has its own credentials and tokens, in
@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 
@@ -87,7 +87,7 @@ pub(crate) async fn user_of(app: &App, token: &str) -> Result<Option<User>, ApiE
 }
 
 /// A user with a valid token; without one the request is answered 401, saying where to get
-/// one. As `Option<LibraryUser>`, a missing or invalid token is `None`.
+/// one. Handlers that word that 401 themselves call [`authenticate`].
 #[derive(Debug)]
 pub(crate) struct LibraryUser(pub User);
 
@@ -102,17 +102,6 @@ impl FromRequestParts<AppState> for LibraryUser {
     }
 }
 
-impl OptionalFromRequestParts<AppState> for LibraryUser {
-    type Rejection = LibraryError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Option<Self>, LibraryError> {
-        Ok(authenticate(state, &parts.headers).await?.map(LibraryUser))
-    }
-}
-
 /// The user behind a library write: a request without a valid token is answered 401, saying
 /// where to get one; [`LibraryWriter::check`] answers 403 outside the user's entity.
 #[derive(Debug)]
@@ -122,8 +111,7 @@ impl FromRequestParts<AppState> for LibraryWriter {
     type Rejection = LibraryError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, LibraryError> {
-        let LibraryUser(user) =
-            <LibraryUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        let LibraryUser(user) = LibraryUser::from_request_parts(parts, state).await?;
         Ok(LibraryWriter(user))
     }
 }
