@@ -162,11 +162,7 @@ impl KilnServer {
             data_dir: data.path().to_owned(),
             ..Config::default()
         };
-        config.embedded_registry.users = vec![RegistryUser {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-            operator: false,
-        }];
+        config.embedded_registry.users = vec![RegistryUser::new(PUSHER.0, PUSHER.1, false)];
         let address = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use big_channel::{BIG_CHANNEL_NAME, BigChannel, Scale};
 use kiln::config::{BaseProfile, Config, RegistryUser};
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use rattler_conda_types::{
     Channel, GenericVirtualPackage, MatchSpec, ParseMatchSpecOptions, Subdir,
@@ -138,10 +139,7 @@ async fn measure(channel: &BigChannel, channel_url: &str) -> Result<Figures> {
     let kiln = start_kiln(channel_url).await?;
     let pusher = RegistryClient::new(
         &kiln.address.to_string(),
-        Auth::Basic {
-            user: PUSH_USER.to_owned(),
-            password: kiln.password.clone(),
-        },
+        Auth::Basic(Credentials::new(PUSH_USER, kiln.password.clone())),
         &[],
     )?;
     base::push_base(&pusher, BASE_REPOSITORY, BASE_TAG).await?;
@@ -216,12 +214,12 @@ async fn start_kiln(channel_url: &str) -> Result<KilnServer> {
         channel_mirrors: BTreeMap::from([(BIG_CHANNEL_NAME.to_owned(), channel_url.to_owned())]),
         ..Config::default()
     };
-    config.embedded_registry.users = vec![RegistryUser {
-        user: PUSH_USER.to_owned(),
-        password: password.clone(),
+    config.embedded_registry.users = vec![RegistryUser::new(
+        PUSH_USER,
+        password.clone(),
         // It pushes the base into kiln's own namespaces.
-        operator: true,
-    }];
+        true,
+    )];
     config.base.conda = BaseProfile {
         image: Some(format!("{address}/{BASE_REPOSITORY}:{BASE_TAG}").parse()?),
         glibc: "2.36".into(),

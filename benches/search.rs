@@ -156,12 +156,12 @@ async fn over_http(
         format!("http://{channel_address}/{CHANNEL}"),
     );
     config.build.pip_index_url = Some(format!("http://{channel_address}/simple/"));
-    config.embedded_registry.users = vec![RegistryUser {
-        user: "kiln-bench".to_owned(),
-        password: uuid::Uuid::new_v4().simple().to_string(),
+    config.embedded_registry.users = vec![RegistryUser::new(
+        "kiln-bench",
+        uuid::Uuid::new_v4().simple().to_string(),
         // It pushes bases and images into kiln's own namespaces.
-        operator: true,
-    }];
+        true,
+    )];
     tokio::spawn(async move {
         if let Err(err) = kiln::server::run(config, listener, std::future::pending()).await {
             eprintln!("kiln server stopped: {err:#}");

@@ -59,6 +59,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use bytes::Bytes;
 use channel::{CHANNEL_NAME, Channel};
 use kiln::config::{BaseProfile, Config, RegistryUser};
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::store::{SqliteStore, Store as _};
 use reqwest::{Client, StatusCode};
@@ -213,12 +214,12 @@ fn start_kiln(channel: &Channel) -> Result<(KilnServer, tokio::runtime::Runtime)
             channel_mirrors: BTreeMap::from([(CHANNEL_NAME.to_owned(), channel_url)]),
             ..Config::default()
         };
-        config.embedded_registry.users = vec![RegistryUser {
-            user: PUSH_USER.to_owned(),
-            password: config_password,
+        config.embedded_registry.users = vec![RegistryUser::new(
+            PUSH_USER,
+            config_password,
             // It pushes bases and images into kiln's own namespaces.
-            operator: true,
-        }];
+            true,
+        )];
         config.base.conda = BaseProfile {
             image: Some(format!("{address}/{BASE_REPOSITORY}:{BASE_TAG}").parse()?),
             glibc: "2.36".into(),
@@ -256,10 +257,7 @@ struct Measured {
 async fn measure(settings: &Settings, kiln: &KilnServer) -> Result<Measured> {
     let pusher = RegistryClient::new(
         &kiln.address.to_string(),
-        Auth::Basic {
-            user: PUSH_USER.to_owned(),
-            password: kiln.password.clone(),
-        },
+        Auth::Basic(Credentials::new(PUSH_USER, kiln.password.clone())),
         &[],
     )?;
     base::push_base(&pusher, BASE_REPOSITORY, BASE_TAG).await?;

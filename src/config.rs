@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::credentials::{Credentials, Secret};
 use crate::recipe::RecipeImages;
 use crate::spec::{Channel, DEFAULT_CHANNELS, ImageRef, RegistryHost};
 
@@ -73,16 +74,40 @@ pub struct EmbeddedRegistry {
 
 /// A registry user allowed to write.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RegistryUserEntry")]
 pub struct RegistryUser {
-    /// User name.
-    pub user: String,
-    /// Password or token.
-    pub password: String,
+    /// Who the user is and what proves it.
+    pub credentials: Credentials,
     /// Whether this user may also write into kiln's own namespaces (`library/`, `kiln/`,
     /// `mirror/`), e.g. to push bases with `kiln base bootstrap`.
-    #[serde(default)]
     pub operator: bool,
+}
+
+impl RegistryUser {
+    /// `user` with `password`, an operator or not.
+    pub fn new(user: impl Into<String>, password: impl Into<Secret>, operator: bool) -> Self {
+        RegistryUser {
+            credentials: Credentials::new(user, password),
+            operator,
+        }
+    }
+}
+
+/// A registry user as the file writes it: one flat table (`user`, `password`, `operator`),
+/// unknown keys refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryUserEntry {
+    user: String,
+    password: Secret,
+    #[serde(default)]
+    operator: bool,
+}
+
+impl From<RegistryUserEntry> for RegistryUser {
+    fn from(entry: RegistryUserEntry) -> Self {
+        RegistryUser::new(entry.user, entry.password, entry.operator)
+    }
 }
 
 impl Default for EmbeddedRegistry {
@@ -110,7 +135,7 @@ pub struct ApiSettings {
     /// Tokens (`Authorization: Bearer …`, or Wave's `towerAccessToken`) whose requests are not
     /// limited. They are also the operators' tokens of the Singularity library API, acting as
     /// the user `library`, who may write anywhere.
-    pub tokens: Vec<String>,
+    pub tokens: Vec<Secret>,
     /// Whether anyone may get a library token at `/auth/tokens` for a user name nobody holds
     /// yet (first come, first served). When false, only an operator mints tokens (on that page
     /// with a token from `tokens`, or with `kiln token create`).
@@ -242,7 +267,7 @@ pub struct BuildSettings {
     /// a credential of its own).
     pub push_user: Option<String>,
     /// Password or token for `push_user`.
-    pub push_password: Option<String>,
+    pub push_password: Option<Secret>,
     /// A CA bundle made available to build steps that reach the network (`RUN pip install`),
     /// for sites behind a TLS-intercepting proxy. It is mounted, never baked into images.
     pub ca_bundle: Option<PathBuf>,
@@ -331,6 +356,14 @@ impl Default for Retention {
 }
 
 impl BuildSettings {
+    /// What `kiln build` pushes with: `push_user` and `push_password` when both are set.
+    pub fn push_credentials(&self) -> Option<Credentials> {
+        match (&self.push_user, &self.push_password) {
+            (Some(user), Some(password)) => Some(Credentials::new(user, password.clone())),
+            _ => None,
+        }
+    }
+
     /// `mksquashfs` runs allowed at once: the setting, or the number of cores.
     pub fn mksquashfs_runs(&self) -> usize {
         or_cores(self.max_mksquashfs)
@@ -611,11 +644,7 @@ impl Config {
                 .filter(|pair| !pair.is_empty())
                 .map(|pair| match pair.split_once(':') {
                     Some((user, password)) if !user.is_empty() && !password.is_empty() => {
-                        Ok(RegistryUser {
-                            user: user.to_owned(),
-                            password: password.to_owned(),
-                            operator: false,
-                        })
+                        Ok(RegistryUser::new(user, password, false))
                     }
                     _ => Err(ConfigError::Env {
                         var: "KILN_REGISTRY_USERS",
@@ -627,7 +656,7 @@ impl Config {
         if let Some(value) = env("KILN_REGISTRY_OPERATORS") {
             let operators: Vec<&str> = value.split(',').map(str::trim).collect();
             for user in &mut self.embedded_registry.users {
-                user.operator = operators.contains(&user.user.as_str());
+                user.operator = operators.contains(&user.credentials.user.as_str());
             }
         }
         if let Some(value) = env("KILN_REGISTRY_TOKEN_TTL_SECS") {
@@ -654,7 +683,7 @@ impl Config {
             self.build.push_user = Some(value);
         }
         if let Some(value) = env("KILN_PUSH_PASSWORD") {
-            self.build.push_password = Some(value);
+            self.build.push_password = Some(value.into());
         }
         if let Some(value) = env("KILN_CA_BUNDLE") {
             self.build.ca_bundle = Some(PathBuf::from(value));
@@ -667,7 +696,7 @@ impl Config {
                 .split(',')
                 .map(str::trim)
                 .filter(|token| !token.is_empty())
-                .map(str::to_owned)
+                .map(Secret::from)
                 .collect();
         }
         if let Some(value) = env("KILN_USER_BUILDS_PER_DAY") {
@@ -793,6 +822,13 @@ impl Config {
         format!("{scheme}://{host}")
     }
 
+    /// The channels of requests that name none, as requests write them: the page sends them
+    /// with every request, so what its search offers (it searches these) is what the build
+    /// solves from.
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels.iter().map(ToString::to_string).collect()
+    }
+
     /// Where clients' uploaded build contexts (for remote builds' `%files`) are kept.
     pub fn build_contexts_dir(&self) -> PathBuf {
         self.data_dir.join("build-contexts")
@@ -852,7 +888,10 @@ impl Config {
                     } else {
                         crate::registry::auth::Role::User
                     };
-                    crate::registry::Credentials::new(&u.user, &u.password, role)
+                    crate::registry::User {
+                        credentials: u.credentials.clone(),
+                        role,
+                    }
                 })
                 .collect(),
             token_ttl: std::time::Duration::from_secs(self.embedded_registry.token_ttl_secs),
@@ -1067,7 +1106,7 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
             .registry_config()
             .users
             .iter()
-            .map(|c| (c.user.clone(), c.role))
+            .map(|u| (u.credentials.user.clone(), u.role))
             .collect();
         use crate::registry::auth::Role;
         assert_eq!(
@@ -1078,6 +1117,43 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
             ]
         );
         assert_eq!(config.registry_config().max_upload_sessions, 3);
+    }
+
+    #[test]
+    fn debug_shows_no_password_or_token() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(
+            &path,
+            "[api]\ntokens = [\"file-token-4f1c\"]\n\n[build]\npush_user = \"ci\"\n\
+             push_password = \"push-password-9a2e\"\n\n[[embedded_registry.users]]\n\
+             user = \"ops\"\npassword = \"registry-password-77d0\"\n",
+        )
+        .expect("write config");
+        let env = |name: &str| match name {
+            "KILN_API_TOKENS" => Some("env-token-b3e1".to_owned()),
+            "KILN_REGISTRY_USERS" => Some("me:env-password-0c5d".to_owned()),
+            _ => None,
+        };
+        let from_file = Config::load(Some(&path), no_env).expect("loads");
+        assert_eq!(from_file.api.tokens, [Secret::from("file-token-4f1c")]);
+        assert_eq!(
+            from_file.build.push_credentials(),
+            Some(Credentials::new("ci", "push-password-9a2e"))
+        );
+        let printed = format!("{from_file:?} {:?}", from_file.registry_config());
+        for secret in [
+            "file-token-4f1c",
+            "push-password-9a2e",
+            "registry-password-77d0",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("\"ops\""), "{printed}");
+        let from_env = format!("{:?}", Config::load(Some(&path), env).expect("loads"));
+        for secret in ["env-token-b3e1", "env-password-0c5d"] {
+            assert!(!from_env.contains(secret), "{secret} in {from_env}");
+        }
     }
 
     #[test]

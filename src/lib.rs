@@ -8,6 +8,7 @@ pub mod base;
 pub mod build;
 pub mod child;
 pub mod config;
+pub mod credentials;
 pub mod install;
 pub mod listen;
 pub mod metrics;

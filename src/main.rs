@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kiln::build::native::NativeBuilder;
-use kiln::build::queue::Queue;
 use kiln::config::Config;
 use kiln::plan::ImagePlan;
 use kiln::registry::client::{Auth, RegistryClient};
@@ -202,13 +201,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The client `kiln build` and `kiln base` push with: to the configured registry, with the
 /// configured push credentials.
 fn push_client(config: &Config) -> anyhow::Result<RegistryClient> {
-    let auth = match (&config.build.push_user, &config.build.push_password) {
-        (Some(user), Some(password)) => Auth::Basic {
-            user: user.clone(),
-            password: password.clone(),
-        },
-        _ => Auth::Anonymous,
-    };
+    let auth = config
+        .build
+        .push_credentials()
+        .map_or(Auth::Anonymous, Auth::Basic);
     Ok(RegistryClient::new(
         config.registry.as_str(),
         auth,
@@ -232,7 +228,7 @@ async fn build(
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
     let backend = NativeBuilder::from_config(&config, push_client(&config)?, store.clone())
         .map_err(anyhow::Error::msg)?;
-    let queue = Queue::new(store.clone(), Arc::new(backend), 1);
+    let queue = kiln::server::build_queue(&config, store.clone(), Arc::new(backend), 1);
     let workers = queue.start();
     let mut failed = false;
     for plan in plans {

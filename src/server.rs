@@ -61,39 +61,17 @@ pub async fn run(
     let buildah = buildah(&config).await;
     crate::build::leftovers::sweep(&buildah, store.as_ref(), &config.work_dir()).await;
     let (backends, repodata) = builders(&config, &registry, address, buildah, store.clone())?;
-    let queue = Queue::new(store.clone(), backends, config.build.workers)
-        .with_metrics(metrics.clone())
-        .with_bounds(crate::build::queue::BuildBounds::from_settings(
-            &config.build,
-        ))
-        .with_lease(std::time::Duration::from_secs(
-            config.build.lease_secs.max(1),
-        ));
+    let queue = build_queue(&config, store.clone(), backends, config.build.workers)
+        .with_metrics(metrics.clone());
     let workers = queue.start();
     tracing::info!(%address, registry = %config.registry, "kiln is serving");
     // Search reads the builds' repodata: one gateway, one copy in memory.
     let search = crate::search::PackageIndex::from_config(&config, repodata)
         .context("cannot set up the HTTP client of package search")?;
-    let requests = crate::api::request_records::RequestRecords::new(store.clone());
+    let state = AppState::new(App::new(config, store, registry, queue, search, metrics));
     let stop_writer = tokio_util::sync::CancellationToken::new();
-    let writer = requests.start(stop_writer.clone());
-    let unwritten = requests.clone();
-    let state = AppState::new(App {
-        search,
-        images: Default::default(),
-        health: Default::default(),
-        requests,
-        limiter: crate::api::limit::RateLimiter::new(config.api.anonymous_builds_per_day),
-        user_limiter: crate::api::limit::RateLimiter::new(config.api.user_builds_per_day),
-        submitting: tokio::sync::Mutex::new(()),
-        contexts: Default::default(),
-        config,
-        store,
-        image_store: crate::registry::Images::embedded(registry.clone()),
-        registry,
-        queue,
-        metrics,
-    });
+    let writer = state.requests.start(stop_writer.clone());
+    let unwritten = state.requests.clone();
     let limits = crate::listen::Limits::new(&state.config.http);
     crate::listen::serve(listener, api::router(state), limits, shutdown).await;
     // The request records still waiting are written before kiln stops.
@@ -110,6 +88,24 @@ pub async fn run(
     collector.abort();
     workers.shutdown().await;
     Ok(())
+}
+
+/// The build queue over `store`, running builds on `backend` with `workers` workers within
+/// the settings' bounds (time limits, attempts, log size) and lease: `kiln serve` and
+/// `kiln build` run builds alike.
+pub fn build_queue(
+    config: &Config,
+    store: Arc<dyn Store>,
+    backend: Arc<dyn Backend>,
+    workers: usize,
+) -> Queue {
+    Queue::new(store, backend, workers)
+        .with_bounds(crate::build::queue::BuildBounds::from_settings(
+            &config.build,
+        ))
+        .with_lease(std::time::Duration::from_secs(
+            config.build.lease_secs.max(1),
+        ))
 }
 
 /// Creates the data directory mode 0700, or makes an existing one so: it holds the database,
@@ -154,10 +150,7 @@ fn builders(
     let loopback = SocketAddr::from(([127, 0, 0, 1], address.port()));
     let client = RegistryClient::new(
         &loopback.to_string(),
-        Auth::Basic {
-            user: builder.user,
-            password: builder.password,
-        },
+        Auth::Basic(builder.clone()),
         &config.insecure_registries,
     )?;
     let native =
@@ -167,8 +160,7 @@ fn builders(
         buildah.clone(),
         ContainerfileSettings {
             registry: loopback.to_string(),
-            user: registry.builder_credentials().user.clone(),
-            password: registry.builder_credentials().password.clone(),
+            credentials: builder,
             insecure: false,
             work_dir: config.work_dir(),
         },

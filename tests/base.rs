@@ -21,6 +21,7 @@ use conda_channel::{CHANNEL_NAME, CondaChannel};
 use debian_base::debian_mirror;
 use kiln::base::debian::{DebianBase, create};
 use kiln::base::{self, BaseImage, BootstrapOptions};
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::Platform;
 use serde_json::{Value, json};
@@ -30,10 +31,7 @@ const REPOSITORY: &str = "kiln/base/debian-python";
 const TAG: &str = "bookworm";
 
 fn client(app: &TestApp) -> RegistryClient {
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1));
     RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client")
 }
 

@@ -16,6 +16,7 @@ use kiln::build::buildah::Buildah;
 use kiln::build::containerfile::{ContainerfileBuilder, ContainerfileSettings};
 use kiln::build::{Backend, BuildLog, Dispatch};
 use kiln::config::BuildSettings;
+use kiln::credentials::Credentials;
 use kiln::plan::dockerfile_build;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::{BuildJob, BuildKind, DefinitionJob, Platform, Request, RequestInput};
@@ -42,18 +43,14 @@ impl Backend for Named {
 /// pushes there as the test pusher; its work dir lives in `work`.
 async fn setup(work: &std::path::Path) -> (TestApp, Dispatch) {
     let app = TestApp::start().await;
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1));
     let client = RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client");
     debian_base::push_debian_python_base(&client, BASE_REPOSITORY).await;
     let builder = ContainerfileBuilder::new(
         Buildah::new(&BuildSettings::default()),
         ContainerfileSettings {
             registry: app.address.to_string(),
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
+            credentials: Credentials::new(PUSHER.0, PUSHER.1),
             insecure: false,
             work_dir: work.to_owned(),
         },

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use forms::form_session;
 use kiln::assemble::sif::{SifArch, SifInput, write_sif};
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::store::{SqliteStore, Store};
 use reqwest::StatusCode;
@@ -29,7 +30,7 @@ const OPERATOR: &str = "operator-test-token";
 
 async fn start(open_signup: bool) -> TestApp {
     TestApp::start_with(move |config| {
-        config.api.tokens = vec![OPERATOR.to_owned()];
+        config.api.tokens = vec![OPERATOR.into()];
         config.api.open_signup = open_signup;
     })
     .await
@@ -965,10 +966,7 @@ async fn push_to_registry(
 ) {
     let client = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("client");

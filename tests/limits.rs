@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use conda_channel::{CHANNEL_NAME, CondaChannel};
 use futures_util::StreamExt as _;
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use serde_json::{Value, json};
 use support::{PUSHER, TestApp};
@@ -29,10 +30,7 @@ const BASE: &str = "kiln/base/debian";
 const OPERATOR: &str = "operator-token";
 
 fn pusher(address: &str) -> RegistryClient {
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1));
     RegistryClient::new(address, auth, &[]).expect("client")
 }
 
@@ -40,7 +38,7 @@ fn pusher(address: &str) -> RegistryClient {
 /// changes.
 async fn start(configure: impl FnOnce(&mut kiln::config::Config)) -> TestApp {
     let app = TestApp::start_with(|config| {
-        config.api.tokens = vec![OPERATOR.to_owned()];
+        config.api.tokens = vec![OPERATOR.into()];
         configure(config);
     })
     .await;
@@ -300,7 +298,7 @@ async fn builds_are_cancelled_by_their_submitter_or_an_operator_only() {
     let data_dir = data.path().to_owned();
     // No workers: builds wait, so there is always something to cancel.
     let app = TestApp::start_with(move |config| {
-        config.api.tokens = vec![OPERATOR.to_owned()];
+        config.api.tokens = vec![OPERATOR.into()];
         config.build.workers = 0;
         config.data_dir = data_dir;
     })
@@ -369,7 +367,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let data = tempfile::tempdir().expect("temp dir");
     let data_dir = data.path().to_owned();
     let app = TestApp::start_with(move |config| {
-        config.api.tokens = vec![OPERATOR.to_owned()];
+        config.api.tokens = vec![OPERATOR.into()];
         config.build.workers = 0;
         config.build.max_queued = 3;
         config.build.max_queued_per_address = 2;

@@ -57,6 +57,7 @@ mod distribution;
 use bytes::Bytes;
 use distribution::Distribution;
 use kiln::assemble::MEDIA_TYPE_SIF_LAYER;
+use kiln::credentials::Credentials;
 use kiln::registry::Images;
 use kiln::registry::client::{Auth, BlobPush, RegistryClient, sha256_digest};
 use kiln::registry::images::ImagesError;
@@ -70,20 +71,14 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 async fn client_round_trips_an_index_through_the_embedded_registry() {
     let app = TestApp::start().await;
     let host = app.address.to_string();
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1));
     round_trip(&RegistryClient::new(&host, auth, &[]).expect("client")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_round_trips_an_index_through_cncf_distribution() {
     let registry = Distribution::start().await;
-    let auth = Auth::Basic {
-        user: registry.user.into(),
-        password: registry.password.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(registry.user, registry.password));
     round_trip(&RegistryClient::new(&registry.host, auth, &[]).expect("client")).await;
 }
 
@@ -92,10 +87,7 @@ async fn client_round_trips_an_index_through_cncf_distribution() {
 #[tokio::test(flavor = "multi_thread")]
 async fn images_publish_and_read_a_sif_through_cncf_distribution() {
     let registry = Distribution::start().await;
-    let auth = Auth::Basic {
-        user: registry.user.into(),
-        password: registry.password.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(registry.user, registry.password));
     let client = RegistryClient::new(&registry.host, auth, &[]).expect("client");
     sif_round_trip(&Images::remote(client)).await;
 }
@@ -105,10 +97,7 @@ async fn images_publish_and_read_a_sif_through_cncf_distribution() {
 #[tokio::test(flavor = "multi_thread")]
 async fn images_publish_and_read_a_sif_through_kilns_registry_over_http() {
     let app = TestApp::start().await;
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1));
     let client = RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client");
     sif_round_trip(&Images::remote(client)).await;
 }
@@ -267,11 +256,11 @@ async fn kilns_builders_push_with_their_own_credential() {
             .expect("serves");
     });
     assert_eq!(builder.user, kiln::registry::BUILDER_USER);
-    assert!(builder.password.len() >= 32, "a long random password");
-    let auth = Auth::Basic {
-        user: builder.user,
-        password: builder.password,
-    };
+    assert!(
+        builder.password.expose().len() >= 32,
+        "a long random password"
+    );
+    let auth = Auth::Basic(builder);
     let client = RegistryClient::new(&address.to_string(), auth, &[]).expect("client");
     let (digest, pushed) = client
         .push_blob_bytes("library/built", Bytes::from_static(b"layer"), None)
@@ -296,10 +285,7 @@ async fn pushes_without_credentials_are_refused() {
         .push_blob_bytes("library/anonymous", Bytes::from_static(b"x"), None)
         .await;
     assert!(pushed.is_err(), "an anonymous push went through");
-    let wrong = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: "wrong".into(),
-    };
+    let wrong = Auth::Basic(Credentials::new(PUSHER.0, "wrong"));
     let client = RegistryClient::new(&app.address.to_string(), wrong, &[]).expect("client");
     let pushed = client
         .push_blob_bytes("library/anonymous", Bytes::from_static(b"x"), None)
@@ -779,10 +765,7 @@ fn curl_head(url: &str) -> (u16, std::collections::HashMap<String, String>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn blobs_download_over_plain_https_by_digest() {
     let app = TestApp::start().await;
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1));
     let client = RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client");
     // 3 MiB of incompressible bytes (xorshift64, fixed seed so a failure reproduces).
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;

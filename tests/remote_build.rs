@@ -25,6 +25,7 @@ use debian_base::{DEBIAN_TAG, push_debian_python_base};
 use forms::signup_token;
 use futures_util::StreamExt as _;
 use go_tools::tool;
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use serde_json::{Value, json};
 use support::{PUSHER, TestApp};
@@ -39,10 +40,7 @@ async fn start() -> (TestApp, String) {
     let app = TestApp::start().await;
     let pusher = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("registry client");

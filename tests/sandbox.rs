@@ -26,6 +26,7 @@ use kiln::build::buildah::{Buildah, Storage};
 use kiln::build::containerfile::{ContainerfileBuilder, ContainerfileSettings};
 use kiln::build::{Backend, BuildLog};
 use kiln::config::BuildSettings;
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::{BuildKind, Platform};
 use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
@@ -210,10 +211,7 @@ async fn start(repository: &str) -> (TestApp, tempfile::TempDir) {
     .await;
     let pusher = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("registry client");
@@ -227,10 +225,7 @@ async fn start_plain(repository: &str) -> (TestApp, tempfile::TempDir) {
     let app = TestApp::start().await;
     let pusher = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("registry client");
@@ -367,8 +362,7 @@ fn builder(app: &TestApp, work: &Path, settings: &BuildSettings) -> Containerfil
         Buildah::new(settings),
         ContainerfileSettings {
             registry: app.address.to_string(),
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
+            credentials: Credentials::new(PUSHER.0, PUSHER.1),
             insecure: false,
             work_dir: work.to_owned(),
         },
@@ -641,10 +635,7 @@ async fn killing_kiln_leaves_no_build_running() {
     let repository = "kiln/base/debian-crash";
     let pusher = RegistryClient::new(
         &address,
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("registry client");

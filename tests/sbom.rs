@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use conda_channel::{CHANNEL_NAME, CondaChannel};
 use go_tools::tool;
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use serde_json::{Value, json};
 use support::{PUSHER, TestApp};
@@ -37,10 +38,7 @@ async fn start(configure: impl FnOnce(&mut kiln::config::Config)) -> TestApp {
     let app = TestApp::start_with(configure).await;
     let client = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("client");

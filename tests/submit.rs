@@ -31,7 +31,7 @@ async fn start(data: &Path, configure: impl FnOnce(&mut kiln::config::Config)) -
         config.build.workers = 0;
         // No worker ends a build here: nothing to wait for.
         config.api.wait_for_build_ms = 0;
-        config.api.tokens = vec![OPERATOR.to_owned()];
+        config.api.tokens = vec![OPERATOR.into()];
         configure(config);
     })
     .await

@@ -26,6 +26,7 @@ use conda_channel::{CHANNEL_NAME, CondaChannel};
 use fantoccini::{Client, ClientBuilder, Locator};
 use forms::form_session;
 use futures_util::FutureExt as _;
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use serde_json::json;
 use support::{PUSHER, TestApp};
@@ -117,10 +118,7 @@ async fn start_kiln(channel_url: String) -> TestApp {
     .await;
     let client = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("client");

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use conda_channel::{CHANNEL_NAME, CondaChannel};
+use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use serde_json::{Value, json};
 use support::{PUSHER, TestApp};
@@ -49,16 +50,13 @@ async fn start_waiting(server_url: &str, allowance: u32, wait_ms: u64) -> TestAp
         config.base.conda.image = Some(base.parse().expect("reference"));
         config.base.python.image = Some(base.parse().expect("reference"));
         config.base.python.python = None;
-        config.api.tokens = vec![TOKEN.to_owned()];
+        config.api.tokens = vec![TOKEN.into()];
         config.api.anonymous_builds_per_day = allowance;
     })
     .await;
     let client = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("client");
@@ -604,10 +602,7 @@ async fn a_tag_kiln_did_not_build_is_not_served_as_cached() {
 
     let operator = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("client");
@@ -740,10 +735,7 @@ async fn the_api_and_registry_answer_while_two_builds_run() {
     .await;
     let pusher = RegistryClient::new(
         &app.address.to_string(),
-        Auth::Basic {
-            user: PUSHER.0.into(),
-            password: PUSHER.1.into(),
-        },
+        Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1)),
         &[],
     )
     .expect("client");

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use kiln::build::{Backend, BuildLog};
 use kiln::config::{Config, RegistryUser};
+use kiln::credentials::Credentials;
 use kiln::plan::ImagePlan;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::{BuildKind, Request};
@@ -34,12 +35,12 @@ impl Kiln {
             registry: address.to_string().parse()?,
             ..Config::default()
         };
-        config.embedded_registry.users = vec![RegistryUser {
-            user: BENCH_USER.to_owned(),
-            password: password.clone(),
+        config.embedded_registry.users = vec![RegistryUser::new(
+            BENCH_USER,
+            password.clone(),
             // Benchmarks push bases and images into kiln's own namespaces.
-            operator: true,
-        }];
+            true,
+        )];
         tokio::spawn(async move {
             if let Err(err) = kiln::server::run(config, listener, std::future::pending()).await {
                 eprintln!("kiln server stopped: {err:#}");
@@ -54,10 +55,7 @@ impl Kiln {
 
     /// A client allowed to push.
     pub fn pusher(&self) -> Result<RegistryClient> {
-        let auth = Auth::Basic {
-            user: BENCH_USER.to_owned(),
-            password: self.password.clone(),
-        };
+        let auth = Auth::Basic(Credentials::new(BENCH_USER, self.password.clone()));
         Ok(RegistryClient::new(&self.address.to_string(), auth, &[])?)
     }
 }

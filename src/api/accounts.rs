@@ -17,19 +17,20 @@
 //!
 //! Tokens are `kiln_` and 64 hex digits (two v4 UUIDs' worth of randomness); the store keeps
 //! only their sha256, so a token is shown once. Depends on `store` and `config` through
-//! [`App`]; the library and remote-build APIs call [`authenticate`].
+//! [`App`]; who a token belongs to is decided in [`super::auth`].
 
 use askama::Template;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use chrono::Utc;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::auth::{LibraryUser, user_of};
 use super::csrf::{self, FormToken};
 use super::error::ApiError;
 use super::library::LibraryError;
@@ -42,71 +43,6 @@ pub use crate::registry::LIBRARY_OPERATOR as OPERATOR;
 
 /// Longest user (and library entity, collection, container) name.
 pub const MAX_NAME_LEN: usize = 64;
-
-/// Who sent a request, as its token says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct User {
-    /// The user name, which is also the library entity the user may write under; [`OPERATOR`]
-    /// for an operator.
-    pub name: String,
-    /// A token from `api.tokens`: may write anywhere.
-    pub operator: bool,
-}
-
-impl User {
-    /// Whether this user may create and change things under library entity `entity`.
-    pub(crate) fn may_write(&self, entity: &str) -> bool {
-        self.operator || self.name == entity
-    }
-}
-
-/// The user whose token came as `Authorization: <scheme> <token>`, the scheme being `Bearer` in
-/// any casing (Singularity's library client sends `Bearer`, its build client `BEARER`). A token
-/// from `api.tokens` is the operator ([`OPERATOR`]); a token kiln made is its user.
-///
-/// `Ok(None)` when there is no such header or the token is not valid: callers decide whether
-/// that is a 401. `Err` only when the store fails.
-pub(crate) async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Option<User>, ApiError> {
-    match bearer(headers) {
-        Some(token) => user_of(app, token).await,
-        None => Ok(None),
-    }
-}
-
-/// The token of an `Authorization: Bearer …` header (scheme in any casing).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(char::is_whitespace)?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The user `token` belongs to, if it is valid.
-pub(crate) async fn user_of(app: &App, token: &str) -> Result<Option<User>, ApiError> {
-    let configured = app
-        .config
-        .api
-        .tokens
-        .iter()
-        .any(|configured| constant_time_eq(configured.as_bytes(), token.as_bytes()));
-    if configured {
-        return Ok(Some(User {
-            name: OPERATOR.to_owned(),
-            operator: true,
-        }));
-    }
-    // Looked up by hash: what the comparison could leak is the hash, not the token.
-    let user = app.store.token_user(&token_hash(token)).await?;
-    Ok(user.map(|name| User {
-        name,
-        operator: false,
-    }))
-}
-
-/// Compares without leaking where two tokens differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// What the store keeps of a token (or an upload URL's secret): its sha256, as hex.
 pub(crate) fn token_hash(token: &str) -> String {
@@ -195,14 +131,8 @@ async fn discovery(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// `singularity remote login|status`: 200 for a valid token, 401 otherwise.
-async fn token_status(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match authenticate(&state, &headers).await {
-        Ok(Some(user)) => {
-            Json(json!({"data": {"status": "valid", "user": user.name}})).into_response()
-        }
-        Ok(None) => login_needed(&state).into_response(),
-        Err(err) => LibraryError::from(err).into_response(),
-    }
+async fn token_status(LibraryUser(user): LibraryUser) -> Json<Value> {
+    Json(json!({"data": {"status": "valid", "user": user.name}}))
 }
 
 /// The 401 of a request without a valid token, saying where to get one.
@@ -439,22 +369,6 @@ mod tests {
     }
 
     #[test]
-    fn bearer_tokens_in_any_casing() {
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
-            bearer(&headers).map(str::to_owned)
-        };
-        assert_eq!(with("Bearer abc").as_deref(), Some("abc"));
-        assert_eq!(with("BEARER abc").as_deref(), Some("abc"));
-        assert_eq!(with("bEaReR  abc ").as_deref(), Some("abc"));
-        assert_eq!(with("Basic abc"), None);
-        assert_eq!(with("Bearer "), None);
-        assert_eq!(with("Bearerabc"), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
-    }
-
-    #[test]
     fn tokens_are_random_and_kept_as_hashes() {
         let (a, b) = (new_secret(), new_secret());
         assert_eq!(a.len(), 64);
@@ -463,9 +377,6 @@ mod tests {
             token_hash("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secrets"));
     }
 
     #[test]

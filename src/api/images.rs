@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::auth::{Caller, authenticate};
 use super::error::ApiError;
-use super::submit::{Caller, ClientAddress, ImageState, ensure_image, wait_for_new_build};
+use super::submit::{ImageState, ensure_image, wait_for_new_build};
 use crate::plan::ImagePlan;
 use crate::spec::{Format, Request, RequestError, RequestInput};
 use crate::store::{BuildRecord, BuildStatus, StoreError};
@@ -115,8 +116,7 @@ impl From<&BuildRecord> for BuildSummary {
 )]
 pub(super) async fn request_image(
     State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Result<Json<ImageAnswer>, ApiError> {
     let asked: ImageRequest = serde_json::from_slice(&body)
@@ -131,7 +131,6 @@ pub(super) async fn request_image(
             base: asked.base,
         },
     )?;
-    let caller = Caller::new(&state, &headers, address, None);
     let placed = ensure_image(&state, caller, plan.new_build()).await?;
     let cached = matches!(placed, ImageState::Ready { .. });
     // A build this request started and that ended well in time is answered as done.
@@ -145,16 +144,6 @@ pub(super) async fn request_image(
         cached,
         build,
     }))
-}
-
-/// The channels of requests that name none: kiln's configuration, not the built-in default.
-pub(super) fn configured_channels(state: &AppState) -> Vec<String> {
-    state
-        .config
-        .channels
-        .iter()
-        .map(ToString::to_string)
-        .collect()
 }
 
 /// Refuses a request naming more channels than `api.max_channels`; the message names `field`.
@@ -180,7 +169,7 @@ pub(super) fn check_channel_count(
 pub(super) fn plan_image(state: &AppState, mut input: RequestInput) -> Result<ImagePlan, ApiError> {
     check_channel_count(state, &input.channels, "`channels`")?;
     if input.channels.is_empty() {
-        input.channels = configured_channels(state);
+        input.channels = state.config.channel_names();
     }
     let request = Request::try_from(input).map_err(|err| match err {
         RequestError::Base(_) => ApiError::bad_request(format!("`base`: {err}")),
@@ -249,17 +238,18 @@ pub(super) async fn build(
 pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Json<BuildRecord>, ApiError> {
     let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, message);
-    let Some(user) = super::accounts::authenticate(&state, &headers).await? else {
+    let Some(user) = authenticate(&state, &headers).await? else {
         return Err(unauthorized(
             "cancelling a build needs a token: the one it was submitted with, or an \
              operator's (send `Authorization: Bearer <token>`); a token that is not valid \
              gets this answer too",
         ));
     };
-    let token_hash = Caller::new(&state, &headers, None, None).token_hash;
+    let token_hash = caller.token_hash;
     let Some(build) = state.store.build(&id).await? else {
         return Err(ApiError::not_found(format!("build {id}")));
     };

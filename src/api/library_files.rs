@@ -26,9 +26,10 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::accounts::{new_secret, token_hash};
+use super::auth::LibraryWriter;
 use super::error::ApiError;
 use super::library::{LibraryError, SIF_HEADER_LEN, image_record, registry_repository};
-use super::library_push::{Writer, body, data, item_at, writable_image};
+use super::library_push::{body, data, item_at, writable_image};
 use crate::assemble::sif::SifArch;
 use crate::registry::images::ImagesError;
 use crate::registry::path::Digest;
@@ -58,7 +59,7 @@ struct UploadRequest {
 async fn upload_url(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    writer: Writer,
+    writer: LibraryWriter,
     bytes: Bytes,
 ) -> Result<Json<Value>, LibraryError> {
     let request: UploadRequest = if bytes.is_empty() {
@@ -131,7 +132,7 @@ async fn upload(
 pub(super) async fn upload_legacy(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    writer: Writer,
+    writer: LibraryWriter,
     file: Body,
 ) -> Result<Json<Value>, LibraryError> {
     let (image, path) = writable_image(&state, &writer, &id).await?;
@@ -262,7 +263,7 @@ pub(super) fn container_repository(path: &LibraryPath) -> String {
 async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    writer: Writer,
+    writer: LibraryWriter,
 ) -> Result<Json<Value>, LibraryError> {
     let (image, path) = writable_image(&state, &writer, &id).await?;
     if !image.uploaded() {

@@ -3,7 +3,7 @@
 //! created, the image is announced by the sha256 of its file, the file is uploaded (see
 //! [`super::library_files`]), then tagged per architecture.
 //!
-//! Every write needs a token ([`Writer`]); a user writes under the entity of their own name
+//! Every write needs a token ([`LibraryWriter`]); a user writes under the entity of their own name
 //! only, an operator anywhere. The architecture of a tag is the one read from the image's file;
 //! a tag also becomes the SIF's ORAS artifact at the same tag of the container's registry
 //! repository ([`super::library::registry_repository`]).
@@ -13,9 +13,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use chrono::Utc;
 use serde::Deserialize;
@@ -23,9 +21,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::accounts::{
-    MAX_NAME_LEN, User, authenticate, is_library_name, login_needed, new_secret,
-};
+use super::accounts::{MAX_NAME_LEN, is_library_name, new_secret};
+use super::auth::{LibraryWriter, User};
 use super::library::{LibraryError, image_record, time_text};
 use super::library_files::publish;
 use crate::registry::path::{Digest, is_valid_tag};
@@ -50,38 +47,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/images", post(create_image))
         .route("/v1/tags/{container}", get(tags_v1).post(set_tag_v1))
         .route("/v2/tags/{container}", get(tags_v2).post(set_tag_v2))
-}
-
-/// The user behind a write: a request without a valid token is answered 401, saying where to
-/// get one.
-#[derive(Debug)]
-pub(super) struct Writer(User);
-
-impl FromRequestParts<AppState> for Writer {
-    type Rejection = LibraryError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, LibraryError> {
-        match authenticate(state, &parts.headers).await? {
-            Some(user) => Ok(Writer(user)),
-            None => Err(login_needed(state)),
-        }
-    }
-}
-
-impl Writer {
-    /// 403 unless the user may write under `entity`.
-    pub(super) fn check(&self, entity: &str) -> Result<(), LibraryError> {
-        if self.0.may_write(entity) {
-            return Ok(());
-        }
-        Err(LibraryError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "`{}` may write under the entity `{}` only, not under `{entity}`",
-                self.0.name, self.0.name
-            ),
-        ))
-    }
 }
 
 /// A JSON body, read by hand so that a bad one is answered in the library's envelope.
@@ -253,7 +218,7 @@ async fn container(
 /// `POST /v1/entities {"name"}`: a user creates the entity of their own name.
 async fn create_entity(
     State(state): State<AppState>,
-    writer: Writer,
+    writer: LibraryWriter,
     bytes: Bytes,
 ) -> Result<Json<Value>, LibraryError> {
     let new: NewItem = body(&bytes, "entity")?;
@@ -270,7 +235,7 @@ async fn create_entity(
 /// `POST /v1/collections {"name", "entity": <entity id>}`.
 async fn create_collection(
     State(state): State<AppState>,
-    writer: Writer,
+    writer: LibraryWriter,
     bytes: Bytes,
 ) -> Result<Json<Value>, LibraryError> {
     let new: NewItem = body(&bytes, "collection")?;
@@ -290,7 +255,7 @@ async fn create_collection(
 /// `POST /v1/containers {"name", "collection": <collection id>}`.
 async fn create_container(
     State(state): State<AppState>,
-    writer: Writer,
+    writer: LibraryWriter,
     bytes: Bytes,
 ) -> Result<Json<Value>, LibraryError> {
     let new: NewItem = body(&bytes, "container")?;
@@ -321,7 +286,7 @@ struct NewImage {
 /// The container with id `id`, which `writer` must be allowed to write to.
 async fn writable_container(
     state: &AppState,
-    writer: &Writer,
+    writer: &LibraryWriter,
     id: &str,
 ) -> Result<LibraryPath, LibraryError> {
     let key = LibraryKey::Id(LibraryLevel::Container, id);
@@ -334,7 +299,7 @@ async fn writable_container(
 /// hash twice in a container is the same image).
 async fn create_image(
     State(state): State<AppState>,
-    writer: Writer,
+    writer: LibraryWriter,
     bytes: Bytes,
 ) -> Result<Json<Value>, LibraryError> {
     let new: NewImage = body(&bytes, "image")?;
@@ -369,7 +334,7 @@ async fn create_image(
 /// Image `id` and its container, which `writer` must be allowed to write to.
 pub(super) async fn writable_image(
     state: &AppState,
-    writer: &Writer,
+    writer: &LibraryWriter,
     id: &str,
 ) -> Result<(LibraryImage, LibraryPath), LibraryError> {
     let image = state
@@ -422,7 +387,7 @@ struct TagRequest {
 async fn set_tag_v1(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    writer: Writer,
+    writer: LibraryWriter,
     bytes: Bytes,
 ) -> Result<Json<Value>, LibraryError> {
     let request: TagRequest = body(&bytes, "tag (ImageTag)")?;
@@ -434,7 +399,7 @@ async fn set_tag_v1(
 async fn set_tag_v2(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    writer: Writer,
+    writer: LibraryWriter,
     bytes: Bytes,
 ) -> Result<Json<Value>, LibraryError> {
     let request: TagRequest = body(&bytes, "tag (ArchImageTag)")?;
@@ -447,7 +412,7 @@ async fn set_tag_v2(
 /// registry tag, and gives the container's tags back.
 async fn set_tag(
     state: &AppState,
-    writer: &Writer,
+    writer: &LibraryWriter,
     id: &str,
     request: TagRequest,
 ) -> Result<Vec<ArchTag>, LibraryError> {

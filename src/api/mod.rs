@@ -5,6 +5,7 @@
 //! `main`.
 
 pub mod accounts;
+mod auth;
 mod base_hosts;
 mod csrf;
 pub mod edge;
@@ -72,6 +73,37 @@ pub struct App {
     pub requests: request_records::RequestRecords,
     /// `/health`'s checks, shared by requests that come at once.
     pub health: ops::HealthChecks,
+}
+
+impl App {
+    /// A running kiln around its store, registry, queue and package search: the allowances
+    /// `config` sets, empty caches, and Wave request records on their way to `store`.
+    /// `kiln serve` and the tests of the pages assemble kiln through this alone.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: RegistryState,
+        queue: Queue,
+        search: crate::search::PackageIndex,
+        metrics: Arc<Metrics>,
+    ) -> App {
+        App {
+            limiter: limit::RateLimiter::new(config.api.anonymous_builds_per_day),
+            user_limiter: limit::RateLimiter::new(config.api.user_builds_per_day),
+            submitting: tokio::sync::Mutex::new(()),
+            contexts: Default::default(),
+            images: Default::default(),
+            requests: request_records::RequestRecords::new(store.clone()),
+            health: Default::default(),
+            search,
+            config,
+            store,
+            image_store: registry::Images::embedded(registry.clone()),
+            registry,
+            queue,
+            metrics,
+        }
+    }
 }
 
 impl std::fmt::Debug for App {

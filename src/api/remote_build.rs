@@ -29,7 +29,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::accounts::{User, authenticate, is_library_name, new_secret};
+use super::accounts::{is_library_name, new_secret};
+use super::auth::{User, authenticate};
 use super::base_hosts::{BaseImage, check_base_images};
 use super::library::{LibraryError, registry_repository};
 use crate::build::contexts::{Announced, BuildContexts, ContextError, ContextLimits, ReceiveError};

@@ -1,135 +1,13 @@
 //! What every API does with a planned image: answer at once when it exists, join the build that
 //! is making it, or start one — within the caller's allowance.
 
-use std::net::IpAddr;
+use axum::http::StatusCode;
 
-use axum::http::{HeaderMap, StatusCode, header};
-
-use super::accounts::{authenticate, user_of};
+use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
-use super::{App, AppState};
 use crate::metrics::RequestResult;
 use crate::store::{BuildRecord, BuildStatus, NewBuild, Submitter};
-
-/// Who is asking: their address, and whether they showed a configured token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The client's address, when the server knows it.
-    pub address: Option<IpAddr>,
-    /// A configured token came with the request: no rate limit.
-    pub trusted: bool,
-    /// sha256 (hex) of the token the request came with, if any; not checked yet.
-    pub token_hash: Option<String>,
-}
-
-impl Caller {
-    /// The caller of a request with `headers` from `address`; `body_token` is a token sent in
-    /// the body (Wave's `towerAccessToken`).
-    pub fn new(
-        app: &App,
-        headers: &HeaderMap,
-        address: Option<IpAddr>,
-        body_token: Option<&str>,
-    ) -> Caller {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let known = |token: &str| {
-            app.config
-                .api
-                .tokens
-                .iter()
-                .any(|configured| constant_time_eq(configured.as_bytes(), token.as_bytes()))
-        };
-        Caller {
-            address,
-            trusted: bearer.is_some_and(known) || body_token.is_some_and(known),
-            token_hash: bearer
-                .or(body_token)
-                .filter(|token| !token.is_empty())
-                .map(super::accounts::token_hash),
-        }
-    }
-
-    /// Who the store records as a new build's submitter: the token only when it is a real
-    /// one (configured, or a library user's), so a made-up token owns nothing.
-    async fn submitter(&self, app: &App) -> Result<Submitter, ApiError> {
-        let token_hash = match &self.token_hash {
-            Some(hash) if self.trusted || app.store.token_user(hash).await?.is_some() => {
-                Some(hash.clone())
-            }
-            _ => None,
-        };
-        Ok(Submitter {
-            token_hash,
-            address: self.address.map(|address| address.to_string()),
-        })
-    }
-}
-
-/// Lets a request that runs a user's recipe (Wave's `containerFile`) through only with a valid
-/// token — an operator's from `api.tokens` or a library user's from `/auth/tokens`, sent as
-/// `Authorization: Bearer …` or as Wave's `towerAccessToken` (`body_token`) — unless
-/// `api.anonymous_recipes` lets anyone in. Recipes are strangers' code run on kiln's machines;
-/// package requests run none and never come here.
-pub async fn require_recipe_token(
-    state: &AppState,
-    headers: &HeaderMap,
-    body_token: Option<&str>,
-) -> Result<(), ApiError> {
-    if state.config.api.anonymous_recipes {
-        return Ok(());
-    }
-    if authenticate(state, headers).await?.is_some() {
-        return Ok(());
-    }
-    if let Some(token) = body_token.map(str::trim).filter(|token| !token.is_empty())
-        && user_of(state, token).await?.is_some()
-    {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        format!(
-            "a `containerFile` runs its commands on kiln's build machines, so it needs a \
-             token: get one at {}/auth/tokens (or ask the operator for one), and send it as \
-             `Authorization: Bearer <token>` or, from Nextflow, as `tower.accessToken`",
-            state.config.public_url()
-        ),
-    ))
-}
-
-/// The client's address when the server was started with connection info (`kiln serve`
-/// is); `None` otherwise, which then counts as one shared anonymous client.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddress(pub Option<IpAddr>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddress(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|info| info.0.ip()),
-        ))
-    }
-}
-
-/// Compares without leaking where two tokens differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// Where an image stands after [`ensure_image`].
 #[derive(Debug, Clone)]
@@ -345,16 +223,4 @@ async fn trusted_hit(
         );
     }
     Ok(trusted)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_in_constant_time() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secrets"));
-    }
 }

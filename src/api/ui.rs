@@ -15,9 +15,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
+use super::auth::Caller;
 use super::csrf::{self, FormToken};
 use super::images::plan_image;
-use super::submit::{Caller, ClientAddress, ensure_image};
+use super::submit::ensure_image;
 use super::{AppState, views};
 use crate::spec::RequestInput;
 
@@ -86,19 +87,8 @@ impl IndexPage {
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let token = FormToken::issue(&headers);
-    let page = IndexPage::new(&FormInput::default(), configured_channels(&state), &token);
+    let page = IndexPage::new(&FormInput::default(), state.config.channel_names(), &token);
     token.attach(views::page(StatusCode::OK, &page))
-}
-
-/// The channels kiln is configured with, which the page sends with every request so that
-/// what the search offers (it searches these) is what the build solves from.
-fn configured_channels(state: &AppState) -> Vec<String> {
-    state
-        .config
-        .channels
-        .iter()
-        .map(ToString::to_string)
-        .collect()
 }
 
 /// The form as posted: the `packages` textarea (whitespace-separated entries) and any
@@ -156,7 +146,7 @@ impl FormInput {
 /// re-renders the form with the message and the user's input.
 async fn submit_form(
     State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
+    caller: Caller,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -166,7 +156,7 @@ async fn submit_form(
     let token = FormToken::issue(&headers);
     let form = FormInput::parse(&body);
     let channels = if form.channels.is_empty() {
-        configured_channels(&state)
+        state.config.channel_names()
     } else {
         form.channels.clone()
     };
@@ -179,12 +169,9 @@ async fn submit_form(
         base: Some(form.base.clone()).filter(|base| !base.is_empty()),
     };
     let placed = match plan_image(&state, input) {
-        Ok(plan) => {
-            let caller = Caller::new(&state, &headers, address, None);
-            ensure_image(&state, caller, plan.new_build())
-                .await
-                .map(|placed| (plan, placed))
-        }
+        Ok(plan) => ensure_image(&state, caller, plan.new_build())
+            .await
+            .map(|placed| (plan, placed)),
         Err(err) => Err(err),
     };
     match placed {

@@ -411,7 +411,6 @@ mod tests {
 
     use super::*;
     use crate::api::App;
-    use crate::api::limit::RateLimiter;
     use crate::build::queue::Queue;
     use crate::build::{Backend, BuildLog};
     use crate::config::Config;
@@ -447,32 +446,18 @@ mod tests {
         ) -> Self {
             let registry = RegistryState::new(config.registry_config()).await.unwrap();
             let queue = Queue::new(store.clone(), Arc::new(NoBackend), 1);
-            let requests = crate::api::request_records::RequestRecords::new(store.clone());
+            let search = crate::search::PackageIndex::from_config(
+                &config,
+                crate::resolve::Repodata::new(
+                    reqwest::Client::new(),
+                    config.data_dir.join("cache/repodata"),
+                    config.channel_mirrors.clone(),
+                ),
+            )
+            .unwrap();
+            let metrics = Arc::new(Metrics::default());
             Setup {
-                state: AppState::new(App {
-                    search: crate::search::PackageIndex::from_config(
-                        &config,
-                        crate::resolve::Repodata::new(
-                            reqwest::Client::new(),
-                            config.data_dir.join("cache/repodata"),
-                            config.channel_mirrors.clone(),
-                        ),
-                    )
-                    .unwrap(),
-                    config,
-                    store,
-                    image_store: crate::registry::Images::embedded(registry.clone()),
-                    registry,
-                    queue,
-                    metrics: Arc::new(Metrics::default()),
-                    limiter: RateLimiter::new(0),
-                    user_limiter: RateLimiter::new(0),
-                    submitting: tokio::sync::Mutex::new(()),
-                    contexts: Default::default(),
-                    images: Default::default(),
-                    health: Default::default(),
-                    requests,
-                }),
+                state: AppState::new(App::new(config, store, registry, queue, search, metrics)),
                 _data: data,
             }
         }
@@ -533,6 +518,33 @@ mod tests {
     }
 
     const REFRESH: &str = r#"<meta http-equiv="refresh" content="3">"#;
+
+    #[tokio::test]
+    async fn app_debug_shows_no_password_or_token() {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: data.path().to_owned(),
+            ..Config::default()
+        };
+        config.api.tokens = vec!["api-token-5e8b".into()];
+        config.build.push_password = Some("push-password-1d7f".into());
+        config.embedded_registry.users = vec![crate::config::RegistryUser::new(
+            "ops",
+            "registry-password-c2a9",
+            true,
+        )];
+        let store = SqliteStore::open(&config.database_path()).await.unwrap();
+        let setup = Setup::with_store(data, config, Arc::new(store)).await;
+        let printed = format!("{:?}", setup.state);
+        for secret in [
+            "api-token-5e8b",
+            "push-password-1d7f",
+            "registry-password-c2a9",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("\"ops\""), "{printed}");
+    }
 
     #[tokio::test]
     async fn build_page_follows_a_build_and_escapes_everything() {

@@ -21,11 +21,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::AppState;
+use super::auth::{Caller, ClientAddress, require_recipe_token};
 use super::base_hosts::{BaseImage, check_base_images};
 use super::error::ApiError;
-use super::submit::{
-    Caller, ClientAddress, ImageState, ensure_image, require_recipe_token, wait_for_new_build,
-};
+use super::submit::{ImageState, ensure_image, wait_for_new_build};
 use crate::metrics::RequestResult;
 use crate::plan::ImagePlan;
 use crate::spec::{Dockerfile, Format, MAX_PLATFORMS, Platform, Request, RequestInput};
@@ -307,7 +306,7 @@ fn packages_plan(
         ));
     }
     let channels = if channels.is_empty() {
-        super::images::configured_channels(state)
+        state.config.channel_names()
     } else {
         channels
     };

@@ -18,6 +18,7 @@ use tokio::process::Command;
 use super::log::{BoundedLines, MAX_LINE_LIMIT};
 use super::sandbox::{Jail, Sandbox, SandboxError};
 use crate::config::{BuildSettings, Isolation};
+use crate::credentials::Credentials;
 use crate::spec::Platform;
 
 /// Where Debian-family images keep the CA bundle that pip, curl and Python's ssl read.
@@ -132,21 +133,6 @@ pub struct BuildOptions {
     pub force_rm: bool,
 }
 
-/// A registry credential for `buildah push`.
-#[derive(Clone)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Buildah {
     /// A runner for the `buildah` on PATH with the given build settings.
     pub fn new(settings: &BuildSettings) -> Self {
@@ -216,7 +202,7 @@ impl Buildah {
     /// registry and configured insecure ones only.
     fn insecure_source(&self, image: &str) -> bool {
         let host = registry_host(image);
-        super::containerfile::is_loopback(host)
+        crate::registry::client::is_loopback(host)
             || self.insecure_registries.iter().any(|h| h == host)
     }
 
@@ -689,12 +675,10 @@ fn registry_host(image: &str) -> &str {
 
 /// Writes a containers-auth.json holding `credentials` for `host`, readable by its owner only.
 fn write_auth_file(path: &Path, host: &str, credentials: &Credentials) -> Result<(), BuildahError> {
-    use base64::Engine as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
 
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", credentials.user, credentials.password));
+    let auth = credentials.basic();
     let document = serde_json::json!({ "auths": { host: { "auth": auth } } });
     let io_error = |source| BuildahError::Io {
         what: format!("cannot write the registry credential to {}", path.display()),

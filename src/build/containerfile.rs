@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::buildah::{BuildOptions, Buildah, Credentials};
+use super::buildah::{BuildOptions, Buildah};
 use super::buildah_build::{
     build_failure, failure_detail, finish, forward, fresh_context, streamed, write_containerfile,
 };
 use super::sbom::{SbomTarget, attach_recipe_sbom, pushed_dpkg_status};
 use super::{Backend, BuildLog};
 use crate::assemble::{Descriptor, MEDIA_TYPE_MANIFEST};
-use crate::registry::client::{Auth, ClientError, RegistryClient};
+use crate::credentials::Credentials;
+use crate::registry::client::{Auth, ClientError, RegistryClient, is_loopback};
 use crate::spec::{BuildJob, Dockerfile};
 use crate::store::{BuildOutcome, BuildRecord, ImageOutput};
 
@@ -30,32 +31,19 @@ const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.ma
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Where the containerfile builder pushes and where it works.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ContainerfileSettings {
     /// kiln's registry as the builder reaches it (`host:port`, e.g. its loopback listener);
     /// images named `<public host>/<repository>:<tag>` are pushed to
     /// `<registry>/<repository>:<tag>`.
     pub registry: String,
     /// The registry user the builder pushes as.
-    pub user: String,
-    /// Its password or token.
-    pub password: String,
+    pub credentials: Credentials,
     /// Whether `registry` is spoken to over plain HTTP though it is not loopback (it is listed
     /// in `insecure_registries`). Loopback registries always are.
     pub insecure: bool,
     /// Scratch space: each build gets `<work_dir>/<build id>/`, removed afterwards.
     pub work_dir: PathBuf,
-}
-
-impl std::fmt::Debug for ContainerfileSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContainerfileSettings")
-            .field("registry", &self.registry)
-            .field("user", &self.user)
-            .field("insecure", &self.insecure)
-            .field("work_dir", &self.work_dir)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Builds users' Dockerfiles with buildah and pushes them to kiln's registry.
@@ -79,10 +67,7 @@ impl ContainerfileBuilder {
         };
         let client = RegistryClient::new(
             &settings.registry,
-            Auth::Basic {
-                user: settings.user.clone(),
-                password: settings.password.clone(),
-            },
+            Auth::Basic(settings.credentials.clone()),
             &insecure_hosts,
         )?;
         Ok(ContainerfileBuilder {
@@ -160,16 +145,12 @@ impl ContainerfileBuilder {
 
         let destination = format!("{}/{repository}:{tag}", self.settings.registry);
         log.line(format!("pushing to {destination}")).await;
-        let credentials = Credentials {
-            user: self.settings.user.clone(),
-            password: self.settings.password.clone(),
-        };
         let insecure = self.registry_insecure();
         let (pushed, tail) = streamed(log, |lines| {
             self.buildah.push(
                 local,
                 &destination,
-                Some(&credentials),
+                Some(&self.settings.credentials),
                 insecure,
                 forward(lines),
             )
@@ -284,29 +265,12 @@ fn local_tag(build_id: &str) -> String {
     format!("localhost/kiln-containerfile:{tag}")
 }
 
-/// Whether `registry` (`host[:port]`) is on this machine; such registries speak plain HTTP.
-pub(super) fn is_loopback(registry: &str) -> bool {
-    let host = registry
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map_or(registry, |(host, _)| host);
-    let ip = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || ip
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn images_and_hosts() {
-        assert!(is_loopback("127.0.0.1:5000"));
-        assert!(is_loopback("localhost"));
-        assert!(is_loopback("[::1]:80"));
-        assert!(!is_loopback("kiln.example.org:443"));
+    fn local_tags_are_unique_per_build_and_valid() {
         assert_eq!(
             local_tag("bd-0123456789abcdef_1"),
             "localhost/kiln-containerfile:bd-0123456789abcdef_1"

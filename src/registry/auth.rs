@@ -21,7 +21,8 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
-use super::Credentials;
+use super::User;
+use crate::credentials::authorization;
 
 /// The path of the token endpoint.
 pub const TOKEN_PATH: &str = "/registry/token";
@@ -193,15 +194,9 @@ impl Tokens {
 }
 
 /// What the request's `Authorization` header allows.
-pub fn access(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap) -> Access {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Access::Read;
-    };
-    if let Some(token) = strip_scheme(value, "Bearer") {
-        return tokens.grant(token.trim()).unwrap_or(Access::Read);
+pub fn access(users: &[User], tokens: &Tokens, headers: &HeaderMap) -> Access {
+    if let Some(token) = authorization(headers, "Bearer") {
+        return tokens.grant(token).unwrap_or(Access::Read);
     }
     match identify(users, headers) {
         Identity::Known { user, role } => Access::Write { user, role },
@@ -211,43 +206,34 @@ pub fn access(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap) -> Ac
 
 /// Whether the request carries a user's credentials or any token kiln issued (a pull token
 /// is a valid identity for the `/v2/` check too).
-pub fn authenticated(users: &[Credentials], tokens: &Tokens, headers: &HeaderMap) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| strip_scheme(v, "Bearer"));
-    match bearer {
-        Some(token) => tokens.grant(token.trim()).is_some(),
+pub fn authenticated(users: &[User], tokens: &Tokens, headers: &HeaderMap) -> bool {
+    match authorization(headers, "Bearer") {
+        Some(token) => tokens.grant(token).is_some(),
         None => matches!(identify(users, headers), Identity::Known { .. }),
     }
 }
 
 /// Who the Basic credentials of a request belong to.
-pub fn identify(users: &[Credentials], headers: &HeaderMap) -> Identity {
-    let Some(encoded) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| strip_scheme(v, "Basic"))
-    else {
+pub fn identify(users: &[User], headers: &HeaderMap) -> Identity {
+    let Some(encoded) = authorization(headers, "Basic") else {
         return Identity::Anonymous;
     };
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
+        .decode(encoded)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok());
     let Some((user, password)) = decoded.as_deref().and_then(|s| s.split_once(':')) else {
         return Identity::Invalid;
     };
     // Every user is compared, in constant time, so timing tells nothing about which matched.
-    let known = users.iter().fold(None, |found, c| {
-        let matches = constant_time_eq(c.user.as_bytes(), user.as_bytes())
-            & constant_time_eq(c.password.as_bytes(), password.as_bytes());
-        found.or(matches.then_some(c))
+    let known = users.iter().fold(None, |found, known| {
+        let matches = known.credentials.matches(user, password);
+        found.or(matches.then_some(known))
     });
     match known {
-        Some(c) => Identity::Known {
-            user: c.user.clone(),
-            role: c.role,
+        Some(known) => Identity::Known {
+            user: known.credentials.user.clone(),
+            role: known.role,
         },
         None => Identity::Invalid,
     }
@@ -272,15 +258,6 @@ pub fn challenge(headers: &HeaderMap) -> String {
         _ => "http",
     };
     format!("Bearer realm=\"{scheme}://{host}{TOKEN_PATH}\",service=\"kiln\"")
-}
-
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
-    let (given, rest) = value.split_once(' ')?;
-    given.eq_ignore_ascii_case(scheme).then_some(rest)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -312,8 +289,8 @@ mod tests {
     #[test]
     fn who_may_write() {
         let users = vec![
-            Credentials::new("u", "p", Role::User),
-            Credentials::new("op", "secret", Role::Operator),
+            User::new("u", "p", Role::User),
+            User::new("op", "secret", Role::Operator),
         ];
         let tokens = Tokens::new(Duration::from_secs(60));
         assert_eq!(access(&users, &tokens, &HeaderMap::new()), Access::Read);

@@ -17,20 +17,17 @@ use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWrite;
 
+use crate::credentials::{Credentials, Secret};
+
 /// How the client authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     /// No credentials (pulls from public registries).
     Anonymous,
     /// HTTP Basic, also used to obtain Bearer tokens from registries that issue them.
-    Basic {
-        /// User name.
-        user: String,
-        /// Password or token.
-        password: String,
-    },
+    Basic(Credentials),
     /// A Bearer token used as it is.
-    Bearer(String),
+    Bearer(Secret),
 }
 
 /// A client for one registry host.
@@ -114,8 +111,10 @@ impl RegistryClient {
         })?;
         let auth = match auth {
             Auth::Anonymous => RegistryAuth::Anonymous,
-            Auth::Basic { user, password } => RegistryAuth::Basic(user, password),
-            Auth::Bearer(token) => RegistryAuth::Bearer(token),
+            Auth::Basic(Credentials { user, password }) => {
+                RegistryAuth::Basic(user, password.expose().to_owned())
+            }
+            Auth::Bearer(token) => RegistryAuth::Bearer(token.expose().to_owned()),
         };
         Ok(RegistryClient {
             client,
@@ -527,7 +526,8 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-fn is_loopback(registry: &str) -> bool {
+/// Whether `registry` (`host[:port]`) is on this machine; such registries speak plain HTTP.
+pub fn is_loopback(registry: &str) -> bool {
     let host = registry
         .rsplit_once(':')
         .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))

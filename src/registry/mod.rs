@@ -15,6 +15,8 @@ pub mod storage;
 mod tests;
 
 use std::path::PathBuf;
+
+use crate::credentials::Credentials;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,30 +48,21 @@ pub use images::Images;
 pub use storage::Storage;
 
 /// A user allowed to write (push, delete), and where.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// What the user logs in with.
+    pub credentials: Credentials,
+    /// Where the user may write.
     pub role: auth::Role,
 }
 
-impl Credentials {
+impl User {
     /// `user` with `password`, in `role`.
     pub fn new(user: &str, password: &str, role: auth::Role) -> Self {
-        Credentials {
-            user: user.to_owned(),
-            password: password.to_owned(),
+        User {
+            credentials: Credentials::new(user, password),
             role,
         }
-    }
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +76,7 @@ pub struct RegistryConfig {
     /// Upload sessions older than this are removed by cleanup.
     pub upload_ttl: Duration,
     /// Users allowed to write.
-    pub users: Vec<Credentials>,
+    pub users: Vec<User>,
     /// How long a token from the token endpoint is good for.
     pub token_ttl: Duration,
     /// Upload sessions one user may hold open at once (kiln's builders are not limited).
@@ -95,7 +88,7 @@ struct Inner {
     storage: Storage,
     upload_ttl: Duration,
     /// The configured users, then kiln's own builder.
-    users: Vec<Credentials>,
+    users: Vec<User>,
     tokens: auth::Tokens,
     max_upload_sessions: usize,
 }
@@ -114,12 +107,14 @@ impl RegistryState {
     pub async fn new(config: RegistryConfig) -> std::io::Result<Self> {
         let storage = Storage::new(config.root, config.max_blob_size).await?;
         let mut users = config.users;
-        users.push(Credentials {
-            user: BUILDER_USER.to_owned(),
-            password: format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
+        users.push(User {
+            credentials: Credentials::new(
+                BUILDER_USER,
+                format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                ),
             ),
             role: auth::Role::Builder,
         });
@@ -141,16 +136,18 @@ impl RegistryState {
     }
 
     /// Users allowed to write.
-    pub fn users(&self) -> &[Credentials] {
+    pub fn users(&self) -> &[User] {
         &self.inner.users
     }
 
     /// The credential kiln's own builders push with.
     pub fn builder_credentials(&self) -> &Credentials {
-        self.inner
+        &self
+            .inner
             .users
             .last()
             .expect("the builder credential is always added")
+            .credentials
     }
 
     /// Bearer tokens issued by the token endpoint.

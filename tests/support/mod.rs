@@ -36,16 +36,8 @@ impl TestApp {
             ..Config::default()
         };
         config.embedded_registry.users = vec![
-            RegistryUser {
-                user: PUSHER.0.into(),
-                password: PUSHER.1.into(),
-                operator: true,
-            },
-            RegistryUser {
-                user: REGISTRY_USER.0.into(),
-                password: REGISTRY_USER.1.into(),
-                operator: false,
-            },
+            RegistryUser::new(PUSHER.0, PUSHER.1, true),
+            RegistryUser::new(REGISTRY_USER.0, REGISTRY_USER.1, false),
         ];
         configure(&mut config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kiln::build::native::NativeBuilder;
 use kiln::build::{Backend, BuildLog};
+use kiln::credentials::Credentials;
 use kiln::plan::ImagePlan;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::{Request, RequestInput};
@@ -38,10 +39,7 @@ pub async fn builder(app: &TestApp, channel_url: &str, data: &Path) -> NativeBui
 }
 
 pub fn pusher(app: &TestApp) -> RegistryClient {
-    let auth = Auth::Basic {
-        user: PUSHER.0.into(),
-        password: PUSHER.1.into(),
-    };
+    let auth = Auth::Basic(Credentials::new(PUSHER.0, PUSHER.1));
     RegistryClient::new(&app.address.to_string(), auth, &[]).expect("client")
 }
 

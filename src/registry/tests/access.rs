@@ -93,7 +93,7 @@ async fn kilns_namespaces_are_written_only_by_its_builders_and_operators() {
     for authorization in [
         basic("op", "op-secret"),
         operator_token,
-        basic(&builder.user, &builder.password),
+        basic(&builder.user, builder.password.expose()),
     ] {
         let r = reg
             .req_as(
@@ -196,7 +196,7 @@ async fn open_upload_sessions_are_capped_per_user() {
     );
     let builder = reg.state.builder_credentials().clone();
     for _ in 0..6 {
-        let r = start(basic(&builder.user, &builder.password)).await;
+        let r = start(basic(&builder.user, builder.password.expose())).await;
         assert_eq!(r.status, StatusCode::ACCEPTED);
     }
 
@@ -230,4 +230,15 @@ async fn open_upload_sessions_are_capped_per_user() {
         .await
         .unwrap();
     assert_eq!(start(basic("u", "p")).await.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn debug_shows_no_password() {
+    let reg = setup().await;
+    let printed = format!("{:?}", reg.state);
+    let builder = reg.state.builder_credentials().password.expose().to_owned();
+    for password in ["op-secret", builder.as_str()] {
+        assert!(!printed.contains(password), "{password} in {printed}");
+    }
+    assert!(printed.contains("\"op\""), "{printed}");
 }

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use tower::ServiceExt;
 
 use super::auth::Role;
-use super::{Credentials, RegistryConfig, RegistryState, router};
+use super::{RegistryConfig, RegistryState, User, router};
 
 struct Reg {
     _dir: tempfile::TempDir,
@@ -53,8 +53,8 @@ fn config(dir: &std::path::Path, max_blob_size: u64) -> RegistryConfig {
         max_blob_size,
         upload_ttl: std::time::Duration::from_secs(3600),
         users: vec![
-            Credentials::new("u", "p", Role::User),
-            Credentials::new("op", "op-secret", Role::Operator),
+            User::new("u", "p", Role::User),
+            User::new("op", "op-secret", Role::Operator),
         ],
         token_ttl: std::time::Duration::from_secs(3600),
         max_upload_sessions: 4,
