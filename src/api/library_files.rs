@@ -27,9 +27,8 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::accounts::{new_secret, token_hash};
-use super::library::{
-    LibraryError, SIF_HEADER_LEN, image_record, registry_repository, sif_arch_of,
-};
+use super::error::ApiError;
+use super::library::{SIF_HEADER_LEN, image_record, registry_repository, sif_arch_of};
 use super::library_push::{Writer, body, data, item_at, writable_image};
 use crate::assemble::sif::SifArch;
 use crate::assemble::{MEDIA_TYPE_MANIFEST, sif_artifact};
@@ -63,7 +62,7 @@ async fn upload_url(
     Path(id): Path<String>,
     writer: Writer,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let request: UploadRequest = if bytes.is_empty() {
         UploadRequest::default()
     } else {
@@ -71,7 +70,7 @@ async fn upload_url(
     };
     let (image, _) = writable_image(&state, &writer, &id).await?;
     if !request.sha256sum.is_empty() && request.sha256sum != image.hash {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "the file's sha256 {} is not the hash of image {id}, sha256.{}",
             request.sha256sum, image.hash
         )));
@@ -100,18 +99,18 @@ async fn upload(
     Path(id): Path<String>,
     Query(query): Query<SecretQuery>,
     file: Body,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let image = state
         .store
         .library_image(ImageKey::Id(&id))
         .await?
-        .ok_or_else(|| LibraryError::not_found(format!("image {id}")))?;
+        .ok_or_else(|| ApiError::does_not_exist(format!("image {id}")))?;
     let valid = image
         .upload_secret
         .as_deref()
         .is_some_and(|kept| kept == token_hash(&query.secret));
     if !valid {
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "this upload URL is not valid (any more): ask for a new one with \
@@ -136,7 +135,7 @@ pub(super) async fn upload_legacy(
     Path(id): Path<String>,
     writer: Writer,
     file: Body,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let (image, path) = writable_image(&state, &writer, &id).await?;
     let image = receive(&state, &path, &image, file).await?;
     Ok(data(image_record(&path, &image, &[])))
@@ -150,10 +149,10 @@ async fn receive(
     path: &LibraryPath,
     image: &LibraryImage,
     file: Body,
-) -> Result<LibraryImage, LibraryError> {
+) -> Result<LibraryImage, ApiError> {
     let repository = repository_of(path);
     let digest = Digest::from_hex(&image.hash)
-        .ok_or_else(|| LibraryError::bad_request(format!("image {} has no hash", image.id)))?;
+        .ok_or_else(|| ApiError::bad_request(format!("image {} has no hash", image.id)))?;
     let not_sif = Arc::new(AtomicBool::new(false));
     let storage = state.registry.storage();
     let stored = storage
@@ -164,7 +163,7 @@ async fn receive(
         )
         .await;
     let not_a_sif = || {
-        LibraryError::bad_request(format!(
+        ApiError::bad_request(format!(
             "the uploaded file is not a SIF image (no SIF header with an amd64 or arm64 \
              architecture); image {} stays without a file",
             image.id
@@ -174,7 +173,7 @@ async fn receive(
         Ok(()) => {}
         Err(_) if not_sif.load(Ordering::Relaxed) => return Err(not_a_sif()),
         Err(err) if err.code() == Some(ErrorCode::DigestInvalid) => {
-            return Err(LibraryError::bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "the uploaded file's sha256 is not the hash of image {}, sha256.{}; nothing \
                  was kept",
                 image.id, image.hash
@@ -186,7 +185,7 @@ async fn receive(
         .blob_file(&digest)
         .await
         .map_err(registry_failure)?
-        .ok_or_else(|| LibraryError::not_found(format!("the file of image {}", image.id)))?;
+        .ok_or_else(|| ApiError::does_not_exist(format!("the file of image {}", image.id)))?;
     let Some(arch) = sif_arch_of(&file).await else {
         // Shorter than a SIF header, so the stream check could not see it.
         storage
@@ -228,12 +227,12 @@ fn sif_checked(
 
 /// A registry failure while storing a library file: the client's fault (413 for a file over
 /// the size limit) or kiln's.
-fn registry_failure(err: RegistryError) -> LibraryError {
+fn registry_failure(err: RegistryError) -> ApiError {
     match err {
         RegistryError::Api {
             status, message, ..
-        } => LibraryError::new(status, message),
-        other => super::error::ApiError::internal(&other).into(),
+        } => ApiError::new(status, message),
+        other => ApiError::internal(&other),
     }
 }
 
@@ -248,10 +247,10 @@ async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,
     writer: Writer,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let (image, path) = writable_image(&state, &writer, &id).await?;
     if !image.uploaded() {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "image {id} has no file yet: PUT it to the upload URL first"
         )));
     }
@@ -263,8 +262,8 @@ async fn complete(
 }
 
 /// Multipart uploads are not offered: a 404 makes clients upload in one part.
-async fn no_multipart() -> LibraryError {
-    LibraryError::not_found("multipart upload (upload in one part)")
+async fn no_multipart() -> ApiError {
+    ApiError::does_not_exist("multipart upload (upload in one part)")
 }
 
 /// Pushes the ORAS artifact of the SIF with sha256 `hash` to `tag` of the container's registry
@@ -276,7 +275,7 @@ pub(super) async fn publish(
     hash: &str,
     size: u64,
     tag: &str,
-) -> Result<(), LibraryError> {
+) -> Result<(), ApiError> {
     let repository = repository_of(path);
     let title = format!("{}_{tag}.sif", path.item().name);
     push_artifact(state, &repository, hash, size, &title, Some(tag)).await
@@ -291,7 +290,7 @@ async fn push_artifact(
     size: u64,
     title: &str,
     tag: Option<&str>,
-) -> Result<(), LibraryError> {
+) -> Result<(), ApiError> {
     let (config, manifest) = sif_artifact(&format!("sha256:{hash}"), size, title);
     let storage = state.registry.storage();
     let config_digest = Digest::parse(&config.digest).map_err(registry_failure)?;

@@ -26,7 +26,8 @@ use super::AppState;
 use super::accounts::{
     MAX_NAME_LEN, User, authenticate, is_library_name, login_needed, new_secret,
 };
-use super::library::{LibraryError, image_record, time_text};
+use super::error::ApiError;
+use super::library::{image_record, time_text};
 use super::library_files::publish;
 use crate::registry::path::{Digest, is_valid_tag};
 use crate::store::{
@@ -58,9 +59,9 @@ pub(super) fn routes() -> Router<AppState> {
 pub(super) struct Writer(User);
 
 impl FromRequestParts<AppState> for Writer {
-    type Rejection = LibraryError;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, LibraryError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match authenticate(state, &parts.headers).await? {
             Some(user) => Ok(Writer(user)),
             None => Err(login_needed(state)),
@@ -70,11 +71,11 @@ impl FromRequestParts<AppState> for Writer {
 
 impl Writer {
     /// 403 unless the user may write under `entity`.
-    pub(super) fn check(&self, entity: &str) -> Result<(), LibraryError> {
+    pub(super) fn check(&self, entity: &str) -> Result<(), ApiError> {
         if self.0.may_write(entity) {
             return Ok(());
         }
-        Err(LibraryError::new(
+        Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "`{}` may write under the entity `{}` only, not under `{entity}`",
@@ -85,9 +86,9 @@ impl Writer {
 }
 
 /// A JSON body, read by hand so that a bad one is answered in the library's envelope.
-pub(super) fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, LibraryError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
-        .map_err(|err| LibraryError::bad_request(format!("the body is not a valid {what}: {err}")))
+        .map_err(|err| ApiError::bad_request(format!("the body is not a valid {what}: {err}")))
 }
 
 /// The `{"data": …}` envelope.
@@ -96,11 +97,11 @@ pub(super) fn data(value: Value) -> Json<Value> {
 }
 
 /// 400 unless `name` may name a library entity, collection or container.
-fn check_name(level: LibraryLevel, name: &str) -> Result<(), LibraryError> {
+fn check_name(level: LibraryLevel, name: &str) -> Result<(), ApiError> {
     if is_library_name(name) {
         return Ok(());
     }
-    Err(LibraryError::bad_request(format!(
+    Err(ApiError::bad_request(format!(
         "`{name}` is not a valid {level} name: use lowercase letters and digits, separated by \
          single `.`, `_` or `-`, at most {MAX_NAME_LEN} characters"
     )))
@@ -140,7 +141,7 @@ fn new_id() -> String {
 }
 
 /// The `Entity`, `Collection` or `Container` document of the item `path` leads to.
-async fn record(state: &AppState, path: &LibraryPath) -> Result<Value, LibraryError> {
+async fn record(state: &AppState, path: &LibraryPath) -> Result<Value, ApiError> {
     let item = path.item();
     let level = path.level();
     let children = state.store.library_children(level, &item.id).await?;
@@ -213,18 +214,18 @@ pub(super) async fn item_at(
     state: &AppState,
     key: LibraryKey<'_>,
     what: String,
-) -> Result<LibraryPath, LibraryError> {
+) -> Result<LibraryPath, ApiError> {
     state
         .store
         .library_item(key)
         .await?
-        .ok_or_else(|| LibraryError::not_found(what))
+        .ok_or_else(|| ApiError::does_not_exist(what))
 }
 
 async fn entity(
     State(state): State<AppState>,
     Path(entity): Path<String>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let key = LibraryKey::Names(&[&entity]);
     let path = item_at(&state, key, format!("entity {entity}")).await?;
     Ok(data(record(&state, &path).await?))
@@ -233,7 +234,7 @@ async fn entity(
 async fn collection(
     State(state): State<AppState>,
     Path((entity, collection)): Path<(String, String)>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let key = LibraryKey::Names(&[&entity, &collection]);
     let what = format!("collection {entity}/{collection}");
     let path = item_at(&state, key, what).await?;
@@ -243,7 +244,7 @@ async fn collection(
 async fn container(
     State(state): State<AppState>,
     Path((entity, collection, container)): Path<(String, String, String)>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let key = LibraryKey::Names(&[&entity, &collection, &container]);
     let what = format!("container {entity}/{collection}/{container}");
     let path = item_at(&state, key, what).await?;
@@ -255,7 +256,7 @@ async fn create_entity(
     State(state): State<AppState>,
     writer: Writer,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let new: NewItem = body(&bytes, "entity")?;
     check_name(LibraryLevel::Entity, &new.name)?;
     writer.check(&new.name)?;
@@ -272,7 +273,7 @@ async fn create_collection(
     State(state): State<AppState>,
     writer: Writer,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let new: NewItem = body(&bytes, "collection")?;
     let key = LibraryKey::Id(LibraryLevel::Entity, &new.entity);
     let parent = item_at(&state, key, format!("entity id {:?}", new.entity)).await?;
@@ -292,7 +293,7 @@ async fn create_container(
     State(state): State<AppState>,
     writer: Writer,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let new: NewItem = body(&bytes, "container")?;
     let key = LibraryKey::Id(LibraryLevel::Collection, &new.collection);
     let parent = item_at(&state, key, format!("collection id {:?}", new.collection)).await?;
@@ -323,7 +324,7 @@ async fn writable_container(
     state: &AppState,
     writer: &Writer,
     id: &str,
-) -> Result<LibraryPath, LibraryError> {
+) -> Result<LibraryPath, ApiError> {
     let key = LibraryKey::Id(LibraryLevel::Container, id);
     let path = item_at(state, key, format!("container id {id:?}")).await?;
     writer.check(&path.entity.name)?;
@@ -336,7 +337,7 @@ async fn create_image(
     State(state): State<AppState>,
     writer: Writer,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let new: NewImage = body(&bytes, "image")?;
     let path = writable_container(&state, &writer, &new.container).await?;
     let hash = new
@@ -344,7 +345,7 @@ async fn create_image(
         .strip_prefix("sha256.")
         .and_then(Digest::from_hex)
         .ok_or_else(|| {
-            LibraryError::bad_request(format!(
+            ApiError::bad_request(format!(
                 "`{}` is not an image hash: write sha256.<64 lowercase hex digits>",
                 new.hash
             ))
@@ -371,18 +372,18 @@ pub(super) async fn writable_image(
     state: &AppState,
     writer: &Writer,
     id: &str,
-) -> Result<(LibraryImage, LibraryPath), LibraryError> {
+) -> Result<(LibraryImage, LibraryPath), ApiError> {
     let image = state
         .store
         .library_image(ImageKey::Id(id))
         .await?
-        .ok_or_else(|| LibraryError::not_found(format!("image {id}")))?;
+        .ok_or_else(|| ApiError::does_not_exist(format!("image {id}")))?;
     let path = writable_container(state, writer, &image.container_id).await?;
     Ok((image, path))
 }
 
 /// The container with id `id`, for reading.
-async fn container_by_id(state: &AppState, id: &str) -> Result<LibraryPath, LibraryError> {
+async fn container_by_id(state: &AppState, id: &str) -> Result<LibraryPath, ApiError> {
     let key = LibraryKey::Id(LibraryLevel::Container, id);
     item_at(state, key, format!("container id {id:?}")).await
 }
@@ -391,7 +392,7 @@ async fn container_by_id(state: &AppState, id: &str) -> Result<LibraryPath, Libr
 async fn tags_v1(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     container_by_id(&state, &id).await?;
     let tags = state.store.library_tags(&id).await?;
     Ok(data(json!(tag_map(&tags))))
@@ -401,7 +402,7 @@ async fn tags_v1(
 async fn tags_v2(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     container_by_id(&state, &id).await?;
     let tags = state.store.library_tags(&id).await?;
     Ok(data(json!(arch_tag_map(&tags))))
@@ -424,7 +425,7 @@ async fn set_tag_v1(
     Path(id): Path<String>,
     writer: Writer,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let request: TagRequest = body(&bytes, "tag (ImageTag)")?;
     let tags = set_tag(&state, &writer, &id, request).await?;
     Ok(data(json!(tag_map(&tags))))
@@ -436,7 +437,7 @@ async fn set_tag_v2(
     Path(id): Path<String>,
     writer: Writer,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let request: TagRequest = body(&bytes, "tag (ArchImageTag)")?;
     let tags = set_tag(&state, &writer, &id, request).await?;
     Ok(data(json!(arch_tag_map(&tags))))
@@ -450,10 +451,10 @@ async fn set_tag(
     writer: &Writer,
     id: &str,
     request: TagRequest,
-) -> Result<Vec<ArchTag>, LibraryError> {
+) -> Result<Vec<ArchTag>, ApiError> {
     let path = writable_container(state, writer, id).await?;
     if !is_valid_tag(&request.tag) || request.tag.starts_with("sha256.") {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "`{}` is not a valid tag: use letters, digits, `.`, `_` and `-`, at most 128 \
              characters, not starting with `.`, `-` or `sha256.`",
             request.tag
@@ -465,19 +466,19 @@ async fn set_tag(
         .await?
         .filter(|image| image.container_id == id)
         .ok_or_else(|| {
-            LibraryError::bad_request(format!(
+            ApiError::bad_request(format!(
                 "container {id} has no image {:?}",
                 request.image_id
             ))
         })?;
     let (Some(arch), Some(size)) = (image.arch.as_deref(), image.size) else {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "image {} has no file yet: upload it before tagging",
             image.id
         )));
     };
     if !request.arch.is_empty() && request.arch != arch {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "image {} is {arch} (read from its file), not {}",
             image.id, request.arch
         )));
@@ -541,7 +542,7 @@ mod tests {
         let err = body::<TagRequest>(b"[", "tag").unwrap_err();
         assert_eq!(
             err,
-            LibraryError::bad_request(
+            ApiError::bad_request(
                 "the body is not a valid tag: EOF while parsing a list at line 1 column 1"
             )
         );

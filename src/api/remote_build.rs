@@ -36,7 +36,8 @@ use super::AppState;
 use super::accounts::{User, authenticate, is_library_name, new_secret};
 use super::base_hosts::{BaseImage, check_base_images};
 use super::build_contexts::{ContextError, ContextLimits, check_context};
-use super::library::{LibraryError, registry_repository};
+use super::error::ApiError;
+use super::library::registry_repository;
 use crate::build::definition::DefinitionRequest;
 use crate::registry::path::Reference;
 use crate::spec::{Bootstrap, Definition, Platform};
@@ -115,9 +116,9 @@ impl ContextUploads {
 }
 
 /// The caller's user; remote builds are never anonymous.
-async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, LibraryError> {
+async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
     authenticate(state, headers).await?.ok_or_else(|| {
-        LibraryError::new(
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             format!(
                 "remote builds need a valid token: get one at {}/auth/tokens and run \
@@ -134,7 +135,7 @@ async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, LibraryErro
 /// 400 whose message the client shows. Parsing needs no token.
 async fn convert_definition(body: Bytes) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
-        return LibraryError::bad_request("the definition file is not UTF-8 text").into_response();
+        return ApiError::bad_request("the definition file is not UTF-8 text").into_response();
     };
     let files: Vec<Value> = Definition::parse(text)
         .map(|definition| {
@@ -173,7 +174,7 @@ async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let (build, request) = submit_build(&state, &headers, &body).await?;
     Ok(Json(
         json!({ "data": build_info(&state, &build, &request).await }),
@@ -184,14 +185,13 @@ async fn submit_build(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(BuildRecord, DefinitionRequest), LibraryError> {
+) -> Result<(BuildRecord, DefinitionRequest), ApiError> {
     let user = user(state, headers).await?;
-    let body: SubmitBody = serde_json::from_slice(body).map_err(|err| {
-        LibraryError::bad_request(format!("the build request is not valid: {err}"))
-    })?;
+    let body: SubmitBody = serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("the build request is not valid: {err}")))?;
     let definition = decode_definition(body.definition_raw.as_deref())?;
     let parsed = Definition::parse(&definition).map_err(|err| {
-        LibraryError::bad_request(format!("the definition file cannot be built: {err}"))
+        ApiError::bad_request(format!("the definition file cannot be built: {err}"))
     })?;
     if parsed.bootstrap == Bootstrap::Docker {
         let from = BaseImage {
@@ -200,7 +200,7 @@ async fn submit_build(
         };
         check_base_images(&state.config, &[from])
             .await
-            .map_err(|err| LibraryError::bad_request(err.to_string()))?;
+            .map_err(|err| ApiError::bad_request(err.to_string()))?;
     }
     let platform = platform_of(body.builder_requirements.as_ref())?;
     let context = match body.context_digest.as_deref().filter(|d| !d.is_empty()) {
@@ -210,14 +210,14 @@ async fn submit_build(
                 .await
                 .unwrap_or(false)
             {
-                return Err(LibraryError::bad_request(format!(
+                return Err(ApiError::bad_request(format!(
                     "contextDigest {digest}: no such build context was uploaded"
                 )));
             }
             Some(digest.to_owned())
         }
         None if !parsed.files.is_empty() => {
-            return Err(LibraryError::bad_request(
+            return Err(ApiError::bad_request(
                 "the definition has a %files section, but no build context was uploaded \
                  (contextDigest is missing)",
             ));
@@ -229,7 +229,7 @@ async fn submit_build(
         || working_dir.len() > 4096
         || working_dir.contains('\0')
     {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "workingDir {working_dir:?} is not an absolute path"
         )));
     }
@@ -242,7 +242,7 @@ async fn submit_build(
     let default_ref = format!("{}/remote-builds/rb-{}", user.name, &key[..16]);
     let target = LibraryTarget::parse(body.library_ref.as_deref(), &default_ref)?;
     if target.entity != user.name && !user.operator {
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "library://{}/… belongs to {}; this token is {}'s",
@@ -254,7 +254,7 @@ async fn submit_build(
         && let Err(wait) = state.user_limiter.take(user.name.clone())
     {
         let minutes = wait.as_secs().div_ceil(60);
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "{} has started the {} remote builds a user may start per day; the next one \
@@ -293,22 +293,22 @@ async fn submit_build(
 }
 
 /// `definitionRaw`: base64 of UTF-8 text, at most [`MAX_DEFINITION`] bytes.
-fn decode_definition(raw: Option<&str>) -> Result<String, LibraryError> {
-    let raw = raw.ok_or_else(|| LibraryError::bad_request("definitionRaw is missing"))?;
-    let text = super::base64_text(raw, "definitionRaw", MAX_DEFINITION)
-        .map_err(LibraryError::bad_request)?;
+fn decode_definition(raw: Option<&str>) -> Result<String, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::bad_request("definitionRaw is missing"))?;
+    let text =
+        super::base64_text(raw, "definitionRaw", MAX_DEFINITION).map_err(ApiError::bad_request)?;
     if text.trim().is_empty() {
-        return Err(LibraryError::bad_request("the definition file is empty"));
+        return Err(ApiError::bad_request("the definition file is empty"));
     }
     Ok(text)
 }
 
 /// `builderRequirements.arch`: `amd64` (the default) or `arm64`.
-fn platform_of(requirements: Option<&HashMap<String, String>>) -> Result<Platform, LibraryError> {
+fn platform_of(requirements: Option<&HashMap<String, String>>) -> Result<Platform, ApiError> {
     match requirements.and_then(|r| r.get("arch")).map(String::as_str) {
         None | Some("" | "amd64" | "x86_64") => Ok(Platform::LinuxAmd64),
         Some("arm64" | "aarch64") => Ok(Platform::LinuxArm64),
-        Some(other) => Err(LibraryError::bad_request(format!(
+        Some(other) => Err(ApiError::bad_request(format!(
             "builderRequirements.arch {other:?}: kiln builds for amd64 and arm64"
         ))),
     }
@@ -326,10 +326,10 @@ struct LibraryTarget {
 impl LibraryTarget {
     /// Reads a client's `libraryRef` (`""`, `library://e/c/n:t`, scs-build's `library:e/c/n:t`
     /// or `e/c/n`); an empty one means `default`.
-    fn parse(reference: Option<&str>, default: &str) -> Result<Self, LibraryError> {
+    fn parse(reference: Option<&str>, default: &str) -> Result<Self, ApiError> {
         let given = reference.map(str::trim).filter(|r| !r.is_empty());
         let text = given.unwrap_or(default);
-        let bad = |why: &str| LibraryError::bad_request(format!("libraryRef {text:?} {why}"));
+        let bad = |why: &str| ApiError::bad_request(format!("libraryRef {text:?} {why}"));
         let path = text
             .strip_prefix("library://")
             .or_else(|| text.strip_prefix("library:"))
@@ -374,16 +374,16 @@ async fn own_build(
     state: &AppState,
     user: &User,
     id: &str,
-) -> Result<(BuildRecord, DefinitionRequest), LibraryError> {
+) -> Result<(BuildRecord, DefinitionRequest), ApiError> {
     let build = state
         .store
         .build(id)
         .await?
-        .ok_or_else(|| LibraryError::not_found(format!("build {id}")))?;
+        .ok_or_else(|| ApiError::does_not_exist(format!("build {id}")))?;
     let request = DefinitionRequest::from_json(&build.request)
-        .map_err(|_| LibraryError::not_found(format!("build {id}")))?;
+        .map_err(|_| ApiError::does_not_exist(format!("build {id}")))?;
     if request.user != user.name && !user.operator {
-        return Err(LibraryError::not_found(format!("build {id}")));
+        return Err(ApiError::does_not_exist(format!("build {id}")));
     }
     Ok((build, request))
 }
@@ -392,7 +392,7 @@ async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let user = user(&state, &headers).await?;
     let (build, request) = own_build(&state, &user, &id).await?;
     Ok(Json(
@@ -462,7 +462,7 @@ async fn cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, LibraryError> {
+) -> Result<StatusCode, ApiError> {
     let user = user(&state, &headers).await?;
     own_build(&state, &user, &id).await?;
     match state
@@ -471,7 +471,7 @@ async fn cancel(
         .await
     {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(StoreError::IllegalTransition { .. }) => Err(LibraryError::new(
+        Err(StoreError::IllegalTransition { .. }) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("build {id} has already finished"),
         )),
@@ -487,7 +487,7 @@ async fn output(
     headers: HeaderMap,
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
-) -> Result<Response, LibraryError> {
+) -> Result<Response, ApiError> {
     let user = user(&state, &headers).await?;
     own_build(&state, &user, &id).await?;
     Ok(upgrade.on_upgrade(move |socket| follow_log(state, id, socket)))
@@ -548,15 +548,15 @@ async fn start_context_upload(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, LibraryError> {
+) -> Result<Response, ApiError> {
     let user = user(&state, &headers).await?;
     let announced: ContextAnnouncement = serde_json::from_slice(&body).map_err(|err| {
-        LibraryError::bad_request(format!("the build context request is not valid: {err}"))
+        ApiError::bad_request(format!("the build context request is not valid: {err}"))
     })?;
     let hex = context_hex(&announced.digest)?;
     let limit = state.config.embedded_registry.max_blob_size;
     if announced.size > limit {
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the build context has {} bytes; the limit is {limit}",
@@ -589,9 +589,9 @@ async fn upload_context(
     State(state): State<AppState>,
     Path(ticket): Path<String>,
     body: Body,
-) -> Result<StatusCode, LibraryError> {
+) -> Result<StatusCode, ApiError> {
     let ticket = state.contexts.redeem(&ticket).ok_or_else(|| {
-        LibraryError::new(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "this upload URL is unknown or has expired",
         )
@@ -600,14 +600,10 @@ async fn upload_context(
     Ok(StatusCode::OK)
 }
 
-async fn receive_context(
-    state: &AppState,
-    ticket: &Ticket,
-    body: Body,
-) -> Result<(), LibraryError> {
+async fn receive_context(state: &AppState, ticket: &Ticket, body: Body) -> Result<(), ApiError> {
     let dir = state.config.build_contexts_dir();
     let internal = |err: std::io::Error| {
-        LibraryError::new(
+        ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot store the build context: {err}"),
         )
@@ -621,10 +617,10 @@ async fn receive_context(
     let received = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
-                .map_err(|err| LibraryError::bad_request(format!("the upload broke off: {err}")))?;
+                .map_err(|err| ApiError::bad_request(format!("the upload broke off: {err}")))?;
             size += chunk.len() as u64;
             if size > ticket.size {
-                return Err(LibraryError::bad_request(format!(
+                return Err(ApiError::bad_request(format!(
                     "the upload is larger than the {} bytes announced",
                     ticket.size
                 )));
@@ -635,7 +631,7 @@ async fn receive_context(
         file.flush().await.map_err(internal)?;
         let digest = hex::encode(hasher.finalize_reset());
         if size != ticket.size || digest != ticket.digest {
-            return Err(LibraryError::bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "the upload ({size} bytes, sha256.{digest}) is not the context announced \
                  ({} bytes, sha256.{})",
                 ticket.size, ticket.digest
@@ -651,8 +647,8 @@ async fn receive_context(
             .await
             .map_err(|err| internal(std::io::Error::other(err)))?
             .map_err(|err| match err {
-                ContextError::NotTar(_) => LibraryError::bad_request(err.to_string()),
-                _ => LibraryError::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),
+                ContextError::NotTar(_) => ApiError::bad_request(err.to_string()),
+                _ => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),
             })?;
         let kept = context_path(state, &ticket.user, &ticket.digest);
         if let Some(parent) = kept.parent() {
@@ -671,18 +667,18 @@ async fn delete_context(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(digest): Path<String>,
-) -> Result<StatusCode, LibraryError> {
+) -> Result<StatusCode, ApiError> {
     let user = user(&state, &headers).await?;
     let hex = context_hex(&digest)?;
     // Only the caller's own contexts are looked at: another user's is "not found", never
     // "forbidden", which would tell that it exists.
     match tokio::fs::remove_file(context_path(&state, &user.name, hex)).await {
         Ok(()) => Ok(StatusCode::OK),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(LibraryError::new(
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("there is no build context {digest}"),
         )),
-        Err(err) => Err(LibraryError::new(
+        Err(err) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot delete the build context: {err}"),
         )),
@@ -737,14 +733,14 @@ async fn remove_stale_files(dir: &std::path::Path, ttl: Duration) -> std::io::Re
 }
 
 /// The hex of a `sha256.<hex>` context digest.
-fn context_hex(digest: &str) -> Result<&str, LibraryError> {
+fn context_hex(digest: &str) -> Result<&str, ApiError> {
     digest
         .strip_prefix("sha256.")
         .filter(|hex| {
             hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         })
         .ok_or_else(|| {
-            LibraryError::bad_request(format!(
+            ApiError::bad_request(format!(
                 "{digest:?} is not a digest of the form sha256.<hex>"
             ))
         })

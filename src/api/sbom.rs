@@ -71,7 +71,9 @@ async fn download(
         .await
         .map_err(|err| ApiError::internal(&err))?
         .ok_or_else(no_sbom)?;
-    let file = tokio::fs::File::open(&path).await?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|err| ApiError::internal(&err))?;
     Ok((
         [
             (header::CONTENT_TYPE, MEDIA_TYPE_SPDX.to_owned()),
