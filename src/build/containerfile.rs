@@ -163,17 +163,17 @@ impl ContainerfileBuilder {
     }
 }
 
-/// A build step that failed, as the reason users read.
-type Failure = String;
+/// A build step that failed; the queue renders it as the reason users read.
+type Failure = super::BuildError;
 
 #[async_trait]
 impl Backend for ContainerfileBuilder {
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+    async fn try_run(&self, build: &BuildRecord, log: &BuildLog) -> Result<BuildOutcome, Failure> {
         let work = self.settings.work_dir.join(&build.id);
         let local = local_tag(&build.id);
         let result = match super::fresh_work_dir(&work).await {
             Ok(()) => self.build(build, &work, &local, log).await,
-            Err(reason) => Err(reason),
+            Err(err) => Err(err),
         };
         // A Dockerfile's work directory is small: removed before answering.
         super::remove_work_dir(&work).await;
@@ -189,16 +189,17 @@ impl ContainerfileBuilder {
         local: &str,
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
-        let request = ContainerfileRequest::from_json(&build.request)
-            .map_err(|err| format!("the stored Dockerfile request cannot be read: {err}"))?;
+        let request = ContainerfileRequest::from_json(&build.request).map_err(Failure::json(
+            "the stored Dockerfile request cannot be read",
+        ))?;
         if build.format != "docker" {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "a Dockerfile builds a container image (format docker), not {}",
                 build.format
-            ));
+            )));
         }
         // The check kiln's API made before taking it: stored text is not trusted either.
-        Dockerfile::parse(&build.containerfile).map_err(|err| err.to_string())?;
+        Dockerfile::parse(&build.containerfile).map_err(|err| Failure::Refused(err.to_string()))?;
         let (repository, tag) = split_image(&build.image)?;
         let context = fresh_context(work).await?;
         let dockerfile = write_containerfile(work, &build.containerfile).await?;
@@ -221,7 +222,7 @@ impl ContainerfileBuilder {
         })
         .await;
         if let Err(err) = built {
-            return Err(build_failure(&err, &tail));
+            return Err(build_failure(err, &tail, "the Dockerfile"));
         }
 
         let destination = format!("{}/{repository}:{tag}", self.settings.registry);
@@ -242,11 +243,11 @@ impl ContainerfileBuilder {
         })
         .await;
         let digest = pushed.map_err(|err| {
-            format!(
+            Failure::Refused(format!(
                 "pushing the image to {} failed: {}",
                 self.settings.registry,
                 failure_detail(&err, &tail)
-            )
+            ))
         })?;
 
         let pushed = self.read_back(&repository, &digest).await?;
@@ -280,7 +281,8 @@ impl ContainerfileBuilder {
     /// Reads the pushed manifest `digest` back: its descriptor, its layers, its config and
     /// the bytes a pull downloads (config and layers).
     async fn read_back(&self, repository: &str, digest: &str) -> Result<PushedImage, Failure> {
-        let unreadable = |detail: String| format!("the pushed image cannot be read back: {detail}");
+        let unreadable =
+            |cause: Failure| Failure::step("the pushed image cannot be read back", cause);
         let (bytes, _) = self
             .client
             .pull_manifest(
@@ -289,16 +291,17 @@ impl ContainerfileBuilder {
                 &[MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST],
             )
             .await
-            .map_err(|err| unreadable(crate::error_chain(&err)))?;
-        let manifest: ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|err| unreadable(format!("its manifest is not an image manifest: {err}")))?;
+            .map_err(|err| unreadable(err.into()))?;
+        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|err| {
+            unreadable(Failure::json("its manifest is not an image manifest")(err))
+        })?;
         let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
         let mut config = Vec::new();
         if manifest.config.size <= MAX_CONFIG_BYTES {
             self.client
                 .pull_blob(repository, &manifest.config.digest, &mut config)
                 .await
-                .map_err(|err| unreadable(crate::error_chain(&err)))?;
+                .map_err(|err| unreadable(err.into()))?;
         }
         Ok(PushedImage {
             manifest: Descriptor {
@@ -342,12 +345,12 @@ pub(super) async fn fresh_context(work: &Path) -> Result<PathBuf, Failure> {
     if let Err(err) = tokio::fs::remove_dir_all(work).await
         && err.kind() != std::io::ErrorKind::NotFound
     {
-        return Err(format!("cannot clear {}: {err}", work.display()));
+        return Err(Failure::io(format!("cannot clear {}", work.display()))(err));
     }
     let context = work.join("context");
     tokio::fs::create_dir_all(&context)
         .await
-        .map_err(|err| format!("cannot create {}: {err}", context.display()))?;
+        .map_err(Failure::io(format!("cannot create {}", context.display())))?;
     Ok(context)
 }
 
@@ -356,22 +359,22 @@ pub(super) async fn write_containerfile(work: &Path, text: &str) -> Result<PathB
     let path = work.join("Containerfile");
     tokio::fs::write(&path, text)
         .await
-        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        .map_err(Failure::io(format!("cannot write {}", path.display())))?;
     Ok(path)
 }
 
 /// Ends a buildah build however it went: removes its image `local` from buildah's storage
-/// (absent when the build failed before committing, which is nothing to report) and turns a
-/// failure into the outcome users read.
+/// (absent when the build failed before committing, which is nothing to report) and passes
+/// the result on.
 pub(super) async fn finish(
     buildah: &Buildah,
     local: &str,
     result: Result<BuildOutcome, Failure>,
-) -> BuildOutcome {
+) -> Result<BuildOutcome, Failure> {
     if let Err(err) = buildah.remove_image(local).await {
         tracing::debug!(image = %local, error = %err, "removing a build's local image failed");
     }
-    result.unwrap_or_else(|reason| BuildOutcome::Failed { reason })
+    result
 }
 
 /// Runs a buildah step whose output arrives through a sync callback, appending each line to
@@ -455,18 +458,19 @@ impl Tail {
     }
 }
 
-/// Why `buildah bud` failed, naming the Dockerfile step when there was one.
-pub(super) fn build_failure(err: &BuildahError, tail: &Tail) -> Failure {
-    match (err, &tail.step) {
-        (BuildahError::Failed { .. }, Some(step)) => format!(
-            "the Dockerfile failed at {step}: {}",
-            failure_detail(err, tail)
-        ),
-        (BuildahError::Failed { .. }, None) => format!(
-            "buildah could not build the Dockerfile: {}",
-            failure_detail(err, tail)
-        ),
-        _ => crate::error_chain(err),
+/// Why `buildah bud` failed building `what` ("the Dockerfile"), naming the step and quoting
+/// buildah's last lines when it ran; what kept it from running otherwise.
+pub(super) fn build_failure(err: BuildahError, tail: &Tail, what: &str) -> Failure {
+    match (&err, &tail.step) {
+        (BuildahError::Failed { .. }, Some(step)) => Failure::Refused(format!(
+            "{what} failed at {step}: {}",
+            failure_detail(&err, tail)
+        )),
+        (BuildahError::Failed { .. }, None) => Failure::Refused(format!(
+            "buildah could not build {what}: {}",
+            failure_detail(&err, tail)
+        )),
+        _ => err.into(),
     }
 }
 
@@ -509,7 +513,7 @@ fn local_tag(build_id: &str) -> String {
 
 /// `host/library/name:tag` → (`library/name`, `tag`). The host in image names is the public
 /// one; the builder reaches the same registry by its own address.
-fn split_image(image: &str) -> Result<(String, String), Failure> {
+fn split_image(image: &str) -> Result<(String, String), String> {
     image
         .split_once('/')
         .and_then(|(_, rest)| rest.rsplit_once(':'))
@@ -565,13 +569,13 @@ impl Dispatch {
 
 #[async_trait]
 impl Backend for Dispatch {
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+    async fn try_run(&self, build: &BuildRecord, log: &BuildLog) -> Result<BuildOutcome, Failure> {
         if ContainerfileRequest::is_containerfile(&build.request) {
-            self.containerfile.run(build, log).await
+            self.containerfile.try_run(build, log).await
         } else if super::definition::DefinitionRequest::is_definition(&build.request) {
-            self.definition.run(build, log).await
+            self.definition.try_run(build, log).await
         } else {
-            self.native.run(build, log).await
+            self.native.try_run(build, log).await
         }
     }
 }
@@ -623,7 +627,7 @@ mod tests {
             step: "bud",
             status,
         };
-        let reason = build_failure(&err, &tail);
+        let reason = build_failure(err, &tail, "the Dockerfile").reason();
         assert!(
             reason.starts_with("the Dockerfile failed at STEP 2/2: RUN exit 3: `buildah bud` ended with exit code 1"),
             "{reason}"

@@ -152,12 +152,12 @@ impl DefinitionBuilder {
 
 #[async_trait]
 impl Backend for DefinitionBuilder {
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+    async fn try_run(&self, build: &BuildRecord, log: &BuildLog) -> Result<BuildOutcome, Failure> {
         let work = self.settings.work_dir.join(&build.id);
         let local = format!("localhost/kiln-definition:{}", build.id.replace('_', "-"));
         let result = match super::fresh_work_dir(&work).await {
             Ok(()) => self.build(build, &work, &local, log).await,
-            Err(reason) => Err(reason),
+            Err(err) => Err(err),
         };
         super::remove_work_dir_later(work);
         finish(&self.buildah, &local, result).await
@@ -172,8 +172,9 @@ impl DefinitionBuilder {
         local: &str,
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
-        let request = DefinitionRequest::from_json(&build.request)
-            .map_err(|err| format!("the stored remote build request cannot be read: {err}"))?;
+        let request = DefinitionRequest::from_json(&build.request).map_err(Failure::json(
+            "the stored remote build request cannot be read",
+        ))?;
         let definition = Definition::parse(&build.containerfile)
             .map_err(|err| format!("the definition file cannot be built: {err}"))?;
         let platform = request.platform;
@@ -220,14 +221,11 @@ impl DefinitionBuilder {
         })
         .await;
         if let Err(err) = built {
-            return Err(build_failure(&err, &tail).replacen("the Dockerfile", "the build", 1));
+            return Err(build_failure(err, &tail, "the build"));
         }
 
         let layout = work.join("oci");
-        self.buildah
-            .push_to_oci_layout(local, &layout)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+        self.buildah.push_to_oci_layout(local, &layout).await?;
         let mut image = read_oci_layout(&layout).await?;
         if let Some(old) = sif_config {
             // The runtime settings of the SIF built on (its Env, above all) carry over where
@@ -308,7 +306,7 @@ impl DefinitionBuilder {
         let target = context.to_path_buf();
         let unpacked = tokio::task::spawn_blocking(move || unpack_context(&archive, &target))
             .await
-            .map_err(|err| format!("unpacking the build context crashed: {err}"))??;
+            .map_err(Failure::crashed("unpacking the build context"))??;
         log.line(format!(
             "unpacked the build context {digest}: {unpacked} files"
         ))
@@ -332,10 +330,10 @@ impl DefinitionBuilder {
                 Ok(meta) => meta.is_dir(),
                 Err(_) if has_glob => false,
                 Err(_) => {
-                    return Err(format!(
+                    return Err(Failure::Refused(format!(
                         "the %files source {} ({absolute}) is not in the uploaded build context",
                         copy.source
-                    ));
+                    )));
                 }
             };
             sources.push(ContextSource {
@@ -365,7 +363,9 @@ impl DefinitionBuilder {
                  ([entity/collection/]name[:tag]), not {from:?}"
             )
         })?;
-        let missing = |detail: String| format!("From: {from}: kiln holds no such SIF ({detail})");
+        let missing = |detail: String| {
+            Failure::Refused(format!("From: {from}: kiln holds no such SIF ({detail})"))
+        };
         let (manifest, _) = self
             .client
             .pull_manifest(&repository, &tag, &[MEDIA_TYPE_MANIFEST])
@@ -383,7 +383,7 @@ impl DefinitionBuilder {
         let sif = work.join("base.sif");
         let file = tokio::fs::File::create(&sif)
             .await
-            .map_err(|err| format!("cannot create {}: {err}", sif.display()))?;
+            .map_err(Failure::io(format!("cannot create {}", sif.display())))?;
         self.client
             .pull_blob(&repository, digest, file)
             .await
@@ -399,13 +399,13 @@ impl DefinitionBuilder {
         };
         read_header
             .await
-            .map_err(|err| format!("cannot read {}: {err}", sif.display()))?;
+            .map_err(Failure::io(format!("cannot read {}", sif.display())))?;
         let arch = SifArch::of_header(&header).ok_or_else(|| missing("not a SIF file".into()))?;
         if arch != SifArch::from(platform) {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "From: {from} is a SIF for {}; this build is for {platform}",
                 arch.as_str()
-            ));
+            )));
         }
         let objects = read_objects(&sif).map_err(|err| missing(crate::error_chain(&err)))?;
         let root = objects
@@ -433,12 +433,14 @@ impl DefinitionBuilder {
             .arg(&sif)
             .output()
             .await
-            .map_err(|err| format!("cannot run unsquashfs; is squashfs-tools installed? {err}"))?;
+            .map_err(Failure::io(
+                "cannot run unsquashfs; is squashfs-tools installed?",
+            ))?;
         if !output.status.success() {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "unsquashfs could not unpack the root file system of {from}: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
-            ));
+            )));
         }
         // The copy is a build context entry now; the download is not needed any more.
         let _ = tokio::fs::remove_file(&sif).await;
@@ -485,7 +487,7 @@ fn library_location(from: &str) -> Option<(String, String)> {
 /// `size` bytes of `path` from `offset`.
 async fn read_range(path: &Path, offset: u64, size: u64) -> Result<Vec<u8>, Failure> {
     use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-    let failed = |err: std::io::Error| format!("cannot read {}: {err}", path.display());
+    let failed = |err: std::io::Error| Failure::io(format!("cannot read {}", path.display()))(err);
     let mut file = tokio::fs::File::open(path).await.map_err(failed)?;
     file.seek(std::io::SeekFrom::Start(offset))
         .await
@@ -532,16 +534,17 @@ fn normalise(path: &str) -> Option<String> {
 /// Extracts the gzip'd tar of a build context: regular files and directories only, never
 /// outside `target`. Returns how many files it wrote.
 fn unpack_context(archive: &Path, target: &Path) -> Result<usize, Failure> {
-    let file = std::fs::File::open(archive)
-        .map_err(|err| format!("the build context {} is missing: {err}", archive.display()))?;
+    let file = std::fs::File::open(archive).map_err(Failure::io(format!(
+        "the build context {} is missing",
+        archive.display()
+    )))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut files = 0;
     let entries = tar
         .entries()
-        .map_err(|err| format!("the build context is not a gzip'd tar: {err}"))?;
+        .map_err(Failure::io("the build context is not a gzip'd tar"))?;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|err| format!("the build context is not a gzip'd tar: {err}"))?;
+        let mut entry = entry.map_err(Failure::io("the build context is not a gzip'd tar"))?;
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir()) {
             continue;
@@ -549,7 +552,7 @@ fn unpack_context(archive: &Path, target: &Path) -> Result<usize, Failure> {
         // `unpack_in` refuses paths that would leave `target` (`..`, absolute).
         let inside = entry
             .unpack_in(target)
-            .map_err(|err| format!("cannot unpack the build context: {err}"))?;
+            .map_err(Failure::io("cannot unpack the build context"))?;
         if inside && kind.is_file() {
             files += 1;
         }
@@ -572,9 +575,9 @@ async fn read_oci_layout(dir: &Path) -> Result<LayoutImage, Failure> {
     let read_json = |path: PathBuf| async move {
         let bytes = tokio::fs::read(&path)
             .await
-            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            .map_err(Failure::io(format!("cannot read {}", path.display())))?;
         serde_json::from_slice::<Value>(&bytes)
-            .map_err(|err| format!("{} is not JSON: {err}", path.display()))
+            .map_err(Failure::json(format!("{} is not JSON", path.display())))
     };
     let index = read_json(dir.join("index.json")).await?;
     let manifest_digest = index["manifests"][0]["digest"]
