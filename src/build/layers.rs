@@ -450,7 +450,10 @@ impl NativeBuilder {
             })
             .collect();
         let layer_dir = self.layer_dir.clone();
+        // The blocking thread logs in the build's span too.
+        let span = tracing::Span::current();
         let layers = tokio::task::spawn_blocking(move || {
+            let _build = span.enter();
             let mut layers = Vec::new();
             for parts in &groups {
                 layers.extend(assemble::compose(parts, &layer_dir)?);
@@ -460,6 +463,7 @@ impl NativeBuilder {
         .await
         .map_err(Failure::crashed("putting layers together"))??;
         let bytes: u64 = layers.iter().map(|layer| layer.size).sum();
+        tracing::info!(%platform, layers = layers.len(), bytes, packages = packages.len(), "assembled the layers");
         log.line(format!(
             "{platform}: {} layers ({bytes} bytes compressed) from {} packages in {:.1} s",
             layers.len(),
