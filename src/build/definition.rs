@@ -363,16 +363,15 @@ impl DefinitionBuilder {
                  ([entity/collection/]name[:tag]), not {from:?}"
             )
         })?;
-        let missing = |detail: String| {
-            Failure::Refused(format!("From: {from}: kiln holds no such SIF ({detail})"))
-        };
+        let missing =
+            |cause: Failure| Failure::step(format!("From: {from}: kiln holds no such SIF"), cause);
         let (manifest, _) = self
             .client
             .pull_manifest(&repository, &tag, &[MEDIA_TYPE_MANIFEST])
             .await
-            .map_err(|err| missing(crate::error_chain(&err)))?;
+            .map_err(|err| missing(err.into()))?;
         let manifest: Value = serde_json::from_slice(&manifest)
-            .map_err(|err| missing(format!("its manifest is not JSON: {err}")))?;
+            .map_err(|err| missing(Failure::json("its manifest is not JSON")(err)))?;
         let layer = &manifest["layers"][0];
         let Some(digest) = layer["digest"]
             .as_str()
@@ -387,7 +386,7 @@ impl DefinitionBuilder {
         self.client
             .pull_blob(&repository, digest, file)
             .await
-            .map_err(|err| missing(crate::error_chain(&err)))?;
+            .map_err(|err| missing(err.into()))?;
 
         let mut header = [0u8; 48];
         let read_header = async {
@@ -407,7 +406,7 @@ impl DefinitionBuilder {
                 arch.as_str()
             )));
         }
-        let objects = read_objects(&sif).map_err(|err| missing(crate::error_chain(&err)))?;
+        let objects = read_objects(&sif).map_err(|err| missing(err.into()))?;
         let root = objects
             .iter()
             .find(|object| object.primary_partition)
