@@ -184,6 +184,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .into());
             }
+            // The queue's and the backend's warnings, on stderr beside the build log; stdout
+            // carries only the image names.
+            init_logging(std::io::stderr, "kiln=warn");
             runtime()?.block_on(build(config, plans, output))
         }
         Command::Gc => runtime()?.block_on(gc(config)),
@@ -479,13 +482,22 @@ fn parse_request(config: &Config, args: &RequestArgs) -> Result<Request, String>
         .map_err(|err| err.to_string())
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// Sends kiln's log events to `writer`, filtered by `KILN_LOG` or else by `default`.
+fn init_logging<W>(writer: W, default: &str)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
+        .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| "kiln=info".into()),
+                .unwrap_or_else(|_| default.into()),
         )
         .init();
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(std::io::stdout, "kiln=info");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -32,10 +32,12 @@ struct Named(&'static str);
 
 #[async_trait]
 impl Backend for Named {
-    async fn run(&self, _build: &BuildRecord, _log: &BuildLog) -> BuildOutcome {
-        BuildOutcome::Failed {
-            reason: format!("ran on {}", self.0),
-        }
+    async fn try_run(
+        &self,
+        _build: &BuildRecord,
+        _log: &BuildLog,
+    ) -> Result<BuildOutcome, kiln::build::BuildError> {
+        Err(format!("ran on {}", self.0).into())
     }
 }
 

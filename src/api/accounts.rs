@@ -33,7 +33,6 @@ use sha2::{Digest as _, Sha256};
 use super::auth::{LibraryUser, user_of};
 use super::csrf::{self, FormToken};
 use super::error::ApiError;
-use super::library::LibraryError;
 use super::{App, AppState, views};
 use crate::store::{Store, StoreError};
 
@@ -114,7 +113,10 @@ pub async fn create_token(store: &dyn Store, user: &str) -> Result<String, Accou
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/assets/config/config.prod.json", get(discovery))
-        .route("/v1/token-status", get(token_status))
+        .route(
+            "/v1/token-status",
+            get(token_status).layer(axum::middleware::map_response(super::error::sylabs_shape)),
+        )
         .route("/auth/tokens", get(token_page).post(token_form))
 }
 
@@ -136,8 +138,8 @@ async fn token_status(LibraryUser(user): LibraryUser) -> Json<Value> {
 }
 
 /// The 401 of a request without a valid token, saying where to get one.
-pub(super) fn login_needed(app: &App) -> LibraryError {
-    LibraryError::new(
+pub(super) fn login_needed(app: &App) -> ApiError {
+    ApiError::new(
         StatusCode::UNAUTHORIZED,
         format!(
             "this needs a valid token (Authorization: Bearer …): get one at {}/auth/tokens and \

@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, StatusCode};
 
 use super::accounts::{OPERATOR, login_needed, token_hash};
 use super::error::ApiError;
-use super::library::LibraryError;
 use super::{App, AppState};
 use crate::credentials::authorization;
 use crate::store::Submitter;
@@ -92,9 +91,9 @@ pub(crate) async fn user_of(app: &App, token: &str) -> Result<Option<User>, ApiE
 pub(crate) struct LibraryUser(pub User);
 
 impl FromRequestParts<AppState> for LibraryUser {
-    type Rejection = LibraryError;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, LibraryError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match authenticate(state, &parts.headers).await? {
             Some(user) => Ok(LibraryUser(user)),
             None => Err(login_needed(state)),
@@ -108,9 +107,9 @@ impl FromRequestParts<AppState> for LibraryUser {
 pub(crate) struct LibraryWriter(pub User);
 
 impl FromRequestParts<AppState> for LibraryWriter {
-    type Rejection = LibraryError;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, LibraryError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let LibraryUser(user) = LibraryUser::from_request_parts(parts, state).await?;
         Ok(LibraryWriter(user))
     }
@@ -118,11 +117,11 @@ impl FromRequestParts<AppState> for LibraryWriter {
 
 impl LibraryWriter {
     /// 403 unless the user may write under `entity`.
-    pub(crate) fn check(&self, entity: &str) -> Result<(), LibraryError> {
+    pub(crate) fn check(&self, entity: &str) -> Result<(), ApiError> {
         if self.0.may_write(entity) {
             return Ok(());
         }
-        Err(LibraryError::new(
+        Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "`{}` may write under the entity `{}` only, not under `{entity}`",

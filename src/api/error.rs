@@ -1,8 +1,13 @@
-//! Errors as HTTP answers: a status that fits and Wave's shape, `{"message": "…"}`, whose text
-//! names the field or thing at fault.
+//! Errors as JSON answers: a status that fits and a text that names the field or thing at
+//! fault, in Wave's shape, `{"message": "…"}`, or, on the Sylabs routes, the shape the
+//! Singularity client reads, `{"error": {"code", "message"}}` ([`sylabs_shape`]). Pages answer
+//! their errors as HTML (`views::error_page`); these are the only two.
 //!
-//! kiln's own failures are logged with the request's id and answered with that id alone, never
-//! their causes (which name files and hosts); a full data disk is said so, as 507.
+//! kiln's own failures are logged with their whole cause chain and the request's id, and
+//! answered with that id alone, never their causes (which name files and hosts); a full data
+//! disk is said so, as 507. There is no blanket conversion from any error: a `?` reaches an
+//! `ApiError` only from errors that say here how they answer ([`crate::store::StoreError`]), so
+//! a stray one does not turn into a 500 unnoticed.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -59,6 +64,11 @@ impl ApiError {
             message: format!("{what} not found"),
             retry_after: None,
         }
+    }
+
+    /// 404 in the Sylabs library's words: "`what` does not exist".
+    pub fn does_not_exist(what: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} does not exist"))
     }
 
     /// An answer with `status` and `message`.
@@ -132,33 +142,70 @@ pub fn is_storage_full(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-impl<E: std::error::Error + 'static> From<E> for ApiError {
-    fn from(err: E) -> Self {
+/// The store failing is kiln failing: a 500 (507 for a full disk) whose cause is logged.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
         ApiError::internal(&err)
     }
 }
 
+/// Wave's and kiln's own body.
 #[derive(Serialize)]
 struct Body<'a> {
     message: &'a str,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(Body {
-                message: &self.message,
-            }),
-        )
-            .into_response();
+/// The Sylabs library's body, `{"error": {"code": 404, "message": "…"}}`.
+#[derive(Serialize)]
+struct SylabsBody<'a> {
+    error: SylabsDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct SylabsDetail<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// The answer with `body` as its JSON, the status and `Retry-After`; the error itself rides
+    /// along in the answer's extensions so that [`sylabs_shape`] can answer it again.
+    fn answer(self, body: impl Serialize) -> Response {
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
+        response.extensions_mut().insert(self);
         response
     }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.message.clone();
+        self.answer(Body { message: &message })
+    }
+}
+
+/// Answers an [`ApiError`] in the Sylabs shape, the one the Singularity client reads: a layer
+/// over the library, push and remote-build routes, so their handlers return plain `ApiError`s
+/// and none can answer in the wrong shape. Only the body changes; other answers pass unchanged.
+pub(super) async fn sylabs_shape(response: Response) -> Response {
+    let Some(err) = response.extensions().get::<ApiError>() else {
+        return response;
+    };
+    let body = Json(SylabsBody {
+        error: SylabsDetail {
+            code: err.status.as_u16(),
+            message: &err.message,
+        },
+    })
+    .into_response()
+    .into_body();
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]
@@ -179,6 +226,48 @@ mod tests {
             .await;
         assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(err.message, "internal error; request id 0123456789abcdef");
+    }
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("the body");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn errors_answer_in_wave_shape_and_on_sylabs_routes_in_theirs() {
+        let err = ApiError::busy("kiln is busy", 7);
+        let wave = err.clone().into_response();
+        assert_eq!(
+            body_of(wave).await,
+            serde_json::json!({"message": "kiln is busy"})
+        );
+
+        let sylabs = sylabs_shape(err.into_response()).await;
+        assert_eq!(sylabs.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            sylabs.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&axum::http::HeaderValue::from(7))
+        );
+        assert_eq!(
+            body_of(sylabs).await,
+            serde_json::json!({"error": {"code": 503, "message": "kiln is busy"}})
+        );
+
+        let missing = sylabs_shape(ApiError::does_not_exist("image 0a1b").into_response()).await;
+        assert_eq!(
+            body_of(missing).await,
+            serde_json::json!({"error": {"code": 404, "message": "image 0a1b does not exist"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn sylabs_shape_leaves_other_answers_alone() {
+        let success = Json(serde_json::json!({"data": {}})).into_response();
+        let passed = sylabs_shape(success).await;
+        assert_eq!(passed.status(), StatusCode::OK);
+        assert_eq!(body_of(passed).await, serde_json::json!({"data": {}}));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Sylabs library API (`library://`) for pulls (reference §2.2); pushes are in
 //! [`super::library_push`] and [`super::library_files`]. Answers use the library's
-//! `{"data": …}` envelope, errors its `{"error": {"code", "message"}}` ([`LibraryError`]).
+//! `{"data": …}` envelope, errors its `{"error": {"code", "message"}}` (an [`ApiError`] in
+//! [`sylabs_shape`](super::error::sylabs_shape)).
 //!
 //! An image is found first in the library's records (images pushed with `singularity push`,
 //! by tag and architecture or by `sha256.<hex>`), then in kiln's registry: the SIF artifact at
@@ -62,7 +63,7 @@ async fn version() -> Json<Value> {
 /// Clients ask whether to read the image from an OCI registry; any failure means "download the
 /// file", which is what kiln serves.
 async fn no_oci_redirect() -> Response {
-    LibraryError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +75,7 @@ async fn image(
     State(state): State<AppState>,
     Path(reference): Path<String>,
     Query(query): Query<ArchQuery>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let found = find(&state, &reference, query.arch.as_deref()).await?;
     Ok(Json(json!({ "data": found.record })))
 }
@@ -83,10 +84,10 @@ async fn image_file(
     State(state): State<AppState>,
     Path(reference): Path<String>,
     Query(query): Query<ArchQuery>,
-) -> Result<Response, LibraryError> {
+) -> Result<Response, ApiError> {
     let found = find(&state, &reference, query.arch.as_deref()).await?;
     let Some(digest) = found.file else {
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("the file of image {reference} has not been uploaded"),
         ));
@@ -95,8 +96,8 @@ async fn image_file(
         .image_store
         .open_blob(&found.repository, &digest)
         .await
-        .map_err(|err| LibraryError::from(ApiError::internal(&err)))?
-        .ok_or_else(|| LibraryError::new(StatusCode::NOT_FOUND, "the image file is gone"))?;
+        .map_err(|err| ApiError::internal(&err))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "the image file is gone"))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
@@ -169,14 +170,10 @@ struct Found {
 /// Resolves `reference` for `arch` (any architecture when `None`): the library's records
 /// first, then the SIF artifact in the registry at [`registry_repository`]`:<tag>`, whose
 /// architecture is read from the file.
-async fn find(
-    state: &AppState,
-    reference: &str,
-    arch: Option<&str>,
-) -> Result<Found, LibraryError> {
+async fn find(state: &AppState, reference: &str, arch: Option<&str>) -> Result<Found, ApiError> {
     let missing = || {
         let arch = arch.map(|a| format!(" ({a})")).unwrap_or_default();
-        LibraryError::new(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             format!("image does not exist in the library: {reference}{arch}"),
         )
@@ -349,56 +346,6 @@ async fn sif_arch_of(blob: &mut OpenBlob) -> Option<SifArch> {
 /// A time as the library's Go client reads it.
 pub(super) fn time_text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// A failure in the library's error envelope, `{"error": {"code", "message"}}`, answered with
-/// the same HTTP status. The message names the input at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LibraryError {
-    pub(crate) status: StatusCode,
-    pub(crate) message: String,
-}
-
-impl LibraryError {
-    /// An error with this status and message.
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        LibraryError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    /// 400: the request is wrong; `message` says how.
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    /// 404: `what` does not exist.
-    pub(crate) fn not_found(what: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("{what} does not exist"))
-    }
-}
-
-impl From<ApiError> for LibraryError {
-    fn from(err: ApiError) -> Self {
-        LibraryError::new(err.status, err.message)
-    }
-}
-
-impl From<StoreError> for LibraryError {
-    fn from(err: StoreError) -> Self {
-        ApiError::from(err).into()
-    }
-}
-
-impl IntoResponse for LibraryError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.status.as_u16(), "message": self.message}})),
-        )
-            .into_response()
-    }
 }
 
 #[cfg(test)]

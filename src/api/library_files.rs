@@ -28,7 +28,7 @@ use super::AppState;
 use super::accounts::{new_secret, token_hash};
 use super::auth::LibraryWriter;
 use super::error::ApiError;
-use super::library::{LibraryError, SIF_HEADER_LEN, image_record, registry_repository};
+use super::library::{SIF_HEADER_LEN, image_record, registry_repository};
 use super::library_push::{body, data, item_at, writable_image};
 use crate::assemble::sif::SifArch;
 use crate::registry::images::ImagesError;
@@ -61,7 +61,7 @@ async fn upload_url(
     Path(id): Path<String>,
     writer: LibraryWriter,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let request: UploadRequest = if bytes.is_empty() {
         UploadRequest::default()
     } else {
@@ -69,7 +69,7 @@ async fn upload_url(
     };
     let (image, _) = writable_image(&state, &writer, &id).await?;
     if !request.sha256sum.is_empty() && request.sha256sum != image.hash {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "the file's sha256 {} is not the hash of image {id}, sha256.{}",
             request.sha256sum, image.hash
         )));
@@ -98,18 +98,18 @@ async fn upload(
     Path(id): Path<String>,
     Query(query): Query<SecretQuery>,
     file: Body,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let image = state
         .store
         .library_image(ImageKey::Id(&id))
         .await?
-        .ok_or_else(|| LibraryError::not_found(format!("image {id}")))?;
+        .ok_or_else(|| ApiError::does_not_exist(format!("image {id}")))?;
     let valid = image
         .upload_secret
         .as_deref()
         .is_some_and(|kept| kept == token_hash(&query.secret));
     if !valid {
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "this upload URL is not valid (any more): ask for a new one with \
@@ -134,7 +134,7 @@ pub(super) async fn upload_legacy(
     Path(id): Path<String>,
     writer: LibraryWriter,
     file: Body,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let (image, path) = writable_image(&state, &writer, &id).await?;
     let image = receive(&state, &path, &image, file).await?;
     Ok(data(image_record(&path, &image, &[])))
@@ -148,10 +148,10 @@ async fn receive(
     path: &LibraryPath,
     image: &LibraryImage,
     file: Body,
-) -> Result<LibraryImage, LibraryError> {
+) -> Result<LibraryImage, ApiError> {
     let repository = container_repository(path);
     let digest = Digest::from_hex(&image.hash)
-        .ok_or_else(|| LibraryError::bad_request(format!("image {} has no hash", image.id)))?;
+        .ok_or_else(|| ApiError::bad_request(format!("image {} has no hash", image.id)))?;
     let check = Arc::new(SifCheck::default());
     let stored = state
         .image_store
@@ -160,14 +160,14 @@ async fn receive(
     match stored {
         Ok(()) => {}
         Err(_) if check.not_sif.load(Ordering::Relaxed) => {
-            return Err(LibraryError::bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "the uploaded file is not a SIF image (no SIF header with an amd64 or arm64 \
                  architecture); image {} stays without a file",
                 image.id
             )));
         }
         Err(ImagesError::DigestMismatch) => {
-            return Err(LibraryError::bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "the uploaded file's sha256 is not the hash of image {}, sha256.{}; nothing \
                  was kept",
                 image.id, image.hash
@@ -246,10 +246,10 @@ fn sif_checked(
 
 /// An image store failure while storing a library file: the client's fault (413 for a file
 /// over the size limit) or kiln's.
-fn images_failure(err: ImagesError) -> LibraryError {
+fn images_failure(err: ImagesError) -> ApiError {
     match err {
-        ImagesError::Refused { status, message } => LibraryError::new(status, message),
-        other => super::error::ApiError::internal(&other).into(),
+        ImagesError::Refused { status, message } => ApiError::new(status, message),
+        other => ApiError::internal(&other),
     }
 }
 
@@ -264,10 +264,10 @@ async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,
     writer: LibraryWriter,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let (image, path) = writable_image(&state, &writer, &id).await?;
     if !image.uploaded() {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "image {id} has no file yet: PUT it to the upload URL first"
         )));
     }
@@ -279,8 +279,8 @@ async fn complete(
 }
 
 /// Multipart uploads are not offered: a 404 makes clients upload in one part.
-async fn no_multipart() -> LibraryError {
-    LibraryError::not_found("multipart upload (upload in one part)")
+async fn no_multipart() -> ApiError {
+    ApiError::does_not_exist("multipart upload (upload in one part)")
 }
 
 /// Pushes the ORAS artifact of the SIF with sha256 `hash` to `tag` of the container's registry
@@ -292,7 +292,7 @@ pub(super) async fn publish(
     hash: &str,
     size: u64,
     tag: &str,
-) -> Result<(), LibraryError> {
+) -> Result<(), ApiError> {
     let repository = container_repository(path);
     let title = format!("{}_{tag}.sif", path.item().name);
     push_artifact(state, &repository, hash, size, &title, Some(tag)).await
@@ -307,9 +307,9 @@ async fn push_artifact(
     size: u64,
     title: &str,
     tag: Option<&str>,
-) -> Result<(), LibraryError> {
+) -> Result<(), ApiError> {
     let digest = Digest::from_hex(hash)
-        .ok_or_else(|| LibraryError::bad_request(format!("{hash} is not a sha256 hash")))?;
+        .ok_or_else(|| ApiError::bad_request(format!("{hash} is not a sha256 hash")))?;
     state
         .image_store
         .publish_sif(repository, &digest, size, title, tag)

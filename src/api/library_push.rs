@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::accounts::{MAX_NAME_LEN, is_library_name, new_secret};
 use super::auth::{LibraryWriter, User};
-use super::library::{LibraryError, image_record, time_text};
+use super::error::ApiError;
+use super::library::{image_record, time_text};
 use super::library_files::publish;
 use crate::registry::path::{Digest, is_valid_tag};
 use crate::store::{
@@ -50,9 +51,9 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// A JSON body, read by hand so that a bad one is answered in the library's envelope.
-pub(super) fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, LibraryError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
-        .map_err(|err| LibraryError::bad_request(format!("the body is not a valid {what}: {err}")))
+        .map_err(|err| ApiError::bad_request(format!("the body is not a valid {what}: {err}")))
 }
 
 /// The `{"data": …}` envelope.
@@ -61,11 +62,11 @@ pub(super) fn data(value: Value) -> Json<Value> {
 }
 
 /// 400 unless `name` may name a library entity, collection or container.
-fn check_name(level: LibraryLevel, name: &str) -> Result<(), LibraryError> {
+fn check_name(level: LibraryLevel, name: &str) -> Result<(), ApiError> {
     if is_library_name(name) {
         return Ok(());
     }
-    Err(LibraryError::bad_request(format!(
+    Err(ApiError::bad_request(format!(
         "`{name}` is not a valid {level} name: use lowercase letters and digits, separated by \
          single `.`, `_` or `-`, at most {MAX_NAME_LEN} characters"
     )))
@@ -105,7 +106,7 @@ fn new_id() -> String {
 }
 
 /// The `Entity`, `Collection` or `Container` document of the item `path` leads to.
-async fn record(state: &AppState, path: &LibraryPath) -> Result<Value, LibraryError> {
+async fn record(state: &AppState, path: &LibraryPath) -> Result<Value, ApiError> {
     let item = path.item();
     let level = path.level();
     let children = state.store.library_children(level, &item.id).await?;
@@ -178,18 +179,18 @@ pub(super) async fn item_at(
     state: &AppState,
     key: LibraryKey<'_>,
     what: String,
-) -> Result<LibraryPath, LibraryError> {
+) -> Result<LibraryPath, ApiError> {
     state
         .store
         .library_item(key)
         .await?
-        .ok_or_else(|| LibraryError::not_found(what))
+        .ok_or_else(|| ApiError::does_not_exist(what))
 }
 
 async fn entity(
     State(state): State<AppState>,
     Path(entity): Path<String>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let key = LibraryKey::Names(&[&entity]);
     let path = item_at(&state, key, format!("entity {entity}")).await?;
     Ok(data(record(&state, &path).await?))
@@ -198,7 +199,7 @@ async fn entity(
 async fn collection(
     State(state): State<AppState>,
     Path((entity, collection)): Path<(String, String)>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let key = LibraryKey::Names(&[&entity, &collection]);
     let what = format!("collection {entity}/{collection}");
     let path = item_at(&state, key, what).await?;
@@ -208,7 +209,7 @@ async fn collection(
 async fn container(
     State(state): State<AppState>,
     Path((entity, collection, container)): Path<(String, String, String)>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let key = LibraryKey::Names(&[&entity, &collection, &container]);
     let what = format!("container {entity}/{collection}/{container}");
     let path = item_at(&state, key, what).await?;
@@ -220,7 +221,7 @@ async fn create_entity(
     State(state): State<AppState>,
     writer: LibraryWriter,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let new: NewItem = body(&bytes, "entity")?;
     check_name(LibraryLevel::Entity, &new.name)?;
     writer.check(&new.name)?;
@@ -237,7 +238,7 @@ async fn create_collection(
     State(state): State<AppState>,
     writer: LibraryWriter,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let new: NewItem = body(&bytes, "collection")?;
     let key = LibraryKey::Id(LibraryLevel::Entity, &new.entity);
     let parent = item_at(&state, key, format!("entity id {:?}", new.entity)).await?;
@@ -257,7 +258,7 @@ async fn create_container(
     State(state): State<AppState>,
     writer: LibraryWriter,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let new: NewItem = body(&bytes, "container")?;
     let key = LibraryKey::Id(LibraryLevel::Collection, &new.collection);
     let parent = item_at(&state, key, format!("collection id {:?}", new.collection)).await?;
@@ -288,7 +289,7 @@ async fn writable_container(
     state: &AppState,
     writer: &LibraryWriter,
     id: &str,
-) -> Result<LibraryPath, LibraryError> {
+) -> Result<LibraryPath, ApiError> {
     let key = LibraryKey::Id(LibraryLevel::Container, id);
     let path = item_at(state, key, format!("container id {id:?}")).await?;
     writer.check(&path.entity.name)?;
@@ -301,7 +302,7 @@ async fn create_image(
     State(state): State<AppState>,
     writer: LibraryWriter,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let new: NewImage = body(&bytes, "image")?;
     let path = writable_container(&state, &writer, &new.container).await?;
     let hash = new
@@ -309,7 +310,7 @@ async fn create_image(
         .strip_prefix("sha256.")
         .and_then(Digest::from_hex)
         .ok_or_else(|| {
-            LibraryError::bad_request(format!(
+            ApiError::bad_request(format!(
                 "`{}` is not an image hash: write sha256.<64 lowercase hex digits>",
                 new.hash
             ))
@@ -336,18 +337,18 @@ pub(super) async fn writable_image(
     state: &AppState,
     writer: &LibraryWriter,
     id: &str,
-) -> Result<(LibraryImage, LibraryPath), LibraryError> {
+) -> Result<(LibraryImage, LibraryPath), ApiError> {
     let image = state
         .store
         .library_image(ImageKey::Id(id))
         .await?
-        .ok_or_else(|| LibraryError::not_found(format!("image {id}")))?;
+        .ok_or_else(|| ApiError::does_not_exist(format!("image {id}")))?;
     let path = writable_container(state, writer, &image.container_id).await?;
     Ok((image, path))
 }
 
 /// The container with id `id`, for reading.
-async fn container_by_id(state: &AppState, id: &str) -> Result<LibraryPath, LibraryError> {
+async fn container_by_id(state: &AppState, id: &str) -> Result<LibraryPath, ApiError> {
     let key = LibraryKey::Id(LibraryLevel::Container, id);
     item_at(state, key, format!("container id {id:?}")).await
 }
@@ -356,7 +357,7 @@ async fn container_by_id(state: &AppState, id: &str) -> Result<LibraryPath, Libr
 async fn tags_v1(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     container_by_id(&state, &id).await?;
     let tags = state.store.library_tags(&id).await?;
     Ok(data(json!(tag_map(&tags))))
@@ -366,7 +367,7 @@ async fn tags_v1(
 async fn tags_v2(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     container_by_id(&state, &id).await?;
     let tags = state.store.library_tags(&id).await?;
     Ok(data(json!(arch_tag_map(&tags))))
@@ -389,7 +390,7 @@ async fn set_tag_v1(
     Path(id): Path<String>,
     writer: LibraryWriter,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let request: TagRequest = body(&bytes, "tag (ImageTag)")?;
     let tags = set_tag(&state, &writer, &id, request).await?;
     Ok(data(json!(tag_map(&tags))))
@@ -401,7 +402,7 @@ async fn set_tag_v2(
     Path(id): Path<String>,
     writer: LibraryWriter,
     bytes: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let request: TagRequest = body(&bytes, "tag (ArchImageTag)")?;
     let tags = set_tag(&state, &writer, &id, request).await?;
     Ok(data(json!(arch_tag_map(&tags))))
@@ -415,10 +416,10 @@ async fn set_tag(
     writer: &LibraryWriter,
     id: &str,
     request: TagRequest,
-) -> Result<Vec<ArchTag>, LibraryError> {
+) -> Result<Vec<ArchTag>, ApiError> {
     let path = writable_container(state, writer, id).await?;
     if !is_valid_tag(&request.tag) || request.tag.starts_with("sha256.") {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "`{}` is not a valid tag: use letters, digits, `.`, `_` and `-`, at most 128 \
              characters, not starting with `.`, `-` or `sha256.`",
             request.tag
@@ -430,19 +431,19 @@ async fn set_tag(
         .await?
         .filter(|image| image.container_id == id)
         .ok_or_else(|| {
-            LibraryError::bad_request(format!(
+            ApiError::bad_request(format!(
                 "container {id} has no image {:?}",
                 request.image_id
             ))
         })?;
     let (Some(arch), Some(size)) = (image.arch.as_deref(), image.size) else {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "image {} has no file yet: upload it before tagging",
             image.id
         )));
     };
     if !request.arch.is_empty() && request.arch != arch {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "image {} is {arch} (read from its file), not {}",
             image.id, request.arch
         )));
@@ -506,7 +507,7 @@ mod tests {
         let err = body::<TagRequest>(b"[", "tag").unwrap_err();
         assert_eq!(
             err,
-            LibraryError::bad_request(
+            ApiError::bad_request(
                 "the body is not a valid tag: EOF while parsing a list at line 1 column 1"
             )
         );

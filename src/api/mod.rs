@@ -170,11 +170,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(wave::routes())
         .merge(images::routes())
-        .merge(library::routes())
-        .merge(library_push::routes())
-        .merge(library_files::routes())
+        .merge(sylabs_routes())
         .merge(accounts::routes())
-        .merge(remote_build::routes())
         .merge(openapi::routes())
         .merge(views::routes())
         .merge(sbom::routes())
@@ -189,6 +186,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(registry)
         .layer(axum::middleware::from_fn(edge::request_id))
+}
+
+/// The Sylabs library, push and remote-build routes: their errors answer in the shape the
+/// Singularity client reads.
+fn sylabs_routes() -> Router<AppState> {
+    Router::new()
+        .merge(library::routes())
+        .merge(library_push::routes())
+        .merge(library_files::routes())
+        .merge(remote_build::routes())
+        .route_layer(axum::middleware::map_response(error::sylabs_shape))
 }
 
 /// Counts every answered request by route template and status, for `/metrics`.

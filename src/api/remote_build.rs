@@ -32,7 +32,8 @@ use super::AppState;
 use super::accounts::{is_library_name, new_secret};
 use super::auth::{User, authenticate};
 use super::base_hosts::{BaseImage, check_base_images};
-use super::library::{LibraryError, registry_repository};
+use super::error::ApiError;
+use super::library::registry_repository;
 use crate::build::contexts::{Announced, BuildContexts, ContextError, ContextLimits, ReceiveError};
 use crate::spec::{Bootstrap, BuildJob, Definition, DefinitionJob, Platform};
 use crate::store::{BuildRecord, BuildStatus, StoreError};
@@ -110,9 +111,9 @@ impl ContextUploads {
 }
 
 /// The caller's user; remote builds are never anonymous.
-async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, LibraryError> {
+async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
     authenticate(state, headers).await?.ok_or_else(|| {
-        LibraryError::new(
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             format!(
                 "remote builds need a valid token: get one at {}/auth/tokens and run \
@@ -129,7 +130,7 @@ async fn user(state: &AppState, headers: &HeaderMap) -> Result<User, LibraryErro
 /// 400 whose message the client shows. Parsing needs no token.
 async fn convert_definition(body: Bytes) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
-        return LibraryError::bad_request("the definition file is not UTF-8 text").into_response();
+        return ApiError::bad_request("the definition file is not UTF-8 text").into_response();
     };
     let files: Vec<Value> = Definition::parse(text)
         .map(|definition| {
@@ -168,7 +169,7 @@ async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let (build, request) = submit_build(&state, &headers, &body).await?;
     Ok(Json(
         json!({ "data": build_info(&state, &build, &request).await }),
@@ -179,14 +180,13 @@ async fn submit_build(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(BuildRecord, DefinitionJob), LibraryError> {
+) -> Result<(BuildRecord, DefinitionJob), ApiError> {
     let user = user(state, headers).await?;
-    let body: SubmitBody = serde_json::from_slice(body).map_err(|err| {
-        LibraryError::bad_request(format!("the build request is not valid: {err}"))
-    })?;
+    let body: SubmitBody = serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("the build request is not valid: {err}")))?;
     let definition = decode_definition(body.definition_raw.as_deref())?;
     let parsed = Definition::parse(&definition).map_err(|err| {
-        LibraryError::bad_request(format!("the definition file cannot be built: {err}"))
+        ApiError::bad_request(format!("the definition file cannot be built: {err}"))
     })?;
     if parsed.bootstrap == Bootstrap::Docker {
         let from = BaseImage {
@@ -195,21 +195,21 @@ async fn submit_build(
         };
         check_base_images(&state.config, &[from])
             .await
-            .map_err(|err| LibraryError::bad_request(err.to_string()))?;
+            .map_err(|err| ApiError::bad_request(err.to_string()))?;
     }
     let platform = platform_of(body.builder_requirements.as_ref())?;
     let context = match body.context_digest.as_deref().filter(|d| !d.is_empty()) {
         Some(digest) => {
             let hex = context_hex(digest)?;
             if !build_contexts(state).exists(&user.name, hex).await {
-                return Err(LibraryError::bad_request(format!(
+                return Err(ApiError::bad_request(format!(
                     "contextDigest {digest}: no such build context was uploaded"
                 )));
             }
             Some(digest.to_owned())
         }
         None if !parsed.files.is_empty() => {
-            return Err(LibraryError::bad_request(
+            return Err(ApiError::bad_request(
                 "the definition has a %files section, but no build context was uploaded \
                  (contextDigest is missing)",
             ));
@@ -221,7 +221,7 @@ async fn submit_build(
         || working_dir.len() > 4096
         || working_dir.contains('\0')
     {
-        return Err(LibraryError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "workingDir {working_dir:?} is not an absolute path"
         )));
     }
@@ -230,7 +230,7 @@ async fn submit_build(
     let default_ref = format!("{}/remote-builds/rb-{}", user.name, key.short());
     let target = LibraryTarget::parse(body.library_ref.as_deref(), &default_ref)?;
     if target.entity != user.name && !user.operator {
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "library://{}/… belongs to {}; this token is {}'s",
@@ -242,7 +242,7 @@ async fn submit_build(
         && let Err(wait) = state.user_limiter.take(user.name.clone())
     {
         let minutes = wait.as_secs().div_ceil(60);
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "{} has started the {} remote builds a user may start per day; the next one \
@@ -272,22 +272,22 @@ async fn submit_build(
 }
 
 /// `definitionRaw`: base64 of UTF-8 text, at most [`MAX_DEFINITION`] bytes.
-fn decode_definition(raw: Option<&str>) -> Result<String, LibraryError> {
-    let raw = raw.ok_or_else(|| LibraryError::bad_request("definitionRaw is missing"))?;
-    let text = super::base64_text(raw, "definitionRaw", MAX_DEFINITION)
-        .map_err(LibraryError::bad_request)?;
+fn decode_definition(raw: Option<&str>) -> Result<String, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::bad_request("definitionRaw is missing"))?;
+    let text =
+        super::base64_text(raw, "definitionRaw", MAX_DEFINITION).map_err(ApiError::bad_request)?;
     if text.trim().is_empty() {
-        return Err(LibraryError::bad_request("the definition file is empty"));
+        return Err(ApiError::bad_request("the definition file is empty"));
     }
     Ok(text)
 }
 
 /// `builderRequirements.arch`: `amd64` (the default) or `arm64`.
-fn platform_of(requirements: Option<&HashMap<String, String>>) -> Result<Platform, LibraryError> {
+fn platform_of(requirements: Option<&HashMap<String, String>>) -> Result<Platform, ApiError> {
     match requirements.and_then(|r| r.get("arch")).map(String::as_str) {
         None | Some("" | "amd64" | "x86_64") => Ok(Platform::LinuxAmd64),
         Some("arm64" | "aarch64") => Ok(Platform::LinuxArm64),
-        Some(other) => Err(LibraryError::bad_request(format!(
+        Some(other) => Err(ApiError::bad_request(format!(
             "builderRequirements.arch {other:?}: kiln builds for amd64 and arm64"
         ))),
     }
@@ -305,10 +305,10 @@ struct LibraryTarget {
 impl LibraryTarget {
     /// Reads a client's `libraryRef` (`""`, `library://e/c/n:t`, scs-build's `library:e/c/n:t`
     /// or `e/c/n`); an empty one means `default`.
-    fn parse(reference: Option<&str>, default: &str) -> Result<Self, LibraryError> {
+    fn parse(reference: Option<&str>, default: &str) -> Result<Self, ApiError> {
         let given = reference.map(str::trim).filter(|r| !r.is_empty());
         let text = given.unwrap_or(default);
-        let bad = |why: &str| LibraryError::bad_request(format!("libraryRef {text:?} {why}"));
+        let bad = |why: &str| ApiError::bad_request(format!("libraryRef {text:?} {why}"));
         let path = text
             .strip_prefix("library://")
             .or_else(|| text.strip_prefix("library:"))
@@ -353,17 +353,17 @@ async fn own_build(
     state: &AppState,
     user: &User,
     id: &str,
-) -> Result<(BuildRecord, DefinitionJob), LibraryError> {
+) -> Result<(BuildRecord, DefinitionJob), ApiError> {
     let build = state
         .store
         .build(id)
         .await?
-        .ok_or_else(|| LibraryError::not_found(format!("build {id}")))?;
+        .ok_or_else(|| ApiError::does_not_exist(format!("build {id}")))?;
     let BuildJob::Definition(request) = build.job.clone() else {
-        return Err(LibraryError::not_found(format!("build {id}")));
+        return Err(ApiError::does_not_exist(format!("build {id}")));
     };
     if request.user != user.name && !user.operator {
-        return Err(LibraryError::not_found(format!("build {id}")));
+        return Err(ApiError::does_not_exist(format!("build {id}")));
     }
     Ok((build, request))
 }
@@ -372,7 +372,7 @@ async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, LibraryError> {
+) -> Result<Json<Value>, ApiError> {
     let user = user(&state, &headers).await?;
     let (build, request) = own_build(&state, &user, &id).await?;
     Ok(Json(
@@ -438,7 +438,7 @@ async fn cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, LibraryError> {
+) -> Result<StatusCode, ApiError> {
     let user = user(&state, &headers).await?;
     own_build(&state, &user, &id).await?;
     match state
@@ -447,7 +447,7 @@ async fn cancel(
         .await
     {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(StoreError::IllegalTransition { .. }) => Err(LibraryError::new(
+        Err(StoreError::IllegalTransition { .. }) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("build {id} has already finished"),
         )),
@@ -463,7 +463,7 @@ async fn output(
     headers: HeaderMap,
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
-) -> Result<Response, LibraryError> {
+) -> Result<Response, ApiError> {
     let user = user(&state, &headers).await?;
     own_build(&state, &user, &id).await?;
     Ok(upgrade.on_upgrade(move |socket| follow_log(state, id, socket)))
@@ -524,15 +524,15 @@ async fn start_context_upload(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, LibraryError> {
+) -> Result<Response, ApiError> {
     let user = user(&state, &headers).await?;
     let announced: ContextAnnouncement = serde_json::from_slice(&body).map_err(|err| {
-        LibraryError::bad_request(format!("the build context request is not valid: {err}"))
+        ApiError::bad_request(format!("the build context request is not valid: {err}"))
     })?;
     let hex = context_hex(&announced.digest)?;
     let limit = state.config.embedded_registry.max_blob_size;
     if announced.size > limit {
-        return Err(LibraryError::new(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the build context has {} bytes; the limit is {limit}",
@@ -563,9 +563,9 @@ async fn upload_context(
     State(state): State<AppState>,
     Path(ticket): Path<String>,
     body: Body,
-) -> Result<StatusCode, LibraryError> {
+) -> Result<StatusCode, ApiError> {
     let ticket = state.contexts.redeem(&ticket).ok_or_else(|| {
-        LibraryError::new(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "this upload URL is unknown or has expired",
         )
@@ -574,11 +574,7 @@ async fn upload_context(
     Ok(StatusCode::OK)
 }
 
-async fn receive_context(
-    state: &AppState,
-    ticket: &Ticket,
-    body: Body,
-) -> Result<(), LibraryError> {
+async fn receive_context(state: &AppState, ticket: &Ticket, body: Body) -> Result<(), ApiError> {
     let limits = ContextLimits {
         max_unpacked: state.config.api.context_max_unpacked_bytes,
         max_entries: state.config.api.context_max_files,
@@ -600,7 +596,7 @@ async fn receive_context(
                 ReceiveError::Refused(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 ReceiveError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            LibraryError::new(status, err.to_string())
+            ApiError::new(status, err.to_string())
         })
 }
 
@@ -608,18 +604,18 @@ async fn delete_context(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(digest): Path<String>,
-) -> Result<StatusCode, LibraryError> {
+) -> Result<StatusCode, ApiError> {
     let user = user(&state, &headers).await?;
     let hex = context_hex(&digest)?;
     // Only the caller's own contexts are looked at: another user's is "not found", never
     // "forbidden", which would tell that it exists.
     match build_contexts(&state).delete(&user.name, hex).await {
         Ok(true) => Ok(StatusCode::OK),
-        Ok(false) => Err(LibraryError::new(
+        Ok(false) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("there is no build context {digest}"),
         )),
-        Err(err) => Err(LibraryError::new(
+        Err(err) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot delete the build context: {err}"),
         )),
@@ -627,14 +623,14 @@ async fn delete_context(
 }
 
 /// The hex of a `sha256.<hex>` context digest.
-fn context_hex(digest: &str) -> Result<&str, LibraryError> {
+fn context_hex(digest: &str) -> Result<&str, ApiError> {
     digest
         .strip_prefix("sha256.")
         .filter(|hex| {
             hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         })
         .ok_or_else(|| {
-            LibraryError::bad_request(format!(
+            ApiError::bad_request(format!(
                 "{digest:?} is not a digest of the form sha256.<hex>"
             ))
         })

@@ -492,10 +492,12 @@ mod tests {
 
     #[async_trait]
     impl Backend for NoBackend {
-        async fn run(&self, _: &BuildRecord, _: &BuildLog) -> BuildOutcome {
-            BuildOutcome::Failed {
-                reason: "the views tests build nothing".into(),
-            }
+        async fn try_run(
+            &self,
+            _: &BuildRecord,
+            _: &BuildLog,
+        ) -> Result<BuildOutcome, crate::build::BuildError> {
+            Err("the views tests build nothing".into())
         }
     }
 

@@ -196,6 +196,10 @@ pub fn compose(parts: &[LayerBlob], out_dir: &Path) -> Result<Vec<LayerBlob>> {
     if parts.len() < 2 {
         return Ok(parts.to_vec());
     }
+    tracing::debug!(
+        parts = parts.len(),
+        "composing one layer of package fragments"
+    );
     let mut together: Vec<(&LayerBlob, Paths)> = Vec::new();
     let mut alone = Vec::new();
     let mut dirs: BTreeMap<Vec<u8>, PathBuf> = BTreeMap::new();

@@ -23,12 +23,12 @@ pub(super) async fn fresh_context(work: &Path) -> Result<PathBuf, Failure> {
     if let Err(err) = tokio::fs::remove_dir_all(work).await
         && err.kind() != std::io::ErrorKind::NotFound
     {
-        return Err(format!("cannot clear {}: {err}", work.display()));
+        return Err(Failure::io(format!("cannot clear {}", work.display()))(err));
     }
     let context = work.join("context");
     tokio::fs::create_dir_all(&context)
         .await
-        .map_err(|err| format!("cannot create {}: {err}", context.display()))?;
+        .map_err(Failure::io(format!("cannot create {}", context.display())))?;
     Ok(context)
 }
 
@@ -37,22 +37,22 @@ pub(super) async fn write_containerfile(work: &Path, text: &str) -> Result<PathB
     let path = work.join("Containerfile");
     tokio::fs::write(&path, text)
         .await
-        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        .map_err(Failure::io(format!("cannot write {}", path.display())))?;
     Ok(path)
 }
 
 /// Ends a buildah build however it went: removes its image `local` from buildah's storage
-/// (absent when the build failed before committing, which is nothing to report) and turns a
-/// failure into the outcome users read.
+/// (absent when the build failed before committing, which is nothing to report) and passes
+/// the result on.
 pub(super) async fn finish(
     buildah: &Buildah,
     local: &str,
     result: Result<BuildOutcome, Failure>,
-) -> BuildOutcome {
+) -> Result<BuildOutcome, Failure> {
     if let Err(err) = buildah.remove_image(local).await {
         tracing::debug!(image = %local, error = %err, "removing a build's local image failed");
     }
-    result.unwrap_or_else(|reason| BuildOutcome::Failed { reason })
+    result
 }
 
 /// Runs a buildah step whose output arrives through a sync callback, appending each line to
@@ -136,18 +136,19 @@ impl Tail {
     }
 }
 
-/// Why `buildah bud` failed, naming the Dockerfile step when there was one.
-pub(super) fn build_failure(err: &BuildahError, tail: &Tail) -> Failure {
-    match (err, &tail.step) {
-        (BuildahError::Failed { .. }, Some(step)) => format!(
-            "the Dockerfile failed at {step}: {}",
-            failure_detail(err, tail)
-        ),
-        (BuildahError::Failed { .. }, None) => format!(
-            "buildah could not build the Dockerfile: {}",
-            failure_detail(err, tail)
-        ),
-        _ => crate::error_chain(err),
+/// Why `buildah bud` failed building `what` ("the Dockerfile"), naming the step and quoting
+/// buildah's last lines when it ran; what kept it from running otherwise.
+pub(super) fn build_failure(err: BuildahError, tail: &Tail, what: &str) -> Failure {
+    match (&err, &tail.step) {
+        (BuildahError::Failed { .. }, Some(step)) => Failure::Refused(format!(
+            "{what} failed at {step}: {}",
+            failure_detail(&err, tail)
+        )),
+        (BuildahError::Failed { .. }, None) => Failure::Refused(format!(
+            "buildah could not build {what}: {}",
+            failure_detail(&err, tail)
+        )),
+        _ => err.into(),
     }
 }
 
@@ -193,7 +194,7 @@ mod tests {
             step: "bud",
             status,
         };
-        let reason = build_failure(&err, &tail);
+        let reason = build_failure(err, &tail, "the Dockerfile").reason();
         assert!(
             reason.starts_with("the Dockerfile failed at STEP 2/2: RUN exit 3: `buildah bud` ended with exit code 1"),
             "{reason}"

@@ -84,17 +84,17 @@ impl ContainerfileBuilder {
     }
 }
 
-/// A build step that failed, as the reason users read.
-type Failure = String;
+/// A build step that failed; the queue renders it as the reason users read.
+type Failure = super::BuildError;
 
 #[async_trait]
 impl Backend for ContainerfileBuilder {
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+    async fn try_run(&self, build: &BuildRecord, log: &BuildLog) -> Result<BuildOutcome, Failure> {
         let work = self.settings.work_dir.join(&build.id);
         let local = local_tag(&build.id);
         let result = match super::fresh_work_dir(&work).await {
             Ok(()) => self.build(build, &work, &local, log).await,
-            Err(reason) => Err(reason),
+            Err(err) => Err(err),
         };
         // A Dockerfile's work directory is small: removed before answering.
         super::remove_work_dir(&work).await;
@@ -111,13 +111,13 @@ impl ContainerfileBuilder {
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
         let BuildJob::Dockerfile(job) = &build.job else {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "the containerfile builder builds Dockerfiles, not {} builds",
                 build.job.kind()
-            ));
+            )));
         };
         // The check kiln's API made before taking it: stored text is not trusted either.
-        Dockerfile::parse(&build.containerfile).map_err(|err| err.to_string())?;
+        Dockerfile::parse(&build.containerfile).map_err(|err| Failure::Refused(err.to_string()))?;
         let (repository, tag) = (build.image.repository(), build.image.tag());
         let context = fresh_context(work).await?;
         let dockerfile = write_containerfile(work, &build.containerfile).await?;
@@ -140,7 +140,7 @@ impl ContainerfileBuilder {
         })
         .await;
         if let Err(err) = built {
-            return Err(build_failure(&err, &tail));
+            return Err(build_failure(err, &tail, "the Dockerfile"));
         }
 
         let destination = format!("{}/{repository}:{tag}", self.settings.registry);
@@ -157,11 +157,11 @@ impl ContainerfileBuilder {
         })
         .await;
         let digest = pushed.map_err(|err| {
-            format!(
+            Failure::Refused(format!(
                 "pushing the image to {} failed: {}",
                 self.settings.registry,
                 failure_detail(&err, &tail)
-            )
+            ))
         })?;
 
         let pushed = self.read_back(repository, &digest).await?;
@@ -191,7 +191,8 @@ impl ContainerfileBuilder {
     /// Reads the pushed manifest `digest` back: its descriptor, its layers, its config and
     /// the bytes a pull downloads (config and layers).
     async fn read_back(&self, repository: &str, digest: &str) -> Result<PushedImage, Failure> {
-        let unreadable = |detail: String| format!("the pushed image cannot be read back: {detail}");
+        let unreadable =
+            |cause: Failure| Failure::step("the pushed image cannot be read back", cause);
         let (bytes, _) = self
             .client
             .pull_manifest(
@@ -200,16 +201,17 @@ impl ContainerfileBuilder {
                 &[MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST],
             )
             .await
-            .map_err(|err| unreadable(crate::error_chain(&err)))?;
-        let manifest: ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|err| unreadable(format!("its manifest is not an image manifest: {err}")))?;
+            .map_err(|err| unreadable(err.into()))?;
+        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|err| {
+            unreadable(Failure::json("its manifest is not an image manifest")(err))
+        })?;
         let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
         let mut config = Vec::new();
         if manifest.config.size <= MAX_CONFIG_BYTES {
             self.client
                 .pull_blob(repository, &manifest.config.digest, &mut config)
                 .await
-                .map_err(|err| unreadable(crate::error_chain(&err)))?;
+                .map_err(|err| unreadable(err.into()))?;
         }
         Ok(PushedImage {
             manifest: Descriptor {

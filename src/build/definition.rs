@@ -103,12 +103,12 @@ impl DefinitionBuilder {
 
 #[async_trait]
 impl Backend for DefinitionBuilder {
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+    async fn try_run(&self, build: &BuildRecord, log: &BuildLog) -> Result<BuildOutcome, Failure> {
         let work = self.settings.work_dir.join(&build.id);
         let local = format!("localhost/kiln-definition:{}", build.id.replace('_', "-"));
         let result = match super::fresh_work_dir(&work).await {
             Ok(()) => self.build(build, &work, &local, log).await,
-            Err(reason) => Err(reason),
+            Err(err) => Err(err),
         };
         super::remove_work_dir_later(work);
         finish(&self.buildah, &local, result).await
@@ -124,10 +124,10 @@ impl DefinitionBuilder {
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
         let BuildJob::Definition(request) = &build.job else {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "the definition builder builds definition files, not {} builds",
                 build.job.kind()
-            ));
+            )));
         };
         let definition = Definition::parse(&build.containerfile)
             .map_err(|err| format!("the definition file cannot be built: {err}"))?;
@@ -175,14 +175,11 @@ impl DefinitionBuilder {
         })
         .await;
         if let Err(err) = built {
-            return Err(build_failure(&err, &tail).replacen("the Dockerfile", "the build", 1));
+            return Err(build_failure(err, &tail, "the build"));
         }
 
         let layout = work.join("oci");
-        self.buildah
-            .push_to_oci_layout(local, &layout)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+        self.buildah.push_to_oci_layout(local, &layout).await?;
         let mut image = read_oci_layout(&layout).await?;
         if let Some(old) = sif_config {
             // The runtime settings of the SIF built on (its Env, above all) carry over where
@@ -284,10 +281,10 @@ impl DefinitionBuilder {
                 Ok(meta) => meta.is_dir(),
                 Err(_) if has_glob => false,
                 Err(_) => {
-                    return Err(format!(
+                    return Err(Failure::Refused(format!(
                         "the %files source {} ({absolute}) is not in the uploaded build context",
                         copy.source
-                    ));
+                    )));
                 }
             };
             sources.push(ContextSource {
@@ -317,14 +314,15 @@ impl DefinitionBuilder {
                  ([entity/collection/]name[:tag]), not {from:?}"
             )
         })?;
-        let missing = |detail: String| format!("From: {from}: kiln holds no such SIF ({detail})");
+        let missing =
+            |cause: Failure| Failure::step(format!("From: {from}: kiln holds no such SIF"), cause);
         let (manifest, _) = self
             .client
             .pull_manifest(&repository, &tag, &[MEDIA_TYPE_MANIFEST])
             .await
-            .map_err(|err| missing(crate::error_chain(&err)))?;
+            .map_err(|err| missing(err.into()))?;
         let manifest: Value = serde_json::from_slice(&manifest)
-            .map_err(|err| missing(format!("its manifest is not JSON: {err}")))?;
+            .map_err(|err| missing(Failure::json("its manifest is not JSON")(err)))?;
         let layer = &manifest["layers"][0];
         let Some(digest) = layer["digest"]
             .as_str()
@@ -335,11 +333,11 @@ impl DefinitionBuilder {
         let sif = work.join("base.sif");
         let file = tokio::fs::File::create(&sif)
             .await
-            .map_err(|err| format!("cannot create {}: {err}", sif.display()))?;
+            .map_err(Failure::io(format!("cannot create {}", sif.display())))?;
         self.client
             .pull_blob(&repository, digest, file)
             .await
-            .map_err(|err| missing(crate::error_chain(&err)))?;
+            .map_err(|err| missing(err.into()))?;
 
         let mut header = [0u8; 48];
         let read_header = async {
@@ -351,15 +349,15 @@ impl DefinitionBuilder {
         };
         read_header
             .await
-            .map_err(|err| format!("cannot read {}: {err}", sif.display()))?;
+            .map_err(Failure::io(format!("cannot read {}", sif.display())))?;
         let arch = SifArch::of_header(&header).ok_or_else(|| missing("not a SIF file".into()))?;
         if arch != SifArch::from(platform) {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "From: {from} is a SIF for {}; this build is for {platform}",
                 arch.as_str()
-            ));
+            )));
         }
-        let objects = read_objects(&sif).map_err(|err| missing(crate::error_chain(&err)))?;
+        let objects = read_objects(&sif).map_err(|err| missing(err.into()))?;
         let root = objects
             .iter()
             .find(|object| object.primary_partition)
@@ -385,12 +383,14 @@ impl DefinitionBuilder {
             .arg(&sif)
             .output()
             .await
-            .map_err(|err| format!("cannot run unsquashfs; is squashfs-tools installed? {err}"))?;
+            .map_err(Failure::io(
+                "cannot run unsquashfs; is squashfs-tools installed?",
+            ))?;
         if !output.status.success() {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "unsquashfs could not unpack the root file system of {from}: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
-            ));
+            )));
         }
         // The copy is a build context entry now; the download is not needed any more.
         let _ = tokio::fs::remove_file(&sif).await;
@@ -437,7 +437,7 @@ fn library_location(from: &str) -> Option<(String, String)> {
 /// `size` bytes of `path` from `offset`.
 async fn read_range(path: &Path, offset: u64, size: u64) -> Result<Vec<u8>, Failure> {
     use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-    let failed = |err: std::io::Error| format!("cannot read {}: {err}", path.display());
+    let failed = |err: std::io::Error| Failure::io(format!("cannot read {}", path.display()))(err);
     let mut file = tokio::fs::File::open(path).await.map_err(failed)?;
     file.seek(std::io::SeekFrom::Start(offset))
         .await
@@ -496,9 +496,9 @@ async fn read_oci_layout(dir: &Path) -> Result<LayoutImage, Failure> {
     let read_json = |path: PathBuf| async move {
         let bytes = tokio::fs::read(&path)
             .await
-            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            .map_err(Failure::io(format!("cannot read {}", path.display())))?;
         serde_json::from_slice::<Value>(&bytes)
-            .map_err(|err| format!("{} is not JSON: {err}", path.display()))
+            .map_err(Failure::json(format!("{} is not JSON", path.display())))
     };
     let index = read_json(dir.join("index.json")).await?;
     let manifest_digest = index["manifests"][0]["digest"]

@@ -61,7 +61,10 @@ pub(super) fn conda_key(
     let text = |record: &RepoDataRecord| {
         serde_json::to_value(record)
             .and_then(|value| serde_json::to_string(&value))
-            .map_err(|err| format!("{} cannot be written as JSON: {err}", record.identifier))
+            .map_err(Failure::json(format!(
+                "{} cannot be written as JSON",
+                record.identifier
+            )))
     };
     let sha256 = record
         .package_record
@@ -181,22 +184,19 @@ fn make_layer(job: &Job, layer_dir: &Path) -> Result<(LayerBlob, PackageLayer), 
                 *platform,
                 python.as_deref(),
                 &job.root.join(relative),
-            )
-            .map_err(|err| crate::error_chain(&err))?;
+            )?;
             let metadata = python_metadata(&files);
             let files = files.iter().map(|file| relative.join(file)).collect();
             (files, metadata, None)
         }
         JobKind::Wheel { wheel, python } => {
             std::fs::create_dir_all(&job.root)
-                .map_err(|err| format!("cannot create {}: {err}", job.root.display()))?;
-            let installed = install_wheel(wheel, &python.layout, &job.root)
-                .map_err(|err| crate::error_chain(&err))?;
+                .map_err(Failure::io(format!("cannot create {}", job.root.display())))?;
+            let installed = install_wheel(wheel, &python.layout, &job.root)?;
             (installed.files, Vec::new(), installed.license)
         }
     };
-    let blob = assemble::write_fragment(&job.root, &files, layer_dir)
-        .map_err(|err| crate::error_chain(&err))?;
+    let blob = assemble::write_fragment(&job.root, &files, layer_dir)?;
     let record = PackageLayer {
         key: job.key.clone(),
         digest: blob.digest.clone(),
@@ -238,7 +238,7 @@ fn parallel_map<T: Sync, R: Send>(
         .map(|slot| {
             slot.into_inner()
                 .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or_else(|| Err("a package layer was not made".to_owned()))
+                .unwrap_or_else(|| Err("a package layer was not made".into()))
         })
         .collect()
 }
@@ -246,11 +246,7 @@ fn parallel_map<T: Sync, R: Send>(
 impl NativeBuilder {
     /// The layer recorded under `key`, if its blob is still in the layer cache.
     async fn cached_layer(&self, key: &str) -> Result<Option<(LayerBlob, PackageLayer)>, Failure> {
-        let record = self
-            .store
-            .package_layer(key)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+        let record = self.store.package_layer(key).await?;
         Ok(record.and_then(|record| {
             let blob = LayerBlob::find(
                 &self.layer_dir,
@@ -282,12 +278,9 @@ impl NativeBuilder {
             )
         })
         .await
-        .map_err(|err| format!("making package layers crashed: {err}"))??;
+        .map_err(Failure::crashed("making package layers"))??;
         for (_, _, record) in &made {
-            self.store
-                .add_package_layer(record)
-                .await
-                .map_err(|err| crate::error_chain(&err))?;
+            self.store.add_package_layer(record).await?;
         }
         Ok(made)
     }
@@ -322,8 +315,7 @@ impl NativeBuilder {
                 .iter()
                 .map(|(index, _)| self.installer.fetch(&solution.records[*index])),
         )
-        .await
-        .map_err(|err| err.to_string())?;
+        .await?;
         let jobs: Vec<Job> = missing
             .into_iter()
             .zip(package_dirs)
@@ -458,18 +450,20 @@ impl NativeBuilder {
             })
             .collect();
         let layer_dir = self.layer_dir.clone();
+        // The blocking thread logs in the build's span too.
+        let span = tracing::Span::current();
         let layers = tokio::task::spawn_blocking(move || {
+            let _build = span.enter();
             let mut layers = Vec::new();
             for parts in &groups {
-                layers.extend(
-                    assemble::compose(parts, &layer_dir).map_err(|err| crate::error_chain(&err))?,
-                );
+                layers.extend(assemble::compose(parts, &layer_dir)?);
             }
             Ok::<_, Failure>(layers)
         })
         .await
-        .map_err(|err| format!("putting layers together crashed: {err}"))??;
+        .map_err(Failure::crashed("putting layers together"))??;
         let bytes: u64 = layers.iter().map(|layer| layer.size).sum();
+        tracing::info!(%platform, layers = layers.len(), bytes, packages = packages.len(), "assembled the layers");
         log.line(format!(
             "{platform}: {} layers ({bytes} bytes compressed) from {} packages in {:.1} s",
             layers.len(),

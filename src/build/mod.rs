@@ -12,6 +12,7 @@ mod buildah_build;
 pub mod containerfile;
 pub mod contexts;
 pub mod definition;
+pub mod error;
 mod layers;
 pub mod leftovers;
 pub mod log;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use error::BuildError;
 pub use log::{BuildLog, LogLimits};
 
 use crate::spec::BuildJob;
@@ -34,8 +36,23 @@ use crate::store::{BuildOutcome, BuildRecord};
 /// Something that can build an image from a build record.
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// Builds `build`, writing progress to `log`. The outcome is recorded by the caller.
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome;
+    /// Builds `build`, writing progress to `log`: the image's outcome, or the step that failed
+    /// and why. The queue logs the failure and renders its reason where it is stored.
+    async fn try_run(
+        &self,
+        build: &BuildRecord,
+        log: &BuildLog,
+    ) -> Result<BuildOutcome, BuildError>;
+
+    /// [`try_run`](Self::try_run) with a failure rendered as the queue records it, for callers
+    /// that run a backend without a queue (tests, benchmarks).
+    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+        self.try_run(build, log)
+            .await
+            .unwrap_or_else(|err| BuildOutcome::Failed {
+                reason: err.reason(),
+            })
+    }
 }
 
 /// Sends each build to the backend of its job's kind: package requests to the native builder,
@@ -71,24 +88,31 @@ impl Dispatch {
 
 #[async_trait]
 impl Backend for Dispatch {
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+    async fn try_run(
+        &self,
+        build: &BuildRecord,
+        log: &BuildLog,
+    ) -> Result<BuildOutcome, BuildError> {
         let backend = match build.job {
             BuildJob::Native(_) => &self.native,
             BuildJob::Dockerfile(_) => &self.containerfile,
             BuildJob::Definition(_) => &self.definition,
         };
-        backend.run(build, log).await
+        backend.try_run(build, log).await
     }
 }
 
 /// Gives a build an empty work directory: whatever an earlier attempt of the same build left
 /// there (kiln was killed mid-build, a lease ran out) is removed, never trusted; a staging
 /// prefix with packages already in it once made a retried build install nothing.
-pub(crate) async fn fresh_work_dir(work: &std::path::Path) -> Result<(), String> {
+pub(crate) async fn fresh_work_dir(work: &std::path::Path) -> Result<(), BuildError> {
     remove_work_dir(work).await;
     tokio::fs::create_dir_all(work)
         .await
-        .map_err(|err| format!("cannot create the work directory {}: {err}", work.display()))
+        .map_err(BuildError::io(format!(
+            "cannot create the work directory {}",
+            work.display()
+        )))
 }
 
 /// Deletes a build's work directory in the background: a SIF build leaves a gigabyte of staged

@@ -238,20 +238,15 @@ impl NativeBuilder {
     }
 }
 
-/// A build step that failed, as the reason users read.
-pub(super) type Failure = String;
+/// A build step that failed; the queue renders it as the reason users read.
+pub(super) type Failure = super::BuildError;
 
 #[async_trait]
 impl Backend for NativeBuilder {
-    async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+    async fn try_run(&self, build: &BuildRecord, log: &BuildLog) -> Result<BuildOutcome, Failure> {
         let work = self.work_dir.join(&build.id);
-        if let Err(reason) = super::fresh_work_dir(&work).await {
-            return BuildOutcome::Failed { reason };
-        }
-        let outcome = match self.build(build, &work, log).await {
-            Ok(outcome) => outcome,
-            Err(reason) => BuildOutcome::Failed { reason },
-        };
+        super::fresh_work_dir(&work).await?;
+        let outcome = self.build(build, &work, log).await;
         super::remove_work_dir_later(work);
         outcome
     }
@@ -285,10 +280,10 @@ impl NativeBuilder {
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
         let BuildJob::Native(request) = &build.job else {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "the native builder builds package requests, not {} builds",
                 build.job.kind()
-            ));
+            )));
         };
         let (repository, tag) = (build.image.repository(), build.image.tag());
         let image_name = build.image.without_tag();
@@ -326,8 +321,7 @@ impl NativeBuilder {
         };
         self.client
             .push_manifest(repository, tag, top.bytes.clone().into(), top.media_type)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+            .await?;
         log.line(format!("pushed {}@{}", build.image, top.digest))
             .await;
         let texts: Vec<String> = request
@@ -361,9 +355,7 @@ impl NativeBuilder {
         lock: &mut Lock,
     ) -> Result<Staged, Failure> {
         let profile = self.base_for(request);
-        let base = base::inspect(&self.client, &profile.repository, &profile.tag, platform)
-            .await
-            .map_err(|err| err.to_string())?;
+        let base = base::inspect(&self.client, &profile.repository, &profile.tag, platform).await?;
         let glibc = base
             .glibc
             .clone()
@@ -440,7 +432,8 @@ impl NativeBuilder {
         let labels = BTreeMap::from([
             (
                 "io.kiln.request".to_owned(),
-                serde_json::to_string(request).map_err(|err| err.to_string())?,
+                serde_json::to_string(request)
+                    .map_err(Failure::json("the request cannot be written as JSON"))?,
             ),
             ("io.kiln.lock".to_owned(), lock.text(platform)),
             // Named without kiln's host: the same image is made on every kiln, whatever
@@ -483,8 +476,7 @@ impl NativeBuilder {
         for layer in &base.layers {
             self.client
                 .mount_from(repository, &layer.digest, base_repository)
-                .await
-                .map_err(|err| crate::error_chain(&err))?;
+                .await?;
         }
         let mut uploaded = 0;
         for layer in layers {
@@ -499,8 +491,7 @@ impl NativeBuilder {
                     &layer.gz_path,
                     seen_in.as_deref(),
                 )
-                .await
-                .map_err(|err| crate::error_chain(&err))?;
+                .await?;
             if pushed == crate::registry::client::BlobPush::Uploaded {
                 uploaded += 1;
                 self.remember_layer_home(&layer.digest, repository);
@@ -508,8 +499,7 @@ impl NativeBuilder {
         }
         self.client
             .push_blob_bytes(repository, config.bytes.clone().into(), None)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+            .await?;
         let mut descriptors: Vec<Descriptor> = base.layers.clone();
         descriptors.extend(layers.iter().map(LayerBlob::descriptor));
         let manifest = assemble::image_manifest(config, &descriptors, &BTreeMap::new());
@@ -520,8 +510,7 @@ impl NativeBuilder {
                 manifest.bytes.clone().into(),
                 manifest.media_type,
             )
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+            .await?;
         log.line(format!(
             "{platform}: pushed {} ({uploaded} of {} layers uploaded, the rest already there) in {:.1} s",
             manifest.digest,
@@ -558,7 +547,7 @@ impl NativeBuilder {
         let scratch = work.join("base");
         tokio::fs::create_dir_all(&scratch)
             .await
-            .map_err(|err| format!("cannot create {}: {err}", scratch.display()))?;
+            .map_err(Failure::io(format!("cannot create {}", scratch.display())))?;
         let copied = base::copy::copy_image(
             upstream,
             &self.client,
@@ -566,8 +555,7 @@ impl NativeBuilder {
             &profile.tag,
             &scratch,
         )
-        .await
-        .map_err(|err| crate::error_chain(&err))?;
+        .await?;
         if !copied {
             return Ok(());
         }
@@ -613,11 +601,12 @@ impl NativeBuilder {
                 Ok(())
             }
             Ok(None) => Ok(()),
-            Err(err) => Err(format!(
-                "kiln's base {}:{} is not in the registry yet and making it failed: {}",
-                profile.repository,
-                profile.tag,
-                crate::error_chain(&err)
+            Err(err) => Err(Failure::step(
+                format!(
+                    "kiln's base {}:{} is not in the registry yet and making it failed",
+                    profile.repository, profile.tag,
+                ),
+                err,
             )),
         }
     }
@@ -628,27 +617,26 @@ impl NativeBuilder {
         let found = self
             .client
             .tag_digest(&profile.repository, &profile.tag)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+            .await?;
         if found.is_some() {
             return Ok(());
         }
         let registry = self.client.registry();
         let name = profile.name();
         if profile.named_by_request {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "the base image {registry}/{name} named in the request does not exist. Leave \
                  `base` out to build on kiln's default base, which kiln makes itself, or have an \
                  operator make this one first, e.g. `kiln base create --name {name} --package \
                  <debian package>`"
-            ));
+            )));
         }
-        Err(format!(
+        Err(Failure::Refused(format!(
             "the configured base image {registry}/{name} does not exist. kiln makes its default \
              bases itself (leave base.conda.image and base.python.image unset); to use your own, \
              push it first, e.g. `kiln base create --name {name} --package <debian package>` or \
              `skopeo copy` an image to {registry}/{name}"
-        ))
+        )))
     }
 
     /// A base the request names, for conda and pip-only requests alike; otherwise conda
@@ -676,11 +664,7 @@ impl NativeBuilder {
             platform,
             glibc: glibc.to_owned(),
         };
-        let solution = self
-            .resolver
-            .solve(request, &target)
-            .await
-            .map_err(|err| err.to_string())?;
+        let solution = self.resolver.solve(request, &target).await?;
         log.line(format!(
             "{platform}: solved {} conda packages in {:.1} s",
             solution.packages.len(),
@@ -720,8 +704,7 @@ impl NativeBuilder {
         let resolved = self
             .pip
             .resolve(&requirements, provided, target, &python.version)
-            .await
-            .map_err(|err| err.to_string())?;
+            .await?;
         log.line(format!(
             "{platform}: resolved {} wheels for Python {} in {:.1} s",
             resolved.len(),
@@ -730,11 +713,7 @@ impl NativeBuilder {
         ))
         .await;
 
-        let fetched = self
-            .wheels
-            .fetch_all(&resolved)
-            .await
-            .map_err(|err| err.to_string())?;
+        let fetched = self.wheels.fetch_all(&resolved).await?;
         let packages = self
             .wheel_layers(&fetched, python, platform, root, log)
             .await?;
@@ -780,14 +759,14 @@ impl NativeBuilder {
 /// Why a pip-only request cannot build on the base it names: pip packages go into the base's
 /// own python3.
 fn no_python_in_named_base(named: &NativeBase) -> Failure {
-    format!(
+    Failure::Refused(format!(
         "the base image {} named in the request has no python3 (its {} label is not set), and a \
          request of pip packages only installs them with the base's python3. Name a base that \
          has it (e.g. made with `kiln base create --name kiln/base/<name>:<tag> --package \
          python3 …`), add the conda package `python` to the request, or leave `base` out",
         named.name(),
         base::LABEL_PYTHON
-    )
+    ))
 }
 
 #[cfg(test)]

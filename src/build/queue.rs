@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
-use super::{Backend, BuildLog, LogLimits};
+use super::{Backend, BuildError, BuildLog, LogLimits};
 use crate::config::BuildSettings;
 use crate::metrics::Metrics;
 use crate::spec::BuildKind;
@@ -401,7 +402,8 @@ impl Worker {
                 .await;
             match claimed {
                 Ok(Some(build)) => {
-                    if self.build(build).await.is_err() {
+                    let span = build_span(&build);
+                    if self.build(build).instrument(span).await.is_err() {
                         break;
                     }
                     continue;
@@ -480,7 +482,10 @@ impl Worker {
         let mut running = JoinSet::new();
         let backend = Arc::clone(&shared.backend);
         let backend_log = log.clone();
-        running.spawn(async move { backend.run(&build, &backend_log).await });
+        running.spawn(
+            async move { backend.try_run(&build, &backend_log).await }
+                .instrument(tracing::Span::current()),
+        );
         let cancelled = CancellationToken::new();
         let _registered = RunningBuild::register(&self.queue, &id, cancelled.clone());
 
@@ -570,6 +575,17 @@ impl Worker {
     }
 }
 
+/// The span a build runs in, its backend's events too: the build's id, kind and platforms.
+fn build_span(build: &BuildRecord) -> tracing::Span {
+    tracing::info_span!(
+        "build",
+        id = %build.id,
+        kind = %build.job.kind(),
+        format = %build.format(),
+        platform = %build.platforms().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+    )
+}
+
 /// A build in the queue's map of running builds, for as long as a worker runs it.
 struct RunningBuild<'a> {
     queue: &'a Queue,
@@ -596,10 +612,12 @@ impl Drop for RunningBuild<'_> {
 #[derive(Debug)]
 struct Stopped;
 
-/// What the backend task's end means for the build.
-fn outcome_of(result: Option<Result<BuildOutcome, JoinError>>) -> BuildOutcome {
+/// What the backend task's end means for the build: the one place a backend's failure becomes
+/// the reason stored with the build; its whole cause chain goes to the log.
+fn outcome_of(result: Option<Result<Result<BuildOutcome, BuildError>, JoinError>>) -> BuildOutcome {
     let reason = match result {
-        Some(Ok(outcome)) => return outcome,
+        Some(Ok(Ok(outcome))) => return outcome,
+        Some(Ok(Err(err))) => err.reason(),
         Some(Err(err)) if err.is_panic() => {
             format!("the build crashed: {}", panic_message(err.into_panic()))
         }
@@ -653,11 +671,15 @@ mod tests {
 
     #[async_trait]
     impl Backend for Counting {
-        async fn run(&self, build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+        async fn try_run(
+            &self,
+            build: &BuildRecord,
+            log: &BuildLog,
+        ) -> Result<BuildOutcome, BuildError> {
             self.runs.fetch_add(1, Ordering::SeqCst);
             log.line("solving").await;
             tokio::time::sleep(self.pause).await;
-            BuildOutcome::Succeeded {
+            Ok(BuildOutcome::Succeeded {
                 digest: format!("sha256:{}", build.key),
                 outputs: vec![ImageOutput {
                     platform: "linux/amd64".into(),
@@ -666,7 +688,7 @@ mod tests {
                     download_url: None,
                 }],
                 lock: None,
-            }
+            })
         }
     }
 
@@ -678,17 +700,19 @@ mod tests {
 
     #[async_trait]
     impl Backend for Flaky {
-        async fn run(&self, build: &BuildRecord, _log: &BuildLog) -> BuildOutcome {
+        async fn try_run(
+            &self,
+            build: &BuildRecord,
+            _log: &BuildLog,
+        ) -> Result<BuildOutcome, BuildError> {
             if self.runs.fetch_add(1, Ordering::SeqCst) < self.failures {
-                return BuildOutcome::Failed {
-                    reason: "the solver found no environment".into(),
-                };
+                return Err("the solver found no environment".into());
             }
-            BuildOutcome::Succeeded {
+            Ok(BuildOutcome::Succeeded {
                 digest: format!("sha256:{}", build.key),
                 outputs: vec![],
                 lock: None,
-            }
+            })
         }
     }
 
@@ -697,13 +721,17 @@ mod tests {
 
     #[async_trait]
     impl Backend for Panicky {
-        async fn run(&self, build: &BuildRecord, _log: &BuildLog) -> BuildOutcome {
+        async fn try_run(
+            &self,
+            build: &BuildRecord,
+            _log: &BuildLog,
+        ) -> Result<BuildOutcome, BuildError> {
             assert_ne!(build.key.as_str(), key(1), "the backend hit a bug");
-            BuildOutcome::Succeeded {
+            Ok(BuildOutcome::Succeeded {
                 digest: "sha256:ok".into(),
                 outputs: vec![],
                 lock: None,
-            }
+            })
         }
     }
 
@@ -1144,15 +1172,17 @@ mod tests {
         struct Flood;
         #[async_trait]
         impl Backend for Flood {
-            async fn run(&self, _build: &BuildRecord, log: &BuildLog) -> BuildOutcome {
+            async fn try_run(
+                &self,
+                _build: &BuildRecord,
+                log: &BuildLog,
+            ) -> Result<BuildOutcome, BuildError> {
                 log.line("x".repeat(100_000)).await;
                 for n in 0..10_000 {
                     log.push(&format!("line {n}"));
                 }
                 log.flush().await;
-                BuildOutcome::Failed {
-                    reason: "flooded".into(),
-                }
+                Err("flooded".into())
             }
         }
         let dir = TempDir::new().unwrap();

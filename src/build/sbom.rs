@@ -135,8 +135,7 @@ pub(super) async fn local_dpkg_status(layers: Vec<PathBuf>) -> Result<String, Fa
     Ok(
         tokio::task::spawn_blocking(move || crate::base::dpkg::dpkg_status(&layers))
             .await
-            .map_err(|err| format!("reading the image's dpkg status crashed: {err}"))?
-            .map_err(|err| crate::error_chain(&err))?
+            .map_err(Failure::crashed("reading the image's dpkg status"))??
             .unwrap_or_default(),
     )
 }
@@ -152,21 +151,18 @@ pub(super) async fn pushed_dpkg_status(
 ) -> Result<String, Failure> {
     tokio::fs::create_dir_all(scratch)
         .await
-        .map_err(|err| format!("cannot create {}: {err}", scratch.display()))?;
+        .map_err(Failure::io(format!("cannot create {}", scratch.display())))?;
     for layer in layers.iter().rev() {
         let path = scratch.join(layer.digest.replace(':', "-"));
         let file = tokio::fs::File::create(&path)
             .await
-            .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
-        client
-            .pull_blob(repository, &layer.digest, file)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+            .map_err(Failure::io(format!("cannot create {}", path.display())))?;
+        client.pull_blob(repository, &layer.digest, file).await?;
         let read = path.clone();
         let found = tokio::task::spawn_blocking(move || layer_dpkg_status(&read))
             .await
-            .map_err(|err| format!("reading the image's dpkg status crashed: {err}"))?
-            .map_err(|err| crate::error_chain(&err));
+            .map_err(Failure::crashed("reading the image's dpkg status"))?
+            .map_err(Failure::from);
         let _ = tokio::fs::remove_file(&path).await;
         match found? {
             LayerStatus::Status(text) => return Ok(text),
@@ -223,8 +219,7 @@ async fn push_referrer(
     for blob in blobs {
         client
             .push_blob_bytes(repository, blob.into(), None)
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+            .await?;
     }
     let digest = crate::registry::client::sha256_digest(manifest);
     client
@@ -234,7 +229,6 @@ async fn push_referrer(
             manifest.to_vec().into(),
             MEDIA_TYPE_MANIFEST,
         )
-        .await
-        .map_err(|err| crate::error_chain(&err))?;
+        .await?;
     Ok(())
 }

@@ -62,7 +62,7 @@ impl NativeBuilder {
         // kiln's layers are multi-member gzip blobs, which flattening reads as one tar each.
         layers.extend(staged.layers.iter().map(|layer| layer.gz_path.clone()));
         let config: Value = serde_json::from_slice(&staged.config.bytes)
-            .map_err(|err| format!("the image config is not JSON: {err}"))?;
+            .map_err(Failure::json("the image config is not JSON"))?;
         let labels = singularity_labels(&config["config"], platform);
         let (sif_path, summary) = assemble_sif(
             SifContents {
@@ -112,8 +112,7 @@ impl NativeBuilder {
     /// The definition file stored in the SIF of `request`: its recipe, with the images in
     /// kiln's registry named without kiln's host, so the file is the same on every kiln.
     fn stored_definition(&self, request: &Request) -> Result<String, Failure> {
-        let recipes = Recipes::render(request, &self.definition_images)
-            .map_err(|err| crate::error_chain(&err))?;
+        let recipes = Recipes::render(request, &self.definition_images)?;
         Ok(format!(
             "# Built natively by kiln; `kiln/...` images are in the registry of the kiln that \
              built it.\n{}",
@@ -133,20 +132,26 @@ impl NativeBuilder {
         }
         tokio::fs::create_dir_all(&self.blob_dir)
             .await
-            .map_err(|err| format!("cannot create {}: {err}", self.blob_dir.display()))?;
+            .map_err(Failure::io(format!(
+                "cannot create {}",
+                self.blob_dir.display()
+            )))?;
         let temp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
         let file = tokio::fs::File::create(&temp)
             .await
-            .map_err(|err| format!("cannot create {}: {err}", temp.display()))?;
+            .map_err(Failure::io(format!("cannot create {}", temp.display())))?;
         // pull_blob checks the digest, so only verified bytes are renamed into place.
         let pulled = self.client.pull_blob(repository, digest, file).await;
         if let Err(err) = pulled {
             let _ = tokio::fs::remove_file(&temp).await;
-            return Err(crate::error_chain(&err));
+            return Err(err.into());
         }
         tokio::fs::rename(&temp, &path)
             .await
-            .map_err(|err| format!("cannot move {} into place: {err}", temp.display()))?;
+            .map_err(Failure::io(format!(
+                "cannot move {} into place",
+                temp.display()
+            )))?;
         Ok(path)
     }
 }
@@ -187,13 +192,13 @@ pub(super) async fn assemble_sif(
         let labels = contents.labels.clone();
         let scripts = contents.scripts.clone();
         tokio::task::spawn_blocking(move || {
-            flatten(&layers, &rootfs).map_err(|err| crate::error_chain(&err))?;
+            flatten(&layers, &rootfs)?;
             write_singularity_metadata(&rootfs, &runtime, &definition, &labels)
                 .and_then(|()| write_definition_scripts(&rootfs, &scripts))
-                .map_err(|err| crate::error_chain(&err))
+                .map_err(Failure::from)
         })
         .await
-        .map_err(|err| format!("flattening crashed: {err}"))??;
+        .map_err(Failure::crashed("flattening"))??;
     }
     log.line(format!(
         "{platform}: flattened {layer_count} layers into one root file system in {:.1} s",
@@ -202,9 +207,7 @@ pub(super) async fn assemble_sif(
     .await;
 
     let squashfs = work.join("rootfs.squashfs");
-    let squashed = mksquashfs(&rootfs, &squashfs)
-        .await
-        .map_err(|err| crate::error_chain(&err))?;
+    let squashed = mksquashfs(&rootfs, &squashfs).await?;
     log.line(format!(
         "{platform}: mksquashfs wrote {} bytes in {:.1} s",
         squashed.size,
@@ -214,7 +217,7 @@ pub(super) async fn assemble_sif(
 
     let started = Instant::now();
     let oci_config = serde_json::to_vec(&contents.config["config"])
-        .map_err(|err| format!("the image config cannot be written: {err}"))?;
+        .map_err(Failure::json("the image config cannot be written"))?;
     let sif_path = work.join("image.sif");
     let summary = {
         let sif_path = sif_path.clone();
@@ -233,10 +236,10 @@ pub(super) async fn assemble_sif(
                 },
                 &sif_path,
             )
-            .map_err(|err| crate::error_chain(&err))
+            .map_err(Failure::from)
         })
         .await
-        .map_err(|err| format!("writing the SIF crashed: {err}"))??
+        .map_err(Failure::crashed("writing the SIF"))??
     };
     log.line(format!(
         "{platform}: wrote the SIF ({} bytes, sha256 {}) in {:.1} s",
@@ -298,12 +301,10 @@ pub(super) async fn push_sif(
     let (artifact_config, manifest) = assemble::sif_artifact(&sif_digest, summary.size, &title);
     client
         .push_blob_bytes(repository, artifact_config.bytes.into(), None)
-        .await
-        .map_err(|err| crate::error_chain(&err))?;
+        .await?;
     client
         .push_blob_file(repository, &sif_digest, sif_path, None)
-        .await
-        .map_err(|err| crate::error_chain(&err))?;
+        .await?;
     for tag in tags {
         client
             .push_manifest(
@@ -312,8 +313,7 @@ pub(super) async fn push_sif(
                 manifest.bytes.clone().into(),
                 MEDIA_TYPE_MANIFEST,
             )
-            .await
-            .map_err(|err| crate::error_chain(&err))?;
+            .await?;
     }
     Ok(PushedSif {
         manifest: manifest.descriptor(),
@@ -390,12 +390,12 @@ fn inspect_metadata(
     let meta = rootfs.join(".singularity.d");
     let read = |path: &Path| {
         std::fs::read_to_string(path)
-            .map_err(|err| format!("cannot read {}: {err}", path.display()))
+            .map_err(Failure::io(format!("cannot read {}", path.display())))
     };
     let mut environment = BTreeMap::new();
     let env_dir = meta.join("env");
     let mut scripts: Vec<PathBuf> = std::fs::read_dir(&env_dir)
-        .map_err(|err| format!("cannot read {}: {err}", env_dir.display()))?
+        .map_err(Failure::io(format!("cannot read {}", env_dir.display())))?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .collect();
     scripts.sort();
@@ -418,5 +418,5 @@ fn inspect_metadata(
         },
         "type": "container",
     });
-    serde_json::to_vec(&document).map_err(|err| format!("inspect metadata: {err}"))
+    serde_json::to_vec(&document).map_err(Failure::json("inspect metadata"))
 }

@@ -62,10 +62,12 @@ impl WheelCache {
         wheels: &[ResolvedWheel],
     ) -> Result<Vec<FetchedWheel>, FetchError> {
         let downloads: Vec<_> = wheels.iter().map(|wheel| self.fetch(wheel)).collect();
-        futures_util::stream::iter(downloads)
+        let fetched: Vec<FetchedWheel> = futures_util::stream::iter(downloads)
             .buffered(PARALLEL_DOWNLOADS)
             .try_collect()
-            .await
+            .await?;
+        tracing::info!(wheels = fetched.len(), "fetched the wheels");
+        Ok(fetched)
     }
 
     /// `wheel` in the cache.

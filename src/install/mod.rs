@@ -134,6 +134,7 @@ impl CondaInstaller {
                 crate::error_chain(&err)
             ))
         })?;
+        tracing::debug!(package = %record.identifier, "fetched a conda package");
         Ok(fetched.path().to_owned())
     }
 }

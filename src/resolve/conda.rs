@@ -179,6 +179,7 @@ impl CondaResolver {
         let mut records = solved.records;
         records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
         let packages = records.iter().map(locked).collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(platform = %target.platform, packages = packages.len(), "solved the conda packages");
         Ok(Solution { records, packages })
     }
 }

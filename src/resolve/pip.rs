@@ -152,6 +152,7 @@ impl PipResolver {
                 })?;
         let mut wheels = choose_wheels(&text, target, python_version)?;
         wheels.retain(|wheel| !provided.contains_key(&wheel.name));
+        tracing::info!(platform = %target.platform, wheels = wheels.len(), "resolved the pip packages");
         Ok(wheels)
     }
 }
