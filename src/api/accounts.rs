@@ -17,7 +17,7 @@
 //!
 //! Tokens are `kiln_` and 64 hex digits (two v4 UUIDs' worth of randomness); the store keeps
 //! only their sha256, so a token is shown once. Depends on `store` and `config` through
-//! [`App`]; who a token belongs to is decided in [`super::auth`].
+//! [`App`]; who a token belongs to is decided in [`crate::api::auth`].
 
 use askama::Template;
 use axum::Json;
@@ -30,10 +30,11 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::auth::{LibraryUser, user_of};
-use super::csrf::{self, FormToken};
-use super::error::ApiError;
-use super::{App, AppState, views};
+use crate::api::auth::{LibraryUser, user_of};
+use crate::api::error::ApiError;
+use crate::api::web::csrf::{self, FormToken};
+use crate::api::web::views;
+use crate::api::{App, AppState};
 use crate::store::{Store, StoreError};
 
 /// The user operators act as, with a token from `api.tokens`: the entity kiln's own SIFs are
@@ -115,7 +116,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/assets/config/config.prod.json", get(discovery))
         .route(
             "/v1/token-status",
-            get(token_status).layer(axum::middleware::map_response(super::error::sylabs_shape)),
+            get(token_status).layer(axum::middleware::map_response(
+                crate::api::error::sylabs_shape,
+            )),
         )
         .route("/auth/tokens", get(token_page).post(token_form))
 }

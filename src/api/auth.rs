@@ -17,9 +17,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 
-use super::accounts::{OPERATOR, login_needed, token_hash};
-use super::error::ApiError;
-use super::{App, AppState};
+use crate::api::accounts::{OPERATOR, login_needed, token_hash};
+use crate::api::error::ApiError;
+use crate::api::{App, AppState};
 use crate::credentials::authorization;
 use crate::store::Submitter;
 

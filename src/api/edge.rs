@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
-use super::error::{ApiError, REQUEST_ID, new_request_id};
+use crate::api::error::{ApiError, REQUEST_ID, new_request_id};
 
 /// What pages may load and who may frame them: kiln's own scripts, styles, images and API
 /// only, no inline script or style, no framing, forms posting to kiln alone.

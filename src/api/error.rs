@@ -19,7 +19,7 @@ pub const NO_SPACE: &str =
     "no space left on the data disk: kiln cannot store anything until its operator frees space";
 
 tokio::task_local! {
-    /// The id of the request the current task serves, set by [`super::edge`].
+    /// The id of the request the current task serves, set by [`crate::api::edge`].
     pub(super) static REQUEST_ID: String;
 }
 

@@ -7,27 +7,17 @@
 pub mod accounts;
 mod auth;
 mod base_hosts;
-mod csrf;
 pub mod edge;
 pub mod error;
 pub mod image_cache;
-mod images;
-pub(crate) mod library;
-mod library_files;
-mod library_push;
 pub mod limit;
-mod openapi;
 pub mod ops;
 pub mod redact;
-mod remote_build;
-pub mod request_records;
-mod sbom;
-
-mod search;
+pub mod rest;
 pub mod submit;
-mod ui;
-mod views;
-mod wave;
+pub(crate) mod sylabs;
+pub mod wave;
+mod web;
 
 use std::sync::Arc;
 
@@ -66,11 +56,11 @@ pub struct App {
     /// Package names for the search API, loaded on first use.
     pub search: crate::search::PackageIndex,
     /// Build context uploads announced by remote-build clients.
-    pub contexts: remote_build::ContextUploads,
+    pub contexts: sylabs::remote_build::ContextUploads,
     /// Images checked before, answered from memory.
     pub images: image_cache::ImageCache,
     /// Wave request records on their way to the store.
-    pub requests: request_records::RequestRecords,
+    pub requests: wave::request_records::RequestRecords,
     /// `/health`'s checks, shared by requests that come at once.
     pub health: ops::HealthChecks,
 }
@@ -93,7 +83,7 @@ impl App {
             submitting: tokio::sync::Mutex::new(()),
             contexts: Default::default(),
             images: Default::default(),
-            requests: request_records::RequestRecords::new(store.clone()),
+            requests: wave::request_records::RequestRecords::new(store.clone()),
             health: Default::default(),
             search,
             config,
@@ -169,14 +159,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::routes())
         .merge(wave::routes())
-        .merge(images::routes())
-        .merge(sylabs_routes())
+        .merge(rest::routes())
+        .merge(sylabs::routes())
         .merge(accounts::routes())
-        .merge(openapi::routes())
-        .merge(views::routes())
-        .merge(sbom::routes())
-        .merge(search::routes())
-        .merge(ui::routes())
+        .merge(web::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .layer(axum::middleware::from_fn_with_state(
             max_body,
@@ -186,17 +172,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(registry)
         .layer(axum::middleware::from_fn(edge::request_id))
-}
-
-/// The Sylabs library, push and remote-build routes: their errors answer in the shape the
-/// Singularity client reads.
-fn sylabs_routes() -> Router<AppState> {
-    Router::new()
-        .merge(library::routes())
-        .merge(library_push::routes())
-        .merge(library_files::routes())
-        .merge(remote_build::routes())
-        .route_layer(axum::middleware::map_response(error::sylabs_shape))
 }
 
 /// Counts every answered request by route template and status, for `/metrics`.

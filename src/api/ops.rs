@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::AppState;
+use crate::api::AppState;
 
 /// How long the database may take to take `/health`'s write before kiln counts as unhealthy
 /// (a database locked by another process makes writes wait for SQLite's busy timeout).
@@ -89,7 +89,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         code,
         Json(Health {
             status,
-            reason: problem.map(|reason| super::redact::public_text(&state.config, &reason)),
+            reason: problem.map(|reason| crate::api::redact::public_text(&state.config, &reason)),
             version: env!("CARGO_PKG_VERSION"),
         }),
     )
@@ -99,8 +99,8 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 async fn store_problem(state: &AppState) -> Option<String> {
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => None,
-        Ok(Err(err)) if super::error::is_storage_full(&err) => {
-            Some(super::error::NO_SPACE.to_owned())
+        Ok(Err(err)) if crate::api::error::is_storage_full(&err) => {
+            Some(crate::api::error::NO_SPACE.to_owned())
         }
         Ok(Err(err)) => Some(format!(
             "the database cannot take a write: {}",
@@ -144,7 +144,7 @@ fn disk_problem(data_dir: &Path, min_free_mb: u64) -> Option<String> {
     match written {
         Ok(()) => None,
         Err(err) if err.kind() == std::io::ErrorKind::StorageFull => {
-            Some(super::error::NO_SPACE.to_owned())
+            Some(crate::api::error::NO_SPACE.to_owned())
         }
         Err(err) => Some(format!("the data directory cannot be written: {err}")),
     }

@@ -3,9 +3,9 @@
 
 use axum::http::StatusCode;
 
-use super::AppState;
-use super::auth::Caller;
-use super::error::ApiError;
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::api::error::ApiError;
 use crate::metrics::RequestResult;
 use crate::store::{BuildRecord, BuildStatus, NewBuild, Submitter};
 

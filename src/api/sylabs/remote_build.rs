@@ -28,12 +28,12 @@ use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::accounts::{is_library_name, new_secret};
-use super::auth::{User, authenticate};
-use super::base_hosts::{BaseImage, check_base_images};
-use super::error::ApiError;
-use super::library::registry_repository;
+use crate::api::AppState;
+use crate::api::accounts::{is_library_name, new_secret};
+use crate::api::auth::{User, authenticate};
+use crate::api::base_hosts::{BaseImage, check_base_images};
+use crate::api::error::ApiError;
+use crate::api::sylabs::library::registry_repository;
 use crate::build::contexts::{Announced, BuildContexts, ContextError, ContextLimits, ReceiveError};
 use crate::spec::{Bootstrap, BuildJob, Definition, DefinitionJob, Platform};
 use crate::store::{BuildRecord, BuildStatus, StoreError};
@@ -50,7 +50,7 @@ const LOG_POLL: Duration = Duration::from_millis(200);
 /// How often an idle websocket is pinged, so proxies keep it open through long steps.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/convert-def-file", post(convert_definition))
         .route("/v1/build", post(submit))
@@ -274,8 +274,8 @@ async fn submit_build(
 /// `definitionRaw`: base64 of UTF-8 text, at most [`MAX_DEFINITION`] bytes.
 fn decode_definition(raw: Option<&str>) -> Result<String, ApiError> {
     let raw = raw.ok_or_else(|| ApiError::bad_request("definitionRaw is missing"))?;
-    let text =
-        super::base64_text(raw, "definitionRaw", MAX_DEFINITION).map_err(ApiError::bad_request)?;
+    let text = crate::api::base64_text(raw, "definitionRaw", MAX_DEFINITION)
+        .map_err(ApiError::bad_request)?;
     if text.trim().is_empty() {
         return Err(ApiError::bad_request("the definition file is empty"));
     }

@@ -1,12 +1,12 @@
 //! `singularity push image.sif library://entity/collection/container:tag`: the library API's
 //! legacy push flow (reference §2.5) — entities, collections and containers are looked up and
 //! created, the image is announced by the sha256 of its file, the file is uploaded (see
-//! [`super::library_files`]), then tagged per architecture.
+//! [`crate::api::sylabs::library_files`]), then tagged per architecture.
 //!
 //! Every write needs a token ([`LibraryWriter`]); a user writes under the entity of their own name
 //! only, an operator anywhere. The architecture of a tag is the one read from the image's file;
 //! a tag also becomes the SIF's ORAS artifact at the same tag of the container's registry
-//! repository ([`super::library::registry_repository`]).
+//! repository ([`crate::api::sylabs::library::registry_repository`]).
 
 use std::collections::BTreeMap;
 
@@ -20,12 +20,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::accounts::{MAX_NAME_LEN, is_library_name, new_secret};
-use super::auth::{LibraryWriter, User};
-use super::error::ApiError;
-use super::library::{image_record, time_text};
-use super::library_files::publish;
+use crate::api::AppState;
+use crate::api::accounts::{MAX_NAME_LEN, is_library_name, new_secret};
+use crate::api::auth::{LibraryWriter, User};
+use crate::api::error::ApiError;
+use crate::api::sylabs::library::{image_record, time_text};
+use crate::api::sylabs::library_files::publish;
 use crate::registry::path::{Digest, is_valid_tag};
 use crate::store::{
     ArchTag, ImageKey, LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath,
@@ -34,7 +34,7 @@ use crate::store::{
 /// The description clients send when the user gave none.
 const NO_DESCRIPTION: &str = "No description";
 
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/entities", post(create_entity))
         .route("/v1/entities/{entity}", get(entity))
@@ -51,13 +51,13 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// A JSON body, read by hand so that a bad one is answered in the library's envelope.
-pub(super) fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|err| ApiError::bad_request(format!("the body is not a valid {what}: {err}")))
 }
 
 /// The `{"data": …}` envelope.
-pub(super) fn data(value: Value) -> Json<Value> {
+pub(crate) fn data(value: Value) -> Json<Value> {
     Json(json!({ "data": value }))
 }
 
@@ -175,7 +175,7 @@ fn arch_tag_map(tags: &[ArchTag]) -> BTreeMap<&str, BTreeMap<&str, &str>> {
 }
 
 /// The item at `key`, or 404 naming `what`.
-pub(super) async fn item_at(
+pub(crate) async fn item_at(
     state: &AppState,
     key: LibraryKey<'_>,
     what: String,
@@ -333,7 +333,7 @@ async fn create_image(
 }
 
 /// Image `id` and its container, which `writer` must be allowed to write to.
-pub(super) async fn writable_image(
+pub(crate) async fn writable_image(
     state: &AppState,
     writer: &LibraryWriter,
     id: &str,

@@ -9,6 +9,8 @@
 //! `api.anonymous_recipes` is on, and it is checked (as its builder checks it, and where its
 //! images come from) before it costs a build; package requests stay anonymous.
 
+pub mod request_records;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -20,11 +22,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::AppState;
-use super::auth::{Caller, ClientAddress, require_recipe_token};
-use super::base_hosts::{BaseImage, check_base_images};
-use super::error::ApiError;
-use super::submit::{ImageState, ensure_image, wait_for_new_build};
+use crate::api::AppState;
+use crate::api::auth::{Caller, ClientAddress, require_recipe_token};
+use crate::api::base_hosts::{BaseImage, check_base_images};
+use crate::api::error::ApiError;
+use crate::api::submit::{ImageState, ensure_image, wait_for_new_build};
 use crate::metrics::RequestResult;
 use crate::plan::ImagePlan;
 use crate::spec::{Dockerfile, Format, MAX_PLATFORMS, Platform, Request, RequestInput};
@@ -33,7 +35,7 @@ use crate::store::{BuildRecord, BuildStatus, ContainerRequest, NewBuild};
 /// The largest Dockerfile accepted, decoded (Wave allows 10 000 bytes).
 const MAX_CONTAINER_FILE: usize = 64 * 1024;
 
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1alpha2/container", post(submit))
         .route("/v1alpha2/container/{id}/status", get(container_status))
@@ -299,7 +301,7 @@ fn packages_plan(
             ));
         }
     };
-    super::images::check_channel_count(state, &channels, "`packages.channels`")?;
+    crate::api::rest::images::check_channel_count(state, &channels, "`packages.channels`")?;
     if entries.iter().any(|entry| entry.contains("://")) {
         return Err(ApiError::bad_request(
             "`packages.entries`: remote conda lock files are not supported; list the packages",
@@ -429,7 +431,7 @@ async fn containerfile_build(
              definition files with `singularity build --remote` against kiln",
         ));
     }
-    let text = super::base64_text(encoded, "`containerFile`", MAX_CONTAINER_FILE)
+    let text = crate::api::base64_text(encoded, "`containerFile`", MAX_CONTAINER_FILE)
         .map_err(ApiError::bad_request)?;
     let refused =
         |err: &dyn std::fmt::Display| ApiError::bad_request(format!("`containerFile`: {err}"));
@@ -557,7 +559,7 @@ async fn container_status(
             if build.succeeded != Some(true) {
                 status.reason = Some(match &build.reason {
                     Some(reason) => {
-                        let reason = super::redact::public_text(&state.config, reason);
+                        let reason = crate::api::redact::public_text(&state.config, reason);
                         format!("Container build did not complete successfully: {reason}")
                     }
                     None => "Container build did not complete successfully".to_owned(),
@@ -718,7 +720,7 @@ async fn build_record(
         status: build.status.to_string(),
         reason: build
             .reason
-            .map(|reason| super::redact::public_text(&state.config, &reason)),
+            .map(|reason| crate::api::redact::public_text(&state.config, &reason)),
         build_id: build.id,
     }))
 }

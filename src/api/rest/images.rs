@@ -14,10 +14,10 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
-use super::auth::{Caller, authenticate};
-use super::error::ApiError;
-use super::submit::{ImageState, ensure_image, wait_for_new_build};
+use crate::api::AppState;
+use crate::api::auth::{Caller, authenticate};
+use crate::api::error::ApiError;
+use crate::api::submit::{ImageState, ensure_image, wait_for_new_build};
 use crate::plan::ImagePlan;
 use crate::spec::{Format, Request, RequestError, RequestInput};
 use crate::store::{BuildRecord, BuildStatus, StoreError};
@@ -25,7 +25,7 @@ use crate::store::{BuildRecord, BuildStatus, StoreError};
 /// How often a log stream looks for new text while the build runs.
 const LOG_POLL: Duration = Duration::from_millis(250);
 
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/images", post(request_image))
         .route("/api/v1/builds/{id}", get(build))
@@ -36,7 +36,7 @@ pub(super) fn routes() -> Router<AppState> {
 /// An image request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ImageRequest {
+pub(crate) struct ImageRequest {
     /// Package entries: `samtools=1.21`, `bioconda::bcftools=1.21`, `pip:requests==2.32.3`.
     #[schema(example = json!(["samtools=1.21", "pip:requests==2.32.3"]))]
     packages: Vec<String>,
@@ -58,7 +58,7 @@ pub(super) struct ImageRequest {
 
 /// Where a requested image stands.
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct ImageAnswer {
+pub(crate) struct ImageAnswer {
     /// The image to pull: `host/library/name:tag`, or `oras://…` for a SIF.
     image: String,
     /// True when the image already existed.
@@ -70,7 +70,7 @@ pub(super) struct ImageAnswer {
 
 /// A build, briefly.
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct BuildSummary {
+pub(crate) struct BuildSummary {
     /// `bd-<16 hex>_<attempt>`.
     id: String,
     /// `PENDING`, `BUILDING` or `DONE`.
@@ -114,7 +114,7 @@ impl From<&BuildRecord> for BuildSummary {
         (status = 429, description = "The anonymous daily build allowance is used up"),
     )
 )]
-pub(super) async fn request_image(
+pub(crate) async fn request_image(
     State(state): State<AppState>,
     caller: Caller,
     body: axum::body::Bytes,
@@ -149,7 +149,7 @@ pub(super) async fn request_image(
 /// Refuses a request naming more channels than `api.max_channels`; the message names `field`.
 /// kiln's configured channels, used when a request names none, are the operator's and never
 /// counted here.
-pub(super) fn check_channel_count(
+pub(crate) fn check_channel_count(
     state: &AppState,
     channels: &[String],
     field: &str,
@@ -166,7 +166,7 @@ pub(super) fn check_channel_count(
 
 /// Checks a request and plans its one image, with errors that name the field at fault. Shared
 /// with the HTML form (`ui.rs`), so both front doors accept and reject exactly the same input.
-pub(super) fn plan_image(state: &AppState, mut input: RequestInput) -> Result<ImagePlan, ApiError> {
+pub(crate) fn plan_image(state: &AppState, mut input: RequestInput) -> Result<ImagePlan, ApiError> {
     check_channel_count(state, &input.channels, "`channels`")?;
     if input.channels.is_empty() {
         input.channels = state.config.channel_names();
@@ -204,7 +204,7 @@ pub(super) fn plan_image(state: &AppState, mut input: RequestInput) -> Result<Im
         (status = 404, description = "No such build"),
     )
 )]
-pub(super) async fn build(
+pub(crate) async fn build(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BuildRecord>, ApiError> {
@@ -214,7 +214,7 @@ pub(super) async fn build(
         .map(|mut build| {
             build.reason = build
                 .reason
-                .map(|reason| super::redact::public_text(&state.config, &reason));
+                .map(|reason| crate::api::redact::public_text(&state.config, &reason));
             Json(build)
         })
         .ok_or_else(|| ApiError::not_found(format!("build {id}")))
@@ -235,7 +235,7 @@ pub(super) async fn build(
         (status = 409, description = "The build is done already"),
     )
 )]
-pub(super) async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
     caller: Caller,
@@ -302,7 +302,7 @@ fn already_done(id: &str) -> ApiError {
         (status = 404, description = "No such build"),
     )
 )]
-pub(super) async fn log_stream(
+pub(crate) async fn log_stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -339,7 +339,7 @@ fn follow(state: AppState, id: String) -> impl Stream<Item = Result<Event, Infal
                         "succeeded": build.succeeded,
                         "reason": build
                             .reason
-                            .map(|reason| super::redact::public_text(&state.config, &reason)),
+                            .map(|reason| crate::api::redact::public_text(&state.config, &reason)),
                     });
                     return Some((
                         Ok(Event::default().event("done").data(done.to_string())),

@@ -10,10 +10,10 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::AppState;
+use crate::api::AppState;
 use crate::search::SearchResults;
 
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/search", get(search))
 }
 

@@ -15,7 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
-use super::AppState;
+use crate::api::AppState;
 use crate::store::{BuildRecord, BuildStatus, ContainerRequest, ImageOutput, LOG_PAGE, StoreError};
 
 /// Shown in the footer and appended to the stylesheet URL, so a new release's CSS is never
@@ -27,7 +27,7 @@ pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub(crate) const REFRESH_SECONDS: u32 = 3;
 
 /// The stylesheet is compiled in so a kiln binary needs no files beside it.
-const STYLESHEET: &str = include_str!("../../static/kiln.css");
+const STYLESHEET: &str = include_str!("../../../static/kiln.css");
 
 /// The status pages and their stylesheet.
 pub fn routes() -> Router<AppState> {
@@ -64,7 +64,7 @@ async fn build_page(
     page_data.log_skipped = from;
     page_data.reason = page_data
         .reason
-        .map(|reason| super::redact::public_text(&state.config, &reason));
+        .map(|reason| crate::api::redact::public_text(&state.config, &reason));
     Ok(page(StatusCode::OK, &page_data))
 }
 
@@ -83,7 +83,7 @@ async fn container_page(
     let mut page_data = ContainerPage::new(request, build.as_ref());
     page_data.build_reason = page_data
         .build_reason
-        .map(|reason| super::redact::public_text(&state.config, &reason));
+        .map(|reason| crate::api::redact::public_text(&state.config, &reason));
     Ok(page(StatusCode::OK, &page_data))
 }
 
@@ -101,11 +101,11 @@ async fn stylesheet() -> impl IntoResponse {
 /// Renders `template` as the response body; a template that fails to render (a bug, not a
 /// user error) still answers with a plain-text 500, with the request id its cause is logged
 /// under, rather than an empty page.
-pub(super) fn page(status: StatusCode, template: &impl Template) -> Response {
+pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => {
-            let (status, message) = super::error::failure(&err);
+            let (status, message) = crate::api::error::failure(&err);
             (
                 status,
                 format!("kiln could not render this page: {message}\n"),
@@ -116,7 +116,7 @@ pub(super) fn page(status: StatusCode, template: &impl Template) -> Response {
 }
 
 /// A page saying what went wrong: a heading, a sentence and, if given, the detail.
-pub(super) fn error_page(
+pub(crate) fn error_page(
     status: StatusCode,
     heading: &str,
     message: &str,
@@ -148,7 +148,7 @@ fn not_found(what: &str, id: &str) -> Response {
 /// A 500 (507 for a full data disk) naming the request id the cause is logged under: the cause
 /// names server files, which the public does not see.
 fn store_failed(err: StoreError) -> Response {
-    let (status, message) = super::error::failure(&err);
+    let (status, message) = crate::api::error::failure(&err);
     page(
         status,
         &ErrorPage {
@@ -222,7 +222,8 @@ struct OutputRow {
 impl OutputRow {
     fn new(output: ImageOutput, build_id: &str, succeeded: bool) -> Self {
         OutputRow {
-            sbom_url: succeeded.then(|| super::sbom::sbom_path(build_id, &output.platform)),
+            sbom_url: succeeded
+                .then(|| crate::api::web::sbom::sbom_path(build_id, &output.platform)),
             platform: output.platform,
             digest: output.digest,
             size: human_size(output.size),

@@ -6,8 +6,8 @@ use axum::Router;
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use super::AppState;
-use super::images;
+use crate::api::AppState;
+use crate::api::rest::images;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,7 +27,7 @@ use super::images;
 )]
 struct KilnApi;
 
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/openapi.json", get(document))
 }
 

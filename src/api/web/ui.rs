@@ -15,21 +15,22 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use super::auth::Caller;
-use super::csrf::{self, FormToken};
-use super::images::plan_image;
-use super::submit::ensure_image;
-use super::{AppState, views};
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::api::rest::images::plan_image;
+use crate::api::submit::ensure_image;
+use crate::api::web::csrf::{self, FormToken};
+use crate::api::web::views;
 use crate::spec::RequestInput;
 
 /// The page's script; see the module documentation.
-const SCRIPT: &str = include_str!("../../static/kiln.js");
+const SCRIPT: &str = include_str!("../../../static/kiln.js");
 
 /// The platforms the form offers, in the order shown.
 const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
 
 /// The request page, its no-JavaScript submission, and its script.
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/ui/container", post(submit_form))

@@ -15,29 +15,29 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use hmac::{KeyInit as _, Mac as _};
 
-use super::accounts::new_secret;
+use crate::api::accounts::new_secret;
 
 /// The cookie holding a browser's random value.
 const COOKIE: &str = "kiln_form";
 
 /// The form field holding the signature of the cookie.
-pub(super) const FIELD: &str = "form_token";
+pub(crate) const FIELD: &str = "form_token";
 
 /// This process's signing key.
 static KEY: LazyLock<String> = LazyLock::new(new_secret);
 
 /// A page's form token and, when the browser had no cookie yet, the cookie to set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct FormToken {
+pub(crate) struct FormToken {
     /// The value of the hidden field.
-    pub(super) field: String,
+    pub(crate) field: String,
     set_cookie: Option<String>,
 }
 
 impl FormToken {
     /// The token for a page answering a request with `headers`: the browser's cookie signed, or
     /// a new cookie.
-    pub(super) fn issue(headers: &HeaderMap) -> FormToken {
+    pub(crate) fn issue(headers: &HeaderMap) -> FormToken {
         match cookie(headers) {
             Some(value) => FormToken {
                 field: sign(&value),
@@ -54,7 +54,7 @@ impl FormToken {
     }
 
     /// Sets the cookie on `response` if the browser had none.
-    pub(super) fn attach(&self, mut response: Response) -> Response {
+    pub(crate) fn attach(&self, mut response: Response) -> Response {
         if let Some(value) = &self.set_cookie {
             let cookie = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict");
             if let Ok(cookie) = HeaderValue::from_str(&cookie) {
@@ -66,7 +66,7 @@ impl FormToken {
 }
 
 /// Checks a posted form's `form_token` against the cookie it came with.
-pub(super) fn verify(headers: &HeaderMap, field: Option<&str>) -> Result<(), Refused> {
+pub(crate) fn verify(headers: &HeaderMap, field: Option<&str>) -> Result<(), Refused> {
     let cookie = cookie(headers).ok_or(Refused::NoCookie)?;
     let field = field.ok_or(Refused::NoField)?;
     let mut mac = mac();
@@ -76,7 +76,7 @@ pub(super) fn verify(headers: &HeaderMap, field: Option<&str>) -> Result<(), Ref
 }
 
 /// The `form_token` field of an urlencoded body.
-pub(super) fn field_of(body: &[u8]) -> Option<String> {
+pub(crate) fn field_of(body: &[u8]) -> Option<String> {
     url::form_urlencoded::parse(body)
         .find(|(key, _)| key == FIELD)
         .map(|(_, value)| value.into_owned())
@@ -84,7 +84,7 @@ pub(super) fn field_of(body: &[u8]) -> Option<String> {
 
 /// Why a form post was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(super) enum Refused {
+pub(crate) enum Refused {
     #[error(
         "the form came without kiln's cookie: it was sent from another site, or your browser \
          blocks cookies for kiln. Open the page on kiln and send the form from there."
@@ -101,8 +101,8 @@ pub(super) enum Refused {
 
 impl Refused {
     /// A 403 page saying why.
-    pub(super) fn page(self) -> Response {
-        super::views::error_page(
+    pub(crate) fn page(self) -> Response {
+        crate::api::web::views::error_page(
             StatusCode::FORBIDDEN,
             "Form refused",
             "kiln refused this form to protect your account from other sites posting in your name.",

@@ -24,18 +24,18 @@ use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::accounts::{new_secret, token_hash};
-use super::auth::LibraryWriter;
-use super::error::ApiError;
-use super::library::{SIF_HEADER_LEN, image_record, registry_repository};
-use super::library_push::{body, data, item_at, writable_image};
+use crate::api::AppState;
+use crate::api::accounts::{new_secret, token_hash};
+use crate::api::auth::LibraryWriter;
+use crate::api::error::ApiError;
+use crate::api::sylabs::library::{SIF_HEADER_LEN, image_record, registry_repository};
+use crate::api::sylabs::library_push::{body, data, item_at, writable_image};
 use crate::assemble::sif::SifArch;
 use crate::registry::images::ImagesError;
 use crate::registry::path::Digest;
 use crate::store::{ImageKey, LibraryImage, LibraryKey, LibraryLevel, LibraryPath};
 
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2/imagefile/{id}", post(upload_url))
         .route("/v2/imagefile/{id}/_upload", put(upload))
@@ -129,7 +129,7 @@ async fn upload(
 }
 
 /// `POST /v1/imagefile/{id}`: the file in the request body (clients older than API 2.0).
-pub(super) async fn upload_legacy(
+pub(crate) async fn upload_legacy(
     State(state): State<AppState>,
     Path(id): Path<String>,
     writer: LibraryWriter,
@@ -254,7 +254,7 @@ fn images_failure(err: ImagesError) -> ApiError {
 }
 
 /// The registry repository of the container `path` leads to.
-pub(super) fn container_repository(path: &LibraryPath) -> String {
+pub(crate) fn container_repository(path: &LibraryPath) -> String {
     let collection = path.collection.as_ref().map_or("", |c| c.name.as_str());
     registry_repository(&path.entity.name, collection, &path.item().name)
 }
@@ -286,7 +286,7 @@ async fn no_multipart() -> ApiError {
 /// Pushes the ORAS artifact of the SIF with sha256 `hash` to `tag` of the container's registry
 /// repository (the last architecture tagged wins there; the library keeps one per
 /// architecture).
-pub(super) async fn publish(
+pub(crate) async fn publish(
     state: &AppState,
     path: &LibraryPath,
     hash: &str,

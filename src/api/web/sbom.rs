@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::AppState;
-use super::error::ApiError;
+use crate::api::AppState;
+use crate::api::error::ApiError;
 use crate::assemble::sbom::MEDIA_TYPE_SPDX;
 use crate::registry::images::blob_body;
 use crate::registry::path::Digest;

@@ -1,7 +1,7 @@
 //! The Sylabs library API (`library://`) for pulls (reference §2.2); pushes are in
-//! [`super::library_push`] and [`super::library_files`]. Answers use the library's
+//! [`crate::api::sylabs::library_push`] and [`crate::api::sylabs::library_files`]. Answers use the library's
 //! `{"data": …}` envelope, errors its `{"error": {"code", "message"}}` (an [`ApiError`] in
-//! [`sylabs_shape`](super::error::sylabs_shape)).
+//! [`sylabs_shape`](crate::api::error::sylabs_shape)).
 //!
 //! An image is found first in the library's records (images pushed with `singularity push`,
 //! by tag and architecture or by `sha256.<hex>`), then in kiln's registry: the SIF artifact at
@@ -20,10 +20,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::accounts::OPERATOR;
-use super::error::ApiError;
-use super::library_files::{self, container_repository};
+use crate::api::AppState;
+use crate::api::accounts::OPERATOR;
+use crate::api::error::ApiError;
+use crate::api::sylabs::library_files::{self, container_repository};
 use crate::assemble::MEDIA_TYPE_SIF_LAYER;
 use crate::assemble::sif::SifArch;
 use crate::registry::images::{OpenBlob, blob_body, read_head};
@@ -37,13 +37,13 @@ const API_VERSION: &str = "2.0.0-alpha.2";
 pub(crate) use crate::registry::LIBRARY_DEFAULT_COLLECTION as DEFAULT_COLLECTION;
 
 /// Bytes of a SIF's header that name its architecture ([`SifArch::of_header`]).
-pub(super) const SIF_HEADER_LEN: usize = 48;
+pub(crate) const SIF_HEADER_LEN: usize = 48;
 
 /// See [`crate::registry::library_repository`]; library pushes store their SIFs there and the
 /// pull API falls back to it.
 pub(crate) use crate::registry::library_repository as registry_repository;
 
-pub(super) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/version", get(version))
         .route("/v1/oci-redirect", get(no_oci_redirect))
@@ -248,7 +248,7 @@ async fn find_recorded(
 }
 
 /// The `Image` document of `image` in container `path` whose tags are `tags`.
-pub(super) fn image_record(path: &LibraryPath, image: &LibraryImage, tags: &[ArchTag]) -> Value {
+pub(crate) fn image_record(path: &LibraryPath, image: &LibraryImage, tags: &[ArchTag]) -> Value {
     let collection = path.collection.as_ref();
     let container = path.item();
     let mut names: Vec<&str> = tags
@@ -344,7 +344,7 @@ async fn sif_arch_of(blob: &mut OpenBlob) -> Option<SifArch> {
 }
 
 /// A time as the library's Go client reads it.
-pub(super) fn time_text(at: DateTime<Utc>) -> String {
+pub(crate) fn time_text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
