@@ -39,15 +39,16 @@ async fn start(configure: impl FnOnce(&mut kiln::config::Config)) -> TestApp {
     app
 }
 
-/// Submits `dockerfile` as a Wave `containerFile` with the operator's token; the build id.
-async fn submit_dockerfile(app: &TestApp, dockerfile: &str) -> String {
+/// Submits `dockerfile` as a Wave `containerFile` with the operator's token to kiln at `base`;
+/// the build id.
+async fn submit_dockerfile(base: &str, dockerfile: &str) -> String {
     let body = json!({
         "containerFile": base64::engine::general_purpose::STANDARD.encode(dockerfile),
         "containerPlatform": "linux/amd64",
         "towerAccessToken": OPERATOR,
     });
     let response = reqwest::Client::new()
-        .post(app.url("/v1alpha2/container"))
+        .post(format!("{base}/v1alpha2/container"))
         .json(&body)
         .send()
         .await
@@ -78,9 +79,9 @@ async fn until_done(base: &str, id: &str, limit: Duration) -> Value {
     }
 }
 
-/// The peak resident memory of this process (kiln in-process and the test), in bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+/// The peak resident memory of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
     let line = status
         .lines()
         .find(|line| line.starts_with("VmHWM:"))
@@ -110,19 +111,24 @@ async fn read_streamed(url: String) -> (usize, String) {
     (length, String::from_utf8_lossy(&tail).into_owned())
 }
 
+/// kiln runs as a child process here: its peak memory is its own, not that of the other tests
+/// this binary runs at the same time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_log_flood_stays_bounded_in_memory_and_in_the_store() {
-    let app = start(|_| {}).await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let kiln = Kiln::start(data.path(), free_port(), "");
+    kiln.ready().await;
+    let host = format!("127.0.0.1:{}", kiln.port);
+    debian_base::push_debian_python_base(&pusher(&host), BASE).await;
     let dockerfile = format!(
-        "FROM {}/{BASE}:bookworm\n\
-         RUN head -c 268435456 /dev/zero | tr '\\0' x; echo; seq 1 3000000\n",
-        app.address
+        "FROM {host}/{BASE}:bookworm\n\
+         RUN head -c 268435456 /dev/zero | tr '\\0' x; echo; seq 1 3000000\n"
     );
-    let id = submit_dockerfile(&app, &dockerfile).await;
-    let build = until_done(&app.url(""), &id, Duration::from_secs(600)).await;
+    let id = submit_dockerfile(&kiln.url(), &dockerfile).await;
+    let build = until_done(&kiln.url(), &id, Duration::from_secs(600)).await;
     assert_eq!(build["succeeded"], json!(true), "{build}");
 
-    let log_url = app.url(&format!("/v1alpha1/builds/{id}/logs"));
+    let log_url = format!("{}/v1alpha1/builds/{id}/logs", kiln.url());
     let log = reqwest::get(&log_url)
         .await
         .expect("GET")
@@ -172,7 +178,7 @@ async fn a_log_flood_stays_bounded_in_memory_and_in_the_store() {
         assert_eq!(length, log.len());
         assert!(tail.ends_with(&format!("{last}\n")), "{tail}");
     }
-    let page = reqwest::get(app.url(&format!("/view/builds/{id}")))
+    let page = reqwest::get(format!("{}/view/builds/{id}", kiln.url()))
         .await
         .expect("GET")
         .text()
@@ -181,8 +187,8 @@ async fn a_log_flood_stays_bounded_in_memory_and_in_the_store() {
     assert!(page.contains("the whole log"), "the page links the log");
     assert!(page.len() < 1 << 20, "the page shows one page of the log");
 
-    let peak = peak_rss();
-    println!("peak RSS of kiln and the test: {} MB", peak >> 20);
+    let peak = peak_rss(kiln.child.id());
+    println!("peak RSS of kiln: {} MB", peak >> 20);
     assert!(peak < 300 << 20, "peak RSS {} MB", peak >> 20);
 }
 
@@ -210,7 +216,7 @@ async fn a_build_past_its_time_limit_is_stopped_with_its_processes() {
     // A duration no other test sleeps, to find this build's process by.
     let dockerfile = format!("FROM {}/{BASE}:bookworm\nRUN sleep 617\n", app.address);
     let started = Instant::now();
-    let id = submit_dockerfile(&app, &dockerfile).await;
+    let id = submit_dockerfile(&app.url(""), &dockerfile).await;
     let build = until_done(&app.url(""), &id, Duration::from_secs(120)).await;
     assert_eq!(build["succeeded"], json!(false), "{build}");
     assert_eq!(build["reason"], json!("timed out after 5 s"));
@@ -485,25 +491,22 @@ async fn the_pruning_pass_removes_old_requests_and_logs() {
     assert!(store.build(&build.id).await.unwrap().is_some());
 }
 
-/// `kiln serve` as a child process, on a port and data directory that outlive it. Requests
-/// are answered at once (`wait_for_build_ms = 0`): the tests act while builds run.
+/// `kiln serve` as a child process, on a port and data directory that outlive it, with the
+/// operator token. Requests are answered at once (`wait_for_build_ms = 0`): the tests act
+/// while builds run.
 struct Kiln {
     child: Child,
     port: u16,
 }
 
 impl Kiln {
-    fn start(data: &Path, port: u16, channel_url: &str) -> Kiln {
+    /// kiln with its defaults and `settings`, TOML tables other than `[api]`.
+    fn start(data: &Path, port: u16, settings: &str) -> Kiln {
         let host = format!("127.0.0.1:{port}");
-        let base = format!("{host}/{BASE}:bookworm");
         let config = format!(
             "listen = \"{host}\"\nregistry = \"{host}\"\ndata_dir = \"{}\"\n\
-             [channel_mirrors]\n\"{CHANNEL_NAME}\" = \"{channel_url}\"\n\
-             [base.conda]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
-             [base.python]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
              [[embedded_registry.users]]\nuser = \"{}\"\npassword = \"{}\"\noperator = true\n\
-             [build]\nworkers = 1\nlease_secs = 2\n\
-             [api]\nwait_for_build_ms = 0\n",
+             [api]\nwait_for_build_ms = 0\ntokens = [\"{OPERATOR}\"]\n{settings}",
             data.display(),
             PUSHER.0,
             PUSHER.1
@@ -609,10 +612,18 @@ async fn crash_and_retry(packages: &[&str], marker: &str) {
     let channel = CondaChannel::build();
     let server = channel.serve();
     let port = free_port();
+    let base = format!("127.0.0.1:{port}/{BASE}:bookworm");
+    let settings = format!(
+        "[channel_mirrors]\n\"{CHANNEL_NAME}\" = \"{}\"\n\
+         [base.conda]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
+         [base.python]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
+         [build]\nworkers = 1\nlease_secs = 2\n",
+        server.url
+    );
 
     let clean_data = tempfile::tempdir().expect("temp dir");
     let clean_digest = {
-        let kiln = Kiln::start(clean_data.path(), port, &server.url);
+        let kiln = Kiln::start(clean_data.path(), port, &settings);
         kiln.ready().await;
         debian_base::push_debian_python_base(&pusher(&format!("127.0.0.1:{port}")), BASE).await;
         let id = ask(&kiln, packages).await;
@@ -622,7 +633,7 @@ async fn crash_and_retry(packages: &[&str], marker: &str) {
     };
 
     let data = tempfile::tempdir().expect("temp dir");
-    let mut kiln = Kiln::start(data.path(), port, &server.url);
+    let mut kiln = Kiln::start(data.path(), port, &settings);
     kiln.ready().await;
     debian_base::push_debian_python_base(&pusher(&format!("127.0.0.1:{port}")), BASE).await;
     let id = ask(&kiln, packages).await;
@@ -642,7 +653,7 @@ async fn crash_and_retry(packages: &[&str], marker: &str) {
         "the killed build left its staging behind"
     );
 
-    let kiln = Kiln::start(data.path(), port, &server.url);
+    let kiln = Kiln::start(data.path(), port, &settings);
     kiln.ready().await;
     let build = until_done(&kiln.url(), &id, Duration::from_secs(600)).await;
     let log = reqwest::get(format!("{}/v1alpha1/builds/{id}/logs", kiln.url()))
