@@ -16,6 +16,7 @@ pub mod kiln_app;
 pub mod native_build;
 pub mod pip_builder;
 pub mod run_image;
+pub mod snapshot;
 
 use kiln::config::{Config, RegistryUser};
 
