@@ -15,11 +15,10 @@
 //! `cargo test --all-targets` runs it without `--bench`: then only the amd64 image is made,
 //! with `.deb`s from the test cache under `target/tmp`, and mmdebstrap is not timed.
 
-#[expect(dead_code, reason = "the channel is served here, never corrupted")]
-#[path = "../tests/support/conda_channel.rs"]
-mod conda_channel;
-#[path = "support/kiln.rs"]
-mod kiln_app;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use support::{conda_channel, kiln_app};
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};

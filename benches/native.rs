@@ -28,12 +28,10 @@
 //! `cargo test --all-targets` runs it without `--bench`: then the packages are 16 KiB each, a
 //! smoke test of every step that takes a few seconds.
 
-#[path = "support/base.rs"]
-mod base;
-#[path = "support/channel.rs"]
-mod channel;
-#[path = "support/kiln.rs"]
-mod kiln_app;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use support::{bench_base as base, bench_channel as channel, kiln_app};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

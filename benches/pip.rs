@@ -39,12 +39,10 @@
 //! and the new combination `pip:idna==3.10 pip:six==1.16.0`, a smoke test of every step
 //! (buildah included) that takes well under a minute once the base is saved.
 
-#[path = "../tests/support/debian_base.rs"]
-mod debian_base;
-#[path = "support/kiln.rs"]
-mod kiln_app;
-#[path = "support/pip_builder.rs"]
-mod pip_builder;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use support::{debian_base, kiln_app, pip_builder};
 
 use std::fmt::Write as _;
 use std::path::Path;

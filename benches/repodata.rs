@@ -8,7 +8,7 @@
 //! `kiln::server::run`, as `kiln serve` runs it (app, embedded registry, SQLite store and build
 //! queue, data in a temp directory, the channel's mirror set to the local server, settings
 //! otherwise the defaults, `api.wait_for_build_ms` = 2000 among them); pushes a one-layer base
-//! (`benches/support/base.rs`); then sends, one after the other, the `POST
+//! (`tests/support/bench_base.rs`); then sends, one after the other, the `POST
 //! /v1alpha2/container` Nextflow's Wave client sends for a `conda` directive, without a token,
 //! and times each from the POST until the image is ready: the POST's own answer when it says
 //! `succeeded: true` (kiln waited for a quick build), else its status polled every 20 ms until
@@ -40,14 +40,10 @@
 //! `cargo test --all-targets` runs it without `--bench`: then the channel has a few thousand
 //! records, a smoke test of every step.
 
-#[path = "support/base.rs"]
-mod base;
-#[path = "../tests/support/big_channel.rs"]
-#[expect(dead_code, reason = "the test's request and picks are not used here")]
-mod big_channel;
-#[path = "../tests/support/conda_channel.rs"]
-#[expect(dead_code, reason = "only its server is used here")]
-mod conda_channel;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use support::{bench_base as base, big_channel, conda_channel};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

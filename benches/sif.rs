@@ -42,12 +42,10 @@
 //! and mksquashfs alone runs once, a smoke test of every step that takes well under a minute
 //! once the base is saved.
 
-#[path = "../tests/support/debian_base.rs"]
-mod debian_base;
-#[path = "support/kiln.rs"]
-mod kiln_app;
-#[path = "support/pip_builder.rs"]
-mod pip_builder;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use support::{debian_base, kiln_app, pip_builder};
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Seek as _, SeekFrom};

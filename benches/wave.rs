@@ -11,8 +11,8 @@
 //!
 //! It starts kiln in-process on 127.0.0.1 with `kiln::server::run`, as `kiln serve` runs it
 //! (app, embedded registry, SQLite store and build queue, data under the temp directory), on a
-//! tokio runtime of its own; generates a one-package conda channel (`benches/support/channel.rs`,
-//! served on kiln's runtime) and pushes a tiny base image (`benches/support/base.rs`); sends one
+//! tokio runtime of its own; generates a one-package conda channel (`tests/support/bench_channel.rs`,
+//! served on kiln's runtime) and pushes a tiny base image (`tests/support/bench_base.rs`); sends one
 //! request for that package and polls its status until the native build is `DONE` and
 //! succeeded. Then, for each endpoint, N concurrent connections (default 64: one task with its
 //! own keep-alive `reqwest::Client` each, on a second runtime) send requests back to back for a
@@ -45,10 +45,10 @@
 //! `cargo test --all-targets` runs it without `--bench`: then 8 connections for 1 second per
 //! run, a smoke test that fails if any request does.
 
-#[path = "support/base.rs"]
-mod base;
-#[path = "support/channel.rs"]
-mod channel;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use support::{bench_base as base, bench_channel as channel};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

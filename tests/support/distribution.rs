@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `docker-registry`, killed on drop.
+#[derive(Debug)]
 pub struct Distribution {
     pub host: String,
     pub user: &'static str,

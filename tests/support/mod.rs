@@ -1,4 +1,22 @@
-//! kiln started in-process for HTTP tests, the way `kiln serve` starts it.
+//! What the integration tests (`tests/it`) and the benchmarks (`benches/`) share: kiln started
+//! in-process the way `kiln serve` starts it (here for tests, in `kiln_app` for benchmarks),
+//! and the fixtures both build on. Each benchmark includes this whole module with
+//! `#[path]`, so nothing is copied between them.
+
+pub mod bench_base;
+pub mod bench_channel;
+pub mod big_channel;
+pub mod conda_channel;
+pub mod debian_base;
+pub mod debian_mirror;
+pub mod distribution;
+pub mod forms;
+pub mod go_tools;
+pub mod kiln_app;
+pub mod native_build;
+pub mod pip_builder;
+pub mod run_image;
+pub mod snapshot;
 
 use kiln::config::{Config, RegistryUser};
 
@@ -10,6 +28,7 @@ pub const PUSHER: (&str, &str) = ("kiln-test", "test-password");
 pub const REGISTRY_USER: (&str, &str) = ("alice", "alice-password");
 
 /// kiln running in-process on a free loopback port, with its data in a temporary directory.
+#[derive(Debug)]
 pub struct TestApp {
     pub address: std::net::SocketAddr,
     _data: tempfile::TempDir,

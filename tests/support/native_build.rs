@@ -13,8 +13,8 @@ use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::{Request, RequestInput};
 use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
 
-use crate::conda_channel::CHANNEL_NAME;
-use crate::support::{PUSHER, TestApp};
+use super::conda_channel::CHANNEL_NAME;
+use super::{PUSHER, TestApp};
 
 /// The repository of the base every test build uses, for conda and pip-only requests alike.
 pub const BASE_REPOSITORY: &str = "kiln/base/debian";

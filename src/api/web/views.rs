@@ -402,7 +402,6 @@ fn format_duration(span: TimeDelta) -> String {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use async_trait::async_trait;
     use axum::body::Body;
@@ -417,10 +416,7 @@ mod tests {
     use crate::config::Config;
     use crate::metrics::Metrics;
     use crate::registry::RegistryState;
-    use crate::store::{
-        ArchTag, BuildOutcome, ImageKey, LibraryImage, LibraryItem, LibraryKey, LibraryLevel,
-        LibraryPath, LogSlice, NewBuild, SqliteStore, Store, Submitted, Submitter,
-    };
+    use crate::store::{BuildOutcome, NewBuild, SqliteStore, Store};
 
     /// kiln's state over a fresh database in a temporary directory.
     struct Setup {
@@ -579,7 +575,7 @@ mod tests {
         assert!(html.contains("waiting for a worker"));
 
         let claimed = store
-            .claim_next("w1", &crate::spec::BuildKind::ALL, Duration::from_secs(60))
+            .claim_next("w1", &crate::spec::BuildKind::ALL, std::time::Duration::from_secs(60))
             .await
             .unwrap();
         assert_eq!(claimed.map(|build| build.id).as_ref(), Some(&id));
@@ -725,138 +721,29 @@ mod tests {
         assert!(html.contains(&format!(r#"href="/static/kiln.css?v={VERSION}""#)));
     }
 
-    /// A store whose database is gone: every call fails with a cause underneath.
-    struct BrokenStore;
-
-    fn broken() -> StoreError {
-        StoreError::Database(sqlx::Error::PoolClosed)
-    }
-
-    #[async_trait]
-    impl Store for BrokenStore {
-        async fn submit_as(&self, _: NewBuild, _: &Submitter) -> Result<Submitted, StoreError> {
-            Err(broken())
-        }
-        async fn submitter(&self, _: &str) -> Result<Option<Submitter>, StoreError> {
-            Err(broken())
-        }
-        async fn queued_builds(&self, _: Option<&str>) -> Result<(u64, u64), StoreError> {
-            Err(broken())
-        }
-        async fn prune_requests(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
-            Err(broken())
-        }
-        async fn prune_logs(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
-            Err(broken())
-        }
-        async fn build(&self, _: &str) -> Result<Option<BuildRecord>, StoreError> {
-            Err(broken())
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            Err(broken())
-        }
-        async fn latest_for_key(&self, _: &str) -> Result<Option<BuildRecord>, StoreError> {
-            Err(broken())
-        }
-        async fn claim_next(
-            &self,
-            _: &str,
-            _: &[crate::spec::BuildKind],
-            _: Duration,
-        ) -> Result<Option<BuildRecord>, StoreError> {
-            Err(broken())
-        }
-        async fn renew_lease(&self, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
-            Err(broken())
-        }
-        async fn finish(&self, _: &str, _: BuildOutcome) -> Result<BuildRecord, StoreError> {
-            Err(broken())
-        }
-        async fn append_log(&self, _: &str, _: &str) -> Result<u64, StoreError> {
-            Err(broken())
-        }
-        async fn read_log(&self, _: &str, _: u64) -> Result<LogSlice, StoreError> {
-            Err(broken())
-        }
-        async fn add_request(&self, _: &ContainerRequest) -> Result<(), StoreError> {
-            Err(broken())
-        }
-        async fn request(&self, _: &str) -> Result<Option<ContainerRequest>, StoreError> {
-            Err(broken())
-        }
-        async fn claim_user(&self, _: &str, _: DateTime<Utc>) -> Result<bool, StoreError> {
-            Err(broken())
-        }
-        async fn add_token(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<(), StoreError> {
-            Err(broken())
-        }
-        async fn token_user(&self, _: &str) -> Result<Option<String>, StoreError> {
-            Err(broken())
-        }
-        async fn library_item(&self, _: LibraryKey<'_>) -> Result<Option<LibraryPath>, StoreError> {
-            Err(broken())
-        }
-        async fn add_library_item(
-            &self,
-            _: LibraryLevel,
-            _: Option<&str>,
-            _: &LibraryItem,
-        ) -> Result<LibraryPath, StoreError> {
-            Err(broken())
-        }
-        async fn library_children(
-            &self,
-            _: LibraryLevel,
-            _: &str,
-        ) -> Result<Vec<String>, StoreError> {
-            Err(broken())
-        }
-        async fn add_library_image(&self, _: &LibraryImage) -> Result<LibraryImage, StoreError> {
-            Err(broken())
-        }
-        async fn library_image(&self, _: ImageKey<'_>) -> Result<Option<LibraryImage>, StoreError> {
-            Err(broken())
-        }
-        async fn set_upload_secret(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            Err(broken())
-        }
-        async fn finish_upload(
-            &self,
-            _: &str,
-            _: &str,
-            _: u64,
-            _: DateTime<Utc>,
-        ) -> Result<LibraryImage, StoreError> {
-            Err(broken())
-        }
-        async fn set_library_tag(&self, _: &ArchTag) -> Result<(), StoreError> {
-            Err(broken())
-        }
-        async fn library_tags(&self, _: &str) -> Result<Vec<ArchTag>, StoreError> {
-            Err(broken())
-        }
-        async fn package_layer(
-            &self,
-            _: &str,
-        ) -> Result<Option<crate::store::PackageLayer>, StoreError> {
-            Err(broken())
-        }
-        async fn add_package_layer(
-            &self,
-            _: &crate::store::PackageLayer,
-        ) -> Result<(), StoreError> {
-            Err(broken())
+    /// Overwrites kiln's open database, its write-ahead log and its index in place with bytes
+    /// that are no database, as a failing disk would: from then on SQLite refuses every query
+    /// on `path` with an error of its own.
+    fn corrupt_database(path: &std::path::Path) {
+        use std::io::Write as _;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        for file in [path.to_owned(), wal.into(), shm.into()] {
+            let Ok(length) = std::fs::metadata(&file).map(|m| m.len()) else {
+                continue;
+            };
+            let garbage = vec![0xa5; usize::try_from(length).unwrap()];
+            let mut open = std::fs::File::options().write(true).open(&file).unwrap();
+            open.write_all(&garbage).unwrap();
         }
     }
 
     #[tokio::test]
     async fn store_errors_are_500_pages_with_a_request_id() {
-        let data = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: data.path().to_owned(),
-            ..Config::default()
-        };
-        let setup = Setup::with_store(data, config, Arc::new(BrokenStore)).await;
+        let setup = Setup::new().await;
+        corrupt_database(&setup.state.config.database_path());
         for path in [
             "/view/builds/bd-0000000000000000_1",
             "/view/containers/0123456789ab",
