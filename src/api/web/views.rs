@@ -575,7 +575,11 @@ mod tests {
         assert!(html.contains("waiting for a worker"));
 
         let claimed = store
-            .claim_next("w1", &crate::spec::BuildKind::ALL, std::time::Duration::from_secs(60))
+            .claim_next(
+                "w1",
+                &crate::spec::BuildKind::ALL,
+                std::time::Duration::from_secs(60),
+            )
             .await
             .unwrap();
         assert_eq!(claimed.map(|build| build.id).as_ref(), Some(&id));
