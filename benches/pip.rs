@@ -54,7 +54,7 @@ use kiln::build::buildah::Buildah;
 use kiln::build::native::NativeBuilder;
 use kiln::config::{BuildSettings, Config};
 use kiln::plan::ImagePlan;
-use kiln::spec::{Platform, Request, RequestInput};
+use kiln::spec::{Request, RequestInput};
 use kiln::store::{SqliteStore, Store};
 use kiln_app::{Build, Kiln};
 use pip_builder::native_builder;
@@ -254,20 +254,8 @@ async fn buildah_build(kiln: &Kiln, base: &str, request: &Request) -> Result<Bui
         std::process::id()
     );
     eprintln!("buildah bud {tag}:\n{dockerfile_text}");
-    let mut log = String::new();
     let started = Instant::now();
-    let built = buildah
-        .build(
-            context.path(),
-            &dockerfile,
-            &tag,
-            Platform::LinuxAmd64,
-            |line| {
-                log.push_str(line);
-                log.push('\n');
-            },
-        )
-        .await;
+    let (built, log) = support::run_image::bud(&buildah, context.path(), &dockerfile, &tag).await;
     let elapsed = started.elapsed();
     eprint!("{log}");
     if let Err(err) = built {

@@ -23,6 +23,9 @@
 //! KILN_BENCH_BLOB_MIB=32 KILN_BENCH_MANIFESTS=200 KILN_BENCH_GETS=2000 cargo bench --bench registry
 //! ```
 
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +41,7 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCAT
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
+use support::rng::SplitMix64;
 
 /// The registry user kiln accepts for pushes.
 const PUSHER: (&str, &str) = ("kiln-bench", "bench-password");
@@ -292,7 +296,7 @@ impl Blob {
         let mut rng = SplitMix64(seed);
         let mut bytes = Vec::with_capacity(len + 8);
         while bytes.len() < len {
-            bytes.extend_from_slice(&rng.next().to_le_bytes());
+            bytes.extend_from_slice(&rng.next_u64().to_le_bytes());
         }
         bytes.truncate(len);
         Blob::new(bytes)
@@ -300,20 +304,6 @@ impl Blob {
 
     fn descriptor(&self, media_type: &str) -> serde_json::Value {
         json!({ "mediaType": media_type, "digest": self.digest, "size": self.bytes.len() })
-    }
-}
-
-/// A small, fast, deterministic generator (for blob content and tag choice).
-#[derive(Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
 
@@ -500,7 +490,7 @@ async fn get_manifests(
                 let mut rng = SplitMix64(1000 + c as u64);
                 let mut latencies = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let i = (rng.next() % n as u64) as usize;
+                    let i = rng.below(n);
                     let url = target.url(&format!("/v2/{MANIFEST_REPO}/manifests/{}", tag(i)))?;
                     let sent = Instant::now();
                     let request = client.get(url).header(ACCEPT, OCI_MANIFEST);

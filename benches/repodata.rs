@@ -235,45 +235,11 @@ async fn start_kiln(channel_url: &str) -> Result<KilnServer> {
 
 /// The body Nextflow's Wave client sends for a `conda` directive of `entries` from `kiln-big`.
 fn wave_body(entries: &[&str]) -> Value {
-    json!({
-        "towerAccessToken": null,
-        "towerRefreshToken": null,
-        "towerWorkspaceId": null,
-        "towerEndpoint": "https://api.cloud.seqera.io",
-        "containerImage": null,
-        "containerFile": null,
-        "containerConfig": {"entrypoint": null, "cmd": null, "env": null, "workingDir": null, "layers": null},
-        "containerPlatform": "linux/amd64",
-        "buildRepository": null,
-        "cacheRepository": null,
+    support::wave::nextflow_body(json!({
+        "packages": {"entries": entries, "channels": [BIG_CHANNEL_NAME]},
         "timestamp": "2026-12-07T21:00:00.000000Z",
         "fingerprint": "0d1f6a2c5e8b4b7e9c3a1f0e2d4c6b8a",
-        "freeze": true,
-        "format": null,
-        "dryRun": false,
-        "workflowId": null,
-        "containerIncludes": null,
-        "packages": {
-            "type": "CONDA",
-            "environment": null,
-            "entries": entries,
-            "channels": [BIG_CHANNEL_NAME],
-            "condaOpts": {
-                "mambaImage": "mambaorg/micromamba:1.5.10-noble",
-                "commands": null,
-                "basePackages": "conda-forge::procps-ng",
-                "baseImage": "ubuntu:24.04"
-            },
-            "pixiOpts": null,
-            "cranOpts": null
-        },
-        "nameStrategy": null,
-        "mirror": false,
-        "scanMode": null,
-        "scanLevels": null,
-        "buildCompression": null,
-        "buildTemplate": null
-    })
+    }))
 }
 
 /// Sends the Wave request for `entries` and waits until its image is ready; fails, with the

@@ -62,7 +62,7 @@ use kiln::build::{Backend, BuildLog};
 use kiln::config::Config;
 use kiln::plan::ImagePlan;
 use kiln::spec::{Request, RequestInput};
-use kiln::store::{BuildOutcome, SqliteStore, Store};
+use kiln::store::{SqliteStore, Store};
 use kiln_app::{Build, Kiln};
 use pip_builder::native_builder;
 
@@ -436,23 +436,11 @@ async fn sif_build(
     let elapsed = started.elapsed();
     done.store(true, Ordering::Release);
     let stamped = watcher.await??;
-    let text = store.read_log(&record.id, 0).await?.text;
-    eprint!("{text}");
-    store.finish(&record.id, outcome.clone()).await?;
-    let BuildOutcome::Succeeded {
-        digest, outputs, ..
-    } = outcome
-    else {
-        bail!("the SIF build of {image} failed: {outcome:?}\n{text}");
-    };
+    let (build, text) =
+        kiln_app::finished_build(store, &record.id, image, outcome, elapsed).await?;
     let (steps, other) = parse_steps(&text);
     let build = KilnBuild {
-        build: Build {
-            image,
-            digest,
-            image_bytes: outputs.iter().map(|output| output.size).sum(),
-            elapsed,
-        },
+        build,
         steps,
         other,
         gaps: Some(Gaps::of(&stamped, elapsed.as_secs_f64())),

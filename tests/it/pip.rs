@@ -6,7 +6,6 @@
 use crate::support::{conda_channel, debian_base, native_build, run_image};
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use crate::support::TestApp;
 use conda_channel::CondaChannel;
@@ -14,10 +13,10 @@ use debian_base::push_debian_python_base;
 use kiln::build::buildah::Buildah;
 use kiln::config::{BuildSettings, Config};
 use kiln::plan::ImagePlan;
-use kiln::spec::{Platform, Request, RequestInput};
+use kiln::spec::{Request, RequestInput};
 use kiln::store::BuildOutcome;
 use native_build::{BASE_REPOSITORY, build, builder, pusher};
-use run_image::run_in_image;
+use run_image::{bud, copy_to_local_storage, run_in_image};
 
 const BOTH: [&str; 2] = ["linux/amd64", "linux/arm64"];
 
@@ -211,35 +210,13 @@ async fn dockerfile_pip_list(app: &TestApp, entries: &[&str]) -> String {
         .expect("recipes render")
         .remove(0);
     // The base into local storage under its registry name, so `FROM` needs no pull.
-    let copied = Command::new("skopeo")
-        .args(["copy", "--quiet", "--src-tls-verify=false"])
-        .arg(format!("docker://{base}"))
-        .arg(format!("containers-storage:{base}"))
-        .output()
-        .expect("skopeo runs");
-    assert!(
-        copied.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
+    copy_to_local_storage(&base, &base, None);
     let context = tempfile::tempdir().expect("temp dir");
     let dockerfile = context.path().join("Dockerfile");
     std::fs::write(&dockerfile, &plan.recipes.dockerfile).expect("write Dockerfile");
     let buildah = Buildah::new(&config.build);
     let tag = format!("localhost/kiln-test/pip-recipe:{}", plan.key.short());
-    let mut log = String::new();
-    let built = buildah
-        .build(
-            context.path(),
-            &dockerfile,
-            &tag,
-            Platform::LinuxAmd64,
-            |line| {
-                log.push_str(line);
-                log.push('\n');
-            },
-        )
-        .await;
+    let (built, log) = bud(&buildah, context.path(), &dockerfile, &tag).await;
     assert!(built.is_ok(), "buildah bud failed: {built:?}\n{log}");
     let container = buildah.from_image(&tag).await.expect("working container");
     let listed = buildah

@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, Result, bail};
-use axum::extract::Path as UrlPath;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, Uri};
 use rattler_conda_types::compression_level::CompressionLevel;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
+
+use super::conda_channel::serve_file;
+use super::rng::SplitMix64;
 
 /// The channel's name, also the first segment of every path its server answers.
 pub const CHANNEL_NAME: &str = "kiln-bench";
@@ -287,7 +288,7 @@ fn write_repodata(dir: &Path, packages: &[Package]) -> Result<()> {
 fn random_bytes(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(len + 8);
     while bytes.len() < len {
-        bytes.extend_from_slice(&rng.next().to_le_bytes());
+        bytes.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     bytes.truncate(len);
     bytes
@@ -297,7 +298,7 @@ fn random_bytes(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
 fn text_bytes(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
     let mut text = Vec::with_capacity(len + 16);
     while text.len() < len {
-        let mut bits = rng.next();
+        let mut bits = rng.next_u64();
         for word in 0..12 {
             text.extend_from_slice(WORDS[(bits & 0xf) as usize].as_bytes());
             bits >>= 4;
@@ -308,62 +309,20 @@ fn text_bytes(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
     text
 }
 
-/// A small, fast, deterministic generator.
-#[derive(Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// Serves the channel directory over HTTP on a free 127.0.0.1 port, from a task on the current
 /// tokio runtime (it stops with the runtime); returns the channel URL,
-/// `http://127.0.0.1:PORT/kiln-bench`.
+/// `http://127.0.0.1:PORT/kiln-bench`. Files are answered as the test channel's are.
 pub async fn serve(dir: PathBuf) -> Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let router = axum::Router::new().route(
-        &format!("/{CHANNEL_NAME}/{{subdir}}/{{file}}"),
-        axum::routing::get(move |UrlPath((subdir, file)): UrlPath<(String, String)>| {
-            let dir = dir.clone();
-            async move { serve_file(&dir, &subdir, &file).await }
-        }),
-    );
+    let router = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+        let dir = dir.clone();
+        async move { serve_file(&dir, CHANNEL_NAME, &method, &uri).await }
+    });
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, router).await {
             eprintln!("channel server stopped: {err}");
         }
     });
     Ok(format!("http://{address}/{CHANNEL_NAME}"))
-}
-
-/// Answers `GET /kiln-bench/<subdir>/<file>` from the channel directory: 404 for a missing
-/// file, 400 for a segment that is not a plain name.
-async fn serve_file(dir: &Path, subdir: &str, file: &str) -> Response {
-    let plain = |segment: &str| {
-        !segment.is_empty() && !segment.starts_with('.') && !segment.contains(['/', '\\', '\0'])
-    };
-    if !plain(subdir) || !plain(file) {
-        return StatusCode::BAD_REQUEST.into_response();
-    }
-    let Ok(bytes) = tokio::fs::read(dir.join(subdir).join(file)).await else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let content_type = if file.ends_with(".json") {
-        "application/json"
-    } else {
-        "application/octet-stream"
-    };
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, content_type)],
-        bytes,
-    )
-        .into_response()
 }

@@ -38,6 +38,8 @@ use rattler_conda_types::compression_level::CompressionLevel;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
+use super::rng::SplitMix64;
+
 /// The channel's name: its directory and the first path segment its server answers.
 pub const BIG_CHANNEL_NAME: &str = "kiln-big";
 
@@ -594,27 +596,8 @@ fn compress(path: &Path) -> io::Result<u64> {
 fn hex(rng: &mut SplitMix64, bytes: usize) -> String {
     let mut out = String::with_capacity(bytes * 2);
     while out.len() < bytes * 2 {
-        let _ = write!(out, "{:016x}", rng.next());
+        let _ = write!(out, "{:016x}", rng.next_u64());
     }
     out.truncate(bytes * 2);
     out
-}
-
-/// A small, fast, deterministic generator.
-#[derive(Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n` (`n` > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }

@@ -186,7 +186,7 @@ impl Drop for ChannelServer {
 
 /// Answers GET and HEAD for `/<name>/<subdir>/<file>` from the channel directory: 404 for a
 /// missing file, 400 for a path that is not plain segments (`..`, `.`, empty, `%`, `\`).
-async fn serve_file(root: &Path, name: &str, method: &Method, uri: &Uri) -> Response {
+pub async fn serve_file(root: &Path, name: &str, method: &Method, uri: &Uri) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }

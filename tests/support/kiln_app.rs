@@ -96,9 +96,21 @@ pub async fn timed_build(
     let started = Instant::now();
     let outcome = builder.run(&record, &log).await;
     let elapsed = started.elapsed();
-    let text = store.read_log(&record.id, 0).await?.text;
+    finished_build(store, &record.id, image, outcome, elapsed).await
+}
+
+/// Records the `outcome` of build `id` (of `image`, run in `elapsed`) as a queue worker would
+/// and reads its log back; fails, with the log, unless the build succeeded.
+pub async fn finished_build(
+    store: &Arc<dyn Store>,
+    id: &str,
+    image: String,
+    outcome: BuildOutcome,
+    elapsed: Duration,
+) -> Result<(Build, String)> {
+    let text = store.read_log(id, 0).await?.text;
     eprint!("{text}");
-    store.finish(&record.id, outcome.clone()).await?;
+    store.finish(id, outcome.clone()).await?;
     let BuildOutcome::Succeeded {
         digest, outputs, ..
     } = outcome

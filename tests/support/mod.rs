@@ -15,8 +15,10 @@ pub mod go_tools;
 pub mod kiln_app;
 pub mod native_build;
 pub mod pip_builder;
+pub mod rng;
 pub mod run_image;
 pub mod snapshot;
+pub mod wave;
 
 use kiln::config::{Config, RegistryUser};
 
