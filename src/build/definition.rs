@@ -129,8 +129,9 @@ impl DefinitionBuilder {
                 build.job.kind()
             )));
         };
-        let definition = Definition::parse(&build.containerfile)
-            .map_err(|err| format!("the definition file cannot be built: {err}"))?;
+        let definition = Definition::parse(&build.containerfile).map_err(|err| {
+            Failure::refused(format!("the definition file cannot be built: {err}"))
+        })?;
         let platform = request.platform;
 
         let context = fresh_context(work).await?;
@@ -245,11 +246,9 @@ impl DefinitionBuilder {
             return Ok(Vec::new());
         }
         let Some(digest) = &request.context else {
-            return Err(
-                "the definition has a %files section, but the client uploaded no \
-                        build context"
-                    .into(),
-            );
+            return Err(Failure::refused(
+                "the definition has a %files section, but the client uploaded no build context",
+            ));
         };
         let hex = digest.strip_prefix("sha256.").unwrap_or(digest);
         let unpacked = self
@@ -257,7 +256,7 @@ impl DefinitionBuilder {
             .contexts
             .unpack(&request.user, hex, context)
             .await
-            .map_err(|err| err.to_string())?;
+            .map_err(|err| Failure::refused(err.to_string()))?;
         log.line(format!(
             "unpacked the build context {digest}: {unpacked} files"
         ))
@@ -274,7 +273,10 @@ impl DefinitionBuilder {
                 )
             };
             let relative = normalise(&absolute).ok_or_else(|| {
-                format!("the %files source {} leaves the build context", copy.source)
+                Failure::refused(format!(
+                    "the %files source {} leaves the build context",
+                    copy.source
+                ))
             })?;
             let has_glob = relative.contains(['*', '?', '[']);
             let directory = match tokio::fs::symlink_metadata(context.join(&relative)).await {
@@ -309,10 +311,10 @@ impl DefinitionBuilder {
         log: &BuildLog,
     ) -> Result<Option<Value>, Failure> {
         let (repository, tag) = library_location(from).ok_or_else(|| {
-            format!(
+            Failure::refused(format!(
                 "Bootstrap: localimage needs From: to name a SIF in kiln's library \
                  ([entity/collection/]name[:tag]), not {from:?}"
-            )
+            ))
         })?;
         let missing =
             |cause: Failure| Failure::step(format!("From: {from}: kiln holds no such SIF"), cause);
@@ -328,7 +330,7 @@ impl DefinitionBuilder {
             .as_str()
             .filter(|_| layer["mediaType"] == MEDIA_TYPE_SIF_LAYER)
         else {
-            return Err(missing("the image there is not a SIF".into()));
+            return Err(missing(Failure::refused("the image there is not a SIF")));
         };
         let sif = work.join("base.sif");
         let file = tokio::fs::File::create(&sif)
@@ -350,7 +352,8 @@ impl DefinitionBuilder {
         read_header
             .await
             .map_err(Failure::io(format!("cannot read {}", sif.display())))?;
-        let arch = SifArch::of_header(&header).ok_or_else(|| missing("not a SIF file".into()))?;
+        let arch = SifArch::of_header(&header)
+            .ok_or_else(|| missing(Failure::refused("not a SIF file")))?;
         if arch != SifArch::from(platform) {
             return Err(Failure::Refused(format!(
                 "From: {from} is a SIF for {}; this build is for {platform}",
@@ -361,7 +364,7 @@ impl DefinitionBuilder {
         let root = objects
             .iter()
             .find(|object| object.primary_partition)
-            .ok_or_else(|| missing("the SIF has no root file system".into()))?;
+            .ok_or_else(|| missing(Failure::refused("the SIF has no root file system")))?;
         let config = match objects.iter().find(|o| o.name == "oci-config.json") {
             Some(object) => {
                 let bytes = read_range(&sif, object.offset, object.size).await?;
@@ -503,11 +506,11 @@ async fn read_oci_layout(dir: &Path) -> Result<LayoutImage, Failure> {
     let index = read_json(dir.join("index.json")).await?;
     let manifest_digest = index["manifests"][0]["digest"]
         .as_str()
-        .ok_or("buildah wrote an OCI layout without a manifest")?;
+        .ok_or_else(|| Failure::refused("buildah wrote an OCI layout without a manifest"))?;
     let manifest = read_json(blob(manifest_digest)).await?;
     let config_digest = manifest["config"]["digest"]
         .as_str()
-        .ok_or("the built image's manifest has no config")?;
+        .ok_or_else(|| Failure::refused("the built image's manifest has no config"))?;
     let config = read_json(blob(config_digest)).await?;
     let layers = manifest["layers"]
         .as_array()

@@ -107,6 +107,11 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// A reason kiln words itself (no error underneath).
+    pub fn refused(reason: impl Into<String>) -> BuildError {
+        BuildError::Refused(reason.into())
+    }
+
     /// A failed file operation on `what` ("cannot create /…/work").
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
         let what = what.into();
@@ -139,18 +144,6 @@ impl BuildError {
     }
 }
 
-impl From<String> for BuildError {
-    fn from(reason: String) -> Self {
-        BuildError::Refused(reason)
-    }
-}
-
-impl From<&str> for BuildError {
-    fn from(reason: &str) -> Self {
-        BuildError::Refused(reason.to_owned())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,7 +163,7 @@ mod tests {
             err.reason()
         );
 
-        let refused = BuildError::from("the conda environment has no python");
+        let refused = BuildError::Refused("the conda environment has no python".into());
         assert_eq!(refused.reason(), "the conda environment has no python");
     }
 

@@ -71,11 +71,11 @@ pub(super) fn conda_key(
         .sha256
         .map(hex::encode)
         .ok_or_else(|| {
-            format!(
+            Failure::refused(format!(
                 "{} has no sha256 in its channel's repodata, so kiln cannot tell its archive \
                  from another build's; ask the channel to publish sha256 hashes",
                 record.identifier
-            )
+            ))
         })?;
     let python = match python {
         Some(python) if record.package_record.noarch.is_python() => text(python)?,
@@ -238,7 +238,7 @@ fn parallel_map<T: Sync, R: Send>(
         .map(|slot| {
             slot.into_inner()
                 .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or_else(|| Err("a package layer was not made".into()))
+                .unwrap_or_else(|| Err(Failure::refused("a package layer was not made")))
         })
         .collect()
 }
@@ -348,8 +348,9 @@ impl NativeBuilder {
             .iter()
             .zip(layers)
             .map(|(record, layer)| {
-                let (blob, record_layer) =
-                    layer.ok_or_else(|| format!("{} has no layer", record.identifier))?;
+                let (blob, record_layer) = layer.ok_or_else(|| {
+                    Failure::refused(format!("{} has no layer", record.identifier))
+                })?;
                 let package = &record.package_record;
                 Ok(Packaged {
                     id: format!(
@@ -411,8 +412,9 @@ impl NativeBuilder {
             .iter()
             .zip(layers)
             .map(|(wheel, layer)| {
-                let (blob, record) =
-                    layer.ok_or_else(|| format!("{} has no layer", wheel.locked.file_name))?;
+                let (blob, record) = layer.ok_or_else(|| {
+                    Failure::refused(format!("{} has no layer", wheel.locked.file_name))
+                })?;
                 Ok(Packaged {
                     id: format!("pip:{}-{}", wheel.locked.name, wheel.locked.version),
                     name: format!("pip:{}", wheel.locked.name),

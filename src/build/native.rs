@@ -361,12 +361,12 @@ impl NativeBuilder {
             .clone()
             .or_else(|| profile.glibc.clone())
             .ok_or_else(|| {
-                format!(
+                Failure::refused(format!(
                     "the base image {} has no {} label, so kiln cannot tell which packages run \
                      on it; bases made with `kiln base create` have it",
                     profile.name(),
                     base::LABEL_GLIBC
-                )
+                ))
             })?;
         let root = work.join(platform.architecture());
         let mut packages: Vec<Packaged> = Vec::new();
@@ -382,16 +382,20 @@ impl NativeBuilder {
                 .find(|package| package.name == "python");
             match conda_python {
                 _ if !request.has_pip() => None,
-                Some(package) => Some(ImagePython::conda(&package.version)?),
+                Some(package) => {
+                    Some(ImagePython::conda(&package.version).map_err(Failure::refused)?)
+                }
                 None => {
-                    return Err("the conda environment has no python for the pip packages".into());
+                    return Err(Failure::refused(
+                        "the conda environment has no python for the pip packages",
+                    ));
                 }
             }
         } else {
             if profile.named_by_request && base.python.is_none() {
                 return Err(no_python_in_named_base(&profile));
             }
-            Some(ImagePython::of_base(&base, profile.python.as_deref())?)
+            Some(ImagePython::of_base(&base, profile.python.as_deref()).map_err(Failure::refused)?)
         };
         if let Some(python) = python.filter(|_| request.has_pip()) {
             let target = WheelTarget {

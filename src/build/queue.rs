@@ -706,7 +706,7 @@ mod tests {
             _log: &BuildLog,
         ) -> Result<BuildOutcome, BuildError> {
             if self.runs.fetch_add(1, Ordering::SeqCst) < self.failures {
-                return Err("the solver found no environment".into());
+                return Err(BuildError::refused("the solver found no environment"));
             }
             Ok(BuildOutcome::Succeeded {
                 digest: format!("sha256:{}", build.key),
@@ -1182,7 +1182,7 @@ mod tests {
                     log.push(&format!("line {n}"));
                 }
                 log.flush().await;
-                Err("flooded".into())
+                Err(BuildError::refused("flooded"))
             }
         }
         let dir = TempDir::new().unwrap();

@@ -44,9 +44,9 @@ impl NativeBuilder {
         log: &BuildLog,
     ) -> Result<BuildOutcome, Failure> {
         let &[platform] = request.platforms() else {
-            return Err(
-                "a SIF holds one platform; sif requests are built once per platform".into(),
-            );
+            return Err(Failure::refused(
+                "a SIF holds one platform; sif requests are built once per platform",
+            ));
         };
         let mut lock = Lock::default();
         let staged = self

@@ -33,7 +33,10 @@ impl Backend for Named {
         _build: &BuildRecord,
         _log: &BuildLog,
     ) -> Result<BuildOutcome, kiln::build::BuildError> {
-        Err(format!("ran on {}", self.0).into())
+        Err(kiln::build::BuildError::refused(format!(
+            "ran on {}",
+            self.0
+        )))
     }
 }
 

@@ -494,7 +494,9 @@ mod tests {
             _: &BuildRecord,
             _: &BuildLog,
         ) -> Result<BuildOutcome, crate::build::BuildError> {
-            Err("the views tests build nothing".into())
+            Err(crate::build::BuildError::refused(
+                "the views tests build nothing",
+            ))
         }
     }
 
