@@ -173,6 +173,23 @@ async fn nodes_with_one_secret_accept_each_others_tokens_and_tickets() {
         "{}",
         taken.text().await.unwrap_or_default()
     );
+
+    // The sign-up page served by a, posted to b (a load balancer's doing).
+    let (cookie, form_token) = form_session(&a.url("/auth/tokens")).await;
+    let sign_up = |node: &TestApp, user: &'static str| {
+        http.post(node.url("/auth/tokens"))
+            .header("cookie", cookie.clone())
+            .form(&[("user", user), ("form_token", form_token.as_str())])
+            .send()
+    };
+    let refused = sign_up(&stranger, "bob").await.expect("post");
+    assert_eq!(refused.status(), 403);
+    let page = sign_up(&b, "bob").await.expect("post");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text().await.expect("html").contains("kiln_"),
+        "b shows bob's token"
+    );
 }
 
 /// A gzipped tar of one small file, as `scs-build` uploads for `%files`.
