@@ -50,14 +50,16 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Package names for the search API, loaded on first use.
     pub search: crate::search::PackageIndex,
+    /// The tokens tying form posts to kiln's pages.
+    pub(crate) forms: web::csrf::FormTokens,
     /// Build context uploads announced by remote-build clients.
     pub contexts: sylabs::remote_build::ContextUploads,
     /// Images checked before, answered from memory.
     pub images: image_cache::ImageCache,
     /// Wave request records on their way to the store.
     pub requests: wave::request_records::RequestRecords,
-    /// `/health`'s checks, shared by requests that come at once.
-    pub health: ops::HealthChecks,
+    /// What `/health` and `/metrics` look at.
+    pub ops: Arc<ops::Ops>,
 }
 
 impl App {
@@ -73,10 +75,15 @@ impl App {
         metrics: Arc<Metrics>,
     ) -> App {
         App {
-            contexts: Default::default(),
+            contexts: sylabs::remote_build::ContextUploads::new(&config.signing_key()),
+            forms: web::csrf::FormTokens::new(&config.signing_key()),
             images: Default::default(),
             requests: wave::request_records::RequestRecords::new(store.clone()),
-            health: Default::default(),
+            ops: Arc::new(ops::Ops::new(
+                config.clone(),
+                store.clone(),
+                metrics.clone(),
+            )),
             search,
             config,
             store,
@@ -149,7 +156,7 @@ pub fn router(state: AppState) -> Router {
     let registry = registry::router(state.registry.clone());
     let max_body = state.config.http.max_body_bytes;
     Router::new()
-        .merge(ops::routes())
+        .merge(ops::routes(state.ops.clone()))
         .merge(wave::routes())
         .merge(rest::routes())
         .merge(sylabs::routes())
