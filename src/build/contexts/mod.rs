@@ -394,3 +394,102 @@ fn unpack(archive: &Path, target: &Path) -> Result<usize, UnpackError> {
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gzip'd tar holding `greeting.txt`, and its sha256 (hex).
+    fn context() -> (Vec<u8>, String) {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        let text = b"hello from the client\n";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "greeting.txt", &text[..])
+            .unwrap();
+        let bytes = tar.into_inner().unwrap().finish().unwrap();
+        let hex = hex::encode(Sha256::digest(&bytes));
+        (bytes, hex)
+    }
+
+    /// A context in the embedded registry: kept through garbage collection while its tag stands
+    /// (as a queued build needs it), unpacked from there, taken by the collection once deleted,
+    /// and swept once older than the expiry.
+    #[tokio::test]
+    async fn contexts_live_in_the_registry_until_deleted_or_expired() {
+        let data = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: data.path().to_owned(),
+            ..crate::config::Config::default()
+        };
+        let registry = crate::registry::RegistryState::new(config.registry_config())
+            .await
+            .unwrap();
+        let contexts = BuildContexts::new(
+            Images::embedded(registry.clone()),
+            data.path().join("scratch"),
+        );
+        let (bytes, hex) = context();
+        let limits = ContextLimits {
+            max_unpacked: 1 << 20,
+            max_entries: 10,
+            max_expansion: 100,
+        };
+        let announced = Announced {
+            digest: &hex,
+            size: bytes.len() as u64,
+        };
+        let upload = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
+        contexts
+            .receive("alice", announced, upload, limits)
+            .await
+            .unwrap();
+        assert!(contexts.exists("alice", &hex).await.unwrap());
+        assert!(!contexts.exists("bob", &hex).await.unwrap());
+
+        let no_grace = crate::registry::gc::GcPolicy {
+            grace: Duration::ZERO,
+            upload_ttl: Duration::ZERO,
+            remote_build_retention: None,
+        };
+        let kept = registry.collect_garbage(&no_grace).await.unwrap();
+        assert_eq!(kept.blobs, 0, "{kept}");
+        let target = data.path().join("work/context");
+        std::fs::create_dir_all(&target).unwrap();
+        assert_eq!(contexts.unpack("alice", &hex, &target).await.unwrap(), 1);
+        assert_eq!(
+            std::fs::read_to_string(target.join("greeting.txt")).unwrap(),
+            "hello from the client\n"
+        );
+        let theirs = contexts.unpack("bob", &hex, &target).await.unwrap_err();
+        assert!(matches!(theirs, UnpackError::Missing { .. }), "{theirs}");
+
+        assert!(!contexts.delete("bob", &hex).await.unwrap());
+        assert!(contexts.delete("alice", &hex).await.unwrap());
+        assert!(!contexts.exists("alice", &hex).await.unwrap());
+        let collected = registry.collect_garbage(&no_grace).await.unwrap();
+        assert!(
+            collected.blobs >= 2,
+            "the context and its config: {collected}"
+        );
+
+        let (bytes, hex) = context();
+        let upload = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
+        let announced = Announced {
+            digest: &hex,
+            size: announced.size,
+        };
+        contexts
+            .receive("alice", announced, upload, limits)
+            .await
+            .unwrap();
+        assert_eq!(contexts.remove_stale(CONTEXT_TTL).await.unwrap(), 0);
+        assert_eq!(contexts.remove_stale(Duration::ZERO).await.unwrap(), 1);
+        assert!(!contexts.exists("alice", &hex).await.unwrap());
+    }
+}
