@@ -1,7 +1,7 @@
 //! kiln keeping everything in an external registry: CNCF Distribution (`docker-registry`) with
 //! htpasswd Basic auth, configured as `[external_registry]`. kiln stops serving `/v2/` and its
 //! token endpoint; a native build from the local channel lands in Distribution (`skopeo
-//! inspect` sees it) and is a cache hit the second time; a library push lands there, pulls back
+//! inspect` sees it), its SBOM is found there, and it is a cache hit the second time; a library push lands there, pulls back
 //! and downloads through kiln's link; a remote build on that SIF gets its uploaded build context
 //! and the SIF through Distribution.
 
