@@ -49,7 +49,7 @@ async fn token_for(app: &TestApp, user: &str) -> String {
 }
 
 /// The files the client's directory holds for [`definition`]'s `%files`.
-fn write_client_files(dir: &Path) {
+pub(crate) fn write_client_files(dir: &Path) {
     std::fs::write(dir.join("greeting.txt"), "hello from the client\n").expect("write");
     std::fs::create_dir_all(dir.join("scripts/lib")).expect("mkdir");
     std::fs::write(dir.join("scripts/lib/hello.sh"), "echo hello\n").expect("write");
@@ -92,7 +92,7 @@ fn scs_build(app: &TestApp, dir: &Path, token: &str, args: &[&str]) -> Command {
     command
 }
 
-fn text(output: &Output) -> (String, String) {
+pub(crate) fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -112,7 +112,7 @@ fn run(command: &mut Command) -> String {
 }
 
 /// The root file system of `sif`, unpacked as the runtime would mount it, in `<dir>/root`.
-fn unpack(sif: &Path) -> tempfile::TempDir {
+pub(crate) fn unpack(sif: &Path) -> tempfile::TempDir {
     let data = std::fs::read(sif).expect("read the SIF");
     let squashfs_at = data
         .windows(4)

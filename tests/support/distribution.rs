@@ -59,6 +59,33 @@ impl Distribution {
     }
 }
 
+impl Distribution {
+    /// The URL kiln's `[external_registry] url` takes for this registry.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// Runs Distribution's offline garbage collection (`docker-registry garbage-collect
+    /// --delete-untagged`) on its storage, as an operator would; nothing may push meanwhile.
+    pub fn collect_garbage(&self) {
+        let output = Command::new("docker-registry")
+            .args(["garbage-collect", "--delete-untagged"])
+            .arg(self._root.path().join("config.yml"))
+            .output()
+            .expect("docker-registry runs");
+        assert!(
+            output.status.success(),
+            "garbage-collect failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `user:password`, as `skopeo --creds` takes them.
+    pub fn creds(&self) -> String {
+        format!("{}:{}", self.user, self.password)
+    }
+}
+
 impl Drop for Distribution {
     fn drop(&mut self) {
         let _ = self.child.kill();
