@@ -53,6 +53,9 @@ ARG KILN_BINARY=target/release/kiln
 COPY ${KILN_BINARY} /kiln
 
 FROM ${KILN_FROM} AS kiln-binary
+# An instruction, so the stage is committed like any other: buildah (1.28) leaves the working
+# container of a stage without one behind, and with it the image it was made from.
+ARG KILN_FROM
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # What kiln runs: buildah with runc, slirp4netns, nftables and uidmap (the containment of build

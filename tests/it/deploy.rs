@@ -71,40 +71,7 @@ impl Drop for LocalStorage {
                 .args(["rmi", "--force", image])
                 .output();
         }
-        for image in prebuilt_stage_images() {
-            let _ = Command::new("buildah").args(["rmi", &image]).output();
-        }
     }
-}
-
-/// The untagged images buildah keeps of the Dockerfile's `prebuilt` stage (a copy of kiln
-/// each): known by their history, which only that stage writes.
-fn prebuilt_stage_images() -> Vec<String> {
-    let Ok(listed) = Command::new("buildah")
-        .args(["images", "--quiet", "--filter", "dangling=true"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&listed.stdout)
-        .split_whitespace()
-        .filter(|id| {
-            let Ok(inspected) = Command::new("buildah")
-                .args(["inspect", "--type", "image", id])
-                .output()
-            else {
-                return false;
-            };
-            let image: serde_json::Value =
-                serde_json::from_slice(&inspected.stdout).unwrap_or_default();
-            let history = image["History"].as_array().cloned().unwrap_or_default();
-            history.len() == 2
-                && history[0]["created_by"]
-                    .as_str()
-                    .is_some_and(|step| step.ends_with("ARG KILN_BINARY"))
-        })
-        .map(str::to_owned)
-        .collect()
 }
 
 /// An image in local storage holding this host's uv at `/uv`, where Astral's uv image has it:
