@@ -16,7 +16,10 @@ use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::Platform;
 
-use crate::support::{PUSHER, TestApp, debian_base};
+use sha2::{Digest as _, Sha256};
+
+use crate::support::debian_base::{self, DEBIAN_TAG};
+use crate::support::{PUSHER, TestApp};
 
 fn repository_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,6 +36,39 @@ fn runtime_packages(dockerfile: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+/// Where the test's runtime base goes in the test app's registry.
+const RUNTIME_REPOSITORY: &str = "kiln/base/runtime";
+
+/// Pushes the runtime base, Debian bookworm (amd64) with `packages`, into `client`'s registry:
+/// made by kiln from Debian's packages the first time, and replayed from a copy under `target/`
+/// after (like the other tests' bases), keyed by the package list so a changed Dockerfile
+/// makes a new one.
+async fn push_runtime_base(client: &RegistryClient, packages: Vec<String>) {
+    let key = hex::encode(Sha256::digest(packages.join(" ").as_bytes()));
+    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-deploy-runtime-{}", &key[..16]));
+    if saved.join("index.json").is_file() {
+        debian_base::replay(client, RUNTIME_REPOSITORY, &saved).await;
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    create(
+        &DebianBase {
+            repository: RUNTIME_REPOSITORY.to_owned(),
+            tag: DEBIAN_TAG.to_owned(),
+            packages,
+            platforms: vec![Platform::LinuxAmd64],
+        },
+        &debian_base::debian_mirror(),
+        client,
+        work.path(),
+        |line| println!("base: {line}"),
+    )
+    .await
+    .expect("kiln makes the runtime base");
+    debian_base::save(client, RUNTIME_REPOSITORY, &saved).await;
 }
 
 /// Runs a command, panicking with its output when it fails.
@@ -104,22 +140,8 @@ async fn kilns_image_builds_on_kiln_made_bases_and_runs_as_a_worker() {
         &[],
     )
     .expect("client");
-    let work = tempfile::tempdir().expect("temp dir");
-    let base = create(
-        &DebianBase {
-            repository: "kiln/base/runtime".to_owned(),
-            tag: "bookworm".to_owned(),
-            packages: runtime_packages(&dockerfile),
-            platforms: vec![Platform::LinuxAmd64],
-        },
-        &debian_base::debian_mirror(),
-        &client,
-        work.path(),
-        |line| println!("base: {line}"),
-    )
-    .await
-    .expect("kiln makes the runtime base");
-    let runtime_image = base.reference.clone();
+    push_runtime_base(&client, runtime_packages(&dockerfile)).await;
+    let runtime_image = format!("{}/{RUNTIME_REPOSITORY}:{DEBIAN_TAG}", app.address);
     let based = started.elapsed();
 
     let tag = std::process::id();
@@ -198,6 +220,39 @@ async fn kilns_image_builds_on_kiln_made_bases_and_runs_as_a_worker() {
         "kiln serve --help in the image:\n{worker_help}"
     );
     assert_eq!(in_image(&["id", "-u"]), "10001", "the image runs as kiln");
+    // The image's own command serves (as kiln, in its data directory) and stops cleanly when
+    // tini passes SIGTERM on; bash's /dev/tcp asks /health, as the image has no HTTP client.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let command = format!(
+        "{} {}",
+        entrypoint.join(" "),
+        config["Cmd"][0].as_str().expect("a command")
+    );
+    let served = in_image(&[
+        "bash",
+        "-c",
+        &format!(
+            "KILN_LISTEN=127.0.0.1:{port} {command} >/tmp/kiln.log 2>&1 & pid=$!
+             for attempt in $(seq 300); do
+                 if answer=$( (exec 3<>/dev/tcp/127.0.0.1/{port} &&
+                         printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 &&
+                         head -n 1 <&3) 2>/dev/null); then
+                     echo \"$answer\"; break
+                 fi
+                 sleep 0.1
+             done
+             kill -TERM $pid; wait $pid; echo \"stopped: $?\"; echo ---; cat /tmp/kiln.log"
+        ),
+    ]);
+    let (answers, log) = served.split_once("---").expect("the script's output");
+    assert_eq!(
+        answers.trim(),
+        "HTTP/1.0 200 OK\r\nstopped: 0",
+        "kiln serve in the image; its log:\n{log}"
+    );
     // What builds run, each starting in the image with its libraries.
     assert!(in_image(&["uv", "--version"]).starts_with("uv "));
     assert!(in_image(&["buildah", "--version"]).starts_with("buildah version "));
