@@ -1,8 +1,11 @@
 # kiln's own image: kiln on a slim Debian with what its builds run (buildah and its runtime for
 # Dockerfile and definition builds, squashfs-tools for SIFs, uv for pip resolution).
 #
-#   docker build -t kiln .                        # compiles kiln in the `build` stage
+#   docker build -t kiln .                        # compiles kiln in the `compiled` stage
 #   buildah bud -t kiln .                         # the same with buildah
+#
+# The image is of the builder's architecture: build it on an arm64 host (or with
+# `--platform linux/arm64` under emulation, slowly) for arm64 workers.
 #
 # A kiln compiled outside (CI, or `cargo build --release --locked` on a bookworm host: the binary
 # must not need a newer glibc than the runtime's 2.36) goes in through the `prebuilt` stage,
