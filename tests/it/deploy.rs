@@ -220,6 +220,11 @@ async fn kilns_image_builds_on_kiln_made_bases_and_serves() {
         "kiln serve --help in the image:\n{worker_help}"
     );
     assert_eq!(in_image(&["id", "-u"]), "10001", "the image runs as kiln");
+    // The data directory, kiln's alone before kiln first runs.
+    assert_eq!(
+        in_image(&["stat", "-c", "%u %a", "/var/lib/kiln"]),
+        "10001 700"
+    );
     // The image's own command serves (as kiln, in its data directory) and stops cleanly when
     // tini passes SIGTERM on; bash's /dev/tcp asks /health, as the image has no HTTP client.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -258,17 +263,13 @@ async fn kilns_image_builds_on_kiln_made_bases_and_serves() {
     assert!(in_image(&["buildah", "--version"]).starts_with("buildah version "));
     assert!(in_image(&["mksquashfs", "-version"]).contains("mksquashfs version"));
     assert!(in_image(&["runc", "--version"]).starts_with("runc version"));
-    // The sandbox user with its subordinate ids, and the data directory only kiln reads.
+    // The sandbox user with its subordinate ids.
     assert_eq!(
         in_image(&["grep", "^kiln-build:", "/etc/subuid"]),
         "kiln-build:100000:65536"
     );
-    assert_eq!(
-        in_image(&["stat", "-c", "%u %a", "/var/lib/kiln"]),
-        "10001 700"
-    );
     println!(
-        "deploy image: runtime base made in {:.1} s, image built in {:.1} s, checked in {:.1} s",
+        "deploy image: runtime base ready in {:.1} s, image built in {:.1} s, checked in {:.1} s",
         based.as_secs_f64(),
         (image_built - based).as_secs_f64(),
         (started.elapsed() - image_built).as_secs_f64()
