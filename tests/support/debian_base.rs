@@ -59,7 +59,7 @@ pub async fn push_debian_python_base(client: &RegistryClient, repository: &str) 
 }
 
 /// Copies the index, its manifests and their blobs from the registry into `dir`.
-async fn save(client: &RegistryClient, repository: &str, dir: &std::path::Path) {
+pub async fn save(client: &RegistryClient, repository: &str, dir: &std::path::Path) {
     let partial = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(partial.join("blobs")).expect("cache dir");
@@ -94,7 +94,7 @@ async fn save(client: &RegistryClient, repository: &str, dir: &std::path::Path) 
 }
 
 /// Pushes a copy saved by [`save`] into `repository`.
-async fn replay(client: &RegistryClient, repository: &str, dir: &std::path::Path) {
+pub async fn replay(client: &RegistryClient, repository: &str, dir: &std::path::Path) {
     let index = std::fs::read(dir.join("index.json")).expect("saved index");
     for manifest_digest in digests(&index, "manifests") {
         let manifest = std::fs::read(dir.join(&manifest_digest)).expect("saved manifest");
