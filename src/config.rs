@@ -777,11 +777,15 @@ impl Config {
                 ),
             });
         }
-        // TODO(lead): once wip/registry lands `external_registry`, refuse a worker without it:
-        // if self.role == NodeRole::Worker && self.external_registry.is_none() { Err(Invalid {
-        //     setting: "external_registry", message: "is missing, and role worker needs it: a
-        //     worker pushes its images to the registry every node reads; set [external_registry]
-        //     url, user and password (KILN_EXTERNAL_REGISTRY_URL, _USER, _PASSWORD)" }) }
+        if self.role == NodeRole::Worker && self.external_registry.is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "external_registry",
+                message: "is missing, and role worker needs it: a worker pushes its images to \
+                          the registry every node reads; set [external_registry] url, user and \
+                          password (KILN_EXTERNAL_REGISTRY_URL, _USER, _PASSWORD)"
+                    .into(),
+            });
+        }
         Ok(())
     }
 
@@ -1432,7 +1436,9 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
         std::fs::write(
             &path,
             "role = \"worker\"\nsecret_key = \"0123456789abcdef0123456789abcdef\"\n\n\
-             [build]\nkinds = [\"dockerfile\", \"definition\"]\nplatforms = [\"linux/arm64\"]\n",
+             [build]\nkinds = [\"dockerfile\", \"definition\"]\nplatforms = [\"linux/arm64\"]\n\n\
+             [external_registry]\nurl = \"https://registry.example.org\"\n\
+             user = \"kiln\"\npassword = \"pushes\"\n",
         )
         .expect("write config");
         let config = Config::load(Some(&path), no_env).expect("loads");
@@ -1468,6 +1474,20 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
             .check_role()
             .unwrap_err();
         assert!(err.to_string().contains("KILN_SECRET_KEY"), "{err}");
+        // A worker without a registry to push to is refused, naming the setting.
+        let env = |name: &str| match name {
+            "KILN_ROLE" => Some("worker".to_owned()),
+            "KILN_SECRET_KEY" => Some("0123456789abcdef0123456789abcdef".to_owned()),
+            _ => None,
+        };
+        let err = Config::load(None, env)
+            .expect("loads")
+            .check_role()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("KILN_EXTERNAL_REGISTRY_URL"),
+            "{err}"
+        );
 
         for (var, value, named) in [
             ("KILN_ROLE", "builder", "KILN_ROLE"),

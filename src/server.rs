@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::api::ops::Ops;
+use crate::api::ops::{Ops, RegistryProbe};
 use crate::api::{self, App, AppState};
 use crate::build::Backend;
 use crate::build::Dispatch;
@@ -83,9 +83,13 @@ pub async fn run(
                 "kiln is building (role worker: /health and /metrics only)"
             );
             let limits = crate::listen::Limits::new(&config.http);
-            // TODO(lead): once wip/registry lands `external_registry`, check it in /health:
-            // `.with_registry(RegistryProbe::new(&external.url, Some(credentials))?)`.
-            let ops = Arc::new(Ops::new(config, store, metrics));
+            let mut ops = Ops::new(config.clone(), store, metrics);
+            if let Some(external) = &config.external_registry {
+                let probe = RegistryProbe::new(external.url.as_str(), external.credentials())
+                    .context("cannot set up the HTTP client of the registry check")?;
+                ops = ops.with_registry(probe);
+            }
+            let ops = Arc::new(ops);
             crate::listen::serve(listener, api::ops::worker_router(ops), limits, shutdown).await;
         }
         NodeRole::All | NodeRole::Api => {

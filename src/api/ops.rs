@@ -71,6 +71,9 @@ impl RegistryProbe {
         }
         match request.send().await {
             Ok(response) if response.status().is_success() => None,
+            // A token registry (Harbor, the clouds') answers /v2/ with a Bearer challenge
+            // whatever the credentials: it is up, and checks them per repository and push.
+            Ok(response) if is_bearer_challenge(&response) => None,
             Ok(response) if response.status() == StatusCode::UNAUTHORIZED => Some(format!(
                 "the registry at {} refuses kiln's credentials (401): check \
                  external_registry's user and password",
@@ -88,6 +91,20 @@ impl RegistryProbe {
             )),
         }
     }
+}
+
+/// Whether `response` is a 401 asking for a bearer token.
+fn is_bearer_challenge(response: &reqwest::Response) -> bool {
+    response.status() == StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                value
+                    .get(..7)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            })
 }
 
 impl std::fmt::Debug for Ops {

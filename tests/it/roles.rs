@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use kiln::api::ops::{Ops, RegistryProbe, worker_router};
-use kiln::config::{Config, NodeRole};
+use kiln::config::{Config, ExternalRegistry, NodeRole};
 use kiln::credentials::{Credentials, Secret};
 use kiln::store::{SqliteStore, Store};
 use sha2::{Digest as _, Sha256};
@@ -76,9 +76,15 @@ fn nodes_of_several_refuse_to_start_without_the_shared_secret() {
 
 #[tokio::test]
 async fn a_worker_answers_health_and_metrics_alone() {
+    let registry = Distribution::start().await;
     let worker = TestApp::start_with(|config| {
         config.role = NodeRole::Worker;
         config.secret_key = Some(Secret::new(SECRET));
+        config.external_registry = Some(ExternalRegistry {
+            url: registry.url().parse().expect("registry url"),
+            user: Some(registry.user.to_owned()),
+            password: Some(Secret::new(registry.password)),
+        });
     })
     .await;
     let health = reqwest::get(worker.url("/health")).await.expect("request");
