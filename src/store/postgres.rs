@@ -1229,6 +1229,47 @@ mod tests {
         assert_eq!(lines, wanted);
     }
 
+    /// A listener whose connection dies (a server restart, a proxy's idle timeout) reconnects:
+    /// builds submitted after that are heard again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_come_back_after_the_listening_connection_is_lost() {
+        let db = temp_db().await;
+        let watcher = db.open().await;
+        let writer = PostgresStore::open(&db.url).await.unwrap();
+        let mut events = watcher.events();
+        let terminated: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_all(&writer.pool)
+        .await
+        .unwrap();
+        assert_eq!(terminated, [true, true], "both stores' listeners are cut");
+        // What is notified before the listener is back is missed; keep submitting until heard.
+        for n in 0..20 {
+            let id = writer
+                .submit(request(&key(200 + n)))
+                .await
+                .unwrap()
+                .build
+                .id;
+            let heard = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    match events.recv().await {
+                        Ok(BuildEvent::Submitted(submitted)) if submitted == id => return,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => panic!("events closed"),
+                    }
+                }
+            })
+            .await;
+            if heard.is_ok() {
+                return;
+            }
+        }
+        panic!("no event was heard in 10 s after the connection was lost");
+    }
+
     /// `store::open` picks the backend by the URL's scheme and names a scheme it does not know
     /// (and nothing else of the URL, which may hold a password).
     #[tokio::test]
