@@ -98,6 +98,15 @@ impl PostgresStore {
         allowance: Option<&Allowance>,
     ) -> Result<Option<Submitted>, StoreError> {
         let key = new.key.as_str();
+        let active = "SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'";
+        // Joining, the common case (many clients asking for one image), takes no transaction
+        // and no lock: an unfinished build found here is as good as one found inside.
+        if let Some(build) = self.fetch(active, key).await? {
+            return Ok(Some(Submitted {
+                build,
+                created: false,
+            }));
+        }
         let mut tx = self.pool.begin().await?;
         if let Some(allowance) = allowance {
             // Submits charged to one client take turns (until commit), so two never both see
@@ -107,7 +116,9 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let active = sqlx::query("SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'")
+        // Looked for again: a build created since, by a submit of the same client that held the
+        // lock, is joined rather than charged.
+        let active = sqlx::query(active)
             .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
