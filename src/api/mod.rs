@@ -11,6 +11,7 @@ pub mod edge;
 pub mod error;
 pub mod image_cache;
 pub mod limit;
+pub(crate) mod log_follow;
 pub mod ops;
 pub mod redact;
 pub mod rest;
@@ -47,12 +48,6 @@ pub struct App {
     pub queue: Queue,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Anonymous clients' daily build allowance.
-    pub limiter: limit::RateLimiter,
-    /// Library users' daily allowance of remote builds.
-    pub user_limiter: limit::RateLimiter<String>,
-    /// Held while deciding whether a request starts a build.
-    pub submitting: tokio::sync::Mutex<()>,
     /// Package names for the search API, loaded on first use.
     pub search: crate::search::PackageIndex,
     /// Build context uploads announced by remote-build clients.
@@ -78,9 +73,6 @@ impl App {
         metrics: Arc<Metrics>,
     ) -> App {
         App {
-            limiter: limit::RateLimiter::new(config.api.anonymous_builds_per_day),
-            user_limiter: limit::RateLimiter::new(config.api.user_builds_per_day),
-            submitting: tokio::sync::Mutex::new(()),
             contexts: Default::default(),
             images: Default::default(),
             requests: wave::request_records::RequestRecords::new(store.clone()),
