@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Row, SqlSafeStr};
+use sqlx::{Connection as _, PgConnection, Row, SqlSafeStr};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
@@ -76,6 +76,9 @@ impl PostgresStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let (url, max_connections) = pool_size(url)?;
         let options = PgConnectOptions::from_str(&url)?;
+        // One connection first, outside the pool: its error says why (refused, a wrong password,
+        // no such database) at once, where the pool's would say only that it timed out.
+        PgConnection::connect_with(&options).await?.close().await?;
         // Idle connections are recycled: a server restart or a failover leaves broken ones.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
