@@ -9,14 +9,21 @@ use serde::Deserialize;
 
 use crate::credentials::{Credentials, Secret};
 use crate::recipe::RecipeImages;
-use crate::spec::{Channel, DEFAULT_CHANNELS, ImageRef, RegistryHost};
+use crate::signing::SigningKey;
+use crate::spec::{BuildKind, Channel, DEFAULT_CHANNELS, ImageRef, Platform, RegistryHost};
 
 /// kiln's settings, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// What `kiln serve` runs in this process: the API, build workers, or both.
+    pub role: NodeRole,
     /// Where `kiln serve` listens.
     pub listen: SocketAddr,
+    /// The key registry tokens and build-context upload tickets are signed with. Every node of
+    /// one kiln needs the same one, so that any node accepts what another issued; without it
+    /// (role `all` only) each start makes a random key, and tokens die with the process.
+    pub secret_key: Option<Secret>,
     /// The registry host written into image names.
     pub registry: RegistryHost,
     /// The URL clients reach kiln at, for links kiln hands out (SIF downloads); by default
@@ -45,6 +52,66 @@ pub struct Config {
     /// How long request records and build logs are kept.
     pub retention: Retention,
 }
+
+/// What one `kiln serve` process does. Several processes on one store and registry make one
+/// kiln: API nodes behind a load balancer, workers wherever builds should run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// The API and build workers in one process: one machine, today's kiln.
+    #[default]
+    All,
+    /// Serves HTTP and enqueues builds; runs none.
+    Api,
+    /// Claims and runs builds; serves only `/health` and `/metrics`.
+    Worker,
+}
+
+impl NodeRole {
+    /// The spellings `--role`, `KILN_ROLE` and `role` take.
+    pub const NAMES: [&'static str; 3] = ["all", "api", "worker"];
+
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::All => "all",
+            NodeRole::Api => "api",
+            NodeRole::Worker => "worker",
+        }
+    }
+
+    /// Whether this process serves the HTTP API.
+    pub fn serves_api(self) -> bool {
+        matches!(self, NodeRole::All | NodeRole::Api)
+    }
+
+    /// Whether this process runs builds.
+    pub fn runs_builds(self) -> bool {
+        matches!(self, NodeRole::All | NodeRole::Worker)
+    }
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NodeRole {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "all" => Ok(NodeRole::All),
+            "api" => Ok(NodeRole::Api),
+            "worker" => Ok(NodeRole::Worker),
+            other => Err(format!("{other:?} is not all, api or worker")),
+        }
+    }
+}
+
+/// The shortest `secret_key` taken: 32 characters, as many as 16 random bytes in hex.
+pub const MIN_SECRET_KEY_LEN: usize = 32;
 
 /// The registry kiln serves under `/v2/` when no external one is configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -263,6 +330,13 @@ pub struct BaseProfile {
 pub struct BuildSettings {
     /// How many builds run at once.
     pub workers: usize,
+    /// The kinds of build this process's workers take (`native`, `dockerfile`,
+    /// `definition`); other kinds wait for workers elsewhere that take them. All by default.
+    pub kinds: Vec<BuildKind>,
+    /// The platforms this process's workers build for; a build waits for a worker that has
+    /// all of its platforms. Empty (the default): any platform (with qemu-user for foreign
+    /// ones).
+    pub platforms: Vec<Platform>,
     /// Credentials `kiln build` pushes with (`kiln serve` pushes to its embedded registry with
     /// a credential of its own).
     pub push_user: Option<String>,
@@ -442,6 +516,8 @@ impl Default for BuildSettings {
     fn default() -> Self {
         BuildSettings {
             workers: 2,
+            kinds: BuildKind::ALL.to_vec(),
+            platforms: Vec::new(),
             push_user: None,
             push_password: None,
             ca_bundle: None,
@@ -470,7 +546,9 @@ impl Default for BuildSettings {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            role: NodeRole::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            secret_key: None,
             registry: RegistryHost::default_host(),
             public_url: None,
             data_dir: PathBuf::from("./kiln-data"),
@@ -576,6 +654,25 @@ impl Config {
                 ),
             });
         }
+        if self.build.kinds.is_empty() {
+            return Err(ConfigError::Invalid {
+                setting: "build.kinds",
+                message: "is empty, so this kiln's workers would take no build; list some of \
+                          native, dockerfile and definition, or leave it out for all"
+                    .into(),
+            });
+        }
+        if let Some(key) = &self.secret_key
+            && key.expose().chars().count() < MIN_SECRET_KEY_LEN
+        {
+            return Err(ConfigError::Invalid {
+                setting: "secret_key",
+                message: format!(
+                    "is shorter than {MIN_SECRET_KEY_LEN} characters; make one with \
+                     `openssl rand -hex 32` and give every node the same"
+                ),
+            });
+        }
         if !matches!(self.base.debian_mirror.scheme(), "http" | "https") {
             return Err(ConfigError::Invalid {
                 setting: "base.debian_mirror",
@@ -586,6 +683,39 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Refuses a role that cannot work with these settings: an `api` or `worker` node is one of
+    /// several, which must accept each other's tokens and tickets, so it needs the shared
+    /// `secret_key`; a worker pushes what it builds to a registry the others read.
+    pub fn check_role(&self) -> Result<(), ConfigError> {
+        if self.role != NodeRole::All && self.secret_key.is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "secret_key",
+                message: format!(
+                    "is missing, and role {} needs it: every node of a kiln signs and checks \
+                     tokens with the same key; set KILN_SECRET_KEY (or secret_key in the \
+                     configuration file) on every node to one value of at least \
+                     {MIN_SECRET_KEY_LEN} characters, e.g. from `openssl rand -hex 32`",
+                    self.role
+                ),
+            });
+        }
+        // TODO(lead): once wip/registry lands `external_registry`, refuse a worker without it:
+        // if self.role == NodeRole::Worker && self.external_registry.is_none() { Err(Invalid {
+        //     setting: "external_registry", message: "is missing, and role worker needs it: a
+        //     worker pushes its images to the registry every node reads; set [external_registry]
+        //     url, user and password (KILN_EXTERNAL_REGISTRY_URL, _USER, _PASSWORD)" }) }
+        Ok(())
+    }
+
+    /// The key this process signs tokens and tickets with: derived from `secret_key`, or, when
+    /// none is set (role `all`), a random one that lives as long as the process does.
+    pub fn signing_key(&self) -> SigningKey {
+        match &self.secret_key {
+            Some(secret) => SigningKey::from_secret(secret),
+            None => SigningKey::random(),
+        }
     }
 
     /// Loads from the process environment and the file `KILN_CONFIG` names, if any.
@@ -604,6 +734,26 @@ impl Config {
                 var,
                 message: err.to_string(),
             })
+        }
+        if let Some(value) = env("KILN_ROLE") {
+            self.role = parsed("KILN_ROLE", &value)?;
+        }
+        if let Some(value) = env("KILN_SECRET_KEY") {
+            self.secret_key = Some(value.into());
+        }
+        if let Some(value) = env("KILN_BUILD_KINDS") {
+            self.build.kinds = value
+                .split(',')
+                .filter(|kind| !kind.trim().is_empty())
+                .map(|kind| parsed("KILN_BUILD_KINDS", kind.trim()))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(value) = env("KILN_BUILD_PLATFORMS") {
+            self.build.platforms = value
+                .split(',')
+                .filter(|platform| !platform.trim().is_empty())
+                .map(|platform| parsed("KILN_BUILD_PLATFORMS", platform.trim()))
+                .collect::<Result<_, _>>()?;
         }
         if let Some(value) = env("KILN_LISTEN") {
             self.listen = parsed("KILN_LISTEN", &value)?;
@@ -895,6 +1045,7 @@ impl Config {
                 })
                 .collect(),
             token_ttl: std::time::Duration::from_secs(self.embedded_registry.token_ttl_secs),
+            signing_key: self.signing_key(),
             max_upload_sessions: self.embedded_registry.max_upload_sessions,
         }
     }

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod resolve;
 pub mod search;
 pub mod server;
+pub mod signing;
 pub mod spec;
 pub mod store;
 

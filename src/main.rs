@@ -27,7 +27,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service: the HTTP API on the configured address, with its store.
-    Serve,
+    Serve {
+        /// What this process does: `all` (the API and build workers), `api` (serves HTTP and
+        /// enqueues builds) or `worker` (runs builds; serves only /health and /metrics).
+        /// Overrides KILN_ROLE and `role` in the configuration file; default all. `api` and
+        /// `worker` need secret_key (KILN_SECRET_KEY), the same on every node.
+        #[arg(long, value_name = "ROLE", value_parser = clap::builder::PossibleValuesParser::new(kiln::config::NodeRole::NAMES))]
+        role: Option<String>,
+    },
     /// Print the recipe of a request: the Dockerfile (docker) or definition file (sif).
     Recipe {
         #[command(flatten)]
@@ -156,9 +163,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::from_process(cli.config.as_deref())?;
+    let mut config = Config::from_process(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve(config),
+        Command::Serve { role } => {
+            if let Some(role) = role {
+                config.role = role.parse().map_err(Refused)?;
+            }
+            serve(config)
+        }
         Command::Recipe { request, conda_env } => {
             let plan = plan(&config, &request)?;
             let first = &plan[0];

@@ -1,4 +1,5 @@
-//! A running kiln: store, embedded registry, build workers and the HTTP API on one listener.
+//! A running kiln: store, embedded registry, build workers and the HTTP API on one listener,
+//! or only some of them, by role (`kiln serve --role api|worker`).
 //!
 //! `kiln serve` and the tests start kiln the same way, through [`run`], so what the tests
 //! exercise is what users run.
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::api::ops::Ops;
 use crate::api::{self, App, AppState};
 use crate::build::Backend;
 use crate::build::Dispatch;
@@ -18,7 +20,8 @@ use crate::build::contexts::{BuildContexts, CONTEXT_TTL};
 use crate::build::definition::{DefinitionBuilder, DefinitionSettings};
 use crate::build::native::NativeBuilder;
 use crate::build::queue::Queue;
-use crate::config::Config;
+use crate::config::{Config, NodeRole};
+use crate::credentials::Secret;
 use crate::metrics::Metrics;
 use crate::registry::RegistryState;
 use crate::registry::client::{Auth, RegistryClient};
@@ -26,45 +29,119 @@ use crate::registry::gc::GcReport;
 use crate::store::{SqliteStore, Store};
 
 /// Serves kiln on `listener` until `shutdown` resolves, then lets running builds finish their
-/// current step and returns.
+/// current step and returns. What runs depends on `config.role`: the API (role `api`), build
+/// workers answering only `/health` and `/metrics` (role `worker`), or both (`all`).
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.check_role()?;
+    if config.secret_key.is_none() {
+        // Role `all`, alone: one key for this start, so its tokens and tickets die with it.
+        config.secret_key = Some(Secret::new(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )));
+    }
     private_data_dir(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} readable by kiln's user alone",
             config.data_dir.display()
         )
     })?;
-    let root_on_host = crate::build::sandbox::check_settings(&config.build)?;
-    if !crate::assemble::squashfs::limit_runs(config.build.mksquashfs_runs()) {
-        tracing::debug!("mksquashfs runs were capped before (another kiln in this process)");
-    }
-    if root_on_host {
-        tracing::warn!(
-            "build steps run as root on the host (isolation = \"chroot\"): anyone who may \
-             submit a Dockerfile or definition file can take over this machine"
-        );
-    }
+    let role = config.role;
     let address = listener.local_addr()?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
     let registry = RegistryState::new(config.registry_config())
         .await
         .context("cannot open the embedded registry's storage")?;
+    let metrics = Arc::new(Metrics::default());
+    let buildah = if role.runs_builds() {
+        prepared_buildah(&config, store.as_ref()).await?
+    } else {
+        // Never run here: the API only enqueues.
+        unprepared_buildah(&config)
+    };
+    let (backends, repodata) = builders(&config, &registry, address, buildah, store.clone())?;
+    let workers = if role.runs_builds() {
+        config.build.workers
+    } else {
+        0
+    };
+    // TODO(lead): once wip/shared lands `WorkerScope`, claim with `WorkerScope { kinds:
+    // config.build.kinds, platforms: config.build.platforms }` instead of kinds alone.
+    let queue = build_queue(&config, store.clone(), backends, workers)
+        .with_kinds(&config.build.kinds)
+        .with_metrics(metrics.clone());
+    let workers = role.runs_builds().then(|| queue.start());
+    match role {
+        NodeRole::Worker => {
+            tracing::info!(
+                %address,
+                kinds = ?config.build.kinds,
+                platforms = ?config.build.platforms,
+                "kiln is building (role worker: /health and /metrics only)"
+            );
+            let limits = crate::listen::Limits::new(&config.http);
+            let ops = Ops::new(config, store, metrics);
+            crate::listen::serve(listener, api::ops::worker_router(ops), limits, shutdown).await;
+        }
+        NodeRole::All | NodeRole::Api => {
+            let parts = ApiParts {
+                config,
+                store,
+                registry,
+                queue,
+                repodata,
+                metrics,
+            };
+            serve_api(parts, listener, shutdown).await?;
+        }
+    }
+    if let Some(workers) = workers {
+        workers.shutdown().await;
+    }
+    Ok(())
+}
+
+/// What the HTTP API is made of.
+struct ApiParts {
+    config: Config,
+    store: Arc<dyn Store>,
+    registry: RegistryState,
+    queue: Queue,
+    repodata: crate::resolve::Repodata,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves the API and the embedded registry, with their housekeeping (upload cleanup, record
+/// pruning, garbage collection), until `shutdown`; then writes the request records still
+/// waiting.
+async fn serve_api(
+    parts: ApiParts,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ApiParts {
+        config,
+        store,
+        registry,
+        queue,
+        repodata,
+        metrics,
+    } = parts;
     let contexts = BuildContexts::new(config.build_contexts_dir());
     let cleaner = tokio::spawn(clean_uploads(registry.clone(), contexts));
     let pruner = tokio::spawn(prune_periodically(store.clone(), config.retention));
     let collector = tokio::spawn(collect_periodically(config.clone(), registry.clone()));
-    let metrics = Arc::new(Metrics::default());
-    let buildah = buildah(&config).await;
-    crate::build::leftovers::sweep(&buildah, store.as_ref(), &config.work_dir()).await;
-    let (backends, repodata) = builders(&config, &registry, address, buildah, store.clone())?;
-    let queue = build_queue(&config, store.clone(), backends, config.build.workers)
-        .with_metrics(metrics.clone());
-    let workers = queue.start();
-    tracing::info!(%address, registry = %config.registry, "kiln is serving");
+    tracing::info!(
+        address = %listener.local_addr()?,
+        registry = %config.registry,
+        role = %config.role,
+        "kiln is serving"
+    );
     // Search reads the builds' repodata: one gateway, one copy in memory.
     let search = crate::search::PackageIndex::from_config(&config, repodata)
         .context("cannot set up the HTTP client of package search")?;
@@ -86,8 +163,25 @@ pub async fn run(
     cleaner.abort();
     pruner.abort();
     collector.abort();
-    workers.shutdown().await;
     Ok(())
+}
+
+/// The buildah runner of a process that runs builds: the sandbox settings checked, its
+/// containment set up, and what builds of a killed kiln left swept.
+async fn prepared_buildah(config: &Config, store: &dyn Store) -> anyhow::Result<Buildah> {
+    let root_on_host = crate::build::sandbox::check_settings(&config.build)?;
+    if !crate::assemble::squashfs::limit_runs(config.build.mksquashfs_runs()) {
+        tracing::debug!("mksquashfs runs were capped before (another kiln in this process)");
+    }
+    if root_on_host {
+        tracing::warn!(
+            "build steps run as root on the host (isolation = \"chroot\"): anyone who may \
+             submit a Dockerfile or definition file can take over this machine"
+        );
+    }
+    let buildah = buildah(config).await;
+    crate::build::leftovers::sweep(&buildah, store, &config.work_dir()).await;
+    Ok(buildah)
 }
 
 /// The build queue over `store`, running builds on `backend` with `workers` workers within
@@ -120,13 +214,19 @@ fn private_data_dir(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// The buildah runner of Dockerfile and definition builds, with a storage of its own in the
+/// data directory, not yet set up: an API node's backends, which never run.
+fn unprepared_buildah(config: &Config) -> Buildah {
+    Buildah::new(&config.build)
+        .with_insecure_registries(&config.insecure_registries)
+        .with_storage(Storage::new(&config.buildah_storage_dir()))
+}
+
+/// The buildah runner of Dockerfile and definition builds, with a storage of its own in the
 /// data directory and its containment set up (and jails of dead kilns swept) now. A host that
 /// cannot contain builds still serves native ones: the reason is logged here and given by each
 /// buildah build that fails for it.
 async fn buildah(config: &Config) -> Buildah {
-    let buildah = Buildah::new(&config.build)
-        .with_insecure_registries(&config.insecure_registries)
-        .with_storage(Storage::new(&config.buildah_storage_dir()));
+    let buildah = unprepared_buildah(config);
     match buildah.prepare().await {
         Ok(containment) => tracing::info!("{containment}"),
         Err(err) => tracing::error!(

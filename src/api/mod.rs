@@ -61,8 +61,8 @@ pub struct App {
     pub images: image_cache::ImageCache,
     /// Wave request records on their way to the store.
     pub requests: wave::request_records::RequestRecords,
-    /// `/health`'s checks, shared by requests that come at once.
-    pub health: ops::HealthChecks,
+    /// What `/health` and `/metrics` look at.
+    pub ops: Arc<ops::Ops>,
 }
 
 impl App {
@@ -81,10 +81,10 @@ impl App {
             limiter: limit::RateLimiter::new(config.api.anonymous_builds_per_day),
             user_limiter: limit::RateLimiter::new(config.api.user_builds_per_day),
             submitting: tokio::sync::Mutex::new(()),
-            contexts: Default::default(),
+            contexts: sylabs::remote_build::ContextUploads::new(&config.signing_key()),
             images: Default::default(),
             requests: wave::request_records::RequestRecords::new(store.clone()),
-            health: Default::default(),
+            ops: ops::Ops::new(config.clone(), store.clone(), metrics.clone()),
             search,
             config,
             store,
@@ -157,7 +157,7 @@ pub fn router(state: AppState) -> Router {
     let registry = registry::router(state.registry.clone());
     let max_body = state.config.http.max_body_bytes;
     Router::new()
-        .merge(ops::routes())
+        .merge(ops::routes(state.ops.clone()))
         .merge(wave::routes())
         .merge(rest::routes())
         .merge(sylabs::routes())

@@ -1,6 +1,9 @@
 //! Operations endpoints: health for load balancers and orchestrators, metrics for Prometheus.
+//! Every role answers them alike on its listen address; a worker answers nothing else
+//! ([`worker_router`]).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -9,7 +12,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::api::AppState;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// How long the database may take to take `/health`'s write before kiln counts as unhealthy
 /// (a database locked by another process makes writes wait for SQLite's busy timeout).
@@ -18,20 +23,80 @@ const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The file `/health` writes and removes in the data directory.
 const PROBE_FILE: &str = ".health-probe";
 
-pub(super) fn routes() -> Router<AppState> {
+/// What `/health` and `/metrics` look at: the same parts on an API node and a worker.
+pub struct Ops {
+    config: Config,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    checks: HealthChecks,
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops")
+            .field("data_dir", &self.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ops {
+    /// The operations endpoints' view of a kiln: its settings (data directory, free-space
+    /// threshold), store and counters.
+    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Arc<Ops> {
+        Arc::new(Ops {
+            config,
+            store,
+            metrics,
+            checks: HealthChecks::default(),
+        })
+    }
+}
+
+/// `/health` and `/metrics`, to merge into any router.
+pub fn routes<S: Clone + Send + Sync + 'static>(ops: Arc<Ops>) -> Router<S> {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .with_state(ops)
+}
+
+/// All a worker serves: `/health` and `/metrics` (counted in `/metrics` like the API's
+/// requests); anything else is answered 404 with a word on where the API is.
+pub fn worker_router(ops: Arc<Ops>) -> Router {
+    let counters = ops.metrics.clone();
+    routes(ops)
+        .fallback(|| async {
+            crate::api::error::ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this kiln process is a build worker (role worker): it serves only /health \
+                 and /metrics; send API requests to a node of role api or all",
+            )
+        })
+        .layer(axum::middleware::from_fn(
+            move |matched: Option<axum::extract::MatchedPath>,
+                  request: axum::extract::Request,
+                  next: axum::middleware::Next| {
+                let counters = counters.clone();
+                async move {
+                    let route =
+                        matched.map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+                    let response = next.run(request).await;
+                    counters.http_request(&route, response.status().as_u16());
+                    response
+                }
+            },
+        ))
+        .layer(axum::middleware::from_fn(crate::api::edge::request_id))
 }
 
 /// Prometheus text: requests, cache hits and misses, builds by outcome and their durations.
-async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+async fn metrics(State(ops): State<Arc<Ops>>) -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             crate::metrics::CONTENT_TYPE,
         )],
-        state.metrics.render(),
+        ops.metrics.render(),
     )
 }
 
@@ -47,7 +112,7 @@ struct Health {
 
 /// The last `/health` check, shared by the requests that come while one runs.
 #[derive(Debug, Default)]
-pub struct HealthChecks {
+struct HealthChecks {
     /// When the last check started, and what it found.
     last: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
 }
@@ -57,7 +122,7 @@ impl HealthChecks {
     /// waited for, or a new one. So each answer is fresh, yet many requests at once make a
     /// check or two, not one each (every check writes and syncs a file, and writes the
     /// database).
-    async fn problem(&self, state: &AppState, asked: Instant) -> Option<String> {
+    async fn problem(&self, ops: &Ops, asked: Instant) -> Option<String> {
         let mut last = self.last.lock().await;
         if let Some((started, problem)) = last.as_ref()
             && *started >= asked
@@ -65,9 +130,9 @@ impl HealthChecks {
             return problem.clone();
         }
         let started = Instant::now();
-        let problem = match data_disk_problem(state).await {
+        let problem = match data_disk_problem(&ops.config).await {
             Some(problem) => Some(problem),
-            None => store_problem(state).await,
+            None => store_problem(ops.store.as_ref()).await,
         };
         *last = Some((started, problem.clone()));
         problem
@@ -76,8 +141,8 @@ impl HealthChecks {
 
 /// 200 when kiln can do its work: the database takes a write and the data disk has room (above
 /// `http.health_min_free_mb`, and a small file can be written). 503 with the reason otherwise.
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let problem = state.health.problem(&state, Instant::now()).await;
+async fn health(State(ops): State<Arc<Ops>>) -> (StatusCode, Json<Health>) {
+    let problem = ops.checks.problem(&ops, Instant::now()).await;
     let (code, status) = match problem {
         None => (StatusCode::OK, "ok"),
         Some(ref reason) => {
@@ -89,15 +154,15 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         code,
         Json(Health {
             status,
-            reason: problem.map(|reason| crate::api::redact::public_text(&state.config, &reason)),
+            reason: problem.map(|reason| crate::api::redact::public_text(&ops.config, &reason)),
             version: env!("CARGO_PKG_VERSION"),
         }),
     )
 }
 
 /// Why the database cannot take a write, if it cannot.
-async fn store_problem(state: &AppState) -> Option<String> {
-    match tokio::time::timeout(STORE_PROBE_TIMEOUT, state.store.ping()).await {
+async fn store_problem(store: &dyn Store) -> Option<String> {
+    match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => None,
         Ok(Err(err)) if crate::api::error::is_storage_full(&err) => {
             Some(crate::api::error::NO_SPACE.to_owned())
@@ -115,9 +180,9 @@ async fn store_problem(state: &AppState) -> Option<String> {
 
 /// Why the data disk cannot take kiln's writes, if it cannot: too little free space, or a
 /// small file cannot be written there.
-async fn data_disk_problem(state: &AppState) -> Option<String> {
-    let data_dir = state.config.data_dir.clone();
-    let min_free = state.config.http.health_min_free_mb;
+async fn data_disk_problem(config: &Config) -> Option<String> {
+    let data_dir = config.data_dir.clone();
+    let min_free = config.http.health_min_free_mb;
     tokio::task::spawn_blocking(move || disk_problem(&data_dir, min_free))
         .await
         .unwrap_or_else(|err| Some(format!("checking the data disk failed: {err}")))

@@ -9,20 +9,19 @@
 //! kiln's own namespaces ([`RESERVED_NAMESPACES`]) hold what kiln vouches for: only kiln's
 //! builders and operators write there; ordinary users write everywhere else.
 //!
-//! Tokens are signed, not remembered: a token names its holder, role and expiry, followed by
-//! an HMAC-SHA256 over them with a key made at start. Issuing and checking one costs the same
-//! however many were issued, nothing grows with them, and a restart invalidates them all
-//! (clients then ask for a new one).
+//! Tokens are signed, not remembered ([`crate::signing`]): a token names its holder, role and
+//! expiry, followed by an HMAC-SHA256 over them with a key derived from `secret_key`. Any node
+//! with that secret accepts a token another issued; without one (role `all`) the key is made
+//! at start and a restart invalidates every token (clients then ask for a new one).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit as _, Mac as _};
-use sha2::Sha256;
 
 use super::User;
 use crate::credentials::authorization;
+use crate::signing::{SigningKey, unix_millis};
 
 /// The path of the token endpoint.
 pub const TOKEN_PATH: &str = "/registry/token";
@@ -103,7 +102,7 @@ pub enum Identity {
 
 /// Issues and checks signed Bearer tokens.
 pub struct Tokens {
-    key: [u8; 32],
+    key: SigningKey,
     lifetime: Duration,
 }
 
@@ -115,30 +114,19 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
-fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Tokens {
-    /// Tokens good for `lifetime`, signed with a fresh random key.
-    pub fn new(lifetime: Duration) -> Self {
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        Tokens { key, lifetime }
+    /// Tokens good for `lifetime`, signed with `key` (for this purpose alone): every node given
+    /// the same key accepts the tokens of every other.
+    pub fn new(key: &SigningKey, lifetime: Duration) -> Self {
+        Tokens {
+            key: key.for_purpose("registry-token"),
+            lifetime,
+        }
     }
 
     /// How long a token is good for.
     pub fn lifetime(&self) -> Duration {
         self.lifetime
-    }
-
-    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        mac.update(payload);
-        mac
     }
 
     /// A token granting `access` until `now` + the lifetime.
@@ -149,13 +137,7 @@ impl Tokens {
             Access::Read => format!("r:{expires}:"),
             Access::Write { user, role } => format!("{}:{expires}:{user}", role.code()),
         };
-        let signature = self.mac(payload.as_bytes()).finalize().into_bytes();
-        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!(
-            "{}.{}",
-            engine.encode(payload.as_bytes()),
-            engine.encode(signature)
-        )
+        self.key.sign(payload.as_bytes())
     }
 
     /// A token granting `access` for the configured lifetime.
@@ -165,13 +147,7 @@ impl Tokens {
 
     /// What `token` grants at `now`, if kiln signed it and it has not expired.
     pub fn grant_at(&self, token: &str, now: SystemTime) -> Option<Access> {
-        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let (payload, signature) = token.split_once('.')?;
-        let payload = engine.decode(payload).ok()?;
-        let signature = engine.decode(signature).ok()?;
-        // Constant-time comparison of the signature.
-        self.mac(&payload).verify_slice(&signature).ok()?;
-        let payload = String::from_utf8(payload).ok()?;
+        let payload = String::from_utf8(self.key.open(token)?).ok()?;
         let mut parts = payload.splitn(3, ':');
         let (role, expires, user) = (parts.next()?, parts.next()?, parts.next()?);
         if expires.parse::<u64>().ok()? <= unix_millis(now) {
@@ -292,7 +268,7 @@ mod tests {
             User::new("u", "p", Role::User),
             User::new("op", "secret", Role::Operator),
         ];
-        let tokens = Tokens::new(Duration::from_secs(60));
+        let tokens = Tokens::new(&SigningKey::random(), Duration::from_secs(60));
         assert_eq!(access(&users, &tokens, &HeaderMap::new()), Access::Read);
         assert_eq!(
             access(&users, &tokens, &headers(&basic("u", "p"))),
@@ -333,7 +309,8 @@ mod tests {
 
     #[test]
     fn tokens_cannot_be_altered_or_outlive_their_lifetime() {
-        let tokens = Tokens::new(Duration::from_secs(3600));
+        let key = SigningKey::random();
+        let tokens = Tokens::new(&key, Duration::from_secs(3600));
         let start = SystemTime::now();
         let push = tokens.issue_at(&writer("u", Role::User), start);
         assert_eq!(
@@ -353,8 +330,14 @@ mod tests {
             tokens.grant_at(&format!("{raised}.{signature}"), start),
             None
         );
-        let other = Tokens::new(Duration::from_secs(3600));
+        let other = Tokens::new(&SigningKey::random(), Duration::from_secs(3600));
         assert_eq!(other.grant_at(&push, start), None);
+        // Another node with the same key accepts it.
+        let same_key = Tokens::new(&key, Duration::from_secs(60));
+        assert_eq!(
+            same_key.grant_at(&push, start),
+            Some(writer("u", Role::User))
+        );
     }
 
     #[test]

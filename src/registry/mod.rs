@@ -79,6 +79,8 @@ pub struct RegistryConfig {
     pub users: Vec<User>,
     /// How long a token from the token endpoint is good for.
     pub token_ttl: Duration,
+    /// What tokens are signed with: the same on every node that should accept them.
+    pub signing_key: crate::signing::SigningKey,
     /// Upload sessions one user may hold open at once (kiln's builders are not limited).
     pub max_upload_sessions: usize,
 }
@@ -122,7 +124,7 @@ impl RegistryState {
             storage,
             upload_ttl: config.upload_ttl,
             users,
-            tokens: auth::Tokens::new(config.token_ttl),
+            tokens: auth::Tokens::new(&config.signing_key, config.token_ttl),
             max_upload_sessions: config.max_upload_sessions,
         };
         Ok(Self {

@@ -14,8 +14,7 @@
 //! uploaded them: kept under that user's directory, found and deleted only by them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::Router;
@@ -29,12 +28,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::AppState;
-use crate::api::accounts::{is_library_name, new_secret};
+use crate::api::accounts::is_library_name;
 use crate::api::auth::{User, authenticate};
 use crate::api::base_hosts::{BaseImage, check_base_images};
 use crate::api::error::ApiError;
 use crate::api::sylabs::library::registry_repository;
 use crate::build::contexts::{Announced, BuildContexts, ContextError, ContextLimits, ReceiveError};
+use crate::signing::{SigningKey, unix_millis};
 use crate::spec::{Bootstrap, BuildJob, Definition, DefinitionJob, Platform};
 use crate::store::{BuildRecord, BuildStatus, StoreError};
 
@@ -62,14 +62,18 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/build-context/{digest}", delete(delete_context))
 }
 
-/// Uploads of build contexts announced but not yet made: the ticket in each upload URL,
-/// which is the only credential the client's PUT carries.
-#[derive(Debug, Default)]
+/// Tickets of build-context uploads announced but not yet made: the ticket in each upload URL
+/// is the only credential the client's PUT carries. A ticket is signed, not remembered
+/// ([`crate::signing`]), so any node with the same `secret_key` takes the PUT, whichever node
+/// announced it. It names the user whose context the bytes become, the digest and size they
+/// must have, and when it expires. Being stateless, it may be used more than once until then:
+/// harmless, as only bytes of the announced digest are kept, and as that same user's context.
+#[derive(Debug)]
 pub struct ContextUploads {
-    tickets: Mutex<HashMap<String, Ticket>>,
+    key: SigningKey,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Ticket {
     /// The user who announced it, whose context it becomes.
     user: String,
@@ -77,36 +81,39 @@ struct Ticket {
     digest: String,
     /// Bytes it must have.
     size: u64,
-    issued: Instant,
 }
 
 impl ContextUploads {
+    /// Tickets signed with `key` (for this purpose alone).
+    pub fn new(key: &SigningKey) -> Self {
+        ContextUploads {
+            key: key.for_purpose("build-context-upload"),
+        }
+    }
+
     fn issue(&self, user: &str, digest: &str, size: u64) -> String {
-        let ticket = new_secret();
-        let mut tickets = self.lock();
-        tickets.retain(|_, t| t.issued.elapsed() < UPLOAD_TTL);
-        tickets.insert(
-            ticket.clone(),
-            Ticket {
-                user: user.to_owned(),
-                digest: digest.to_owned(),
-                size,
-                issued: Instant::now(),
-            },
-        );
-        ticket
+        self.issue_at(user, digest, size, SystemTime::now())
+    }
+
+    fn issue_at(&self, user: &str, digest: &str, size: u64, now: SystemTime) -> String {
+        let expires = unix_millis(now + UPLOAD_TTL);
+        // The user is a library name and the digest hex: neither holds a `:`.
+        self.key
+            .sign(format!("{expires}:{size}:{digest}:{user}").as_bytes())
     }
 
     fn redeem(&self, ticket: &str) -> Option<Ticket> {
-        self.lock()
-            .remove(ticket)
-            .filter(|t| t.issued.elapsed() < UPLOAD_TTL)
+        self.redeem_at(ticket, SystemTime::now())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ticket>> {
-        self.tickets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn redeem_at(&self, ticket: &str, now: SystemTime) -> Option<Ticket> {
+        let payload = String::from_utf8(self.key.open(ticket)?).ok()?;
+        let mut parts = payload.splitn(4, ':');
+        let expires: u64 = parts.next()?.parse().ok()?;
+        let size = parts.next()?.parse().ok()?;
+        let digest = parts.next()?.to_owned();
+        let user = parts.next()?.to_owned();
+        (unix_millis(now) < expires).then_some(Ticket { user, digest, size })
     }
 }
 
@@ -645,6 +652,32 @@ fn build_contexts(state: &AppState) -> BuildContexts {
 mod tests {
     use super::*;
     use base64::Engine as _;
+
+    #[test]
+    fn upload_tickets_are_taken_by_any_node_with_the_key_until_they_expire() {
+        let key = SigningKey::random();
+        let issued = SystemTime::now();
+        let digest = "a".repeat(64);
+        let ticket = ContextUploads::new(&key).issue_at("alice", &digest, 42, issued);
+        let expected = Ticket {
+            user: "alice".into(),
+            digest: digest.clone(),
+            size: 42,
+        };
+        // Another node with the same key.
+        let other_node = ContextUploads::new(&key);
+        assert_eq!(other_node.redeem_at(&ticket, issued), Some(expected));
+        let last = issued + UPLOAD_TTL - Duration::from_secs(1);
+        assert!(other_node.redeem_at(&ticket, last).is_some());
+        assert_eq!(other_node.redeem_at(&ticket, issued + UPLOAD_TTL), None);
+        // Another key, or a registry token made with the same key, is no ticket.
+        let stranger = ContextUploads::new(&SigningKey::random());
+        assert_eq!(stranger.redeem_at(&ticket, issued), None);
+        let token = crate::registry::auth::Tokens::new(&key, UPLOAD_TTL)
+            .issue_at(&crate::registry::auth::Access::Read, issued);
+        assert_eq!(other_node.redeem_at(&token, issued), None);
+        assert_eq!(other_node.redeem_at("forged", issued), None);
+    }
 
     #[test]
     fn library_refs_as_clients_send_them() {

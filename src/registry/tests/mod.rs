@@ -57,6 +57,7 @@ fn config(dir: &std::path::Path, max_blob_size: u64) -> RegistryConfig {
             User::new("op", "op-secret", Role::Operator),
         ],
         token_ttl: std::time::Duration::from_secs(3600),
+        signing_key: crate::signing::SigningKey::random(),
         max_upload_sessions: 4,
     }
 }
