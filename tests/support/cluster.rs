@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::distribution::Distribution;
+
 /// How long a node may take to answer `/health` with 200: it migrates the database first.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
@@ -244,4 +246,48 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("free port")
         .port()
+}
+
+/// What every node of a test cluster shares: one database, one secret key, Distribution as
+/// the external registry (image names use its host, so what kiln answers is pullable from it
+/// directly), a conda channel on 127.0.0.1 as the mirror of `channel`, and `base` (in
+/// Distribution) as the base of conda and pip builds.
+#[derive(Debug)]
+pub struct Shared<'a> {
+    pub database_url: &'a str,
+    pub distribution: &'a Distribution,
+    /// The channel's name, as requests name it.
+    pub channel: &'a str,
+    /// Where the channel is served.
+    pub channel_url: &'a str,
+    /// `repository:tag` in Distribution.
+    pub base: &'a str,
+}
+
+/// The secret key every node of a test cluster signs with.
+pub const SECRET_KEY: &str = "kiln-cluster-test-secret-key-0123456789abcdef";
+
+impl Shared<'_> {
+    /// The settings as TOML, top-level keys first; `build` and `api` are the bodies of the
+    /// `[build]` and `[api]` tables (`workers`, `lease_secs`, `tokens`, …).
+    pub fn settings(&self, build: &str, api: &str) -> String {
+        let registry = &self.distribution.host;
+        let base = format!("{registry}/{}", self.base);
+        format!(
+            "registry = \"{registry}\"\n\
+             database_url = \"{database_url}\"\n\
+             secret_key = \"{SECRET_KEY}\"\n\
+             [external_registry]\n\
+             url = \"http://{registry}\"\nuser = \"{user}\"\npassword = \"{password}\"\n\
+             [channel_mirrors]\n\"{channel}\" = \"{channel_url}\"\n\
+             [base.conda]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
+             [base.python]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
+             [build]\n{build}\n[api]\n{api}\n",
+            database_url = self.database_url,
+            user = self.distribution.user,
+            password = self.distribution.password,
+            channel = self.channel,
+            channel_url = self.channel_url,
+        )
+    }
 }
