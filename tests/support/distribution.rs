@@ -59,6 +59,18 @@ impl Distribution {
     }
 }
 
+impl Distribution {
+    /// The URL kiln's `[external_registry] url` takes for this registry.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// `user:password`, as `skopeo --creds` takes them.
+    pub fn creds(&self) -> String {
+        format!("{}:{}", self.user, self.password)
+    }
+}
+
 impl Drop for Distribution {
     fn drop(&mut self) {
         let _ = self.child.kill();
