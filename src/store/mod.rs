@@ -1,12 +1,14 @@
 //! kiln's durable state — builds and their logs, container requests, library accounts and the
 //! library's entities, collections, containers, images and tags — behind one [`Store`] trait,
-//! so the rest of kiln never sees SQL. SQLite now, PostgreSQL later; this
-//! module depends on nothing else in kiln but the pure `spec`, whose typed jobs, keys and
-//! names it keeps.
+//! so the rest of kiln never sees SQL. SQLite for one machine, PostgreSQL for several nodes
+//! sharing one database ([`open`] picks by URL); this module depends on nothing else in kiln
+//! but the pure `spec`, whose typed jobs, keys and names it keeps.
 
 mod model;
+mod postgres;
 mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,11 +21,36 @@ pub use model::{
     LOG_PAGE, LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
     PackageLayer, Submitted, Submitter, UnknownStatus, build_id,
 };
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Opens the store `url` names: `sqlite://<path>` (a file; `sqlite:///var/lib/kiln/kiln.db`
+/// is absolute, `sqlite://./kiln-data/kiln.db` relative) or `postgres://…`/`postgresql://…`
+/// (a database that must exist; libpq's URL form).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::open(url).await?));
+    }
+    // Only the scheme is named: the rest may hold a password.
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    Err(StoreError::UnsupportedUrl {
+        scheme: scheme.to_owned(),
+    })
+}
 
 /// Why a store call failed. Each message names the input it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(
+        "the database URL's scheme {scheme:?} is not one kiln knows; set database_url \
+         (KILN_DATABASE_URL) to sqlite://<path> or postgres://user:password@host/database"
+    )]
+    UnsupportedUrl { scheme: String },
     #[error("there is no build {id:?}")]
     BuildNotFound { id: String },
     #[error("build {id:?} cannot go from {from} to {to}")]

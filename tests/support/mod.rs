@@ -16,6 +16,7 @@ pub mod go_tools;
 pub mod kiln_app;
 pub mod native_build;
 pub mod pip_builder;
+pub mod postgres;
 pub mod rng;
 pub mod run_image;
 pub mod snapshot;
