@@ -1308,6 +1308,71 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
     }
 
     #[test]
+    fn roles_kinds_and_platforms_by_file_or_environment() {
+        let config = Config::default();
+        assert_eq!(config.role, NodeRole::All);
+        assert_eq!(config.build.kinds, BuildKind::ALL);
+        assert!(config.build.platforms.is_empty());
+        assert!(
+            config.check_role().is_ok(),
+            "role all runs without a secret"
+        );
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(
+            &path,
+            "role = \"worker\"\nsecret_key = \"0123456789abcdef0123456789abcdef\"\n\n\
+             [build]\nkinds = [\"dockerfile\", \"definition\"]\nplatforms = [\"linux/arm64\"]\n",
+        )
+        .expect("write config");
+        let config = Config::load(Some(&path), no_env).expect("loads");
+        assert_eq!(config.role, NodeRole::Worker);
+        assert_eq!(
+            config.build.kinds,
+            [BuildKind::Dockerfile, BuildKind::Definition]
+        );
+        assert_eq!(config.build.platforms, [Platform::LinuxArm64]);
+        assert!(config.check_role().is_ok());
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+
+        let env = |name: &str| match name {
+            "KILN_ROLE" => Some("api".to_owned()),
+            "KILN_BUILD_KINDS" => Some("native".to_owned()),
+            "KILN_BUILD_PLATFORMS" => Some("linux/amd64, linux/arm64".to_owned()),
+            _ => None,
+        };
+        let config = Config::load(Some(&path), env).expect("loads");
+        assert_eq!(config.role, NodeRole::Api);
+        assert_eq!(config.build.kinds, [BuildKind::Native]);
+        assert_eq!(config.build.platforms, Platform::ALL);
+
+        // An api or worker node without the shared secret is refused, saying how to set it.
+        let env = |name: &str| (name == "KILN_ROLE").then(|| "worker".to_owned());
+        let err = Config::load(None, env)
+            .expect("loads")
+            .check_role()
+            .unwrap_err();
+        assert!(err.to_string().contains("KILN_SECRET_KEY"), "{err}");
+
+        for (var, value, named) in [
+            ("KILN_ROLE", "builder", "KILN_ROLE"),
+            ("KILN_BUILD_KINDS", "native,conda", "KILN_BUILD_KINDS"),
+            (
+                "KILN_BUILD_PLATFORMS",
+                "linux/riscv64",
+                "KILN_BUILD_PLATFORMS",
+            ),
+            ("KILN_BUILD_KINDS", "", "build.kinds"),
+            ("KILN_SECRET_KEY", "too-short", "secret_key"),
+        ] {
+            let env = |name: &str| (name == var).then(|| value.to_owned());
+            let err = Config::load(None, env).unwrap_err();
+            assert!(err.to_string().contains(named), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let env = |name: &str| (name == "KILN_REGISTRY").then(|| "http://x".to_owned());
         let err = Config::load(None, env).unwrap_err();

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::spec::BuildKind;
 use crate::store::{
     BuildOutcome, BuildRecord, BuildStatus, NewBuild, Store, StoreError, Submitted, Submitter,
+    WorkerScope,
 };
 
 /// How long a claim lasts without a heartbeat. Long enough to ride out a slow database write,
@@ -89,8 +90,8 @@ pub struct Queue {
     lease: Duration,
     poll: Duration,
     bounds: BuildBounds,
-    /// The kinds of build the workers take; builds of other kinds wait for other workers.
-    kinds: Vec<BuildKind>,
+    /// The kinds and platforms of build the workers take; other builds wait for other workers.
+    scope: WorkerScope,
     /// Where workers count the builds they run, when set.
     metrics: Option<Arc<Metrics>>,
 }
@@ -117,7 +118,7 @@ impl std::fmt::Debug for Queue {
             .field("workers", &self.workers)
             .field("lease", &self.lease)
             .field("poll", &self.poll)
-            .field("kinds", &self.kinds)
+            .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
 }
@@ -154,14 +155,20 @@ impl Queue {
             lease: DEFAULT_LEASE,
             poll: DEFAULT_POLL,
             bounds: BuildBounds::default(),
-            kinds: BuildKind::ALL.to_vec(),
+            scope: WorkerScope::any(),
             metrics: None,
         }
     }
 
     /// Has the workers take only builds of `kinds` (every kind unless set).
     pub fn with_kinds(mut self, kinds: &[BuildKind]) -> Self {
-        self.kinds = kinds.to_vec();
+        self.scope.kinds = kinds.to_vec();
+        self
+    }
+
+    /// Has the workers take only the builds `scope` covers (every build unless set).
+    pub fn with_scope(mut self, scope: WorkerScope) -> Self {
+        self.scope = scope;
         self
     }
 
@@ -398,7 +405,7 @@ impl Worker {
             }
             let claimed = shared
                 .store
-                .claim_next(&self.id, &self.queue.kinds, self.queue.lease)
+                .claim_next(&self.id, &self.queue.scope, self.queue.lease)
                 .await;
             match claimed {
                 Ok(Some(build)) => {
@@ -1141,7 +1148,7 @@ mod tests {
         // Three workers took it and died (their leases run out at once).
         for dead in ["dead-1", "dead-2", "dead-3"] {
             let claimed = store
-                .claim_next(dead, &BuildKind::ALL, Duration::ZERO)
+                .claim_next(dead, &WorkerScope::any(), Duration::ZERO)
                 .await
                 .unwrap();
             assert_eq!(claimed.map(|b| b.id).as_deref(), Some(id.as_str()));
@@ -1158,7 +1165,7 @@ mod tests {
         // A build taken over once more is tried again, and its log says so.
         let second = store.submit(request(&key(14))).await.unwrap().build.id;
         store
-            .claim_next("dead", &BuildKind::ALL, Duration::ZERO)
+            .claim_next("dead", &WorkerScope::any(), Duration::ZERO)
             .await
             .unwrap();
         let done = queue.wait(&second, WAIT).await.unwrap();

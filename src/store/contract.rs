@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::spec::{BuildKind, Platform};
 
 /// One empty database. `open` gives an independent handle on it each
 /// call, the way a second kiln process or a restart would.
@@ -37,6 +38,11 @@ macro_rules! contract_suite {
             library_items_nest_and_creation_is_idempotent,
             library_images_upload_and_get_arch_tags,
             package_layers_round_trip_and_are_replaced,
+            claims_take_only_builds_on_the_workers_platforms,
+            events_tell_of_new_builds_logs_and_finished_builds,
+            allowances_charge_only_created_builds,
+            concurrent_charged_submits_never_overdraw,
+            layer_homes_round_trip_and_are_replaced,
         );
     };
     (@tests $harness:path; $($name:ident),* $(,)?) => {$(
@@ -98,7 +104,7 @@ pub(crate) fn request_of(kind: BuildKind, key: &str) -> NewBuild {
 /// Claims the next build of any kind for `worker`.
 async fn claim(store: &dyn Store, worker: &str) -> Option<BuildRecord> {
     store
-        .claim_next(worker, &BuildKind::ALL, LEASE)
+        .claim_next(worker, &WorkerScope::any(), LEASE)
         .await
         .unwrap()
 }
@@ -305,7 +311,7 @@ pub(crate) async fn submitters_are_kept_and_queued_builds_counted(h: &impl Harne
     assert_eq!(store.queued_builds(None).await.unwrap(), (3, 0));
     // Claimed builds wait no more.
     let claimed = store
-        .claim_next("w1", &BuildKind::ALL, LEASE)
+        .claim_next("w1", &WorkerScope::any(), LEASE)
         .await
         .unwrap()
         .unwrap();
@@ -749,7 +755,7 @@ pub(crate) async fn claims_take_the_oldest_build_first(h: &impl Harness) {
     let store = h.open().await;
     assert_eq!(
         store
-            .claim_next("w1", &BuildKind::ALL, LEASE)
+            .claim_next("w1", &WorkerScope::any(), LEASE)
             .await
             .unwrap(),
         None
@@ -760,7 +766,7 @@ pub(crate) async fn claims_take_the_oldest_build_first(h: &impl Harness) {
     }
     for id in &ids {
         let claimed = store
-            .claim_next("w1", &BuildKind::ALL, LEASE)
+            .claim_next("w1", &WorkerScope::any(), LEASE)
             .await
             .unwrap()
             .unwrap();
@@ -771,7 +777,7 @@ pub(crate) async fn claims_take_the_oldest_build_first(h: &impl Harness) {
     // Claimed builds hold live leases, so nothing is left.
     assert_eq!(
         store
-            .claim_next("w2", &BuildKind::ALL, LEASE)
+            .claim_next("w2", &WorkerScope::any(), LEASE)
             .await
             .unwrap(),
         None
@@ -781,7 +787,7 @@ pub(crate) async fn claims_take_the_oldest_build_first(h: &impl Harness) {
     assert_eq!(done.status, BuildStatus::Done);
     assert_eq!(
         store
-            .claim_next("w2", &BuildKind::ALL, Duration::ZERO)
+            .claim_next("w2", &WorkerScope::any(), Duration::ZERO)
             .await
             .unwrap(),
         None
@@ -797,16 +803,22 @@ pub(crate) async fn claims_take_only_the_kinds_asked_for(h: &impl Harness) {
         assert_eq!(build.job.kind(), kind);
         ids.insert(kind, build.id);
     }
-    assert_eq!(store.claim_next("w1", &[], LEASE).await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim_next("w1", &WorkerScope::of_kinds(&[]), LEASE)
+            .await
+            .unwrap(),
+        None
+    );
     // The oldest build of the kinds asked for, whatever older ones of others wait.
     let native = store
-        .claim_next("w1", &[Native, Dockerfile], LEASE)
+        .claim_next("w1", &WorkerScope::of_kinds(&[Native, Dockerfile]), LEASE)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((&native.id, native.job.kind()), (&ids[&Native], Native));
     let next = store
-        .claim_next("w1", &[Dockerfile], LEASE)
+        .claim_next("w1", &WorkerScope::of_kinds(&[Dockerfile]), LEASE)
         .await
         .unwrap()
         .unwrap();
@@ -814,7 +826,7 @@ pub(crate) async fn claims_take_only_the_kinds_asked_for(h: &impl Harness) {
     assert_eq!(next.job, request_of(Dockerfile, &key(72)).job);
     assert_eq!(
         store
-            .claim_next("w1", &[Native, Dockerfile], LEASE)
+            .claim_next("w1", &WorkerScope::of_kinds(&[Native, Dockerfile]), LEASE)
             .await
             .unwrap(),
         None
@@ -837,7 +849,7 @@ pub(crate) async fn concurrent_claims_never_share_a_build(h: &impl Harness) {
             tokio::spawn(async move {
                 let worker = format!("w{i}");
                 store
-                    .claim_next(&worker, &BuildKind::ALL, LEASE)
+                    .claim_next(&worker, &WorkerScope::any(), LEASE)
                     .await
                     .unwrap()
             })
@@ -857,14 +869,14 @@ pub(crate) async fn expired_leases_are_reclaimed(h: &impl Harness) {
     let store = h.open().await;
     let id = store.submit(request(&key(40))).await.unwrap().build.id;
     let first = store
-        .claim_next("crashed", &BuildKind::ALL, Duration::ZERO)
+        .claim_next("crashed", &WorkerScope::any(), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(first.map(|b| b.id).as_ref(), Some(&id));
     tokio::time::sleep(Duration::from_millis(5)).await;
 
     let again = store
-        .claim_next("w2", &BuildKind::ALL, LEASE)
+        .claim_next("w2", &WorkerScope::any(), LEASE)
         .await
         .unwrap()
         .unwrap();
@@ -914,7 +926,7 @@ pub(crate) async fn only_the_lease_holder_renews(h: &impl Harness) {
     // Not claimed yet: nobody holds it.
     assert!(lost(store.renew_lease(&id, "w1", LEASE).await.unwrap_err()));
     store
-        .claim_next("w1", &BuildKind::ALL, LEASE)
+        .claim_next("w1", &WorkerScope::any(), LEASE)
         .await
         .unwrap()
         .unwrap();
@@ -926,4 +938,235 @@ pub(crate) async fn only_the_lease_holder_renews(h: &impl Harness) {
     let missing = "bd-0000000000000000_1";
     let err = store.renew_lease(missing, "w1", LEASE).await.unwrap_err();
     assert!(matches!(err, StoreError::BuildNotFound { id } if id == missing));
+}
+
+pub(crate) async fn claims_take_only_builds_on_the_workers_platforms(h: &impl Harness) {
+    use crate::spec::Platform::{LinuxAmd64, LinuxArm64};
+    let store = h.open().await;
+    let scope = |platforms: &[Platform]| WorkerScope {
+        kinds: BuildKind::ALL.to_vec(),
+        platforms: platforms.to_vec(),
+    };
+    // Both platforms (the older build), then amd64 alone.
+    let both = store.submit(request(&key(80))).await.unwrap().build;
+    let amd64 = store
+        .submit(request_of(BuildKind::Dockerfile, &key(81)))
+        .await
+        .unwrap()
+        .build;
+    assert_eq!(amd64.platforms(), [LinuxAmd64]);
+    assert_eq!(
+        store
+            .claim_next("arm", &scope(&[LinuxArm64]), LEASE)
+            .await
+            .unwrap(),
+        None,
+        "an arm64 worker takes no build that needs amd64"
+    );
+    let taken = store
+        .claim_next("x86", &scope(&[LinuxAmd64]), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        taken.map(|b| b.id),
+        Some(amd64.id),
+        "the older build needs arm64 too"
+    );
+    assert!(!scope(&[LinuxAmd64]).takes(&both));
+    // Both platforms, in either order, or any platform at all.
+    let taken = store
+        .claim_next("both", &scope(&[LinuxArm64, LinuxAmd64]), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(taken.map(|b| b.id), Some(both.id.clone()));
+    store.finish(&both.id, failed()).await.unwrap();
+    let again = store.submit(request(&key(80))).await.unwrap().build;
+    assert!(WorkerScope::any().takes(&again));
+    assert_eq!(claim(&*store, "any").await.map(|b| b.id), Some(again.id));
+}
+
+/// The next event on `events`, failing the test after a while (PostgreSQL's notifications
+/// arrive asynchronously, SQLite's at once).
+async fn next_event(events: &mut tokio::sync::broadcast::Receiver<BuildEvent>) -> BuildEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the event channel is open and kept up")
+}
+
+pub(crate) async fn events_tell_of_new_builds_logs_and_finished_builds(h: &impl Harness) {
+    let writer = h.open().await;
+    // Another handle on the database, as another process would have.
+    let watcher = h.open().await;
+    let mut events = watcher.events();
+    let mut own = writer.events();
+    let id = writer.submit(request(&key(90))).await.unwrap().build.id;
+    assert_eq!(
+        next_event(&mut events).await,
+        BuildEvent::Submitted(id.clone())
+    );
+    // Joining is no new build: the next event is the log line.
+    assert!(!writer.submit(request(&key(90))).await.unwrap().created);
+    writer.append_log(&id, "resolving\n").await.unwrap();
+    assert_eq!(next_event(&mut events).await, BuildEvent::Log(id.clone()));
+    // A refused transition tells nothing; a done build is told.
+    let success = BuildOutcome::Succeeded {
+        digest: "sha256:x".into(),
+        outputs: vec![],
+        lock: None,
+    };
+    writer.finish(&id, success).await.unwrap_err();
+    writer.finish(&id, failed()).await.unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        BuildEvent::Finished(id.clone())
+    );
+    // The writer's own listeners hear the same, in order.
+    for expected in [
+        BuildEvent::Submitted(id.clone()),
+        BuildEvent::Log(id.clone()),
+        BuildEvent::Finished(id.clone()),
+    ] {
+        assert_eq!(next_event(&mut own).await, expected);
+    }
+}
+
+pub(crate) async fn allowances_charge_only_created_builds(h: &impl Harness) {
+    let store = h.open().await;
+    let by = Submitter::default();
+    let alice = Allowance {
+        client: "address:10.0.0.1".into(),
+        per_day: 2,
+    };
+    let first = store
+        .submit_charged(request(&key(100)), &by, Some(&alice))
+        .await
+        .unwrap();
+    assert!(first.created);
+    // Joining the unfinished build is free, however often.
+    for _ in 0..3 {
+        let joined = store
+            .submit_charged(request(&key(100)), &by, Some(&alice))
+            .await
+            .unwrap();
+        assert!(!joined.created);
+    }
+    assert!(
+        store
+            .submit_charged(request(&key(101)), &by, Some(&alice))
+            .await
+            .unwrap()
+            .created
+    );
+    match store
+        .submit_charged(request(&key(102)), &by, Some(&alice))
+        .await
+    {
+        Err(StoreError::AllowanceSpent {
+            client,
+            retry_after,
+        }) => {
+            assert_eq!(client, alice.client);
+            let day = Duration::from_secs(24 * 3600);
+            assert!(retry_after <= day && retry_after > day - Duration::from_secs(600));
+        }
+        other => panic!("expected the allowance to be spent, got {other:?}"),
+    }
+    assert_eq!(
+        store.latest_for_key(&key(102)).await.unwrap(),
+        None,
+        "a refused submit creates nothing"
+    );
+    // Still free to join with the allowance spent; other clients and no allowance are apart.
+    assert!(
+        !store
+            .submit_charged(request(&key(101)), &by, Some(&alice))
+            .await
+            .unwrap()
+            .created
+    );
+    let bob = Allowance {
+        client: "address:10.0.0.2".into(),
+        ..alice.clone()
+    };
+    assert!(
+        store
+            .submit_charged(request(&key(102)), &by, Some(&bob))
+            .await
+            .unwrap()
+            .created
+    );
+    assert!(store.submit(request(&key(103))).await.unwrap().created);
+    let unlimited = Allowance {
+        per_day: 0,
+        ..alice.clone()
+    };
+    assert!(
+        store
+            .submit_charged(request(&key(104)), &by, Some(&unlimited))
+            .await
+            .unwrap()
+            .created
+    );
+    // Another process on the database counts the same charges.
+    let other = h.open().await;
+    assert!(matches!(
+        other
+            .submit_charged(request(&key(105)), &by, Some(&alice))
+            .await,
+        Err(StoreError::AllowanceSpent { .. })
+    ));
+}
+
+pub(crate) async fn concurrent_charged_submits_never_overdraw(h: &impl Harness) {
+    let stores = [h.open().await, h.open().await];
+    let allowance = Allowance {
+        client: "user:carol".into(),
+        per_day: 3,
+    };
+    let tasks: Vec<_> = (0..12u8)
+        .map(|n| {
+            let store = Arc::clone(&stores[usize::from(n) % 2]);
+            let allowance = allowance.clone();
+            tokio::spawn(async move {
+                store
+                    .submit_charged(
+                        request(&key(110 + n)),
+                        &Submitter::default(),
+                        Some(&allowance),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let (mut created, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(submitted) => {
+                assert!(submitted.created);
+                created += 1;
+            }
+            Err(StoreError::AllowanceSpent { .. }) => refused += 1,
+            Err(other) => panic!("submitting failed: {other}"),
+        }
+    }
+    assert_eq!((created, refused), (3, 9));
+}
+
+pub(crate) async fn layer_homes_round_trip_and_are_replaced(h: &impl Harness) {
+    let store = h.open().await;
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(store.layer_home(&digest).await.unwrap(), None);
+    store.set_layer_home(&digest, "kiln/app-a").await.unwrap();
+    assert_eq!(
+        h.open().await.layer_home(&digest).await.unwrap().as_deref(),
+        Some("kiln/app-a")
+    );
+    store.set_layer_home(&digest, "kiln/app-b").await.unwrap();
+    assert_eq!(
+        store.layer_home(&digest).await.unwrap().as_deref(),
+        Some("kiln/app-b")
+    );
+    let other = format!("sha256:{}", "cd".repeat(32));
+    assert_eq!(store.layer_home(&other).await.unwrap(), None);
 }

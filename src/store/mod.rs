@@ -14,12 +14,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::spec::BuildKind;
-
 pub use model::{
-    ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, ImageOutput,
-    LOG_PAGE, LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
-    PackageLayer, Submitted, Submitter, UnknownStatus, build_id,
+    Allowance, ArchTag, BuildEvent, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest,
+    ImageKey, ImageOutput, LOG_PAGE, LibraryImage, LibraryItem, LibraryKey, LibraryLevel,
+    LibraryPath, LogSlice, NewBuild, PackageLayer, Submitted, Submitter, UnknownStatus,
+    WorkerScope, build_id, platform_pattern, platforms_column,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -73,6 +72,12 @@ pub enum StoreError {
     ImageNotFound { id: String },
     #[error("a library {level} has no parent; a collection or container needs one")]
     LibraryParentMissing { level: LibraryLevel },
+    #[error("{client} has started all the builds its daily allowance holds")]
+    AllowanceSpent {
+        client: String,
+        /// How long until the oldest charge in the last 24 hours expires.
+        retry_after: Duration,
+    },
 }
 
 /// Builds and logs, shared by every kiln process pointed at one database.
@@ -86,7 +91,32 @@ pub trait Store: Send + Sync {
 
     /// [`submit`](Self::submit), recording `by` with a new build (a joined build keeps its
     /// first submitter).
-    async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError>;
+    async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError> {
+        self.submit_charged(new, by, None).await
+    }
+
+    /// [`submit_as`](Self::submit_as), charging a build it *creates* to `allowance` in the same
+    /// transaction (joining an unfinished build is free). With the allowance's last 24 hours
+    /// spent, nothing is created and the answer is [`StoreError::AllowanceSpent`]. Atomic
+    /// across processes: racing submitters never overdraw an allowance.
+    async fn submit_charged(
+        &self,
+        new: NewBuild,
+        by: &Submitter,
+        allowance: Option<&Allowance>,
+    ) -> Result<Submitted, StoreError>;
+
+    /// What happens to builds from now on — new builds, log appends, finished builds — as
+    /// told by every process using this database that the backend can hear (SQLite: this
+    /// process; PostgreSQL: all, by `LISTEN/NOTIFY`). A receiver that lags misses events
+    /// (`RecvError::Lagged`) and should read the store again.
+    fn events(&self) -> tokio::sync::broadcast::Receiver<BuildEvent>;
+
+    /// The repository a layer blob (`sha256:…`) was first pushed to, to mount it from there.
+    async fn layer_home(&self, digest: &str) -> Result<Option<String>, StoreError>;
+
+    /// Records `repository` as where layer `digest` lives (replacing what was recorded).
+    async fn set_layer_home(&self, digest: &str, repository: &str) -> Result<(), StoreError>;
 
     /// Who submitted build `id` (`None`: there is no such build).
     async fn submitter(&self, id: &str) -> Result<Option<Submitter>, StoreError>;
@@ -109,14 +139,15 @@ pub trait Store: Send + Sync {
     /// The highest attempt for `key`, finished or not.
     async fn latest_for_key(&self, key: &str) -> Result<Option<BuildRecord>, StoreError>;
 
-    /// Takes the oldest PENDING build of one of `kinds`, or such a BUILDING one whose lease ran
-    /// out (its worker crashed), and makes it BUILDING for `worker` until `now + lease`,
-    /// counting the claim in [`BuildRecord::claims`]. Concurrent claimers, in any process,
-    /// never get the same build; `None` when there is nothing to do.
+    /// Takes the oldest PENDING build `scope` covers (one of its kinds, all of the build's
+    /// platforms among its platforms), or such a BUILDING one whose lease ran out (its worker
+    /// crashed), and makes it BUILDING for `worker` until `now + lease`, counting the claim in
+    /// [`BuildRecord::claims`]. Concurrent claimers, in any process, never get the same build;
+    /// `None` when there is nothing to do.
     async fn claim_next(
         &self,
         worker: &str,
-        kinds: &[BuildKind],
+        scope: &WorkerScope,
         lease: Duration,
     ) -> Result<Option<BuildRecord>, StoreError>;
 

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{self, BuildJob, Format, ImageName, Platform};
+use crate::spec::{self, BuildJob, BuildKind, Format, ImageName, Platform};
 
 /// Where a build is in its life. `Done` is terminal; whether it worked is
 /// [`BuildRecord::succeeded`].
@@ -387,6 +387,97 @@ pub struct PackageLayer {
     pub python_metadata: Vec<String>,
     /// The license a wheel's METADATA declares.
     pub license: Option<String>,
+}
+
+/// What happened to a build (by its id), told to every process watching the store, so that
+/// workers, waiters and log followers wake at once instead of polling the database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BuildEvent {
+    /// A new build (not a joined one) waits to be claimed.
+    Submitted(String),
+    /// Text was appended to the build's log.
+    Log(String),
+    /// The build is done: built, failed or cancelled.
+    Finished(String),
+}
+
+impl BuildEvent {
+    /// The id of the build it is about.
+    pub fn build_id(&self) -> &str {
+        match self {
+            Self::Submitted(id) | Self::Log(id) | Self::Finished(id) => id,
+        }
+    }
+}
+
+/// A client's daily allowance of new builds, charged by
+/// [`submit_charged`](super::Store::submit_charged) in the transaction that creates the build,
+/// so every kiln process on one database counts against the same allowance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowance {
+    /// Whose allowance: an anonymous client's address, a library user's name (callers prefix
+    /// them so the two never collide).
+    pub client: String,
+    /// New builds per 24 hours; `0` allows any number.
+    pub per_day: u32,
+}
+
+/// Which builds a worker takes: of these kinds, and only those whose platforms are all among
+/// these (an arm64 build needs an arm64 host, or qemu on this one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerScope {
+    pub kinds: Vec<BuildKind>,
+    /// Empty: any platform.
+    pub platforms: Vec<Platform>,
+}
+
+impl WorkerScope {
+    /// Every kind on every platform.
+    pub fn any() -> Self {
+        Self::of_kinds(&BuildKind::ALL)
+    }
+
+    /// Builds of `kinds` on every platform.
+    pub fn of_kinds(kinds: &[BuildKind]) -> Self {
+        WorkerScope {
+            kinds: kinds.to_vec(),
+            platforms: Vec::new(),
+        }
+    }
+
+    /// Whether a worker of this scope takes `build` (what the store's claim checks in SQL).
+    pub fn takes(&self, build: &BuildRecord) -> bool {
+        self.kinds.contains(&build.job.kind())
+            && (self.platforms.is_empty()
+                || build.platforms().iter().all(|p| self.platforms.contains(p)))
+    }
+
+    /// The platforms a worker of this scope does not build for: a build naming any of them is
+    /// not for it. Empty when it takes any.
+    pub fn refused_platforms(&self) -> Vec<Platform> {
+        if self.platforms.is_empty() {
+            return Vec::new();
+        }
+        Platform::ALL
+            .into_iter()
+            .filter(|p| !self.platforms.contains(p))
+            .collect()
+    }
+}
+
+/// How the `platforms` column spells a build's platforms: sorted, comma joined
+/// (`linux/amd64,linux/arm64`), so a claim can match them with `LIKE` in any SQL database.
+pub fn platforms_column(platforms: &[Platform]) -> String {
+    let mut names: Vec<&str> = platforms.iter().map(|p| p.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
+/// The `LIKE` pattern matching a `platforms` column (wrapped in commas: `',' || platforms ||
+/// ','`) that names `platform`.
+pub fn platform_pattern(platform: Platform) -> String {
+    format!("%,{},%", platform.as_str())
 }
 
 /// Ids show at a glance which key a build is for and which try it is.

@@ -3,7 +3,9 @@
 //! SQL here sticks to what PostgreSQL also accepts (`$n` parameters,
 //! `RETURNING`, partial indexes) so the Postgres store can follow it closely.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,16 +16,26 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlSafeStr};
 
+use tokio::sync::broadcast;
+
 use super::{
-    ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, LOG_PAGE,
-    LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
-    PackageLayer, Store, StoreError, Submitted, Submitter, build_id,
+    Allowance, ArchTag, BuildEvent, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest,
+    ImageKey, LOG_PAGE, LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice,
+    NewBuild, PackageLayer, Store, StoreError, Submitted, Submitter, WorkerScope, build_id,
+    platform_pattern, platforms_column,
 };
-use crate::spec::{BuildJob, BuildKind};
+use crate::spec::{BuildJob, BuildKind, Platform};
 
 /// How often `submit` re-reads after losing an insert race; one retry finds
 /// the winner unless builds for the key finish as fast as they are created.
 const SUBMIT_TRIES: usize = 3;
+
+/// Events kept for receivers that have not read them yet; one that falls further behind is told
+/// it lagged and reads the store instead.
+const EVENT_BACKLOG: usize = 1024;
+
+/// The window an [`Allowance`] covers.
+const ALLOWANCE_WINDOW: TimeDelta = TimeDelta::days(1);
 
 /// Builds and logs in a SQLite database; cheap to clone (shares one pool).
 ///
@@ -34,6 +46,9 @@ const SUBMIT_TRIES: usize = 3;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// What [`Store::events`] hears: shared by every handle on the same file in this process
+    /// (another process on the file cannot be told, and polls).
+    events: broadcast::Sender<BuildEvent>,
 }
 
 impl SqliteStore {
@@ -58,7 +73,119 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            events: event_channel(path),
+        })
+    }
+
+    /// Tells this process's listeners about `event`; nobody listening is no error.
+    fn announce(&self, event: BuildEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// One try of [`Store::submit_charged`]: `Ok(None)` when another submitter's insert of the
+    /// same key won (only a process not taking the write lock first can do that).
+    async fn try_submit(
+        &self,
+        new: &NewBuild,
+        by: &Submitter,
+        allowance: Option<&Allowance>,
+    ) -> Result<Option<Submitted>, StoreError> {
+        let key = new.key.as_str();
+        // IMMEDIATE takes the write lock at once, so the look for an unfinished build, the
+        // allowance's count and the insert are one step for every process on the file (a
+        // deferred transaction would fail to upgrade its read lock under a race).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let active = sqlx::query("SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = active {
+            let build = decode(&row)?;
+            tx.commit().await?;
+            return Ok(Some(Submitted {
+                build,
+                created: false,
+            }));
+        }
+        let now = now();
+        if let Some(allowance) = allowance {
+            // Charges older than the window count for nothing: drop them, everyone's, so the
+            // table holds at most a day of new builds.
+            sqlx::query("DELETE FROM allowance_charges WHERE charged_at <= $1")
+                .bind(time_text(now - ALLOWANCE_WINDOW))
+                .execute(&mut *tx)
+                .await?;
+            let (used, oldest): (i64, Option<String>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(charged_at) FROM allowance_charges WHERE client = $1",
+            )
+            .bind(&allowance.client)
+            .fetch_one(&mut *tx)
+            .await?;
+            if used >= i64::from(allowance.per_day) {
+                let oldest = oldest
+                    .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+                    .map_or(now, |t| t.to_utc());
+                let retry_after = (oldest + ALLOWANCE_WINDOW - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(Duration::from_secs(1));
+                return Err(StoreError::AllowanceSpent {
+                    client: allowance.client.clone(),
+                    retry_after,
+                });
+            }
+        }
+        let last: Option<u32> =
+            sqlx::query_scalar("SELECT MAX(attempt) FROM builds WHERE key = $1")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+        let attempt = last.unwrap_or(0) + 1;
+        let inserted = sqlx::query(
+            "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
+                                 containerfile, environment, status, created_at,
+                                 owner_token, submitter_address, kind)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13)
+             RETURNING *",
+        )
+        .bind(build_id(key, attempt))
+        .bind(key)
+        .bind(attempt)
+        .bind(new.image.to_string())
+        .bind(new.job.format().as_str())
+        .bind(platforms_column(&new.job.platforms()))
+        .bind(new.job.to_json())
+        .bind(&new.containerfile)
+        .bind(&new.environment)
+        .bind(time_text(now))
+        .bind(&by.token_hash)
+        .bind(&by.address)
+        .bind(new.job.kind().as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
+        let build = match inserted {
+            Ok(row) => decode(&row)?,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(allowance) = allowance {
+            sqlx::query(
+                "INSERT INTO allowance_charges (client, build_id, charged_at) VALUES ($1, $2, $3)",
+            )
+            .bind(&allowance.client)
+            .bind(&build.id)
+            .bind(time_text(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(Submitted {
+            build,
+            created: true,
+        }))
     }
 
     async fn fetch(&self, sql: &'static str, arg: &str) -> Result<Option<BuildRecord>, StoreError> {
@@ -132,7 +259,32 @@ fn migrator() -> Migrator {
             "build kinds",
             include_str!("../../migrations/sqlite/0007_build_kinds.sql"),
         ),
+        migration(
+            8,
+            "shared state",
+            include_str!("../../migrations/sqlite/0008_shared_state.sql"),
+        ),
     ])
+}
+
+/// The event channel of the database file at `path`: one per file in this process, so that
+/// handles opened separately on it (as tests open a "second process") hear each other. The
+/// registry holds channels weakly; a file nobody has open any more frees its entry.
+fn event_channel(path: &Path) -> broadcast::Sender<BuildEvent> {
+    static CHANNELS: OnceLock<Mutex<HashMap<PathBuf, broadcast::WeakSender<BuildEvent>>>> =
+        OnceLock::new();
+    let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut channels = CHANNELS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(sender) = channels.get(&file).and_then(broadcast::WeakSender::upgrade) {
+        return sender;
+    }
+    channels.retain(|_, weak| weak.upgrade().is_some());
+    let sender = broadcast::channel(EVENT_BACKLOG).0;
+    channels.insert(file, sender.downgrade());
+    sender
 }
 
 /// The columns of an entity, prefixed `e_`, and what the collection and container selects
@@ -199,59 +351,51 @@ fn restrict_modes(path: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError> {
-        let key = new.key.as_str();
-        let platforms = serde_json::to_string(&new.job.platforms()).expect("platforms serialize");
-        for tries_left in (0..SUBMIT_TRIES).rev() {
-            let active = "SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'";
-            if let Some(build) = self.fetch(active, key).await? {
-                return Ok(Submitted {
-                    build,
-                    created: false,
-                });
-            }
-            let last: Option<u32> =
-                sqlx::query_scalar("SELECT MAX(attempt) FROM builds WHERE key = $1")
-                    .bind(key)
-                    .fetch_one(&self.pool)
-                    .await?;
-            let attempt = last.unwrap_or(0) + 1;
-            let inserted = sqlx::query(
-                "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
-                                     containerfile, environment, status, created_at,
-                                     owner_token, submitter_address, kind)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13)
-                 RETURNING *",
-            )
-            .bind(build_id(key, attempt))
-            .bind(key)
-            .bind(attempt)
-            .bind(new.image.to_string())
-            .bind(new.job.format().as_str())
-            .bind(&platforms)
-            .bind(new.job.to_json())
-            .bind(&new.containerfile)
-            .bind(&new.environment)
-            .bind(time_text(now()))
-            .bind(&by.token_hash)
-            .bind(&by.address)
-            .bind(new.job.kind().as_str())
-            .fetch_all(&self.pool)
-            .await
-            .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
-            match inserted {
-                Ok(row) => {
-                    return Ok(Submitted {
-                        build: decode(&row)?,
-                        created: true,
-                    });
+    async fn submit_charged(
+        &self,
+        new: NewBuild,
+        by: &Submitter,
+        allowance: Option<&Allowance>,
+    ) -> Result<Submitted, StoreError> {
+        let allowance = allowance.filter(|allowance| allowance.per_day > 0);
+        for _ in 0..SUBMIT_TRIES {
+            if let Some(submitted) = self.try_submit(&new, by, allowance).await? {
+                if submitted.created {
+                    self.announce(BuildEvent::Submitted(submitted.build.id.clone()));
                 }
-                // Another submitter (maybe another process) got there first.
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries_left > 0 => {}
-                Err(e) => return Err(e.into()),
+                return Ok(submitted);
             }
         }
-        unreachable!("the last try returns")
+        // Only reachable when builds of the key finish as fast as they are created.
+        Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "submitting a build of {} lost {SUBMIT_TRIES} races in a row",
+            new.key.as_str()
+        ))))
+    }
+
+    fn events(&self) -> broadcast::Receiver<BuildEvent> {
+        self.events.subscribe()
+    }
+
+    async fn layer_home(&self, digest: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT repository FROM layer_homes WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_layer_home(&self, digest: &str, repository: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO layer_homes (digest, repository) VALUES ($1, $2)
+             ON CONFLICT (digest) DO UPDATE SET repository = excluded.repository",
+        )
+        .bind(digest)
+        .bind(repository)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn submitter(&self, id: &str) -> Result<Option<Submitter>, StoreError> {
@@ -344,7 +488,7 @@ impl Store for SqliteStore {
     async fn claim_next(
         &self,
         worker: &str,
-        kinds: &[BuildKind],
+        scope: &WorkerScope,
         lease: Duration,
     ) -> Result<Option<BuildRecord>, StoreError> {
         // One statement, so SQLite runs the pick and the update under its
@@ -355,15 +499,21 @@ impl Store for SqliteStore {
         // `FOR UPDATE SKIP LOCKED` to the subquery so claimers do not queue
         // on one row. BUILDING rows without a lease (NULL; older kiln started builds so)
         // never expire. Each kind is one parameter, NULL when not asked for: a NULL matches
-        // nothing in `IN`.
+        // nothing in `IN`. Each platform is one parameter too: the LIKE pattern of a platform
+        // the worker does not build for (a build naming it is skipped), NULL for one it does.
+        const _: () = assert!(Platform::ALL.len() == 2, "one parameter per platform");
         let now = now();
-        let kind = |kind: BuildKind| kinds.contains(&kind).then_some(kind.as_str());
+        let kind = |kind: BuildKind| scope.kinds.contains(&kind).then_some(kind.as_str());
+        let refused = scope.refused_platforms();
+        let platform = |p: Platform| refused.contains(&p).then(|| platform_pattern(p));
         let row = sqlx::query(
             "UPDATE builds SET status = 'BUILDING', worker = $1, lease_until = $2, started_at = $3,
                                claims = claims + 1
              WHERE id = (SELECT id FROM builds
                          WHERE (status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3))
                            AND kind IN ($4, $5, $6)
+                           AND ($7 IS NULL OR ',' || platforms || ',' NOT LIKE $7)
+                           AND ($8 IS NULL OR ',' || platforms || ',' NOT LIKE $8)
                          ORDER BY created_at, id
                          LIMIT 1)
                AND (status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3))
@@ -375,6 +525,8 @@ impl Store for SqliteStore {
         .bind(kind(BuildKind::Native))
         .bind(kind(BuildKind::Dockerfile))
         .bind(kind(BuildKind::Definition))
+        .bind(platform(Platform::ALL[0]))
+        .bind(platform(Platform::ALL[1]))
         .fetch_all(&self.pool)
         .await?
         .into_iter()
@@ -432,7 +584,11 @@ impl Store for SqliteStore {
         .into_iter()
         .next();
         match row {
-            Some(row) => decode(&row),
+            Some(row) => {
+                let done = decode(&row);
+                self.announce(BuildEvent::Finished(id.to_owned()));
+                done
+            }
             None => Err(self.refused(id, BuildStatus::Done).await),
         }
     }
@@ -456,7 +612,10 @@ impl Store for SqliteStore {
         .await
         .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
         match end {
-            Ok(end) => Ok(end),
+            Ok(end) => {
+                self.announce(BuildEvent::Log(id.to_owned()));
+                Ok(end)
+            }
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
                 Err(StoreError::BuildNotFound { id: id.into() })
             }
@@ -1136,7 +1295,8 @@ mod tests {
             sqlx::query(
                 "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
                                      containerfile, environment, status, created_at)
-                 VALUES ($1, $2, 1, 'kiln.example/library/x:1', 'docker', '[\"linux/amd64\"]',
+                 VALUES ($1, $2, 1, 'kiln.example/library/x:1', 'docker',
+                         '[\"linux/arm64\",\"linux/amd64\",\"linux/arm64\"]',
                          $3, '', '', 'DONE', '2026-01-01T00:00:00.000000Z')",
             )
             .bind(build_id(&key(n), 1))
@@ -1154,6 +1314,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(kinds, ["native", "dockerfile", "definition", "native"]);
+        // Platforms went from JSON arrays to the canonical comma-joined text claims match.
+        let platforms: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT platforms FROM builds ORDER BY key")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(platforms, ["linux/amd64,linux/arm64"]);
         for (n, kind) in [
             (1, BuildKind::Native),
             (2, BuildKind::Dockerfile),

@@ -15,7 +15,7 @@ use kiln::config::BuildSettings;
 use kiln::credentials::Credentials;
 use kiln::plan::dockerfile_build;
 use kiln::registry::client::{Auth, RegistryClient};
-use kiln::spec::{BuildJob, BuildKind, DefinitionJob, Platform, Request, RequestInput};
+use kiln::spec::{BuildJob, DefinitionJob, Platform, Request, RequestInput};
 use kiln::store::{BuildOutcome, BuildRecord, NewBuild, SqliteStore, Store};
 
 use crate::support::{PUSHER, TestApp};
@@ -233,7 +233,7 @@ async fn claim(store: &dyn Store) -> BuildRecord {
     store
         .claim_next(
             "test",
-            &BuildKind::ALL,
+            &kiln::store::WorkerScope::any(),
             std::time::Duration::from_secs(3600),
         )
         .await

@@ -24,6 +24,7 @@ mod registry_clients;
 mod remote_build;
 mod repodata;
 mod reproducible;
+mod roles;
 mod sandbox;
 mod sbom;
 mod search;

@@ -25,7 +25,7 @@ use kiln::build::{Backend, BuildLog};
 use kiln::config::BuildSettings;
 use kiln::credentials::Credentials;
 use kiln::registry::client::{Auth, RegistryClient};
-use kiln::spec::{BuildKind, Platform};
+use kiln::spec::Platform;
 use kiln::store::{BuildOutcome, NewBuild, SqliteStore, Store};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -397,7 +397,11 @@ async fn start_build(store: &dyn Store, dockerfile: &str) -> kiln::store::BuildR
     };
     store.submit(new).await.expect("submit");
     store
-        .claim_next("test", &BuildKind::ALL, Duration::from_secs(3600))
+        .claim_next(
+            "test",
+            &kiln::store::WorkerScope::any(),
+            Duration::from_secs(3600),
+        )
         .await
         .expect("claim")
         .expect("the build waits")

@@ -10,7 +10,7 @@ use kiln::config::{Config, RegistryUser};
 use kiln::credentials::Credentials;
 use kiln::plan::ImagePlan;
 use kiln::registry::client::{Auth, RegistryClient};
-use kiln::spec::{BuildKind, Request};
+use kiln::spec::Request;
 use kiln::store::{BuildOutcome, BuildRecord, Store};
 
 /// kiln, served from a task on the current runtime the way `kiln serve` runs it.
@@ -131,7 +131,11 @@ pub async fn finished_build(
 /// Takes build `id` off the queue as a worker would; the bench's store holds no other.
 pub async fn claim(store: &dyn Store, id: &str) -> Result<BuildRecord> {
     let claimed = store
-        .claim_next("bench", &BuildKind::ALL, Duration::from_secs(24 * 3600))
+        .claim_next(
+            "bench",
+            &kiln::store::WorkerScope::any(),
+            Duration::from_secs(24 * 3600),
+        )
         .await?
         .context("the submitted build waits")?;
     if claimed.id != id {

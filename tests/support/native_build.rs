@@ -94,7 +94,7 @@ pub async fn build_format(
     let record = store
         .claim_next(
             "test",
-            &kiln::spec::BuildKind::ALL,
+            &kiln::store::WorkerScope::any(),
             std::time::Duration::from_secs(3600),
         )
         .await

@@ -579,7 +579,7 @@ mod tests {
         let claimed = store
             .claim_next(
                 "w1",
-                &crate::spec::BuildKind::ALL,
+                &crate::store::WorkerScope::any(),
                 std::time::Duration::from_secs(60),
             )
             .await
