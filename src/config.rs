@@ -31,6 +31,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Where kiln keeps its database, caches and blobs.
     pub data_dir: PathBuf,
+    /// The store's database: `sqlite://<path>` or `postgres://user:password@host/database`
+    /// (the one every node of a multi-node kiln shares); `None` is `sqlite://<data_dir>/kiln.db`,
+    /// see [`Config::database_url`]. A secret, as the URL may hold a password.
+    pub database_url: Option<Secret>,
     /// Channels for requests that name none, in priority order.
     pub channels: Vec<Channel>,
     /// Channel name → URL of a mirror that serves it (air-gapped sites, tests).
@@ -552,6 +556,7 @@ impl Default for Config {
             registry: RegistryHost::default_host(),
             public_url: None,
             data_dir: PathBuf::from("./kiln-data"),
+            database_url: None,
             channels: DEFAULT_CHANNELS
                 .iter()
                 .map(|name| name.parse().expect("default channels are valid"))
@@ -673,6 +678,21 @@ impl Config {
                 ),
             });
         }
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            let known = ["sqlite://", "postgres://", "postgresql://"];
+            if !known.iter().any(|scheme| url.starts_with(scheme)) {
+                // Only the scheme is shown: the rest may hold a password.
+                let scheme = url.split_once("://").map_or("(none)", |(scheme, _)| scheme);
+                return Err(ConfigError::Invalid {
+                    setting: "database_url",
+                    message: format!(
+                        "the scheme `{scheme}` is not one kiln stores in; write \
+                         sqlite:///path/to/kiln.db or postgres://user:password@host:5432/kiln"
+                    ),
+                });
+            }
+        }
         if !matches!(self.base.debian_mirror.scheme(), "http" | "https") {
             return Err(ConfigError::Invalid {
                 setting: "base.debian_mirror",
@@ -766,6 +786,9 @@ impl Config {
         }
         if let Some(value) = env("KILN_DATA_DIR") {
             self.data_dir = PathBuf::from(value);
+        }
+        if let Some(value) = env("KILN_DATABASE_URL") {
+            self.database_url = Some(value.into());
         }
         if let Some(value) = env("KILN_CHANNELS") {
             self.channels = value
@@ -1061,9 +1084,17 @@ impl Config {
         }
     }
 
-    /// The SQLite database file.
+    /// The SQLite database file kiln uses when `database_url` is not set.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("kiln.db")
+    }
+
+    /// The URL [`crate::store::open`] takes: `database_url`, or the SQLite file under
+    /// `data_dir`.
+    pub fn database_url(&self) -> Secret {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.database_path().display()).into())
     }
 
     /// buildah's image storage: kiln's alone, so a start can sweep what killed builds left.
@@ -1106,6 +1137,36 @@ mod tests {
         assert!(config.api.open_signup);
         assert!(!config.api.anonymous_recipes);
         assert_eq!(config.api.max_channels, 16);
+    }
+
+    #[test]
+    fn the_database_is_a_sqlite_file_in_the_data_dir_unless_a_url_is_set() {
+        let config = Config::load(None, no_env).expect("defaults load");
+        assert_eq!(
+            config.database_url().expose(),
+            "sqlite://./kiln-data/kiln.db"
+        );
+        let env = |name: &str| match name {
+            "KILN_DATA_DIR" => Some("/var/lib/kiln".to_owned()),
+            _ => None,
+        };
+        let config = Config::load(None, env).expect("loads");
+        assert_eq!(
+            config.database_url().expose(),
+            "sqlite:///var/lib/kiln/kiln.db"
+        );
+        let postgres = "postgres://kiln:pw@db.example:5432/kiln";
+        let env = |name: &str| (name == "KILN_DATABASE_URL").then(|| postgres.to_owned());
+        let config = Config::load(None, env).expect("loads");
+        assert_eq!(config.database_url().expose(), postgres);
+        let env =
+            |name: &str| (name == "KILN_DATABASE_URL").then(|| "mysql://kiln:pw@db/k".to_owned());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(
+            err.contains("database_url") && err.contains("`mysql`"),
+            "{err}"
+        );
+        assert!(!err.contains("pw"), "the password is not shown: {err}");
     }
 
     #[test]

@@ -11,7 +11,6 @@ use kiln::config::Config;
 use kiln::plan::ImagePlan;
 use kiln::registry::client::{Auth, RegistryClient};
 use kiln::spec::{Channel, Format, KilnBase, PackageEntry, Platform, Request};
-use kiln::store::{SqliteStore, Store};
 
 /// kiln turns conda and pip package lists into container images, on demand.
 #[derive(Debug, Parser)]
@@ -240,7 +239,7 @@ async fn build(
             config.data_dir.display()
         )
     })?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let store = kiln::store::open(config.database_url().expose()).await?;
     let backend = NativeBuilder::from_config(&config, push_client(&config)?, store.clone())
         .map_err(anyhow::Error::msg)?;
     let queue = kiln::server::build_queue(&config, store.clone(), Arc::new(backend), 1);
@@ -337,8 +336,8 @@ async fn create_token(config: Config, user: &str) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let store = SqliteStore::open(&config.database_path()).await?;
-    match kiln::api::accounts::create_token(&store, user).await {
+    let store = kiln::store::open(config.database_url().expose()).await?;
+    match kiln::api::accounts::create_token(&*store, user).await {
         Ok(token) => {
             println!("{token}");
             Ok(())

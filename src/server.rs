@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::registry::RegistryState;
 use crate::registry::client::{Auth, RegistryClient};
 use crate::registry::gc::GcReport;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 
 /// Serves kiln on `listener` until `shutdown` resolves, then lets running builds finish their
 /// current step and returns. What runs depends on `config.role`: the API (role `api`), build
@@ -53,7 +53,7 @@ pub async fn run(
     })?;
     let role = config.role;
     let address = listener.local_addr()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let store = crate::store::open(config.database_url().expose()).await?;
     let registry = RegistryState::new(config.registry_config())
         .await
         .context("cannot open the embedded registry's storage")?;

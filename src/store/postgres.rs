@@ -1009,6 +1009,42 @@ mod tests {
         assert_eq!(lines, wanted);
     }
 
+    /// `store::open` picks the backend by the URL's scheme and names a scheme it does not know
+    /// (and nothing else of the URL, which may hold a password).
+    #[tokio::test]
+    async fn stores_are_opened_by_url() {
+        let db = temp_db().await;
+        let id = crate::store::open(&db.url)
+            .await
+            .unwrap()
+            .submit(request(&key(3)))
+            .await
+            .unwrap()
+            .build
+            .id;
+        let direct = PostgresStore::open(&db.url).await.unwrap();
+        assert!(direct.build(&id).await.unwrap().is_some());
+        let postgresql = db.url.replacen("postgres://", "postgresql://", 1);
+        let again = crate::store::open(&postgresql).await.unwrap();
+        assert!(again.build(&id).await.unwrap().is_some());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kiln.db");
+        let sqlite = crate::store::open(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        sqlite.ping().await.unwrap();
+        assert!(file.exists());
+
+        let unknown = crate::store::open("mysql://kiln:hunter2@db.example/kiln").await;
+        let err = unknown.err().expect("mysql is refused");
+        assert!(
+            matches!(&err, StoreError::UnsupportedUrl { scheme } if scheme == "mysql"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
     #[tokio::test]
     async fn a_bad_url_is_refused_before_connecting() {
         let err = PostgresStore::open("postgres://kiln@127.0.0.1:notaport/kiln")
