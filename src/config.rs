@@ -442,6 +442,14 @@ impl BuildSettings {
         }
     }
 
+    /// Which builds this process's workers claim: of `kinds`, on `platforms` (any if empty).
+    pub fn worker_scope(&self) -> crate::store::WorkerScope {
+        crate::store::WorkerScope {
+            kinds: self.kinds.clone(),
+            platforms: self.platforms.clone(),
+        }
+    }
+
     /// `mksquashfs` runs allowed at once: the setting, or the number of cores.
     pub fn mksquashfs_runs(&self) -> usize {
         or_cores(self.max_mksquashfs)
@@ -1394,6 +1402,11 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
             [BuildKind::Dockerfile, BuildKind::Definition]
         );
         assert_eq!(config.build.platforms, [Platform::LinuxArm64]);
+        let scope = config.build.worker_scope();
+        assert_eq!(
+            (scope.kinds, scope.platforms),
+            (config.build.kinds.clone(), vec![Platform::LinuxArm64])
+        );
         assert!(config.check_role().is_ok());
         assert!(!format!("{config:?}").contains("0123456789abcdef"));
 

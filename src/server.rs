@@ -70,10 +70,8 @@ pub async fn run(
     } else {
         0
     };
-    // TODO(lead): once wip/shared lands `WorkerScope`, claim with `WorkerScope { kinds:
-    // config.build.kinds, platforms: config.build.platforms }` instead of kinds alone.
     let queue = build_queue(&config, store.clone(), backends, workers)
-        .with_kinds(&config.build.kinds)
+        .with_scope(config.build.worker_scope())
         .with_metrics(metrics.clone());
     let workers = role.runs_builds().then(|| queue.start());
     match role {
