@@ -47,6 +47,9 @@ pub struct Config {
     pub build: BuildSettings,
     /// Settings of the embedded registry served under `/v2/`.
     pub embedded_registry: EmbeddedRegistry,
+    /// A registry kiln keeps everything in instead of its embedded one (which it then stops
+    /// serving): what several kiln processes on several machines share.
+    pub external_registry: Option<ExternalRegistry>,
     /// Settings of the HTTP APIs.
     pub api: ApiSettings,
     /// Limits of HTTP connections and requests, and what `/health` checks.
@@ -193,6 +196,67 @@ impl Default for EmbeddedRegistry {
             gc_grace_secs: 3600,
             remote_build_retention_secs: 7 * 24 * 3600,
         }
+    }
+}
+
+/// An OCI registry kiln keeps its images, SIFs and build contexts in (Harbor, a cloud
+/// registry, CNCF Distribution). Image names still use `registry`, the public host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalRegistry {
+    /// `https://host[:port]`, or `http://` for a registry without TLS.
+    pub url: url::Url,
+    /// Who kiln pushes and pulls as (both are needed; optional here so that the environment
+    /// can give them one by one).
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl ExternalRegistry {
+    /// The registry's `host[:port]`, as image references and the registry client name it.
+    pub fn host(&self) -> String {
+        let host = self.url.host_str().unwrap_or_default();
+        match self.url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+
+    /// Whether it is spoken to over plain HTTP.
+    pub fn plain_http(&self) -> bool {
+        self.url.scheme() == "http"
+    }
+
+    /// What kiln logs in with, if anything.
+    pub fn credentials(&self) -> Option<Credentials> {
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(user, password.clone())),
+            _ => None,
+        }
+    }
+
+    /// Refuses a URL that names no registry, or credentials given by half.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            setting: "external_registry",
+            message,
+        };
+        let url = &self.url;
+        let bare = matches!(url.path(), "" | "/") && url.query().is_none();
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !bare {
+            return Err(invalid(format!(
+                "url `{url}` is not a registry's address; write it as https://host[:port] \
+                 (or http:// for one without TLS), without a path"
+            )));
+        }
+        if self.user.is_none() || self.password.is_none() {
+            return Err(invalid(
+                "needs a user and a password to push and pull with (user and password, or \
+                 KILN_EXTERNAL_REGISTRY_USER and KILN_EXTERNAL_REGISTRY_PASSWORD)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -576,6 +640,7 @@ impl Default for Config {
             base: BaseProfiles::default(),
             build: BuildSettings::default(),
             embedded_registry: EmbeddedRegistry::default(),
+            external_registry: None,
             api: ApiSettings::default(),
             http: HttpSettings::default(),
             insecure_registries: Vec::new(),
@@ -709,6 +774,9 @@ impl Config {
                     self.base.debian_mirror
                 ),
             });
+        }
+        if let Some(external) = &self.external_registry {
+            external.check()?;
         }
         Ok(())
     }
@@ -856,6 +924,38 @@ impl Config {
         if let Some(value) = env("KILN_REMOTE_BUILD_RETENTION_SECS") {
             self.embedded_registry.remote_build_retention_secs =
                 parsed("KILN_REMOTE_BUILD_RETENTION_SECS", &value)?;
+        }
+        if let Some(value) = env("KILN_EXTERNAL_REGISTRY_URL") {
+            let url = parsed("KILN_EXTERNAL_REGISTRY_URL", &value)?;
+            match &mut self.external_registry {
+                Some(external) => external.url = url,
+                None => {
+                    self.external_registry = Some(ExternalRegistry {
+                        url,
+                        user: None,
+                        password: None,
+                    });
+                }
+            }
+        }
+        for (var, is_user) in [
+            ("KILN_EXTERNAL_REGISTRY_USER", true),
+            ("KILN_EXTERNAL_REGISTRY_PASSWORD", false),
+        ] {
+            let Some(value) = env(var) else { continue };
+            let Some(external) = &mut self.external_registry else {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "is set, but no external registry is: set \
+                              KILN_EXTERNAL_REGISTRY_URL too"
+                        .into(),
+                });
+            };
+            if is_user {
+                external.user = Some(value);
+            } else {
+                external.password = Some(value.into());
+            }
         }
         if let Some(value) = env("KILN_BUILD_WORKERS") {
             self.build.workers = parsed("KILN_BUILD_WORKERS", &value)?;
@@ -1461,5 +1561,63 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
         std::fs::write(&path, "registy = \"typo\"\n").expect("write config");
         let err = Config::load(Some(&path), no_env).unwrap_err();
         assert!(err.to_string().contains("registy"), "{err}");
+    }
+
+    #[test]
+    fn an_external_registry_from_the_environment_or_the_file() {
+        let vars = [
+            ("KILN_EXTERNAL_REGISTRY_URL", "http://127.0.0.1:5000"),
+            ("KILN_EXTERNAL_REGISTRY_USER", "kiln"),
+            ("KILN_EXTERNAL_REGISTRY_PASSWORD", "registry-password-71c3"),
+        ];
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(var, _)| *var == name)
+                .map(|(_, value)| (*value).to_owned())
+        };
+        let config = Config::load(None, env).unwrap();
+        let external = config.external_registry.expect("configured");
+        assert_eq!(external.host(), "127.0.0.1:5000");
+        assert!(external.plain_http());
+        assert_eq!(
+            external.credentials(),
+            Some(Credentials::new("kiln", "registry-password-71c3"))
+        );
+        assert!(!format!("{external:?}").contains("registry-password-71c3"));
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(
+            &path,
+            "[external_registry]\nurl = \"https://registry.example.org\"\nuser = \"k\"\n\
+             password = \"p\"\n",
+        )
+        .unwrap();
+        let external = Config::load(Some(&path), no_env)
+            .unwrap()
+            .external_registry
+            .expect("configured");
+        assert_eq!(external.host(), "registry.example.org");
+        assert!(!external.plain_http());
+
+        for (text, named) in [
+            ("url = \"https://r.example.org/v2/\"\n", "without a path"),
+            ("url = \"ftp://r.example.org\"\n", "https://host"),
+            (
+                "url = \"https://r.example.org\"\nuser = \"u\"\n",
+                "a password",
+            ),
+        ] {
+            std::fs::write(&path, format!("[external_registry]\n{text}")).unwrap();
+            let err = Config::load(Some(&path), no_env).unwrap_err().to_string();
+            assert!(
+                err.contains("external_registry") && err.contains(named),
+                "{err}"
+            );
+        }
+        let user_alone =
+            |name: &str| (name == "KILN_EXTERNAL_REGISTRY_USER").then(|| "kiln".to_owned());
+        let err = Config::load(None, user_alone).unwrap_err().to_string();
+        assert!(err.contains("KILN_EXTERNAL_REGISTRY_URL"), "{err}");
     }
 }

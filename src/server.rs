@@ -20,12 +20,12 @@ use crate::build::contexts::{BuildContexts, CONTEXT_TTL};
 use crate::build::definition::{DefinitionBuilder, DefinitionSettings};
 use crate::build::native::NativeBuilder;
 use crate::build::queue::Queue;
-use crate::config::{Config, NodeRole};
-use crate::credentials::Secret;
+use crate::config::{Config, ExternalRegistry, NodeRole};
+use crate::credentials::{Credentials, Secret};
 use crate::metrics::Metrics;
-use crate::registry::RegistryState;
 use crate::registry::client::{Auth, RegistryClient};
 use crate::registry::gc::GcReport;
+use crate::registry::{Images, RegistryState};
 use crate::store::Store;
 
 /// Serves kiln on `listener` until `shutdown` resolves, then lets running builds finish their
@@ -130,7 +130,8 @@ async fn serve_api(
         repodata,
         metrics,
     } = parts;
-    let contexts = BuildContexts::new(config.build_contexts_dir());
+    let images = image_store(&config, &registry)?;
+    let contexts = BuildContexts::new(images.clone(), config.build_contexts_dir());
     let cleaner = tokio::spawn(clean_uploads(registry.clone(), contexts));
     let pruner = tokio::spawn(prune_periodically(store.clone(), config.retention));
     let collector = tokio::spawn(collect_periodically(config.clone(), registry.clone()));
@@ -143,7 +144,9 @@ async fn serve_api(
     // Search reads the builds' repodata: one gateway, one copy in memory.
     let search = crate::search::PackageIndex::from_config(&config, repodata)
         .context("cannot set up the HTTP client of package search")?;
-    let state = AppState::new(App::new(config, store, registry, queue, search, metrics));
+    let state = AppState::new(
+        App::new(config, store, registry, queue, search, metrics).with_image_store(images),
+    );
     let stop_writer = tokio_util::sync::CancellationToken::new();
     let writer = state.requests.start(stop_writer.clone());
     let unwritten = state.requests.clone();
@@ -235,8 +238,74 @@ async fn buildah(config: &Config) -> Buildah {
     buildah
 }
 
-/// The build backends: they push to this process's own registry, over loopback, with the
-/// builders' credential. Also the native builder's repodata, which search shares.
+/// The registry kiln keeps its images in, as builders and the API reach it: the configured
+/// external registry with its credentials, or else this process's embedded registry over
+/// loopback with the builders' credential made at start.
+#[derive(Debug, Clone)]
+pub struct ImageRegistry {
+    /// `host[:port]`, as image references name it.
+    pub host: String,
+    /// Who builders push (and the API reads) as.
+    pub credentials: Credentials,
+    /// Spoken to over plain HTTP, and without TLS verification by buildah, though it is not on
+    /// loopback (which always is).
+    pub insecure: bool,
+}
+
+impl ImageRegistry {
+    /// The registry `config` names, or the embedded `registry` listening on `address`.
+    pub fn of(
+        config: &Config,
+        registry: &RegistryState,
+        address: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        match &config.external_registry {
+            Some(external) => Self::external(external),
+            None => Ok(ImageRegistry {
+                host: SocketAddr::from(([127, 0, 0, 1], address.port())).to_string(),
+                credentials: registry.builder_credentials().clone(),
+                insecure: false,
+            }),
+        }
+    }
+
+    /// The configured external registry.
+    fn external(external: &ExternalRegistry) -> anyhow::Result<Self> {
+        Ok(ImageRegistry {
+            host: external.host(),
+            credentials: external.credentials().context(
+                "external_registry needs a user and a password (KILN_EXTERNAL_REGISTRY_USER \
+                 and KILN_EXTERNAL_REGISTRY_PASSWORD)",
+            )?,
+            insecure: external.plain_http(),
+        })
+    }
+
+    /// A client for it with its credentials.
+    pub fn client(&self, config: &Config) -> anyhow::Result<RegistryClient> {
+        let mut insecure_hosts = config.insecure_registries.clone();
+        if self.insecure {
+            insecure_hosts.push(self.host.clone());
+        }
+        Ok(RegistryClient::new(
+            &self.host,
+            Auth::Basic(self.credentials.clone()),
+            &insecure_hosts,
+        )?)
+    }
+}
+
+/// Where the API reads and publishes images: the external registry when one is configured,
+/// else the embedded registry's storage, read in-process.
+pub fn image_store(config: &Config, registry: &RegistryState) -> anyhow::Result<Images> {
+    Ok(match &config.external_registry {
+        Some(external) => Images::remote(ImageRegistry::external(external)?.client(config)?),
+        None => Images::embedded(registry.clone()),
+    })
+}
+
+/// The build backends: they push to the registry kiln keeps its images in (see
+/// [`ImageRegistry`]). Also the native builder's repodata, which search shares.
 fn builders(
     config: &Config,
     registry: &RegistryState,
@@ -244,33 +313,31 @@ fn builders(
     buildah: Buildah,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<(Arc<dyn Backend>, crate::resolve::Repodata)> {
-    let builder = registry.builder_credentials().clone();
-    let loopback = SocketAddr::from(([127, 0, 0, 1], address.port()));
-    let client = RegistryClient::new(
-        &loopback.to_string(),
-        Auth::Basic(builder.clone()),
-        &config.insecure_registries,
-    )?;
+    let target = ImageRegistry::of(config, registry, address)?;
+    let client = target.client(config)?;
+    // `FROM` images in kiln's registry are pulled from it with the builders' credentials.
+    let buildah =
+        buildah.with_own_registry(&target.host, target.credentials.clone(), target.insecure);
     let native =
         NativeBuilder::from_config(config, client.clone(), store).map_err(anyhow::Error::msg)?;
     let repodata = native.resolver.repodata().clone();
     let containerfile = ContainerfileBuilder::new(
         buildah.clone(),
         ContainerfileSettings {
-            registry: loopback.to_string(),
-            credentials: builder,
-            insecure: false,
+            registry: target.host.clone(),
+            credentials: target.credentials.clone(),
+            insecure: target.insecure,
             work_dir: config.work_dir(),
         },
     )?;
     let definition = DefinitionBuilder::new(
         buildah,
-        client,
+        client.clone(),
         DefinitionSettings {
-            registry: loopback.to_string(),
+            registry: target.host.clone(),
             public_registry: config.registry.to_string(),
             public_url: config.public_url(),
-            contexts: BuildContexts::new(config.build_contexts_dir()),
+            contexts: BuildContexts::new(Images::remote(client), config.build_contexts_dir()),
             work_dir: config.work_dir(),
         },
     );
@@ -292,7 +359,7 @@ async fn clean_uploads(registry: RegistryState, contexts: BuildContexts) {
             tracing::warn!(error = %err, "cleaning up expired registry uploads failed");
         }
         if let Err(err) = contexts.remove_stale(CONTEXT_TTL).await {
-            tracing::warn!(error = %err, "removing stale build contexts failed");
+            tracing::warn!(error = %crate::error_chain(&err), "removing stale build contexts failed");
         }
     }
 }
@@ -355,7 +422,7 @@ pub async fn prune(
 pub struct Collected {
     /// From the embedded registry.
     pub registry: GcReport,
-    /// Expired build contexts of remote builds.
+    /// Expired build contexts of remote builds (in the embedded or external registry).
     pub contexts: usize,
 }
 
@@ -379,7 +446,7 @@ pub async fn collect_garbage(
         .collect_garbage(&config.gc_policy())
         .await
         .context("collecting the registry's garbage failed")?;
-    let contexts = BuildContexts::new(config.build_contexts_dir())
+    let contexts = BuildContexts::new(image_store(config, registry)?, config.build_contexts_dir())
         .remove_stale(CONTEXT_TTL)
         .await
         .context("removing expired build contexts failed")?;

@@ -7,6 +7,7 @@
 pub mod accounts;
 mod auth;
 mod base_hosts;
+mod blob_links;
 pub mod edge;
 pub mod error;
 pub mod image_cache;
@@ -96,6 +97,15 @@ impl App {
     }
 }
 
+impl App {
+    /// This kiln reading and publishing images through `images` rather than the embedded
+    /// registry's storage: an external registry's, when one is configured.
+    pub fn with_image_store(mut self, images: registry::Images) -> App {
+        self.image_store = images;
+        self
+    }
+}
+
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
@@ -154,8 +164,13 @@ fn base64_text(encoded: &str, what: &str, max: usize) -> Result<String, String> 
 /// carries a request id ([`edge`]); kiln's own routes take bodies up to `http.max_body_bytes`
 /// and refuse larger ones in kiln's JSON shape (the registry answers in its own).
 pub fn router(state: AppState) -> Router {
-    let registry = registry::router(state.registry.clone());
     let max_body = state.config.http.max_body_bytes;
+    // With an external registry kiln serves no `/v2/` (nor its token endpoint): clients pull
+    // from that registry; SIF download links are served here, read through it.
+    let registry = match state.config.external_registry {
+        Some(_) => blob_links::routes().with_state(state.clone()),
+        None => registry::router(state.registry.clone()),
+    };
     Router::new()
         .merge(ops::routes(state.ops.clone()))
         .merge(wave::routes())

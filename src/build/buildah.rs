@@ -33,6 +33,9 @@ pub struct Buildah {
     settings: Arc<BuildSettings>,
     /// Registries pulled from without TLS verification besides loopback ones.
     insecure_registries: Arc<Vec<String>>,
+    /// kiln's own registry (`host[:port]`) and who pulls from it: an external registry need not
+    /// take anonymous pulls of the bases and images kiln keeps there.
+    own_registry: Option<Arc<(String, Credentials)>>,
     /// The containment, found on first use and shared by clones.
     sandbox: Arc<tokio::sync::OnceCell<Result<Arc<Sandbox>, Arc<SandboxError>>>>,
     /// kiln's own image storage; buildah's default (shared with the host's other users of
@@ -142,6 +145,7 @@ impl Buildah {
             isolation: settings.isolation,
             settings: Arc::new(settings.clone()),
             insecure_registries: Arc::new(Vec::new()),
+            own_registry: None,
             sandbox: Arc::default(),
             storage: None,
             storage_lock: Arc::default(),
@@ -160,6 +164,23 @@ impl Buildah {
     /// from loopback ones.
     pub fn with_insecure_registries(mut self, registries: &[String]) -> Self {
         self.insecure_registries = Arc::new(registries.to_vec());
+        self
+    }
+
+    /// This runner, pulling from kiln's own registry `host` as `credentials`, and without TLS
+    /// verification when `insecure` (a plain-HTTP registry).
+    pub fn with_own_registry(
+        mut self,
+        host: &str,
+        credentials: Credentials,
+        insecure: bool,
+    ) -> Self {
+        if insecure && !self.insecure_registries.iter().any(|h| h == host) {
+            let mut registries = self.insecure_registries.to_vec();
+            registries.push(host.to_owned());
+            self.insecure_registries = Arc::new(registries);
+        }
+        self.own_registry = Some(Arc::new((host.to_owned(), credentials)));
         self
     }
 
@@ -214,14 +235,26 @@ impl Buildah {
         platform: Platform,
         log: &mut impl FnMut(&str),
     ) -> Result<(), BuildahError> {
-        let args = [
+        let mut args = vec![
             "pull".to_owned(),
             "--policy=always".to_owned(),
             "--quiet".to_owned(),
             format!("--platform={platform}"),
             format!("--tls-verify={}", !self.insecure_source(image)),
-            image.to_owned(),
         ];
+        // kiln's registry's credential goes in a private auth file, as for pushes.
+        let scratch = tempfile::tempdir().map_err(|source| BuildahError::Io {
+            what: "cannot create a temporary directory for `buildah pull`".into(),
+            source,
+        })?;
+        if let Some((host, credentials)) = self.own_registry.as_deref()
+            && registry_host(image) == host
+        {
+            let auth_file = scratch.path().join("auth.json");
+            write_auth_file(&auth_file, host, credentials)?;
+            args.push(format!("--authfile={}", auth_file.display()));
+        }
+        args.push(image.to_owned());
         self.run("pull", self.command(), None, &args, |line| log(line))
             .await
     }

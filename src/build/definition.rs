@@ -256,7 +256,7 @@ impl DefinitionBuilder {
             .contexts
             .unpack(&request.user, hex, context)
             .await
-            .map_err(|err| Failure::refused(err.to_string()))?;
+            .map_err(|err| Failure::refused(crate::error_chain(&err)))?;
         log.line(format!(
             "unpacked the build context {digest}: {unpacked} files"
         ))

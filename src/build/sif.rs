@@ -318,8 +318,10 @@ pub(super) async fn push_sif(
     Ok(PushedSif {
         manifest: manifest.descriptor(),
         manifest_digest: manifest.digest,
+        // The repository lets kiln read the blob from an external registry, which keeps blobs
+        // per repository; the embedded registry, which reads by digest alone, ignores it.
         download_url: crate::registry::blob_download_path(&sif_digest)
-            .map(|path| format!("{public_url}{path}")),
+            .map(|path| format!("{public_url}{path}?repository={repository}")),
     })
 }
 

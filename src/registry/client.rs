@@ -36,6 +36,9 @@ pub struct RegistryClient {
     client: Client,
     registry: String,
     auth: RegistryAuth,
+    /// For the one call oci-client lacks (deleting a manifest), and how to reach the host.
+    http: reqwest::Client,
+    plain_http: bool,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -116,10 +119,19 @@ impl RegistryClient {
             }
             Auth::Bearer(token) => RegistryAuth::Bearer(token.expose().to_owned()),
         };
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| ClientError::Setup {
+                registry: registry.to_owned(),
+                source: OciDistributionError::GenericError(Some(err.to_string())),
+            })?;
         Ok(RegistryClient {
             client,
             registry: registry.to_owned(),
             auth,
+            http,
+            plain_http,
         })
     }
 
@@ -442,6 +454,105 @@ impl RegistryClient {
             .into_iter()
             .map(|entry| entry.digest)
             .collect())
+    }
+
+    /// Deletes the manifest `digest` of `repository` (and so the tags pointing at it); false
+    /// when there is none. oci-client has no call for this, so it is one plain `DELETE`, with
+    /// the Bearer token oci-client obtained when the registry issues them, else Basic.
+    pub async fn delete_manifest(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<bool, ClientError> {
+        let reference = self.at_digest(repository, digest);
+        let failed = |message: String| ClientError::Registry {
+            operation: "deleting manifest",
+            target: self.target(repository, digest),
+            source: OciDistributionError::GenericError(Some(message)),
+        };
+        let token = self
+            .client
+            .auth(&reference, &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(|source| ClientError::Registry {
+                operation: "authenticating for",
+                target: reference.whole(),
+                source,
+            })?;
+        let scheme = if self.plain_http { "http" } else { "https" };
+        let url = format!(
+            "{scheme}://{}/v2/{repository}/manifests/{digest}",
+            self.registry
+        );
+        let request = self.http.delete(&url);
+        let request = match (token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
+            (None, RegistryAuth::Anonymous) => request,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|err| failed(err.to_string()))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                Err(failed(format!("the registry answered {status}: {body}")))
+            }
+        }
+    }
+
+    /// The tags of `repository`; none when it does not exist.
+    pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, ClientError> {
+        let reference = self.tagged(repository, "latest");
+        self.authenticate(&reference, RegistryOperation::Pull)
+            .await?;
+        match self
+            .client
+            .list_tags(&reference, &self.auth, None, None)
+            .await
+        {
+            Ok(response) => Ok(response.tags),
+            Err(err) if is_not_found(&err) => Ok(Vec::new()),
+            Err(source) => Err(ClientError::Registry {
+                operation: "listing tags of",
+                target: format!("{}/{repository}", self.registry),
+                source,
+            }),
+        }
+    }
+
+    /// The registry's repositories whose names start with `prefix`, from its catalog.
+    pub async fn repositories(&self, prefix: &str) -> Result<Vec<String>, ClientError> {
+        /// Repositories asked for per page.
+        const PAGE: usize = 1000;
+        let reference = self.tagged("catalog", "latest");
+        let mut found = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .catalog(&reference, &self.auth, Some(PAGE), last.as_deref())
+                .await
+                .map_err(|source| ClientError::Registry {
+                    operation: "listing the repositories of",
+                    target: self.registry.clone(),
+                    source,
+                })?;
+            let full = page.repositories.len() >= PAGE;
+            last = page.repositories.last().cloned();
+            found.extend(
+                page.repositories
+                    .into_iter()
+                    .filter(|name| name.starts_with(prefix)),
+            );
+            if !full || last.is_none() {
+                return Ok(found);
+            }
+        }
     }
 
     /// Blob `digest` of `repository` as a stream checked against its digest, or `None` when the

@@ -365,6 +365,99 @@ impl Images {
     }
 }
 
+impl Images {
+    /// Stores manifest `bytes` of `media_type` in `repository` at `reference` (a tag, or its
+    /// own digest) and returns its digest.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<String, ImagesError> {
+        match &self.registry {
+            Registry::Embedded(registry) => {
+                let pushed = registry
+                    .storage()
+                    .put_manifest(
+                        repository,
+                        &Reference::parse(reference)?,
+                        Some(media_type),
+                        &bytes,
+                    )
+                    .await?;
+                Ok(pushed.digest.to_string())
+            }
+            Registry::Remote(client) => Ok(client
+                .push_manifest(repository, reference, bytes, media_type)
+                .await?),
+        }
+    }
+
+    /// Deletes the manifest `digest` of `repository` with its tags, so that garbage collection
+    /// may take what only it kept; false when there is none.
+    pub async fn delete_manifest(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<bool, ImagesError> {
+        match &self.registry {
+            Registry::Embedded(registry) => {
+                let reference = Reference::Digest(digest.clone());
+                match registry
+                    .storage()
+                    .delete_manifest(repository, &reference)
+                    .await
+                {
+                    Ok(()) => Ok(true),
+                    Err(err) if is_absent(&err) => Ok(false),
+                    Err(err) => Err(ImagesError::Embedded(err)),
+                }
+            }
+            Registry::Remote(client) => Ok(client
+                .delete_manifest(repository, &digest.to_string())
+                .await?),
+        }
+    }
+
+    /// The tags of `repository`; none when it does not exist.
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, ImagesError> {
+        match &self.registry {
+            Registry::Embedded(registry) => match registry.storage().list_tags(repository).await {
+                Ok(tags) => Ok(tags),
+                Err(err) if is_absent(&err) => Ok(Vec::new()),
+                Err(err) => Err(ImagesError::Embedded(err)),
+            },
+            Registry::Remote(client) => Ok(client.list_tags(repository).await?),
+        }
+    }
+
+    /// The repositories whose names start with `prefix` (`kiln/contexts/`).
+    pub async fn repositories(&self, prefix: &str) -> Result<Vec<String>, ImagesError> {
+        match &self.registry {
+            Registry::Embedded(registry) => {
+                let root = registry.storage().root().join("repositories");
+                let names = tokio::task::spawn_blocking(move || {
+                    super::gc::repositories(&root)
+                        .into_iter()
+                        .filter_map(|path| {
+                            let name = path.strip_prefix(&root).ok()?.to_str()?.to_owned();
+                            Some(name)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|err| ImagesError::Embedded(RegistryError::Internal(err.to_string())))?;
+                Ok(names
+                    .into_iter()
+                    .filter(|name| name.starts_with(prefix))
+                    .collect())
+            }
+            Registry::Remote(client) => Ok(client.repositories(prefix).await?),
+        }
+    }
+}
+
 /// Reads a blob's first `len` bytes, or `None` when it is shorter.
 pub async fn read_head(blob: &mut OpenBlob, len: usize) -> Option<Vec<u8>> {
     use tokio::io::AsyncReadExt as _;

@@ -23,7 +23,16 @@ use std::time::Duration;
 /// The user name of kiln's own builders.
 pub const BUILDER_USER: &str = "kiln-builder";
 
-pub use server::{blob_download_path, router};
+pub use server::{blob_download_path, parse_download_path, router};
+
+/// The repositories of users' build contexts (`kiln/contexts/<user>`): kiln's builders and
+/// operators alone read them, whichever registry holds them.
+pub const CONTEXT_REPOSITORIES: &str = "kiln/contexts/";
+
+/// Whether repository `name` holds users' build contexts (see [`CONTEXT_REPOSITORIES`]).
+pub fn is_private(name: &str) -> bool {
+    name.starts_with(CONTEXT_REPOSITORIES)
+}
 
 /// The library entity of kiln itself (and of operators).
 pub const LIBRARY_OPERATOR: &str = "library";

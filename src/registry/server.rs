@@ -65,7 +65,7 @@ pub fn blob_download_path(digest: &str) -> Option<String> {
 /// The digest a download path names: `sha256/<aa>/<hex>/data` (after `/blobs/`), where `aa`
 /// repeats the first two digits of `hex` as in docker/distribution's layout. Anything else names
 /// no blob.
-fn parse_download_path(rest: &str) -> Option<Digest> {
+pub fn parse_download_path(rest: &str) -> Option<Digest> {
     let mut parts = rest.split('/');
     let (Some("sha256"), Some(prefix), Some(hex), Some("data"), None) = (
         parts.next(),
@@ -208,6 +208,21 @@ async fn handle(state: RegistryState, req: Request) -> Result<Response> {
             err
         }
     })?;
+    let builder_or_operator = matches!(
+        &access,
+        Access::Write {
+            role: auth::Role::Builder | auth::Role::Operator,
+            ..
+        }
+    );
+    if super::is_private(route.name()) && !builder_or_operator {
+        // Users' build contexts: not there, to anyone else.
+        drain(body).await;
+        return Err(RegistryError::new(
+            ErrorCode::NameUnknown,
+            format!("repository {} unknown", route.name()),
+        ));
+    }
     if let Access::Write { user, role } = &access
         && !reading
         && let Err(err) = may_write(route.name(), user, *role)

@@ -34,7 +34,7 @@ async fn start(open_signup: bool) -> TestApp {
 }
 
 /// A SIF for `arch` whose root file system holds `/hello` with `text`, and its sha256 (hex).
-async fn sif(arch: SifArch, text: &str) -> (Vec<u8>, String) {
+pub(crate) async fn sif(arch: SifArch, text: &str) -> (Vec<u8>, String) {
     sized_sif(arch, text, 0).await
 }
 
@@ -85,14 +85,14 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// An HTTP client of one kiln, with or without a token.
-struct Client<'a> {
+pub(crate) struct Client<'a> {
     app: &'a TestApp,
     http: reqwest::Client,
     token: Option<String>,
 }
 
 impl<'a> Client<'a> {
-    fn new(app: &'a TestApp, token: Option<&str>) -> Self {
+    pub(crate) fn new(app: &'a TestApp, token: Option<&str>) -> Self {
         Client {
             app,
             http: reqwest::Client::new(),
@@ -193,7 +193,7 @@ fn token_in(html: &str) -> String {
 }
 
 /// A token for `user`, from the page.
-async fn signup(app: &TestApp, user: &str) -> String {
+pub(crate) async fn signup(app: &TestApp, user: &str) -> String {
     let (status, cache, html) = token_form(app, &[("user", user)]).await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert_eq!(cache.as_deref(), Some("no-store"));
@@ -362,14 +362,20 @@ async fn closed_signup_needs_an_operator() {
 }
 
 /// The ids `singularity push` learns on the way.
-struct Pushed {
+pub(crate) struct Pushed {
     container: String,
     image: String,
 }
 
 /// `singularity push <file> library://<reference>:<tag>` for `arch`, call for call as the
 /// library client makes them with API 2.0.0-alpha.2 (v2 single-part upload, v2 tags).
-async fn push(client: &Client<'_>, reference: &str, tag: &str, file: &[u8], arch: &str) -> Pushed {
+pub(crate) async fn push(
+    client: &Client<'_>,
+    reference: &str,
+    tag: &str,
+    file: &[u8],
+    arch: &str,
+) -> Pushed {
     let [entity, collection, container] = reference.split('/').collect::<Vec<_>>()[..] else {
         panic!("entity/collection/container: {reference}");
     };
@@ -514,7 +520,12 @@ async fn push(client: &Client<'_>, reference: &str, tag: &str, file: &[u8], arch
 }
 
 /// `singularity pull library://<reference>:<tag>` for `arch`: the image record, then the file.
-async fn pull(app: &TestApp, reference: &str, tag: &str, arch: &str) -> (Value, Vec<u8>) {
+pub(crate) async fn pull(
+    app: &TestApp,
+    reference: &str,
+    tag: &str,
+    arch: &str,
+) -> (Value, Vec<u8>) {
     let client = Client::new(app, None);
     let (status, body) = client
         .get(&format!("/v1/images/{reference}:{tag}?arch={arch}"))

@@ -13,6 +13,7 @@ mod base;
 mod cli;
 mod containerfile;
 mod debian;
+mod external_registry;
 mod first_run;
 mod http;
 mod library;

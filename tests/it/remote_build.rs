@@ -44,12 +44,12 @@ async fn start() -> (TestApp, String) {
 }
 
 /// Gets a token from the `/auth/tokens` page, as a user would.
-async fn token_for(app: &TestApp, user: &str) -> String {
+pub(crate) async fn token_for(app: &TestApp, user: &str) -> String {
     signup_token(&app.url("/auth/tokens"), user).await
 }
 
 /// The files the client's directory holds for [`definition`]'s `%files`.
-fn write_client_files(dir: &Path) {
+pub(crate) fn write_client_files(dir: &Path) {
     std::fs::write(dir.join("greeting.txt"), "hello from the client\n").expect("write");
     std::fs::create_dir_all(dir.join("scripts/lib")).expect("mkdir");
     std::fs::write(dir.join("scripts/lib/hello.sh"), "echo hello\n").expect("write");
@@ -58,7 +58,7 @@ fn write_client_files(dir: &Path) {
 /// The definition every build here starts from: kiln's Debian base, `%files` copies from the
 /// client's directory (a file; a directory into an existing directory, where SingularityCE's
 /// `cp -r` nests it, and to a new path), and the sections kiln writes into the SIF.
-fn definition(app: &TestApp, post: &str) -> String {
+pub(crate) fn definition(app: &TestApp, post: &str) -> String {
     format!(
         "Bootstrap: docker\n\
          From: {}/{BASE_REPOSITORY}:{DEBIAN_TAG}\n\
@@ -92,7 +92,7 @@ fn scs_build(app: &TestApp, dir: &Path, token: &str, args: &[&str]) -> Command {
     command
 }
 
-fn text(output: &Output) -> (String, String) {
+pub(crate) fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -112,7 +112,7 @@ fn run(command: &mut Command) -> String {
 }
 
 /// The root file system of `sif`, unpacked as the runtime would mount it, in `<dir>/root`.
-fn unpack(sif: &Path) -> tempfile::TempDir {
+pub(crate) fn unpack(sif: &Path) -> tempfile::TempDir {
     let data = std::fs::read(sif).expect("read the SIF");
     let squashfs_at = data
         .windows(4)

@@ -10,8 +10,9 @@
 //!
 //! A definition is checked when submitted, as the builder checks it, and its `From:` registry
 //! with [`check_base_images`]: one that could only fail costs no build and no allowance. Build
-//! contexts are checked before they are kept ([`crate::build::contexts::check_context`]) and belong to the user who
-//! uploaded them: kept under that user's directory, found and deleted only by them.
+//! contexts are checked before they are kept ([`crate::build::contexts::check_context`]) and
+//! belong to the user who uploaded them: kept in that user's repository of the registry, found
+//! and deleted only by them, fetched by digest by whichever worker runs the build.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -208,7 +209,11 @@ async fn submit_build(
     let context = match body.context_digest.as_deref().filter(|d| !d.is_empty()) {
         Some(digest) => {
             let hex = context_hex(digest)?;
-            if !build_contexts(state).exists(&user.name, hex).await {
+            let uploaded = build_contexts(state)
+                .exists(&user.name, hex)
+                .await
+                .map_err(|err| ApiError::internal(&err))?;
+            if !uploaded {
                 return Err(ApiError::bad_request(format!(
                     "contextDigest {digest}: no such build context was uploaded"
                 )));
@@ -549,7 +554,10 @@ async fn start_context_upload(
     }
     let mut response = Json(json!({"data": {}})).into_response();
     // Without a Location the client takes the context as already here.
-    let present = build_contexts(&state).exists(&user.name, hex).await;
+    let present = build_contexts(&state)
+        .exists(&user.name, hex)
+        .await
+        .map_err(|err| ApiError::internal(&err))?;
     if !present {
         let ticket = state.contexts.issue(&user.name, hex, announced.size);
         let location = format!(
@@ -601,7 +609,9 @@ async fn receive_context(state: &AppState, ticket: &Ticket, body: Body) -> Resul
                 | ReceiveError::LargerThanAnnounced { .. }
                 | ReceiveError::NotAnnounced { .. } => StatusCode::BAD_REQUEST,
                 ReceiveError::Refused(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                ReceiveError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ReceiveError::Store(_) | ReceiveError::Registry(_) => {
+                    return ApiError::internal(&err);
+                }
             };
             ApiError::new(status, err.to_string())
         })
@@ -622,10 +632,7 @@ async fn delete_context(
             StatusCode::NOT_FOUND,
             format!("there is no build context {digest}"),
         )),
-        Err(err) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot delete the build context: {err}"),
-        )),
+        Err(err) => Err(ApiError::internal(&err)),
     }
 }
 
@@ -643,9 +650,10 @@ fn context_hex(digest: &str) -> Result<&str, ApiError> {
         })
 }
 
-/// The build contexts, whose files only [`BuildContexts`] knows.
+/// The build contexts, in the registry kiln keeps its images in; only [`BuildContexts`] knows
+/// how.
 fn build_contexts(state: &AppState) -> BuildContexts {
-    BuildContexts::new(state.config.build_contexts_dir())
+    BuildContexts::new(state.image_store.clone(), state.config.build_contexts_dir())
 }
 
 #[cfg(test)]
