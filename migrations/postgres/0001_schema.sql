@@ -1,11 +1,13 @@
--- kiln's schema on PostgreSQL: the tables of migrations/sqlite/0001–0007 as they stand after
--- 0007, in PostgreSQL's own types (timestamptz, bigint, boolean). Lists (platforms, outputs,
--- python_metadata) stay JSON text, as the store reads and writes them whole.
+-- kiln's schema on PostgreSQL: the tables of migrations/sqlite/0001–0008 as they stand after
+-- 0008, in PostgreSQL's own types (timestamptz, bigint, boolean). Lists the store reads and
+-- writes whole (outputs, python_metadata) stay JSON text.
 
--- One row per build attempt. `kind` says which job `request` holds; `worker` holds a BUILDING
--- build while `lease_until` lies ahead. `owner_token` is sha256 (hex) of the submitter's token,
--- `claims` how often a worker took the build. `log_chunks` and `log_bytes` count the build's log
--- (`build_logs`): an append bumps them on this row, whose lock orders concurrent appends.
+-- One row per build attempt. `platforms` is canonical, sorted and comma joined
+-- (`linux/amd64,linux/arm64`): what a worker's claim matches. `kind` says which job `request`
+-- holds; `worker` holds a BUILDING build while `lease_until` lies ahead. `owner_token` is sha256
+-- (hex) of the submitter's token, `claims` how often a worker took the build. `log_chunks` and
+-- `log_bytes` count the build's log (`build_logs`): an append bumps them on this row, whose lock
+-- orders concurrent appends.
 CREATE TABLE builds (
     id                TEXT        PRIMARY KEY,
     key               TEXT        NOT NULL,
@@ -142,6 +144,23 @@ CREATE TABLE package_layers (
     uncompressed_size BIGINT NOT NULL,
     python_metadata   TEXT   NOT NULL,
     license           TEXT
+);
+
+-- One row per new build charged to a client's daily allowance, inserted in the transaction that
+-- creates the build. Rows older than a day count for nothing and are deleted as clients submit.
+CREATE TABLE allowance_charges (
+    client     TEXT        NOT NULL,
+    build_id   TEXT        NOT NULL,
+    charged_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX allowance_charges_by_client ON allowance_charges (client, charged_at);
+CREATE INDEX allowance_charges_by_time ON allowance_charges (charged_at);
+
+-- Where each layer blob kiln pushed lives (the repository first pushed to), so a push of the
+-- same layer to another repository mounts it instead of uploading it again, on any node.
+CREATE TABLE layer_homes (
+    digest     TEXT PRIMARY KEY,
+    repository TEXT NOT NULL
 );
 
 -- One row that the health check rewrites: a write that changes nothing, so a read-only or

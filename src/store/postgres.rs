@@ -3,24 +3,30 @@
 //! The SQL follows the SQLite store's statement for statement; where PostgreSQL runs statements
 //! side by side (SQLite never does), the differences are said where they are made: claims skip
 //! rows other claimers hold (`FOR UPDATE SKIP LOCKED`), log appends take their sequence number
-//! from the build's row, whose lock orders them, and migrations run under sqlx's advisory lock
-//! so nodes starting together migrate once.
+//! from the build's row, whose lock orders them, charged submits queue on an advisory lock per
+//! client, and migrations run under sqlx's advisory lock so nodes starting together migrate
+//! once. Every node hears of new builds, log appends and finished builds by `LISTEN/NOTIFY`:
+//! each write notifies in its own transaction, so a listener hears only what was committed.
 
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Row, SqlSafeStr};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row, SqlSafeStr};
+use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    ArchTag, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest, ImageKey, LOG_PAGE,
-    LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice, NewBuild,
-    PackageLayer, Store, StoreError, Submitted, Submitter, build_id,
+    Allowance, ArchTag, BuildEvent, BuildOutcome, BuildRecord, BuildStatus, ContainerRequest,
+    ImageKey, LOG_PAGE, LibraryImage, LibraryItem, LibraryKey, LibraryLevel, LibraryPath, LogSlice,
+    NewBuild, PackageLayer, Store, StoreError, Submitted, Submitter, WorkerScope, build_id,
+    platforms_column,
 };
-use crate::spec::{BuildJob, BuildKind};
+use crate::spec::BuildJob;
 
 /// How often `submit` re-reads after losing an insert race, as in the SQLite store.
 const SUBMIT_TRIES: usize = 3;
@@ -33,11 +39,26 @@ const MAX_CONNECTIONS: u32 = 16;
 /// How long a store call waits for a free connection before it fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The notification channel of build events; payloads are `<event>:<build id>` (see
+/// [`event_payload`]).
+const EVENTS_CHANNEL: &str = "kiln_build_events";
+
+/// Events kept for receivers that have not read them yet; one that falls further behind is told
+/// it lagged and reads the store instead.
+const EVENT_BACKLOG: usize = 1024;
+
+/// The window an [`Allowance`] covers.
+const ALLOWANCE_WINDOW: TimeDelta = TimeDelta::days(1);
+
 /// Builds, logs, requests and the library in a PostgreSQL database; cheap to clone (shares one
-/// pool).
+/// pool and one listening connection).
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// What the listener hears, for [`Store::events`].
+    events: broadcast::Sender<BuildEvent>,
+    /// Dropped with the last clone, which stops the listener and frees its connection.
+    _listening: Arc<oneshot::Sender<()>>,
 }
 
 impl PostgresStore {
@@ -54,7 +75,104 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        Ok(Self { pool })
+        // Listening starts before the store is handed out, so a subscriber hears every write
+        // committed after `open` returns.
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let events = broadcast::channel(EVENT_BACKLOG).0;
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(forward_events(listener, events.clone(), stopped));
+        Ok(Self {
+            pool,
+            events,
+            _listening: Arc::new(stop),
+        })
+    }
+
+    /// One try of [`Store::submit_charged`]: `Ok(None)` when another submitter's insert of the
+    /// same key (or attempt) won, so the next try joins it.
+    async fn try_submit(
+        &self,
+        new: &NewBuild,
+        by: &Submitter,
+        allowance: Option<&Allowance>,
+    ) -> Result<Option<Submitted>, StoreError> {
+        let key = new.key.as_str();
+        let mut tx = self.pool.begin().await?;
+        if let Some(allowance) = allowance {
+            // Submits charged to one client take turns (until commit), so two never both see
+            // the last build left; other clients' submits do not wait.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(&allowance.client)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let active = sqlx::query("SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = active {
+            return Ok(Some(Submitted {
+                build: decode(&row)?,
+                created: false,
+            }));
+        }
+        let now = now();
+        if let Some(allowance) = allowance {
+            charge_allowance(&mut tx, allowance, now).await?;
+        }
+        let last: Option<i32> =
+            sqlx::query_scalar("SELECT MAX(attempt) FROM builds WHERE key = $1")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+        let attempt = u32::try_from(last.unwrap_or(0)).unwrap_or(0) + 1;
+        // A concurrent submitter's insert (maybe on another node) makes this one conflict on the
+        // one-active-build index or on (key, attempt): nothing is inserted, the transaction is
+        // dropped (rolling back the charge), and the next try finds the winner.
+        let inserted = sqlx::query(
+            "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
+                                 containerfile, environment, status, created_at,
+                                 owner_token, submitter_address, kind)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13)
+             ON CONFLICT DO NOTHING
+             RETURNING *",
+        )
+        .bind(build_id(key, attempt))
+        .bind(key)
+        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+        .bind(new.image.to_string())
+        .bind(new.job.format().as_str())
+        .bind(platforms_column(&new.job.platforms()))
+        .bind(new.job.to_json())
+        .bind(&new.containerfile)
+        .bind(&new.environment)
+        .bind(now)
+        .bind(&by.token_hash)
+        .bind(&by.address)
+        .bind(new.job.kind().as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = inserted else {
+            return Ok(None);
+        };
+        let build = decode(&row)?;
+        if let Some(allowance) = allowance {
+            sqlx::query(
+                "INSERT INTO allowance_charges (client, build_id, charged_at) VALUES ($1, $2, $3)",
+            )
+            .bind(&allowance.client)
+            .bind(&build.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        notify(&mut tx, &BuildEvent::Submitted(build.id.clone())).await?;
+        tx.commit().await?;
+        Ok(Some(Submitted {
+            build,
+            created: true,
+        }))
     }
 
     async fn fetch(&self, sql: &'static str, arg: &str) -> Result<Option<BuildRecord>, StoreError> {
@@ -134,66 +252,48 @@ macro_rules! select_container {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn submit_as(&self, new: NewBuild, by: &Submitter) -> Result<Submitted, StoreError> {
-        let key = new.key.as_str();
-        let platforms = serde_json::to_string(&new.job.platforms()).expect("platforms serialize");
+    async fn submit_charged(
+        &self,
+        new: NewBuild,
+        by: &Submitter,
+        allowance: Option<&Allowance>,
+    ) -> Result<Submitted, StoreError> {
+        let allowance = allowance.filter(|allowance| allowance.per_day > 0);
         for _ in 0..SUBMIT_TRIES {
-            let active = "SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'";
-            if let Some(build) = self.fetch(active, key).await? {
-                return Ok(Submitted {
-                    build,
-                    created: false,
-                });
-            }
-            let last: Option<i32> =
-                sqlx::query_scalar("SELECT MAX(attempt) FROM builds WHERE key = $1")
-                    .bind(key)
-                    .fetch_one(&self.pool)
-                    .await?;
-            let attempt = u32::try_from(last.unwrap_or(0)).unwrap_or(0) + 1;
-            // A concurrent submitter's insert (maybe on another node) makes this one conflict
-            // on the one-active-build index or on (key, attempt): nothing is inserted, and the
-            // next try finds the winner.
-            let inserted = sqlx::query(
-                "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
-                                     containerfile, environment, status, created_at,
-                                     owner_token, submitter_address, kind)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13)
-                 ON CONFLICT DO NOTHING
-                 RETURNING *",
-            )
-            .bind(build_id(key, attempt))
-            .bind(key)
-            .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-            .bind(new.image.to_string())
-            .bind(new.job.format().as_str())
-            .bind(&platforms)
-            .bind(new.job.to_json())
-            .bind(&new.containerfile)
-            .bind(&new.environment)
-            .bind(now())
-            .bind(&by.token_hash)
-            .bind(&by.address)
-            .bind(new.job.kind().as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = inserted {
-                return Ok(Submitted {
-                    build: decode(&row)?,
-                    created: true,
-                });
+            if let Some(submitted) = self.try_submit(&new, by, allowance).await? {
+                return Ok(submitted);
             }
         }
-        // Builds of this key were created and finished faster than this loop could look.
-        let active = "SELECT * FROM builds WHERE key = $1 ORDER BY attempt DESC LIMIT 1";
-        let build = self
-            .fetch(active, key)
-            .await?
-            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
-        Ok(Submitted {
-            build,
-            created: false,
-        })
+        // Only reachable when builds of the key finish as fast as they are created.
+        Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "submitting a build of {} lost {SUBMIT_TRIES} races in a row",
+            new.key.as_str()
+        ))))
+    }
+
+    fn events(&self) -> broadcast::Receiver<BuildEvent> {
+        self.events.subscribe()
+    }
+
+    async fn layer_home(&self, digest: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT repository FROM layer_homes WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_layer_home(&self, digest: &str, repository: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO layer_homes (digest, repository) VALUES ($1, $2)
+             ON CONFLICT (digest) DO UPDATE SET repository = excluded.repository",
+        )
+        .bind(digest)
+        .bind(repository)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn submitter(&self, id: &str) -> Result<Option<Submitter>, StoreError> {
@@ -280,22 +380,27 @@ impl Store for PostgresStore {
     async fn claim_next(
         &self,
         worker: &str,
-        kinds: &[BuildKind],
+        scope: &WorkerScope,
         lease: Duration,
     ) -> Result<Option<BuildRecord>, StoreError> {
         // The pick locks its row and skips rows other claimers have locked, so claimers on any
         // node never wait on one another nor take the same build. A row changed by a claim that
         // committed in between is re-checked against the pick's WHERE (READ COMMITTED), and the
         // outer WHERE repeats the status test for the same reason as in the SQLite store.
-        // BUILDING rows without a lease never expire.
+        // BUILDING rows without a lease never expire. A build is in the worker's scope when
+        // its kind is and its platforms (canonical, comma joined) are all among the worker's;
+        // a worker naming no platforms takes any.
         let now = now();
-        let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+        let kinds: Vec<&str> = scope.kinds.iter().map(|kind| kind.as_str()).collect();
+        let platforms: Vec<&str> = scope.platforms.iter().map(|p| p.as_str()).collect();
         let row = sqlx::query(
             "UPDATE builds SET status = 'BUILDING', worker = $1, lease_until = $2, started_at = $3,
                                claims = claims + 1
              WHERE id = (SELECT id FROM builds
                          WHERE (status = 'PENDING' OR (status = 'BUILDING' AND lease_until < $3))
                            AND kind = ANY($4)
+                           AND (cardinality($5::text[]) = 0
+                                OR string_to_array(platforms, ',') <@ $5::text[])
                          ORDER BY created_at, id
                          LIMIT 1
                          FOR UPDATE SKIP LOCKED)
@@ -306,6 +411,7 @@ impl Store for PostgresStore {
         .bind(lease_end(now, lease))
         .bind(now)
         .bind(kinds)
+        .bind(platforms)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(decode).transpose()
@@ -343,6 +449,7 @@ impl Store for PostgresStore {
             BuildOutcome::Failed { reason } => (false, Some(reason), None, Vec::new(), None),
         };
         let outputs = serde_json::to_string(&outputs).expect("outputs serialize");
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE builds SET status = 'DONE', succeeded = $2, reason = $3, finished_at = $4,
                                digest = $5, outputs = $6, conda_lock = $7, lease_until = NULL
@@ -356,18 +463,22 @@ impl Store for PostgresStore {
         .bind(digest)
         .bind(outputs)
         .bind(lock)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        match row {
-            Some(row) => decode(&row),
-            None => Err(self.refused(id, BuildStatus::Done).await),
-        }
+        let Some(row) = row else {
+            drop(tx);
+            return Err(self.refused(id, BuildStatus::Done).await);
+        };
+        notify(&mut tx, &BuildEvent::Finished(id.to_owned())).await?;
+        tx.commit().await?;
+        decode(&row)
     }
 
     async fn append_log(&self, id: &str, chunk: &str) -> Result<u64, StoreError> {
-        // One statement: the UPDATE locks the build's row, so a concurrent append (another
-        // worker thread, another node) waits for this one to commit and then counts on from
-        // what it wrote. No row updated: there is no such build.
+        // One statement (one round trip per log line): the UPDATE locks the build's row, so a
+        // concurrent append (another worker thread, another node) waits for this one to commit
+        // and then counts on from what it wrote; the notification, made for the inserted row
+        // only, goes out with the commit. No row updated: there is no such build.
         let end: Option<i64> = sqlx::query_scalar(
             "WITH counted AS (
                  UPDATE builds SET log_chunks = log_chunks + 1, log_bytes = log_bytes + $2
@@ -375,11 +486,13 @@ impl Store for PostgresStore {
                  RETURNING log_chunks, log_bytes)
              INSERT INTO build_logs (build_id, seq, end_offset, chunk)
              SELECT $1, log_chunks, log_bytes, $3 FROM counted
-             RETURNING end_offset",
+             RETURNING end_offset, pg_notify($4, $5)",
         )
         .bind(id)
         .bind(i64::try_from(chunk.len()).expect("chunk fits in memory"))
         .bind(chunk)
+        .bind(EVENTS_CHANNEL)
+        .bind(event_payload(&BuildEvent::Log(id.to_owned())))
         .fetch_optional(&self.pool)
         .await?;
         match end {
@@ -822,6 +935,113 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+/// Counts `allowance`'s charges of the last day in `tx` (which holds the client's lock) and
+/// refuses a new build when they are spent; drops charges that have aged out, everyone's, so
+/// the table holds about a day of new builds.
+async fn charge_allowance(
+    tx: &mut PgConnection,
+    allowance: &Allowance,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let window_start = now - ALLOWANCE_WINDOW;
+    // Rows another submit is deleting are left to it: nobody waits, no two deletes deadlock.
+    sqlx::query(
+        "DELETE FROM allowance_charges WHERE ctid IN (
+             SELECT ctid FROM allowance_charges WHERE charged_at <= $1
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(window_start)
+    .execute(&mut *tx)
+    .await?;
+    let (used, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT COUNT(*), MIN(charged_at) FROM allowance_charges
+         WHERE client = $1 AND charged_at > $2",
+    )
+    .bind(&allowance.client)
+    .bind(window_start)
+    .fetch_one(&mut *tx)
+    .await?;
+    if used < i64::from(allowance.per_day) {
+        return Ok(());
+    }
+    let retry_after = (oldest.unwrap_or(now) + ALLOWANCE_WINDOW - now)
+        .to_std()
+        .unwrap_or_default()
+        .max(Duration::from_secs(1));
+    Err(StoreError::AllowanceSpent {
+        client: allowance.client.clone(),
+        retry_after,
+    })
+}
+
+/// Queues `event` for every listener; PostgreSQL sends it when `tx` commits, and never if it
+/// rolls back.
+async fn notify(tx: &mut PgConnection, event: &BuildEvent) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(EVENTS_CHANNEL)
+        .bind(event_payload(event))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// How an event is written in a notification: `submitted:`, `log:` or `finished:`, then the
+/// build id (ids have no colon, and are far below NOTIFY's 8000 bytes).
+fn event_payload(event: &BuildEvent) -> String {
+    let kind = match event {
+        BuildEvent::Submitted(_) => "submitted",
+        BuildEvent::Log(_) => "log",
+        BuildEvent::Finished(_) => "finished",
+    };
+    format!("{kind}:{}", event.build_id())
+}
+
+/// The event a notification's payload tells of; `None` for a payload kiln did not write.
+fn parse_event(payload: &str) -> Option<BuildEvent> {
+    let (kind, id) = payload.split_once(':')?;
+    let id = id.to_owned();
+    match kind {
+        "submitted" => Some(BuildEvent::Submitted(id)),
+        "log" => Some(BuildEvent::Log(id)),
+        "finished" => Some(BuildEvent::Finished(id)),
+        _ => None,
+    }
+}
+
+/// Hands what `listener` hears to `events` until `stop` is dropped. A lost connection is
+/// reconnected (by the listener) and said in the log: what was notified in between is missed,
+/// which waiters and followers make up for by polling.
+async fn forward_events(
+    mut listener: PgListener,
+    events: broadcast::Sender<BuildEvent>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let received = tokio::select! {
+            _ = &mut stop => return,
+            received = listener.try_recv() => received,
+        };
+        match received {
+            Ok(Some(notification)) => match parse_event(notification.payload()) {
+                // Nobody subscribed is no error.
+                Some(event) => drop(events.send(event)),
+                None => tracing::warn!(
+                    payload = notification.payload(),
+                    "ignoring a build event notification kiln did not write"
+                ),
+            },
+            Ok(None) => tracing::warn!(
+                "the database connection that listens for build events was lost; \
+                 reconnected, events in between are missed"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for build events; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 
