@@ -56,6 +56,11 @@ impl SigningKey {
         }
     }
 
+    /// The key's bytes, for a signature of another shape (form tokens sign a cookie in hex).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.key.as_slice()
+    }
+
     fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(self.key.as_slice()).expect("any key length works");

@@ -193,7 +193,7 @@ impl TokensPage {
 }
 
 async fn token_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let token = FormToken::issue(&headers);
+    let token = state.forms.issue(&headers);
     token.attach(views::page(
         StatusCode::OK,
         &TokensPage::new(&state, &token),
@@ -259,10 +259,13 @@ async fn token_form(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = csrf::verify(&headers, csrf::field_of(&body).as_deref()) {
+    if let Err(refused) = state
+        .forms
+        .verify(&headers, csrf::field_of(&body).as_deref())
+    {
         return refused.page();
     }
-    let token = FormToken::issue(&headers);
+    let token = state.forms.issue(&headers);
     let form = TokenForm::parse(&body);
     let mut page = TokensPage::new(&state, &token);
     match mint(&state, &form).await {

@@ -56,6 +56,8 @@ pub struct App {
     pub submitting: tokio::sync::Mutex<()>,
     /// Package names for the search API, loaded on first use.
     pub search: crate::search::PackageIndex,
+    /// The tokens tying form posts to kiln's pages.
+    pub(crate) forms: web::csrf::FormTokens,
     /// Build context uploads announced by remote-build clients.
     pub contexts: sylabs::remote_build::ContextUploads,
     /// Images checked before, answered from memory.
@@ -83,6 +85,7 @@ impl App {
             user_limiter: limit::RateLimiter::new(config.api.user_builds_per_day),
             submitting: tokio::sync::Mutex::new(()),
             contexts: sylabs::remote_build::ContextUploads::new(&config.signing_key()),
+            forms: web::csrf::FormTokens::new(&config.signing_key()),
             images: Default::default(),
             requests: wave::request_records::RequestRecords::new(store.clone()),
             ops: ops::Ops::new(config.clone(), store.clone(), metrics.clone()),

@@ -1,7 +1,7 @@
 //! `kiln serve --role`: API nodes and workers. A node that is one of several refuses to start
 //! without the shared secret, and says how to set it; a worker answers only `/health` and
-//! `/metrics`; nodes given the same secret accept each other's registry tokens and
-//! build-context upload tickets, and a node with another secret refuses them.
+//! `/metrics`; nodes given the same secret accept each other's registry tokens, build-context
+//! upload tickets and form tokens, and a node with another secret refuses them.
 
 use std::process::{Command, Stdio};
 
@@ -9,7 +9,7 @@ use kiln::config::NodeRole;
 use kiln::credentials::Secret;
 use sha2::{Digest as _, Sha256};
 
-use crate::support::forms::signup_token;
+use crate::support::forms::{form_session, signup_token};
 use crate::support::{REGISTRY_USER, TestApp};
 
 const SECRET: &str = "roles-test-secret-0123456789abcdef";
@@ -102,8 +102,8 @@ async fn a_worker_answers_health_and_metrics_alone() {
     }
 }
 
-/// Two API nodes with one secret: a registry token and an upload ticket from one are good at
-/// the other; a third node with a secret of its own refuses both.
+/// Two API nodes with one secret: a registry token, an upload ticket and a page's form token
+/// from one are good at the other; a third node with a secret of its own refuses them.
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_with_one_secret_accept_each_others_tokens_and_tickets() {
     let node = |secret: &'static str| {
@@ -172,6 +172,23 @@ async fn nodes_with_one_secret_accept_each_others_tokens_and_tickets() {
         200,
         "{}",
         taken.text().await.unwrap_or_default()
+    );
+
+    // The sign-up page served by a, posted to b (a load balancer's doing).
+    let (cookie, form_token) = form_session(&a.url("/auth/tokens")).await;
+    let sign_up = |node: &TestApp, user: &'static str| {
+        http.post(node.url("/auth/tokens"))
+            .header("cookie", cookie.clone())
+            .form(&[("user", user), ("form_token", form_token.as_str())])
+            .send()
+    };
+    let refused = sign_up(&stranger, "bob").await.expect("post");
+    assert_eq!(refused.status(), 403);
+    let page = sign_up(&b, "bob").await.expect("post");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text().await.expect("html").contains("kiln_"),
+        "b shows bob's token"
     );
 }
 

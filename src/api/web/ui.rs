@@ -87,7 +87,7 @@ impl IndexPage {
 }
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let token = FormToken::issue(&headers);
+    let token = state.forms.issue(&headers);
     let page = IndexPage::new(&FormInput::default(), state.config.channel_names(), &token);
     token.attach(views::page(StatusCode::OK, &page))
 }
@@ -151,10 +151,13 @@ async fn submit_form(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = csrf::verify(&headers, csrf::field_of(&body).as_deref()) {
+    if let Err(refused) = state
+        .forms
+        .verify(&headers, csrf::field_of(&body).as_deref())
+    {
         return refused.page();
     }
-    let token = FormToken::issue(&headers);
+    let token = state.forms.issue(&headers);
     let form = FormInput::parse(&body);
     let channels = if form.channels.is_empty() {
         state.config.channel_names()
@@ -244,7 +247,7 @@ mod tests {
                 base: "kiln/base/gl:\"x".into(),
             },
             vec!["kiln-test".into()],
-            &FormToken::issue(&HeaderMap::new()),
+            &csrf::FormTokens::new(&crate::signing::SigningKey::random()).issue(&HeaderMap::new()),
         );
         page.error = Some("`packages`: <bad>".into());
         let html = page.render().unwrap();
@@ -261,7 +264,7 @@ mod tests {
         let fresh = IndexPage::new(
             &FormInput::default(),
             Vec::new(),
-            &FormToken::issue(&HeaderMap::new()),
+            &csrf::FormTokens::new(&crate::signing::SigningKey::random()).issue(&HeaderMap::new()),
         )
         .render()
         .unwrap();
