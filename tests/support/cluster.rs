@@ -278,12 +278,13 @@ impl Shared<'_> {
              database_url = \"{database_url}\"\n\
              secret_key = \"{SECRET_KEY}\"\n\
              [external_registry]\n\
-             url = \"http://{registry}\"\nuser = \"{user}\"\npassword = \"{password}\"\n\
+             url = \"{url}\"\nuser = \"{user}\"\npassword = \"{password}\"\n\
              [channel_mirrors]\n\"{channel}\" = \"{channel_url}\"\n\
              [base.conda]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
              [base.python]\nimage = \"{base}\"\nglibc = \"2.36\"\n\
              [build]\n{build}\n[api]\n{api}\n",
             database_url = self.database_url,
+            url = self.distribution.url(),
             user = self.distribution.user,
             password = self.distribution.password,
             channel = self.channel,
