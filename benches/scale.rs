@@ -96,8 +96,11 @@ struct Report {
 #[derive(Debug)]
 struct Phase {
     done: usize,
+    /// How long each build ran on its worker, claim to finish (build phases only).
+    runs: Vec<Duration>,
     wall: Duration,
-    /// CPU seconds per kiln process (`api 1`, `worker 2`, …).
+    /// CPU seconds per kiln process (`api 1`, `worker 2`, …), Distribution's, and the
+    /// benchmark's own (its HTTP clients and the channel server).
     cpu: Vec<(String, f64)>,
     /// CPU seconds the whole machine spent, every process of every user.
     machine_cpu: f64,
@@ -146,19 +149,19 @@ async fn measure(sizes: &Sizes) -> Result<Report> {
 
     // A first build warms the worker (channel index, package cache), as a running kiln is.
     build_all(&cluster, &["hit".to_owned()]).await?;
-    let one_worker = timed(&cluster, || build_all(&cluster, &one)).await?;
+    let one_worker = timed(&cluster, &distribution, || build_all(&cluster, &one)).await?;
     cluster.add_worker().await;
     build_all(&cluster, &warm[..2.min(warm.len())]).await?;
-    let two_workers = timed(&cluster, || build_all(&cluster, &two)).await?;
+    let two_workers = timed(&cluster, &distribution, || build_all(&cluster, &two)).await?;
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(sizes.concurrency)
         .build()?;
-    let one_api = timed(&cluster, || {
+    let one_api = timed(&cluster, &distribution, || {
         hits(&client, &cluster.apis[..1], sizes.hits, sizes.concurrency)
     })
     .await?;
-    let two_apis = timed(&cluster, || {
+    let two_apis = timed(&cluster, &distribution, || {
         hits(&client, &cluster.apis, sizes.hits, sizes.concurrency)
     })
     .await?;
@@ -174,25 +177,37 @@ async fn measure(sizes: &Sizes) -> Result<Report> {
 const OPERATOR: &str = "bench-operator-token";
 
 /// Runs `work` (which gives how much it did) and measures it.
-async fn timed<F, Fut>(cluster: &Cluster, work: F) -> Result<Phase>
+async fn timed<F, Fut>(cluster: &Cluster, distribution: &Distribution, work: F) -> Result<Phase>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<usize>>,
+    Fut: std::future::Future<Output = Result<(usize, Vec<Duration>)>>,
 {
     let nodes = running(cluster);
     let cpu_before: Vec<f64> = nodes.iter().map(|(_, n)| process_cpu(n)).collect();
+    let own_before = pid_cpu("self");
+    let registry = distribution.pid().to_string();
+    let registry_before = pid_cpu(&registry);
     let machine_before = machine_cpu()?;
     let started = Instant::now();
-    let done = work().await?;
+    let (done, runs) = work().await?;
     let wall = started.elapsed();
     let machine_cpu = machine_cpu()? - machine_before;
-    let cpu = nodes
+    let mut cpu: Vec<(String, f64)> = nodes
         .iter()
         .zip(cpu_before)
         .map(|((name, node), before)| (name.clone(), process_cpu(node) - before))
         .collect();
+    cpu.push((
+        "Distribution".to_owned(),
+        pid_cpu(&registry) - registry_before,
+    ));
+    cpu.push((
+        "bench (clients, channel)".to_owned(),
+        pid_cpu("self") - own_before,
+    ));
     Ok(Phase {
         done,
+        runs,
         wall,
         cpu,
         machine_cpu,
@@ -219,8 +234,9 @@ fn running(cluster: &Cluster) -> Vec<(String, &Node)> {
 }
 
 /// Asks for every package in `names` (one image each) through the first API node at once and
-/// waits until every build is done and succeeded; how many.
-async fn build_all(cluster: &Cluster, names: &[String]) -> Result<usize> {
+/// waits until every build is done and succeeded; how many, and how long each ran on its
+/// worker (claimed to finished).
+async fn build_all(cluster: &Cluster, names: &[String]) -> Result<(usize, Vec<Duration>)> {
     let api = &cluster.apis[0];
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
@@ -232,6 +248,7 @@ async fn build_all(cluster: &Cluster, names: &[String]) -> Result<usize> {
         ids.push(id.to_owned());
     }
     let deadline = Instant::now() + PHASE_LIMIT;
+    let mut runs = Vec::new();
     for id in &ids {
         loop {
             let build: Value = client
@@ -242,6 +259,7 @@ async fn build_all(cluster: &Cluster, names: &[String]) -> Result<usize> {
                 .await?;
             if build["status"] == "DONE" {
                 ensure!(build["succeeded"] == true, "build {id} failed: {build}");
+                runs.push(run_time(&build)?);
                 break;
             }
             if Instant::now() > deadline {
@@ -253,7 +271,20 @@ async fn build_all(cluster: &Cluster, names: &[String]) -> Result<usize> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    Ok(ids.len())
+    Ok((ids.len(), runs))
+}
+
+/// How long build record `build` ran: from its claim (`started_at`) to `finished_at`.
+fn run_time(build: &Value) -> Result<Duration> {
+    let at = |field: &str| -> Result<chrono::DateTime<chrono::FixedOffset>> {
+        let text = build[field]
+            .as_str()
+            .with_context(|| format!("no {field} in {build}"))?;
+        Ok(chrono::DateTime::parse_from_rfc3339(text)?)
+    };
+    Ok((at("finished_at")? - at("started_at")?)
+        .to_std()
+        .unwrap_or_default())
 }
 
 /// `POST /api/v1/images` for `package` on `node`; the answer, which must be a 200.
@@ -281,7 +312,7 @@ async fn hits(
     nodes: &[Node],
     count: usize,
     concurrency: usize,
-) -> Result<usize> {
+) -> Result<(usize, Vec<Duration>)> {
     let mut answers = futures_util::stream::iter(0..count)
         .map(|i| ask(client, &nodes[i % nodes.len()], "hit"))
         .buffer_unordered(concurrency);
@@ -291,23 +322,28 @@ async fn hits(
         ensure!(answer["cached"] == true, "not a cache hit: {answer}");
         done += 1;
     }
-    Ok(done)
+    Ok((done, Vec::new()))
 }
 
-/// CPU seconds (user and system) process `node` used so far; 0 once it is gone.
+/// CPU seconds (user and system) process `node` and its finished children used so far; 0 once
+/// it is gone.
 fn process_cpu(node: &Node) -> f64 {
-    let Some(pid) = node.pid() else {
-        return 0.0;
-    };
+    node.pid().map_or(0.0, |pid| pid_cpu(&pid.to_string()))
+}
+
+/// CPU seconds process `pid` (or `self`) and its finished children used so far; 0 when it is
+/// gone.
+fn pid_cpu(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    // Fields after the parenthesised command name: utime, stime, and the same for waited-for
+    // children (tools a build runs) are the 14th to 17th.
     let Some((_, rest)) = stat.rsplit_once(')') else {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11..13]
+    let ticks: f64 = fields[11..15]
         .iter()
         .filter_map(|f| f.parse::<f64>().ok())
         .sum();
@@ -382,6 +418,16 @@ fn print_report(sizes: &Sizes, report: &Report) {
             phase.machine_cpu,
             phase.wall.as_secs_f64() * cpus as f64,
         );
+        if !phase.runs.is_empty() {
+            let total: Duration = phase.runs.iter().sum();
+            println!(
+                "{:<26} {:>18}  mean build {:.2} s claim to finish; the rest of the wall time \
+                 is between builds",
+                "",
+                "",
+                total.as_secs_f64() / phase.runs.len() as f64,
+            );
+        }
     }
     println!(
         "(N = {} builds per build phase, M = {} requests {} at a time per request phase)",

@@ -65,6 +65,11 @@ impl Distribution {
         format!("http://{}", self.host)
     }
 
+    /// The registry's process id, for benchmarks that read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `user:password`, as `skopeo --creds` takes them.
     pub fn creds(&self) -> String {
         format!("{}:{}", self.user, self.password)
