@@ -12,6 +12,7 @@ pub mod edge;
 pub mod error;
 pub mod image_cache;
 pub mod limit;
+pub(crate) mod log_follow;
 pub mod ops;
 pub mod redact;
 pub mod rest;
@@ -48,12 +49,6 @@ pub struct App {
     pub queue: Queue,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Anonymous clients' daily build allowance.
-    pub limiter: limit::RateLimiter,
-    /// Library users' daily allowance of remote builds.
-    pub user_limiter: limit::RateLimiter<String>,
-    /// Held while deciding whether a request starts a build.
-    pub submitting: tokio::sync::Mutex<()>,
     /// Package names for the search API, loaded on first use.
     pub search: crate::search::PackageIndex,
     /// The tokens tying form posts to kiln's pages.
@@ -81,9 +76,6 @@ impl App {
         metrics: Arc<Metrics>,
     ) -> App {
         App {
-            limiter: limit::RateLimiter::new(config.api.anonymous_builds_per_day),
-            user_limiter: limit::RateLimiter::new(config.api.user_builds_per_day),
-            submitting: tokio::sync::Mutex::new(()),
             contexts: sylabs::remote_build::ContextUploads::new(&config.signing_key()),
             forms: web::csrf::FormTokens::new(&config.signing_key()),
             images: Default::default(),

@@ -1,13 +1,13 @@
 //! What every API does with a planned image: answer at once when it exists, join the build that
-//! is making it, or start one — within the caller's allowance.
-
-use axum::http::StatusCode;
+//! is making it, or start one — within the caller's allowance, which the store charges as it
+//! creates the build (so racing requests, on any node, pay once).
 
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
+use crate::api::limit;
 use crate::metrics::RequestResult;
-use crate::store::{BuildRecord, BuildStatus, NewBuild, Submitter};
+use crate::store::{BuildRecord, BuildStatus, NewBuild, StoreError, Submitter};
 
 /// Where an image stands after [`ensure_image`].
 #[derive(Debug, Clone)]
@@ -35,7 +35,8 @@ impl ImageState {
 /// Makes sure the image of `new` exists or is being built: images checked before answer from
 /// memory, then the registry is asked (a hit answers at once and is remembered), then an
 /// unfinished build of the same key is joined, and only then is a build started, which an
-/// anonymous caller pays for from its daily allowance.
+/// anonymous caller pays for from its daily allowance (in the store's submit transaction:
+/// joining is free, and of requests racing for one new image only the first pays).
 pub async fn ensure_image(
     state: &AppState,
     caller: Caller,
@@ -59,21 +60,7 @@ pub async fn ensure_image(
         });
     }
     state.metrics.container_request(RequestResult::Miss);
-    // One decision at a time: requests racing for the same new image must see each other's
-    // build, so that only the first is charged to an allowance (submitting takes milliseconds).
-    let _one_at_a_time = state.submitting.lock().await;
     let latest = state.store.latest_for_key(new.key.as_str()).await?;
-    // The build may have finished while this request waited for the lock: its image is a hit
-    // now, not a new build to charge for.
-    if latest
-        .as_ref()
-        .is_some_and(|build| build.status == BuildStatus::Done && build.succeeded == Some(true))
-        && let Some(build) = trusted_hit(state, &new, repository, tag).await?
-    {
-        return Ok(ImageState::Ready {
-            build_id: Some(build.id),
-        });
-    }
     let running = latest
         .as_ref()
         .is_some_and(|build| build.status != BuildStatus::Done);
@@ -81,26 +68,24 @@ pub async fn ensure_image(
     if !running {
         check_queue_room(state, &caller, &submitter).await?;
     }
-    if !running && !caller.trusted {
-        state.limiter.take(caller.address).map_err(|wait| {
-            state.metrics.rate_limited();
-            let mut refused = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "this address has started its {} builds for today; images that exist \
-                         are still served, new builds are allowed again in {} minutes (or \
-                         send a token kiln is configured with)",
-                    state.config.api.anonymous_builds_per_day,
-                    wait.as_secs().div_ceil(60)
-                ),
-            );
-            refused.retry_after = Some(wait.as_secs().max(1));
-            refused
-        })?;
-    }
+    let allowance = if caller.trusted {
+        None
+    } else {
+        limit::anonymous(&state.config, caller.address)
+    };
     // A build of the key starts (or runs): whatever was remembered of it no longer holds.
     state.images.forget(new.key.as_str()).await;
-    let submitted = state.queue.submit_as(new, &submitter).await?;
+    let submitted = state
+        .queue
+        .submit_charged(new, &submitter, allowance.as_ref())
+        .await
+        .map_err(|err| match err {
+            StoreError::AllowanceSpent { retry_after, .. } => {
+                state.metrics.rate_limited();
+                limit::address_spent(&state.config, retry_after)
+            }
+            other => other.into(),
+        })?;
     Ok(ImageState::Building {
         build: Box::new(submitted.build),
         created: submitted.created,
@@ -109,8 +94,8 @@ pub async fn ensure_image(
 
 /// Waits up to `api.wait_for_build_ms` for a build `placed` says this request started: when it
 /// ends well by then the image is ready, and is answered so. Anything else (a build joined,
-/// still running, or failed) stays as it was, answered as before. The queue announces each
-/// build it ends, so this waits without polling.
+/// still running, or failed) stays as it was, answered as before. The store tells of each
+/// build that ends, on any node, so this waits without polling.
 pub async fn wait_for_new_build(
     state: &AppState,
     placed: ImageState,

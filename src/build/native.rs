@@ -486,7 +486,7 @@ impl NativeBuilder {
         for layer in layers {
             // A layer kiln pushed before, to any repository, is mounted from there: images
             // that share a package share its blob, sent once.
-            let seen_in = self.layer_home(&layer.digest);
+            let seen_in = self.layer_home(&layer.digest).await;
             let pushed = self
                 .client
                 .push_blob_file(
@@ -498,7 +498,7 @@ impl NativeBuilder {
                 .await?;
             if pushed == crate::registry::client::BlobPush::Uploaded {
                 uploaded += 1;
-                self.remember_layer_home(&layer.digest, repository);
+                self.remember_layer_home(&layer.digest, repository).await;
             }
         }
         self.client
@@ -737,25 +737,23 @@ impl NativeBuilder {
 }
 
 impl NativeBuilder {
-    fn layer_home_path(&self, digest: &str) -> PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.layer_dir.join(format!("{hex}.repository"))
-    }
-
-    /// The repository a layer blob was first uploaded to, if kiln remembers one.
-    fn layer_home(&self, digest: &str) -> Option<String> {
-        std::fs::read_to_string(self.layer_home_path(digest))
-            .ok()
-            .map(|text| text.trim().to_owned())
-            .filter(|text| !text.is_empty())
+    /// The repository a layer blob was first uploaded to, if the store remembers one (kept in
+    /// the store, so a worker on any node mounts what another pushed). A failing store only
+    /// costs an upload.
+    async fn layer_home(&self, digest: &str) -> Option<String> {
+        match self.store.layer_home(digest).await {
+            Ok(home) => home,
+            Err(err) => {
+                tracing::warn!(%digest, error = %err, "looking up where a layer lives failed; it is uploaded");
+                None
+            }
+        }
     }
 
     /// Notes where a layer blob lives; a lost note only costs one upload.
-    fn remember_layer_home(&self, digest: &str, repository: &str) {
-        let path = self.layer_home_path(digest);
-        let temp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-        if std::fs::write(&temp, repository).is_ok() && std::fs::rename(&temp, &path).is_err() {
-            let _ = std::fs::remove_file(&temp);
+    async fn remember_layer_home(&self, digest: &str, repository: &str) {
+        if let Err(err) = self.store.set_layer_home(digest, repository).await {
+            tracing::warn!(%digest, error = %err, "recording where a layer lives failed");
         }
     }
 }

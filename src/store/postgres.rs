@@ -98,6 +98,15 @@ impl PostgresStore {
         allowance: Option<&Allowance>,
     ) -> Result<Option<Submitted>, StoreError> {
         let key = new.key.as_str();
+        let active = "SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'";
+        // Joining, the common case (many clients asking for one image), takes no transaction
+        // and no lock: an unfinished build found here is as good as one found inside.
+        if let Some(build) = self.fetch(active, key).await? {
+            return Ok(Some(Submitted {
+                build,
+                created: false,
+            }));
+        }
         let mut tx = self.pool.begin().await?;
         if let Some(allowance) = allowance {
             // Submits charged to one client take turns (until commit), so two never both see
@@ -107,7 +116,9 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let active = sqlx::query("SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'")
+        // Looked for again: a build created since, by a submit of the same client that held the
+        // lock, is joined rather than charged.
+        let active = sqlx::query(active)
             .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
@@ -1227,6 +1238,47 @@ mod tests {
         lines.sort_unstable();
         let wanted: Vec<String> = (0..40).map(|i| format!("line {i:02}")).collect();
         assert_eq!(lines, wanted);
+    }
+
+    /// A listener whose connection dies (a server restart, a proxy's idle timeout) reconnects:
+    /// builds submitted after that are heard again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_come_back_after_the_listening_connection_is_lost() {
+        let db = temp_db().await;
+        let watcher = db.open().await;
+        let writer = PostgresStore::open(&db.url).await.unwrap();
+        let mut events = watcher.events();
+        let terminated: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_all(&writer.pool)
+        .await
+        .unwrap();
+        assert_eq!(terminated, [true, true], "both stores' listeners are cut");
+        // What is notified before the listener is back is missed; keep submitting until heard.
+        for n in 0..20 {
+            let id = writer
+                .submit(request(&key(200 + n)))
+                .await
+                .unwrap()
+                .build
+                .id;
+            let heard = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    match events.recv().await {
+                        Ok(BuildEvent::Submitted(submitted)) if submitted == id => return,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => panic!("events closed"),
+                    }
+                }
+            })
+            .await;
+            if heard.is_ok() {
+                return;
+            }
+        }
+        panic!("no event was heard in 10 s after the connection was lost");
     }
 
     /// `store::open` picks the backend by the URL's scheme and names a scheme it does not know

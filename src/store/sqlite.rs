@@ -85,7 +85,7 @@ impl SqliteStore {
     }
 
     /// One try of [`Store::submit_charged`]: `Ok(None)` when another submitter's insert of the
-    /// same key won (only a process not taking the write lock first can do that).
+    /// same key won the race.
     async fn try_submit(
         &self,
         new: &NewBuild,
@@ -93,99 +93,77 @@ impl SqliteStore {
         allowance: Option<&Allowance>,
     ) -> Result<Option<Submitted>, StoreError> {
         let key = new.key.as_str();
+        let joined = |build| Submitted {
+            build,
+            created: false,
+        };
+        let created = |build| Submitted {
+            build,
+            created: true,
+        };
+        let Some(allowance) = allowance else {
+            // Nothing to charge: short statements of their own, no lock held between them. The
+            // unique index keeps one unfinished build per key; a lost race is a unique violation.
+            if let Some(build) = active_build(&self.pool, key).await? {
+                return Ok(Some(joined(build)));
+            }
+            let attempt = next_attempt(&self.pool, key).await?;
+            let build = insert_build(&self.pool, new, by, attempt, now()).await?;
+            return Ok(build.map(created));
+        };
+        // Joining, the common case (many clients asking for one image), needs no write lock:
+        // an unfinished build found outside the transaction is as good as one found inside.
+        if let Some(build) = active_build(&self.pool, key).await? {
+            return Ok(Some(joined(build)));
+        }
         // IMMEDIATE takes the write lock at once, so the look for an unfinished build, the
         // allowance's count and the insert are one step for every process on the file (a
         // deferred transaction would fail to upgrade its read lock under a race).
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let active = sqlx::query("SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = active {
-            let build = decode(&row)?;
+        if let Some(build) = active_build(&mut *tx, key).await? {
             tx.commit().await?;
-            return Ok(Some(Submitted {
-                build,
-                created: false,
-            }));
+            return Ok(Some(joined(build)));
         }
         let now = now();
-        if let Some(allowance) = allowance {
-            // Charges older than the window count for nothing: drop them, everyone's, so the
-            // table holds at most a day of new builds.
-            sqlx::query("DELETE FROM allowance_charges WHERE charged_at <= $1")
-                .bind(time_text(now - ALLOWANCE_WINDOW))
-                .execute(&mut *tx)
-                .await?;
-            let (used, oldest): (i64, Option<String>) = sqlx::query_as(
-                "SELECT COUNT(*), MIN(charged_at) FROM allowance_charges WHERE client = $1",
-            )
-            .bind(&allowance.client)
-            .fetch_one(&mut *tx)
-            .await?;
-            if used >= i64::from(allowance.per_day) {
-                let oldest = oldest
-                    .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
-                    .map_or(now, |t| t.to_utc());
-                let retry_after = (oldest + ALLOWANCE_WINDOW - now)
-                    .to_std()
-                    .unwrap_or_default()
-                    .max(Duration::from_secs(1));
-                return Err(StoreError::AllowanceSpent {
-                    client: allowance.client.clone(),
-                    retry_after,
-                });
-            }
-        }
-        let last: Option<u32> =
-            sqlx::query_scalar("SELECT MAX(attempt) FROM builds WHERE key = $1")
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await?;
-        let attempt = last.unwrap_or(0) + 1;
-        let inserted = sqlx::query(
-            "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
-                                 containerfile, environment, status, created_at,
-                                 owner_token, submitter_address, kind)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13)
-             RETURNING *",
-        )
-        .bind(build_id(key, attempt))
-        .bind(key)
-        .bind(attempt)
-        .bind(new.image.to_string())
-        .bind(new.job.format().as_str())
-        .bind(platforms_column(&new.job.platforms()))
-        .bind(new.job.to_json())
-        .bind(&new.containerfile)
-        .bind(&new.environment)
-        .bind(time_text(now))
-        .bind(&by.token_hash)
-        .bind(&by.address)
-        .bind(new.job.kind().as_str())
-        .fetch_all(&mut *tx)
-        .await
-        .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
-        let build = match inserted {
-            Ok(row) => decode(&row)?,
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(allowance) = allowance {
-            sqlx::query(
-                "INSERT INTO allowance_charges (client, build_id, charged_at) VALUES ($1, $2, $3)",
-            )
-            .bind(&allowance.client)
-            .bind(&build.id)
-            .bind(time_text(now))
+        // Charges older than the window count for nothing: drop them, everyone's, so the table
+        // holds at most a day of new builds.
+        sqlx::query("DELETE FROM allowance_charges WHERE charged_at <= $1")
+            .bind(time_text(now - ALLOWANCE_WINDOW))
             .execute(&mut *tx)
             .await?;
+        let (used, oldest): (i64, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(charged_at) FROM allowance_charges WHERE client = $1",
+        )
+        .bind(&allowance.client)
+        .fetch_one(&mut *tx)
+        .await?;
+        if used >= i64::from(allowance.per_day) {
+            let oldest = oldest
+                .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+                .map_or(now, |t| t.to_utc());
+            let retry_after = (oldest + ALLOWANCE_WINDOW - now)
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            return Err(StoreError::AllowanceSpent {
+                client: allowance.client.clone(),
+                retry_after,
+            });
         }
+        let attempt = next_attempt(&mut *tx, key).await?;
+        let Some(build) = insert_build(&mut *tx, new, by, attempt, now).await? else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO allowance_charges (client, build_id, charged_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&allowance.client)
+        .bind(&build.id)
+        .bind(time_text(now))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(Some(Submitted {
-            build,
-            created: true,
-        }))
+        Ok(Some(created(build)))
     }
 
     async fn fetch(&self, sql: &'static str, arg: &str) -> Result<Option<BuildRecord>, StoreError> {
@@ -207,6 +185,67 @@ impl SqliteStore {
             Ok(None) => StoreError::BuildNotFound { id: id.into() },
             Err(e) => e,
         }
+    }
+}
+
+/// The unfinished build of `key`, if there is one.
+async fn active_build<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    key: &str,
+) -> Result<Option<BuildRecord>, StoreError> {
+    let row = sqlx::query("SELECT * FROM builds WHERE key = $1 AND status <> 'DONE'")
+        .bind(key)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// The attempt number a new build of `key` gets.
+async fn next_attempt<'e>(db: impl sqlx::SqliteExecutor<'e>, key: &str) -> Result<u32, StoreError> {
+    let last: Option<u32> = sqlx::query_scalar("SELECT MAX(attempt) FROM builds WHERE key = $1")
+        .bind(key)
+        .fetch_one(db)
+        .await?;
+    Ok(last.unwrap_or(0) + 1)
+}
+
+/// Inserts `new` as PENDING attempt `attempt`; `None` when an unfinished build of its key is
+/// there already (another submitter won the race).
+async fn insert_build<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    new: &NewBuild,
+    by: &Submitter,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> Result<Option<BuildRecord>, StoreError> {
+    let key = new.key.as_str();
+    let inserted = sqlx::query(
+        "INSERT INTO builds (id, key, attempt, image, format, platforms, request,
+                             containerfile, environment, status, created_at,
+                             owner_token, submitter_address, kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11, $12, $13)
+         RETURNING *",
+    )
+    .bind(build_id(key, attempt))
+    .bind(key)
+    .bind(attempt)
+    .bind(new.image.to_string())
+    .bind(new.job.format().as_str())
+    .bind(platforms_column(&new.job.platforms()))
+    .bind(new.job.to_json())
+    .bind(&new.containerfile)
+    .bind(&new.environment)
+    .bind(time_text(now))
+    .bind(&by.token_hash)
+    .bind(&by.address)
+    .bind(new.job.kind().as_str())
+    .fetch_all(db)
+    .await
+    .and_then(|rows| rows.into_iter().next().ok_or(sqlx::Error::RowNotFound));
+    match inserted {
+        Ok(row) => decode(&row).map(Some),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -20,6 +20,7 @@ mod library;
 mod limits;
 mod native;
 mod pip;
+mod postgres;
 mod registry;
 mod registry_clients;
 mod remote_build;

@@ -2,7 +2,6 @@
 //! follow a build's log as Server-Sent Events. Documented in `/openapi.json`.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -17,13 +16,11 @@ use utoipa::ToSchema;
 use crate::api::AppState;
 use crate::api::auth::{Caller, authenticate};
 use crate::api::error::ApiError;
+use crate::api::log_follow::BuildWatch;
 use crate::api::submit::{ImageState, ensure_image, wait_for_new_build};
 use crate::plan::ImagePlan;
 use crate::spec::{Format, Request, RequestError, RequestInput};
 use crate::store::{BuildRecord, BuildStatus, StoreError};
-
-/// How often a log stream looks for new text while the build runs.
-const LOG_POLL: Duration = Duration::from_millis(250);
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -312,13 +309,15 @@ pub(crate) async fn log_stream(
     Ok(Sse::new(follow(state, id)).keep_alive(KeepAlive::default()))
 }
 
-/// Reads the log from where the last read ended until the build is done and all is sent.
+/// Reads the log from where the last read ended until the build is done and all is sent,
+/// woken by the store's news of the build (written on any node).
 fn follow(state: AppState, id: String) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold(Some(0u64), move |offset| {
+    let watch = BuildWatch::new(state.store.as_ref(), &id);
+    futures_util::stream::unfold(Some((0u64, watch)), move |following| {
         let state = state.clone();
         let id = id.clone();
         async move {
-            let mut offset = offset?;
+            let (mut offset, mut watch) = following?;
             loop {
                 let Ok(Some(build)) = state.store.build(&id).await else {
                     return None;
@@ -330,7 +329,7 @@ fn follow(state: AppState, id: String) -> impl Stream<Item = Result<Event, Infal
                     offset = slice.next_offset;
                     return Some((
                         Ok(Event::default().event("log").data(slice.text)),
-                        Some(offset),
+                        Some((offset, watch)),
                     ));
                 }
                 if build.status == BuildStatus::Done {
@@ -346,7 +345,7 @@ fn follow(state: AppState, id: String) -> impl Stream<Item = Result<Event, Infal
                         None,
                     ));
                 }
-                tokio::time::sleep(LOG_POLL).await;
+                watch.changed().await;
             }
         }
     })

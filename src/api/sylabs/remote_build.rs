@@ -33,6 +33,7 @@ use crate::api::accounts::is_library_name;
 use crate::api::auth::{User, authenticate};
 use crate::api::base_hosts::{BaseImage, check_base_images};
 use crate::api::error::ApiError;
+use crate::api::log_follow::BuildWatch;
 use crate::api::sylabs::library::registry_repository;
 use crate::build::contexts::{Announced, BuildContexts, ContextError, ContextLimits, ReceiveError};
 use crate::signing::{SigningKey, unix_millis};
@@ -44,9 +45,6 @@ const MAX_DEFINITION: usize = 1 << 20;
 
 /// How long a build context upload URL stays valid.
 const UPLOAD_TTL: Duration = Duration::from_secs(3600);
-
-/// How often a websocket follower looks for new log text.
-const LOG_POLL: Duration = Duration::from_millis(200);
 
 /// How often an idle websocket is pinged, so proxies keep it open through long steps.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -250,22 +248,6 @@ async fn submit_build(
             ),
         ));
     }
-    if !user.operator
-        && let Err(wait) = state.user_limiter.take(user.name.clone())
-    {
-        let minutes = wait.as_secs().div_ceil(60);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "{} has started the {} remote builds a user may start per day; the next one \
-                 is possible in {} h {} min",
-                user.name,
-                state.config.api.user_builds_per_day,
-                minutes / 60,
-                minutes % 60
-            ),
-        ));
-    }
     let repository = registry_repository(&target.entity, &target.collection, &target.container);
     let request = DefinitionJob {
         platform,
@@ -278,7 +260,22 @@ async fn submit_build(
     };
     let new =
         crate::plan::definition_build(&state.config.registry, key, definition, request.clone());
-    let submitted = state.queue.submit(new).await?;
+    // Charged in the store as the build is created: a joined build is free.
+    let allowance = if user.operator {
+        None
+    } else {
+        crate::api::limit::user(&state.config, &user.name)
+    };
+    let submitted = state
+        .queue
+        .submit_charged(new, &Default::default(), allowance.as_ref())
+        .await
+        .map_err(|err| match err {
+            StoreError::AllowanceSpent { retry_after, .. } => {
+                crate::api::limit::user_spent(&state.config, &user.name, retry_after)
+            }
+            other => other.into(),
+        })?;
     tracing::info!(build = %submitted.build.id, user = %user.name, "remote build submitted");
     Ok((submitted.build, request))
 }
@@ -482,6 +479,8 @@ async fn output(
 }
 
 async fn follow_log(state: AppState, id: String, mut socket: WebSocket) {
+    // Before the first read: the store's news of the build, from any node, wakes the loop.
+    let mut watch = BuildWatch::new(state.store.as_ref(), &id);
     let mut offset = 0;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -510,7 +509,7 @@ async fn follow_log(state: AppState, id: String, mut socket: WebSocket) {
             return;
         }
         tokio::select! {
-            () = tokio::time::sleep(LOG_POLL) => {}
+            () = watch.changed() => {}
             _ = ping.tick() => {
                 if socket.send(Message::Ping(Bytes::new())).await.is_err() {
                     return;
