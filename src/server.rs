@@ -83,7 +83,9 @@ pub async fn run(
                 "kiln is building (role worker: /health and /metrics only)"
             );
             let limits = crate::listen::Limits::new(&config.http);
-            let ops = Ops::new(config, store, metrics);
+            // TODO(lead): once wip/registry lands `external_registry`, check it in /health:
+            // `.with_registry(RegistryProbe::new(&external.url, Some(credentials))?)`.
+            let ops = Arc::new(Ops::new(config, store, metrics));
             crate::listen::serve(listener, api::ops::worker_router(ops), limits, shutdown).await;
         }
         NodeRole::All | NodeRole::Api => {

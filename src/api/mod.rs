@@ -80,7 +80,11 @@ impl App {
             forms: web::csrf::FormTokens::new(&config.signing_key()),
             images: Default::default(),
             requests: wave::request_records::RequestRecords::new(store.clone()),
-            ops: ops::Ops::new(config.clone(), store.clone(), metrics.clone()),
+            ops: Arc::new(ops::Ops::new(
+                config.clone(),
+                store.clone(),
+                metrics.clone(),
+            )),
             search,
             config,
             store,

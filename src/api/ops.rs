@@ -23,12 +23,71 @@ const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The file `/health` writes and removes in the data directory.
 const PROBE_FILE: &str = ".health-probe";
 
+/// How long the registry may take to answer `/health`'s check.
+const REGISTRY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What `/health` and `/metrics` look at: the same parts on an API node and a worker.
 pub struct Ops {
     config: Config,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     checks: HealthChecks,
+    registry: Option<RegistryProbe>,
+}
+
+/// A registry kiln keeps its images in, as `/health` checks it: its `/v2/` answers 200 to
+/// kiln's credentials. A worker that cannot push there builds nothing anyone can pull.
+#[derive(Debug, Clone)]
+pub struct RegistryProbe {
+    /// `<url>/v2/`.
+    base_check: String,
+    credentials: Option<crate::credentials::Credentials>,
+    http: reqwest::Client,
+}
+
+impl RegistryProbe {
+    /// The registry at `url` (`https://registry.example.org`, `http://127.0.0.1:5000`), called
+    /// with `credentials` when given.
+    pub fn new(
+        url: &str,
+        credentials: Option<crate::credentials::Credentials>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .timeout(REGISTRY_PROBE_TIMEOUT)
+            .build()?;
+        Ok(RegistryProbe {
+            base_check: format!("{}/v2/", url.trim_end_matches('/')),
+            credentials,
+            http,
+        })
+    }
+
+    /// Why the registry cannot take kiln's pushes, if it cannot.
+    async fn problem(&self) -> Option<String> {
+        let mut request = self.http.get(&self.base_check);
+        if let Some(credentials) = &self.credentials {
+            request = request.basic_auth(&credentials.user, Some(credentials.password.expose()));
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => None,
+            Ok(response) if response.status() == StatusCode::UNAUTHORIZED => Some(format!(
+                "the registry at {} refuses kiln's credentials (401): check \
+                 external_registry's user and password",
+                self.base_check
+            )),
+            Ok(response) => Some(format!(
+                "the registry at {} answers {}",
+                self.base_check,
+                response.status()
+            )),
+            Err(err) => Some(format!(
+                "the registry at {} cannot be reached: {}",
+                self.base_check,
+                crate::error_chain(&err)
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for Ops {
@@ -42,13 +101,20 @@ impl std::fmt::Debug for Ops {
 impl Ops {
     /// The operations endpoints' view of a kiln: its settings (data directory, free-space
     /// threshold), store and counters.
-    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Arc<Ops> {
-        Arc::new(Ops {
+    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Ops {
+        Ops {
             config,
             store,
             metrics,
             checks: HealthChecks::default(),
-        })
+            registry: None,
+        }
+    }
+
+    /// Has `/health` also check the registry kiln keeps its images in.
+    pub fn with_registry(mut self, probe: RegistryProbe) -> Ops {
+        self.registry = Some(probe);
+        self
     }
 }
 
@@ -130,17 +196,23 @@ impl HealthChecks {
             return problem.clone();
         }
         let started = Instant::now();
-        let problem = match data_disk_problem(&ops.config).await {
+        let mut problem = match data_disk_problem(&ops.config).await {
             Some(problem) => Some(problem),
             None => store_problem(ops.store.as_ref()).await,
         };
+        if problem.is_none()
+            && let Some(registry) = &ops.registry
+        {
+            problem = registry.problem().await;
+        }
         *last = Some((started, problem.clone()));
         problem
     }
 }
 
-/// 200 when kiln can do its work: the database takes a write and the data disk has room (above
-/// `http.health_min_free_mb`, and a small file can be written). 503 with the reason otherwise.
+/// 200 when kiln can do its work: the database takes a write, the data disk has room (above
+/// `http.health_min_free_mb`, and a small file can be written) and the registry, when one is
+/// checked, takes kiln's credentials. 503 with the reason otherwise.
 async fn health(State(ops): State<Arc<Ops>>) -> (StatusCode, Json<Health>) {
     let problem = ops.checks.problem(&ops, Instant::now()).await;
     let (code, status) = match problem {

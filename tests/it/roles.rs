@@ -1,14 +1,19 @@
 //! `kiln serve --role`: API nodes and workers. A node that is one of several refuses to start
 //! without the shared secret, and says how to set it; a worker answers only `/health` and
 //! `/metrics`; nodes given the same secret accept each other's registry tokens, build-context
-//! upload tickets and form tokens, and a node with another secret refuses them.
+//! upload tickets and form tokens, and a node with another secret refuses them; a worker's
+//! `/health` checks the registry it pushes to.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-use kiln::config::NodeRole;
-use kiln::credentials::Secret;
+use kiln::api::ops::{Ops, RegistryProbe, worker_router};
+use kiln::config::{Config, NodeRole};
+use kiln::credentials::{Credentials, Secret};
+use kiln::store::{SqliteStore, Store};
 use sha2::{Digest as _, Sha256};
 
+use crate::support::distribution::Distribution;
 use crate::support::forms::{form_session, signup_token};
 use crate::support::{REGISTRY_USER, TestApp};
 
@@ -204,4 +209,54 @@ fn context_tar() -> Vec<u8> {
     tar.append_data(&mut header, "home/alice/data.txt", &text[..])
         .expect("tar");
     tar.into_inner().expect("tar").finish().expect("gzip")
+}
+
+/// A worker's `/health` with the registry it pushes to checked: CNCF Distribution taking the
+/// worker's credentials is healthy; a wrong password or a registry gone is a 503 saying so.
+#[tokio::test]
+async fn a_workers_health_checks_its_registry() {
+    use tower::ServiceExt as _;
+
+    let registry = Distribution::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data.path().join("kiln.db"))
+            .await
+            .expect("store"),
+    );
+    let config = Config {
+        data_dir: data.path().to_owned(),
+        ..Config::default()
+    };
+    let user = registry.user;
+    let health = |password: &str, url: String| {
+        let probe = RegistryProbe::new(&url, Some(Credentials::new(user, password.to_owned())))
+            .expect("probe");
+        let ops = Ops::new(config.clone(), store.clone(), Arc::default()).with_registry(probe);
+        async move {
+            let answer = worker_router(Arc::new(ops))
+                .oneshot(
+                    axum::http::Request::get("/health")
+                        .body(axum::body::Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("answer");
+            let status = answer.status().as_u16();
+            let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let url = format!("http://{}", registry.host);
+    let (status, body) = health(registry.password, url.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = health("wrong", url.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("refuses kiln's credentials (401)"), "{body}");
+    drop(registry);
+    let (status, body) = health("any", url).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cannot be reached"), "{body}");
 }
