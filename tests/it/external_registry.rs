@@ -1,15 +1,15 @@
 //! kiln keeping everything in an external registry: CNCF Distribution (`docker-registry`) with
 //! htpasswd Basic auth, configured as `[external_registry]`. kiln stops serving `/v2/` and its
 //! token endpoint; a native build from the local channel lands in Distribution (`skopeo
-//! inspect` sees it) and is a cache hit the second time; its SIF downloads through kiln's link;
-//! a library push is pulled back; a remote build's uploaded build context reaches the builder
-//! through Distribution.
+//! inspect` sees it) and is a cache hit the second time; a library push lands there, pulls back
+//! and downloads through kiln's link; a remote build on that SIF gets its uploaded build context
+//! and the SIF through Distribution.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::library::{Client, pull, push, sif, signup};
-use crate::remote_build::{definition, text, token_for, unpack, write_client_files};
+use crate::remote_build::{text, unpack, write_client_files};
 use crate::support::TestApp;
 use crate::support::conda_channel::{CHANNEL_NAME, CondaChannel};
 use crate::support::debian_base::push_debian_python_base;
@@ -19,6 +19,7 @@ use crate::support::wave::nextflow_body;
 use kiln::assemble::sif::SifArch;
 use kiln::config::ExternalRegistry;
 use kiln::credentials::Credentials;
+use kiln::registry::blob_download_path;
 use kiln::registry::client::{Auth, RegistryClient, sha256_digest};
 use serde_json::{Value, json};
 
@@ -96,7 +97,10 @@ async fn kiln_keeps_everything_in_cncf_distribution() {
         &[],
     )
     .expect("client");
+    let started = Instant::now();
+    let lap = |what: &str| println!("{what}: {:.1} s", started.elapsed().as_secs_f64());
     push_debian_python_base(&distribution, BASE).await;
+    lap("the Debian base in Distribution");
 
     // kiln's own registry is gone: Distribution is the registry.
     for path in [
@@ -119,45 +123,7 @@ async fn kiln_keeps_everything_in_cncf_distribution() {
     assert!(manifest["layers"].as_array().is_some_and(|l| !l.is_empty()));
     let again = post(&app, json!({"freeze": false})).await;
     assert_eq!(again["cached"], json!(true), "{again}");
-
-    // A SIF: published in Distribution, downloaded through kiln's link without credentials.
-    let sif_build = post(&app, json!({"format": "sif"})).await;
-    assert_eq!(until_done(&app, &sif_build).await["succeeded"], json!(true));
-    let oras = sif_build["targetImage"].as_str().expect("targetImage");
-    let (repository, tag) = oras
-        .strip_prefix(&format!("oras://{}/", app.address))
-        .and_then(|path| path.split_once(':'))
-        .expect("an oras:// image of kiln's");
-    let artifact = skopeo_inspect(&registry, &format!("{repository}:{tag}"));
-    let sif_digest = artifact["layers"][0]["digest"].as_str().expect("the SIF");
-    let page = reqwest::get(app.url(&format!(
-        "/view/builds/{}",
-        sif_build["buildId"].as_str().expect("buildId")
-    )))
-    .await
-    .expect("build page")
-    .text()
-    .await
-    .expect("HTML");
-    let link = page
-        .split("href=\"")
-        .filter_map(|rest| rest.split('"').next())
-        .find(|href| href.contains("/blobs/sha256/"))
-        .unwrap_or_else(|| panic!("no download link in {page}"))
-        .replace("&#x2f;", "/")
-        .replace("&#47;", "/")
-        .replace("&amp;", "&");
-    let file = reqwest::get(&link).await.expect("download");
-    assert_eq!(file.status(), 200, "{link}");
-    let bytes = file.bytes().await.expect("the SIF");
-    assert_eq!(sha256_digest(&bytes), sif_digest, "{link}");
-    let hex = sif_digest.trim_start_matches("sha256:");
-    let contexts = app.url(&format!(
-        "/blobs/sha256/{}/{hex}/data?repository=kiln/contexts/alice",
-        &hex[..2]
-    ));
-    let refused = reqwest::get(&contexts).await.expect("GET").status();
-    assert_eq!(refused, 404, "build contexts are never served");
+    lap("a native build and its cache hit");
 
     // The library: a push lands in Distribution and pulls back the same.
     let alice = signup(&app, "alice").await;
@@ -178,18 +144,35 @@ async fn kiln_keeps_everything_in_cncf_distribution() {
         Some(sha256_digest(&file).as_str())
     );
 
-    // A remote build with `%files`: its context goes to Distribution and back to the builder.
-    let token = token_for(&app, "bob").await;
+    // Its download link, streamed through kiln without credentials; contexts never are.
+    let digest = sha256_digest(&file);
+    let link = blob_download_path(&digest).expect("a sha256 digest");
+    let file_link = app.url(&format!("{link}?repository=library/alice/tools/hello"));
+    let downloaded = reqwest::get(&file_link).await.expect("download");
+    assert_eq!(downloaded.status(), 200, "{file_link}");
+    assert_eq!(downloaded.bytes().await.expect("the SIF"), file);
+    for refused in ["?repository=kiln/contexts/alice", ""] {
+        let status = reqwest::get(app.url(&format!("{link}{refused}")))
+            .await
+            .expect("GET")
+            .status();
+        assert_eq!(status, 404, "{link}{refused}");
+    }
+    lap("a library push, pull and download");
+
+    // A remote build with `%files` on that SIF: its context goes to Distribution and back to
+    // the builder, which reads the SIF from there too.
     let dir = tempfile::tempdir().expect("temp dir");
     write_client_files(dir.path());
-    let sent = definition(&app, "    echo 'built by kiln' > /opt/built.txt");
-    std::fs::write(dir.path().join("app.def"), &sent).expect("write the definition");
+    let sent = "Bootstrap: localimage\nFrom: alice/tools/hello:1.0\n\n\
+                %files\n    greeting.txt /opt/greeting.txt\n";
+    std::fs::write(dir.path().join("app.def"), sent).expect("write the definition");
     let (scs, app_url) = (dir.path().to_owned(), app.url(""));
     let output = tokio::task::spawn_blocking(move || {
         Command::new(tool("scs-build"))
             .current_dir(&scs)
             .env_remove("SYLABS_AUTH_TOKEN")
-            .args(["build", "--url", &app_url, "--auth-token", &token])
+            .args(["build", "--url", &app_url, "--auth-token", &alice])
             .args(["--arch", "amd64", "app.def", "app.sif"])
             .output()
             .expect("scs-build runs")
@@ -206,10 +189,16 @@ async fn kiln_keeps_everything_in_cncf_distribution() {
         stderr.contains("Image checksum verified successfully."),
         "{stderr}"
     );
-    let root = unpack(&dir.path().join("app.sif"));
-    let greeting = std::fs::read_to_string(root.path().join("root/opt/greeting.txt"))
-        .expect("the %files copy");
-    assert_eq!(greeting, "hello from the client\n");
+    let unpacked = unpack(&dir.path().join("app.sif"));
+    let read = |path: &str| std::fs::read_to_string(unpacked.path().join("root").join(path));
+    assert_eq!(
+        read("opt/greeting.txt").expect("the %files copy"),
+        "hello from the client\n"
+    );
+    assert_eq!(
+        read("hello").expect("the SIF built on"),
+        "hello through distribution"
+    );
     let result = stdout
         .split("pushed library://")
         .nth(1)
@@ -217,4 +206,5 @@ async fn kiln_keeps_everything_in_cncf_distribution() {
         .expect("the log names the library image");
     let (container, tag) = result.split_once(':').expect("entity/collection/name:tag");
     skopeo_inspect(&registry, &format!("library/{container}:{tag}"));
+    lap("a remote build with a build context");
 }

@@ -44,7 +44,7 @@ async fn start() -> (TestApp, String) {
 }
 
 /// Gets a token from the `/auth/tokens` page, as a user would.
-pub(crate) async fn token_for(app: &TestApp, user: &str) -> String {
+async fn token_for(app: &TestApp, user: &str) -> String {
     signup_token(&app.url("/auth/tokens"), user).await
 }
 
@@ -58,7 +58,7 @@ pub(crate) fn write_client_files(dir: &Path) {
 /// The definition every build here starts from: kiln's Debian base, `%files` copies from the
 /// client's directory (a file; a directory into an existing directory, where SingularityCE's
 /// `cp -r` nests it, and to a new path), and the sections kiln writes into the SIF.
-pub(crate) fn definition(app: &TestApp, post: &str) -> String {
+fn definition(app: &TestApp, post: &str) -> String {
     format!(
         "Bootstrap: docker\n\
          From: {}/{BASE_REPOSITORY}:{DEBIAN_TAG}\n\

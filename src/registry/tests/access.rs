@@ -242,3 +242,60 @@ async fn debug_shows_no_password() {
     }
     assert!(printed.contains("\"op\""), "{printed}");
 }
+
+/// Users' build contexts (`kiln/contexts/<user>`) are read by kiln's builders and operators
+/// alone: to anyone else the repository is not there.
+#[tokio::test]
+async fn build_contexts_are_not_there_for_others() {
+    let reg = setup().await;
+    let operator = basic("op", "op-secret");
+    let name = "kiln/contexts/alice";
+    let layer = digest(b"context");
+    for (data, d) in [(&b"context"[..], &layer), (&b"{}"[..], &digest(b"{}"))] {
+        let r = reg
+            .req_as(
+                Some(&operator),
+                "POST",
+                &format!("/v2/{name}/blobs/uploads/?digest={d}"),
+                &[],
+                data.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/vnd.kiln.build-context.v1.tar+gzip", "digest": layer, "size": 7}],
+    }))
+    .unwrap();
+    let r = reg
+        .req_as(
+            Some(&operator),
+            "PUT",
+            &format!("/v2/{name}/manifests/sha256-1"),
+            &[("content-type", OCI_MANIFEST)],
+            manifest,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let user = basic("u", "p");
+    for path in [
+        format!("/v2/{name}/manifests/sha256-1"),
+        format!("/v2/{name}/tags/list"),
+        format!("/v2/{name}/blobs/{layer}"),
+    ] {
+        for authorization in [None, Some(user.as_str())] {
+            let r = reg
+                .req_as(authorization, "GET", &path, &[], Body::empty())
+                .await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(r.code(), "NAME_UNKNOWN", "{path}");
+        }
+        let r = reg
+            .req_as(Some(&operator), "GET", &path, &[], Body::empty())
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+    }
+}
