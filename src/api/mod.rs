@@ -64,8 +64,8 @@ pub struct App {
 }
 
 impl App {
-    /// A running kiln around its store, registry, queue and package search: the allowances
-    /// `config` sets, empty caches, and Wave request records on their way to `store`.
+    /// A running kiln around its store, registry, queue and package search: empty caches and
+    /// Wave request records on their way to `store` (allowances are charged in the store).
     /// `kiln serve` and the tests of the pages assemble kiln through this alone.
     pub fn new(
         config: Config,
