@@ -17,8 +17,10 @@ use crate::support::distribution::Distribution;
 use crate::support::go_tools::tool;
 use crate::support::wave::nextflow_body;
 use kiln::assemble::sif::SifArch;
+use kiln::build::contexts::{Announced, BuildContexts, CONTEXT_TTL, ContextLimits, UnpackError};
 use kiln::config::ExternalRegistry;
 use kiln::credentials::Credentials;
+use kiln::registry::Images;
 use kiln::registry::blob_download_path;
 use kiln::registry::client::{Auth, RegistryClient, sha256_digest};
 use serde_json::{Value, json};
@@ -207,4 +209,87 @@ async fn kiln_keeps_everything_in_cncf_distribution() {
     let (container, tag) = result.split_once(':').expect("entity/collection/name:tag");
     skopeo_inspect(&registry, &format!("library/{container}:{tag}"));
     lap("a remote build with a build context");
+}
+
+/// A build context in Distribution outlives its garbage collection while its tag stands (as a
+/// queued build needs it), is fetched from there, and is collected once its client deletes it;
+/// one past the expiry is swept.
+#[tokio::test(flavor = "multi_thread")]
+async fn build_contexts_in_distribution_survive_its_garbage_collection() {
+    let registry = Distribution::start().await;
+    let client = RegistryClient::new(
+        &registry.host,
+        Auth::Basic(Credentials::new(registry.user, registry.password)),
+        &[],
+    )
+    .expect("client");
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let contexts = BuildContexts::new(Images::remote(client.clone()), scratch.path().join("s"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_client_files(dir.path());
+    let archive = dir.path().join("context.tar.gz");
+    let packed = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .args(["-C", &dir.path().display().to_string(), "greeting.txt"])
+        .status()
+        .expect("tar runs");
+    assert!(packed.success());
+    let bytes = std::fs::read(&archive).expect("the archive");
+    let digest = sha256_digest(&bytes);
+    let hex = digest.trim_start_matches("sha256:").to_owned();
+    let limits = ContextLimits {
+        max_unpacked: 1 << 20,
+        max_entries: 10,
+        max_expansion: 1000,
+    };
+    let receive = |user: &'static str| {
+        let (contexts, hex, bytes) = (contexts.clone(), hex.clone(), bytes.clone());
+        async move {
+            let announced = Announced {
+                digest: &hex,
+                size: bytes.len() as u64,
+            };
+            let upload =
+                futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+            contexts
+                .receive(user, announced, upload, limits)
+                .await
+                .expect("the context is kept");
+        }
+    };
+    receive("alice").await;
+    assert!(contexts.exists("alice", &hex).await.expect("look-up"));
+
+    registry.collect_garbage();
+    let target = dir.path().join("build/context");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    let files = contexts
+        .unpack("alice", &hex, &target)
+        .await
+        .expect("unpacked");
+    assert_eq!(files, 1);
+    assert_eq!(
+        std::fs::read_to_string(target.join("greeting.txt")).expect("unpacked file"),
+        "hello from the client\n"
+    );
+
+    assert!(contexts.delete("alice", &hex).await.expect("deleted"));
+    assert!(!contexts.delete("alice", &hex).await.expect("look-up"));
+    registry.collect_garbage();
+    let gone = contexts.unpack("alice", &hex, &target).await.unwrap_err();
+    assert!(matches!(gone, UnpackError::Missing { .. }), "{gone}");
+    let blob = client
+        .blob_stream("kiln/contexts/alice", &digest)
+        .await
+        .expect("look-up");
+    assert!(blob.is_none(), "the collection took the deleted context");
+
+    receive("bob").await;
+    assert_eq!(contexts.remove_stale(CONTEXT_TTL).await.expect("sweep"), 0);
+    assert_eq!(
+        contexts.remove_stale(Duration::ZERO).await.expect("sweep"),
+        1
+    );
+    assert!(!contexts.exists("bob", &hex).await.expect("look-up"));
 }

@@ -70,6 +70,21 @@ impl Distribution {
         self.child.id()
     }
 
+    /// Runs Distribution's offline garbage collection (`docker-registry garbage-collect
+    /// --delete-untagged`) on its storage, as an operator would; nothing may push meanwhile.
+    pub fn collect_garbage(&self) {
+        let output = Command::new("docker-registry")
+            .args(["garbage-collect", "--delete-untagged"])
+            .arg(self._root.path().join("config.yml"))
+            .output()
+            .expect("docker-registry runs");
+        assert!(
+            output.status.success(),
+            "garbage-collect failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// `user:password`, as `skopeo --creds` takes them.
     pub fn creds(&self) -> String {
         format!("{}:{}", self.user, self.password)

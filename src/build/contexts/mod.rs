@@ -5,7 +5,7 @@
 //! A context is kept in the registry kiln keeps its images in (embedded or external), so a
 //! worker on any machine fetches it by digest: the blob in repository `kiln/contexts/<user>`
 //! (user names are library names, valid repository components), referenced by a small OCI
-//! artifact manifest tagged `sha256-<hex>`. The tag is what keeps it: both registries' garbage
+//! artifact manifest tagged `context-<hex>`. The tag is what keeps it: both registries' garbage
 //! collection keep blobs a tagged manifest references, so a context stays until its client
 //! deletes it or [`CONTEXT_TTL`] passes, whatever builds are queued; deleting the manifest lets
 //! the next collection take the blob. A context is only ever found, used or deleted by its
@@ -121,9 +121,10 @@ impl BuildContexts {
         format!("{CONTEXT_REPOSITORIES}{user}")
     }
 
-    /// The tag of the context with sha256 `hex`.
+    /// The tag of the context with sha256 `hex` (not `sha256-<hex>`, the OCI referrers
+    /// fallback's tag schema, which clients would read as a referrers index).
     fn tag(hex: &str) -> String {
-        format!("sha256-{hex}")
+        format!("context-{hex}")
     }
 
     /// The manifest digest of `user`'s context with sha256 `hex`, if they have it.

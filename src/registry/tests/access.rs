@@ -274,7 +274,7 @@ async fn build_contexts_are_not_there_for_others() {
         .req_as(
             Some(&operator),
             "PUT",
-            &format!("/v2/{name}/manifests/sha256-1"),
+            &format!("/v2/{name}/manifests/context-1"),
             &[("content-type", OCI_MANIFEST)],
             manifest,
         )
@@ -282,7 +282,7 @@ async fn build_contexts_are_not_there_for_others() {
     assert_eq!(r.status, StatusCode::CREATED);
     let user = basic("u", "p");
     for path in [
-        format!("/v2/{name}/manifests/sha256-1"),
+        format!("/v2/{name}/manifests/context-1"),
         format!("/v2/{name}/tags/list"),
         format!("/v2/{name}/blobs/{layer}"),
     ] {
