@@ -80,9 +80,10 @@ async fn two_api_and_two_worker_processes_share_one_database_and_registry() {
         channel_url: &channel_url,
         base: &format!("{BASE_REPOSITORY}:{BASE_TAG}"),
     };
-    // One build at a time per worker, and a short lease, so a dead worker's build is free soon.
+    // One build at a time per worker, and a short lease, so a dead worker's build is free soon;
+    // not shorter, so a worker slowed by a busy CI machine still renews it (every third) in time.
     let settings = shared.settings(
-        "workers = 1\nlease_secs = 3",
+        "workers = 1\nlease_secs = 5",
         &format!(
             "wait_for_build_ms = 0\ntokens = [\"{OPERATOR}\"]\nanonymous_builds_per_day = {ALLOWANCE}"
         ),
