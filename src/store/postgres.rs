@@ -31,10 +31,18 @@ use crate::spec::BuildJob;
 /// How often `submit` re-reads after losing an insert race, as in the SQLite store.
 const SUBMIT_TRIES: usize = 3;
 
-/// Connections one kiln process holds at most. Requests wait for a free one (at most
+/// Connections one kiln process holds at most, unless the URL's `max_connections` parameter
+/// says otherwise; one of them listens for events. Requests wait for a free one (at most
 /// [`ACQUIRE_TIMEOUT`]) rather than open more, so N nodes need N × this many of the server's
 /// `max_connections` (100 by default).
 const MAX_CONNECTIONS: u32 = 16;
+
+/// The range `max_connections` may be set in: the listener and at least one for queries, and
+/// far below any server's limit.
+const CONNECTIONS_RANGE: std::ops::RangeInclusive<u32> = 2..=1000;
+
+/// kiln's own parameter of a PostgreSQL URL (libpq has none for it): the pool's size.
+const POOL_SIZE_PARAMETER: &str = "max_connections";
 
 /// How long a store call waits for a free connection before it fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,13 +70,15 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user:password@host:port/database?sslmode=…`) and migrates
-    /// the database. The database must exist; its tables are created on first use.
+    /// Connects to `url` (`postgres://user:password@host:port/database?sslmode=…`, and
+    /// `max_connections=N` for the pool's size) and migrates the database. The database must
+    /// exist; its tables are created on first use.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)?;
+        let (url, max_connections) = pool_size(url)?;
+        let options = PgConnectOptions::from_str(&url)?;
         // Idle connections are recycled: a server restart or a failover leaves broken ones.
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Duration::from_secs(60))
             .max_lifetime(Duration::from_secs(600))
@@ -949,6 +959,42 @@ impl Store for PostgresStore {
     }
 }
 
+/// Takes kiln's `max_connections` parameter off `url`: the URL for sqlx (which ignores what it
+/// does not know, with a warning) and the pool's size.
+fn pool_size(url: &str) -> Result<(String, u32), StoreError> {
+    let invalid = |detail: String| {
+        StoreError::Database(sqlx::Error::Configuration(
+            format!("the database URL {detail}").into(),
+        ))
+    };
+    let mut parsed = url::Url::parse(url).map_err(|err| invalid(format!("is not a URL: {err}")))?;
+    let mut size = MAX_CONNECTIONS;
+    let mut rest = Vec::new();
+    for (name, value) in parsed.query_pairs() {
+        if name != POOL_SIZE_PARAMETER {
+            rest.push((name.into_owned(), value.into_owned()));
+            continue;
+        }
+        size = value
+            .parse()
+            .ok()
+            .filter(|size| CONNECTIONS_RANGE.contains(size))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "sets {POOL_SIZE_PARAMETER} to {value:?}; write a number from {} to {}",
+                    CONNECTIONS_RANGE.start(),
+                    CONNECTIONS_RANGE.end()
+                ))
+            })?;
+    }
+    if rest.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    Ok((parsed.into(), size))
+}
+
 /// Counts `allowance`'s charges of the last day in `tx` (which holds the client's lock) and
 /// refuses a new build when they are spent; drops charges that have aged out, everyone's, so
 /// the table holds about a day of new builds.
@@ -1315,6 +1361,51 @@ mod tests {
             "{err}"
         );
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    /// `max_connections` sizes the pool and is not passed on; other parameters are.
+    #[test]
+    fn the_pool_size_is_a_parameter_of_the_url() {
+        let base = "postgres://kiln:pw@db.example:5432/kiln";
+        assert_eq!(pool_size(base).unwrap(), (base.to_owned(), MAX_CONNECTIONS));
+        assert_eq!(
+            pool_size(&format!("{base}?max_connections=40")).unwrap(),
+            (base.to_owned(), 40)
+        );
+        assert_eq!(
+            pool_size(&format!("{base}?sslmode=require&max_connections=4")).unwrap(),
+            (format!("{base}?sslmode=require"), 4)
+        );
+        for bad in ["1", "0", "many", "1001"] {
+            let err = pool_size(&format!("{base}?max_connections={bad}")).unwrap_err();
+            let StoreError::Database(sqlx::Error::Configuration(detail)) = &err else {
+                panic!("{err}");
+            };
+            assert!(detail.to_string().contains("from 2 to 1000"), "{detail}");
+            assert!(!detail.to_string().contains("pw"), "{detail}");
+        }
+    }
+
+    /// A pool of `max_connections` connections, one of which listens: with 2, queries run one at
+    /// a time and still all finish.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_pool_still_serves_concurrent_calls() {
+        let db = temp_db().await;
+        let store = Arc::new(
+            PostgresStore::open(&format!("{}?max_connections=2", db.url))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(store.pool.options().get_max_connections(), 2);
+        let tasks: Vec<_> = (0..8u8)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.submit(request(&key(150 + n))).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap().unwrap().created);
+        }
     }
 
     #[tokio::test]
