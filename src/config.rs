@@ -1110,7 +1110,8 @@ impl Config {
         self.channels.iter().map(ToString::to_string).collect()
     }
 
-    /// Where clients' uploaded build contexts (for remote builds' `%files`) are kept.
+    /// Where clients' uploads of build contexts (for remote builds' `%files`) are checked before
+    /// they go to the registry, which keeps them.
     pub fn build_contexts_dir(&self) -> PathBuf {
         self.data_dir.join("build-contexts")
     }
