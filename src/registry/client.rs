@@ -19,6 +19,9 @@ use tokio::io::AsyncWrite;
 
 use crate::credentials::{Credentials, Secret};
 
+/// The OCI image index media type (the referrers tag schema's index).
+const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
 /// How the client authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -290,8 +293,25 @@ impl RegistryClient {
     }
 
     /// Pushes manifest or index `bytes` of `media_type` under `reference` (a tag, or the
-    /// digest itself) and returns its digest.
+    /// digest itself) and returns its digest. A manifest with a subject is also listed among
+    /// its subject's referrers where the registry does not do that itself.
     pub async fn push_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        bytes: Bytes,
+        media_type: &str,
+    ) -> Result<String, ClientError> {
+        let digest = self
+            .push_manifest_only(repository, reference, bytes.clone(), media_type)
+            .await?;
+        self.index_referrer(repository, &bytes, &digest, media_type)
+            .await?;
+        Ok(digest)
+    }
+
+    /// [`Self::push_manifest`] without the referrers index.
+    async fn push_manifest_only(
         &self,
         repository: &str,
         reference: &str,
@@ -457,19 +477,45 @@ impl RegistryClient {
     }
 
     /// Deletes the manifest `digest` of `repository` (and so the tags pointing at it); false
-    /// when there is none. oci-client has no call for this, so it is one plain `DELETE`, with
-    /// the Bearer token oci-client obtained when the registry issues them, else Basic.
+    /// when there is none.
     pub async fn delete_manifest(
         &self,
         repository: &str,
         digest: &str,
     ) -> Result<bool, ClientError> {
-        let reference = self.at_digest(repository, digest);
-        let failed = |message: String| ClientError::Registry {
-            operation: "deleting manifest",
-            target: self.target(repository, digest),
-            source: OciDistributionError::GenericError(Some(message)),
-        };
+        let path = format!("{repository}/manifests/{digest}");
+        let response = self
+            .raw(
+                reqwest::Method::DELETE,
+                repository,
+                &path,
+                "deleting manifest",
+            )
+            .await?;
+        match response.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                Err(self.raw_failure(
+                    "deleting manifest",
+                    &path,
+                    format!("the registry answered {status}: {body}"),
+                ))
+            }
+        }
+    }
+
+    /// One request oci-client has no call for, to `/v2/<path>` (`repository`'s), with the
+    /// Bearer token oci-client obtained when the registry issues them, else Basic.
+    async fn raw(
+        &self,
+        method: reqwest::Method,
+        repository: &str,
+        path: &str,
+        operation: &'static str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let reference = self.tagged(repository, "latest");
         let token = self
             .client
             .auth(&reference, &self.auth, RegistryOperation::Push)
@@ -480,29 +526,100 @@ impl RegistryClient {
                 source,
             })?;
         let scheme = if self.plain_http { "http" } else { "https" };
-        let url = format!(
-            "{scheme}://{}/v2/{repository}/manifests/{digest}",
-            self.registry
-        );
-        let request = self.http.delete(&url);
+        let request = self
+            .http
+            .request(method, format!("{scheme}://{}/v2/{path}", self.registry));
         let request = match (token, &self.auth) {
             (Some(token), _) => request.bearer_auth(token),
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
             (None, RegistryAuth::Anonymous) => request,
         };
-        let response = request
+        request
             .send()
             .await
-            .map_err(|err| failed(err.to_string()))?;
-        match response.status().as_u16() {
-            200..=299 => Ok(true),
-            404 => Ok(false),
-            status => {
-                let body = response.text().await.unwrap_or_default();
-                Err(failed(format!("the registry answered {status}: {body}")))
-            }
+            .map_err(|err| self.raw_failure(operation, path, err.to_string()))
+    }
+
+    fn raw_failure(&self, operation: &'static str, path: &str, message: String) -> ClientError {
+        ClientError::Registry {
+            operation,
+            target: format!("{}/v2/{path}", self.registry),
+            source: OciDistributionError::GenericError(Some(message)),
         }
+    }
+
+    /// Lists the manifest `bytes` (`digest`, of `media_type`) among the referrers of its
+    /// subject the way a registry without the referrers API needs: in the index at tag
+    /// `sha256-<subject hex>` (the OCI referrers tag schema), which clients, kiln's included,
+    /// read when the API answers 404. Registries with the API (kiln's own) are left alone.
+    async fn index_referrer(
+        &self,
+        repository: &str,
+        bytes: &[u8],
+        digest: &str,
+        media_type: &str,
+    ) -> Result<(), ClientError> {
+        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            return Ok(());
+        };
+        let Some(subject) = manifest["subject"]["digest"].as_str() else {
+            return Ok(());
+        };
+        let path = format!("{repository}/referrers/{subject}");
+        let probe = self
+            .raw(
+                reqwest::Method::GET,
+                repository,
+                &path,
+                "listing referrers of",
+            )
+            .await?;
+        if probe.status() != reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let tag = subject.replacen(':', "-", 1);
+        let mut index = match self
+            .pull_manifest(repository, &tag, &[MEDIA_TYPE_INDEX])
+            .await
+        {
+            Ok((existing, _)) => serde_json::from_slice(&existing).unwrap_or_default(),
+            Err(err) if err.is_not_found() => serde_json::Value::Null,
+            Err(err) => return Err(err),
+        };
+        if !index["manifests"].is_array() {
+            index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": MEDIA_TYPE_INDEX,
+                "manifests": [],
+            });
+        }
+        let mut entry = serde_json::json!({
+            "mediaType": media_type,
+            "digest": digest,
+            "size": bytes.len(),
+        });
+        let artifact_type = manifest["artifactType"]
+            .as_str()
+            .or_else(|| manifest["config"]["mediaType"].as_str());
+        if let Some(artifact_type) = artifact_type {
+            entry["artifactType"] = artifact_type.into();
+        }
+        if manifest["annotations"].is_object() {
+            entry["annotations"] = manifest["annotations"].clone();
+        }
+        let entries = index["manifests"]
+            .as_array_mut()
+            .expect("made an array above");
+        if entries.iter().any(|listed| listed["digest"] == digest) {
+            return Ok(());
+        }
+        entries.push(entry);
+        let index = serde_json::to_vec(&index)
+            .map_err(|err| self.raw_failure("listing referrers of", &path, err.to_string()))?;
+        self.push_manifest_only(repository, &tag, index.into(), MEDIA_TYPE_INDEX)
+            .await
+            .map(drop)
     }
 
     /// The tags of `repository`; none when it does not exist.

@@ -1,7 +1,7 @@
 //! kiln keeping everything in an external registry: CNCF Distribution (`docker-registry`) with
 //! htpasswd Basic auth, configured as `[external_registry]`. kiln stops serving `/v2/` and its
 //! token endpoint; a native build from the local channel lands in Distribution (`skopeo
-//! inspect` sees it) and is a cache hit the second time; a library push lands there, pulls back
+//! inspect` sees it), its SBOM is found there, and it is a cache hit the second time; a library push lands there, pulls back
 //! and downloads through kiln's link; a remote build on that SIF gets its uploaded build context
 //! and the SIF through Distribution.
 
@@ -123,6 +123,16 @@ async fn kiln_keeps_everything_in_cncf_distribution() {
         .expect("named with kiln's public host");
     let manifest = skopeo_inspect(&registry, path);
     assert!(manifest["layers"].as_array().is_some_and(|l| !l.is_empty()));
+    let sbom = reqwest::get(app.url(&format!(
+        "/view/builds/{}/sbom.spdx.json",
+        built["buildId"].as_str().expect("buildId")
+    )))
+    .await
+    .expect("SBOM");
+    // Its SBOM, found through the referrers tag schema (Distribution 2.8 has no referrers API).
+    assert_eq!(sbom.status(), 200);
+    let sbom: Value = sbom.json().await.expect("SPDX JSON");
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     let again = post(&app, json!({"freeze": false})).await;
     assert_eq!(again["cached"], json!(true), "{again}");
     lap("a native build and its cache hit");
