@@ -30,6 +30,7 @@ mod reproducible;
 mod roles;
 mod sandbox;
 mod sbom;
+mod scale_out;
 mod search;
 mod serve;
 mod sif;

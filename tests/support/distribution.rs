@@ -65,6 +65,11 @@ impl Distribution {
         format!("http://{}", self.host)
     }
 
+    /// The registry's process id, for benchmarks that read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs Distribution's offline garbage collection (`docker-registry garbage-collect
     /// --delete-untagged`) on its storage, as an operator would; nothing may push meanwhile.
     pub fn collect_garbage(&self) {

@@ -6,6 +6,7 @@
 pub mod bench_base;
 pub mod bench_channel;
 pub mod big_channel;
+pub mod cluster;
 pub mod conda_channel;
 pub mod debian_base;
 pub mod debian_mirror;
