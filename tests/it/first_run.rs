@@ -207,8 +207,15 @@ async fn a_fresh_kiln_makes_its_bases_and_its_first_images_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_mirror_index_fails_the_first_build_naming_the_file() {
     let archive = DebianMirror::build();
-    let tampered = format!("dists/{SUITE}/main/binary-amd64/Packages.xz");
-    archive.tamper(&tampered);
+    // Both platforms' indexes: kiln makes a base's platforms side by side and reports the
+    // first to fail, and either must fail for its tampered file, not for something else.
+    let tampered: Vec<String> = ["amd64", "arm64"]
+        .iter()
+        .map(|arch| format!("dists/{SUITE}/main/binary-{arch}/Packages.xz"))
+        .collect();
+    for file in &tampered {
+        archive.tamper(file);
+    }
     let mirror = archive.serve();
     let channel = CondaChannel::build();
     let server = channel.serve();
@@ -229,7 +236,8 @@ async fn a_tampered_mirror_index_fails_the_first_build_naming_the_file() {
     assert_eq!(record["succeeded"], json!(false), "{record}");
     let reason = record["reason"].as_str().expect("a reason");
     assert!(
-        reason.contains(&tampered) && reason.contains("kiln/base/debian:kiln"),
+        tampered.iter().any(|file| reason.contains(file.as_str()))
+            && reason.contains("kiln/base/debian:kiln"),
         "the reason names the base and the file: {reason}\n{log}"
     );
     let tag = reqwest::get(format!(
